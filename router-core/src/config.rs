@@ -1,0 +1,88 @@
+//! Router configuration.
+
+use core::time::Duration;
+
+use crate::peer::PeerName;
+
+/// Everything a [`crate::Router`] is told at birth. Defaults suit a real network; the
+/// simulator and tests shorten the timers.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Our peer name (stable across restarts).
+    pub name: PeerName,
+    /// A human-friendly nickname (the host name, typically).
+    pub nickname: String,
+    /// Seed of the router's random stream (incarnation UID, session values, jitter).
+    pub seed: u64,
+    /// TCP port we accept control connections on, advertised for discovery.
+    pub tcp_port: u16,
+    /// UDP port we receive data and heartbeats on.
+    pub udp_port: u16,
+    /// Most control connections at once, in either direction.
+    pub conn_limit: usize,
+    /// Dial peers learned from gossip.
+    pub discovery: bool,
+    /// Hop limit put on frames we originate.
+    pub hop_limit: u8,
+    /// Largest UDP payload we build when batching frames.
+    pub datagram_max: usize,
+    /// Idle time after which a MAC entry expires.
+    pub mac_expiry: Duration,
+    /// Most MAC entries.
+    pub mac_table_max: usize,
+    /// Bytes of queued output after which data frames are dropped.
+    pub outbox_limit: usize,
+    /// A connection's preamble and handshake must finish within this.
+    pub handshake_timeout: Duration,
+    /// TCP heartbeat period.
+    pub tcp_heartbeat: Duration,
+    /// A connection with nothing received for this long is closed.
+    pub tcp_timeout: Duration,
+    /// UDP heartbeat period once a link is established.
+    pub udp_heartbeat: Duration,
+    /// UDP heartbeat period while a link is being established.
+    pub udp_heartbeat_fast: Duration,
+    /// A direction with no UDP heartbeat (or ack) for this long is no longer established.
+    pub udp_timeout: Duration,
+    /// Triggered gossip waits this long to coalesce changes.
+    pub gossip_coalesce: Duration,
+    /// Period of anti-entropy (summary exchange) and garbage collection.
+    pub anti_entropy: Duration,
+    /// First reconnect delay.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// A connection that lived less than this counts as a failure for backoff.
+    pub stable_after: Duration,
+}
+
+impl Config {
+    /// A configuration with the defaults for `name`.
+    pub fn new(name: PeerName) -> Self {
+        Config {
+            name,
+            nickname: String::new(),
+            seed: 0,
+            tcp_port: 6783,
+            udp_port: 6783,
+            conn_limit: 100,
+            discovery: true,
+            hop_limit: 64,
+            datagram_max: 1472,
+            mac_expiry: Duration::from_secs(600),
+            mac_table_max: 65_536,
+            outbox_limit: 8 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            tcp_heartbeat: Duration::from_secs(10),
+            tcp_timeout: Duration::from_secs(60),
+            udp_heartbeat: Duration::from_secs(1),
+            udp_heartbeat_fast: Duration::from_millis(100),
+            udp_timeout: Duration::from_secs(5),
+            gossip_coalesce: Duration::from_millis(10),
+            anti_entropy: Duration::from_secs(30),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            stable_after: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Control connections: their state, and what ends them.
+
+use core::fmt;
+use std::net::SocketAddr;
+
+use crate::peer::{ConnId, PeerName, PeerUid};
+use crate::time::Instant;
+use crate::wire::control::RefuseReason;
+use crate::wire::DecodeError;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Phase {
+    /// We asked the driver to dial; waiting for [`crate::ConnEvent::Connected`].
+    Dialing,
+    /// Our preamble and handshake are sent; waiting for the peer's preamble.
+    Preamble,
+    /// Waiting for the peer's handshake.
+    Handshake,
+    /// Handshake done: gossip flows; UDP heartbeats decide whether the link is established.
+    Up,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub enum ConnError {
+    /// The peer refused us.
+    RefusedByPeer(RefuseReason),
+    /// We refused the peer.
+    Refused(RefuseReason),
+    /// The driver could not connect, or reported the connection closed.
+    Closed,
+    /// The peer sent something undecodable.
+    Malformed(String),
+    /// Preamble and handshake took too long.
+    HandshakeTimeout,
+    /// Nothing received for the TCP timeout.
+    Timeout,
+    /// A newer incarnation of the peer connected.
+    Replaced,
+    /// `forget` or shutdown.
+    Forgotten,
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::RefusedByPeer(r) => write!(f, "refused by peer: {r}"),
+            ConnError::Refused(r) => write!(f, "refused: {r}"),
+            ConnError::Closed => f.write_str("connection closed"),
+            ConnError::Malformed(e) => write!(f, "malformed message: {e}"),
+            ConnError::HandshakeTimeout => f.write_str("handshake timed out"),
+            ConnError::Timeout => f.write_str("no traffic within the TCP timeout"),
+            ConnError::Replaced => f.write_str("replaced by a newer incarnation of the peer"),
+            ConnError::Forgotten => f.write_str("forgotten"),
+        }
+    }
+}
+
+impl From<DecodeError> for ConnError {
+    fn from(e: DecodeError) -> Self {
+        ConnError::Malformed(e.to_string())
+    }
+}
+
+/// What we learned from the peer's handshake.
+#[derive(Debug, Clone)]
+pub(crate) struct Remote {
+    pub(crate) name: PeerName,
+    pub(crate) uid: PeerUid,
+    pub(crate) nickname: String,
+    /// Where we send UDP: the advertised port at first, then wherever heartbeats come from.
+    pub(crate) udp_addr: SocketAddr,
+    /// Where the peer accepts control connections.
+    pub(crate) listen_addr: SocketAddr,
+    /// The peer's session value; our heartbeats echo it.
+    pub(crate) session: u64,
+}
+
+/// One control connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Conn {
+    pub(crate) outbound: bool,
+    /// The TCP address of the other end.
+    pub(crate) remote_addr: SocketAddr,
+    /// The target this connection was dialled for.
+    pub(crate) target: Option<SocketAddr>,
+    pub(crate) phase: Phase,
+    pub(crate) inbuf: Vec<u8>,
+    pub(crate) version: u8,
+    /// Our session value on this connection; heartbeats to us must echo it.
+    pub(crate) session: u64,
+    pub(crate) peer: Option<Remote>,
+    pub(crate) opened_at: Instant,
+    pub(crate) up_at: Option<Instant>,
+    pub(crate) last_tcp_rx: Instant,
+    /// UDP from the peer reaches us.
+    pub(crate) udp_rx_ok: bool,
+    /// UDP from us reaches the peer (it acknowledged a heartbeat).
+    pub(crate) udp_tx_ok: bool,
+    pub(crate) udp_seq: u32,
+    pub(crate) last_udp_rx: Instant,
+    pub(crate) last_udp_ack: Instant,
+    /// The UDP source address bound to this connection in the router's lookup table.
+    pub(crate) udp_bound: Option<SocketAddr>,
+    pub(crate) established_at: Option<Instant>,
+}
+
+impl Conn {
+    pub(crate) fn new(now: Instant, outbound: bool, remote_addr: SocketAddr, session: u64) -> Self {
+        Conn {
+            outbound,
+            remote_addr,
+            target: None,
+            phase: if outbound { Phase::Dialing } else { Phase::Preamble },
+            inbuf: Vec::new(),
+            version: 0,
+            session,
+            peer: None,
+            opened_at: now,
+            up_at: None,
+            last_tcp_rx: now,
+            udp_rx_ok: false,
+            udp_tx_ok: false,
+            udp_seq: 0,
+            last_udp_rx: now,
+            last_udp_ack: now,
+            udp_bound: None,
+            established_at: None,
+        }
+    }
+
+    /// UDP is confirmed both ways.
+    pub(crate) fn established(&self) -> bool {
+        self.phase == Phase::Up && self.udp_rx_ok && self.udp_tx_ok
+    }
+
+    /// The rank used to settle duplicate connections: (initiator's name, initiator's session).
+    /// Both ends compute the same rank for the same connection; the lower rank survives.
+    pub(crate) fn rank(&self, me: PeerName) -> (PeerName, u64) {
+        let peer = self.peer.as_ref().expect("ranked only after the handshake");
+        if self.outbound {
+            (me, self.session)
+        } else {
+            (peer.name, peer.session)
+        }
+    }
+}
+
+/// A peer address we keep connected to: given by `connect`, or discovered from gossip.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Target {
+    pub(crate) discovered: bool,
+    pub(crate) conn: Option<ConnId>,
+    pub(crate) attempts: u32,
+    /// The peer at this address, once a handshake told us.
+    pub(crate) peer: Option<PeerName>,
+    /// The address leads to ourselves; never dialled again.
+    pub(crate) is_self: bool,
+    pub(crate) last_error: Option<String>,
+}

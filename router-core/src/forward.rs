@@ -1,0 +1,233 @@
+//! The data plane: MAC learning and forwarding of captured and received frames.
+
+use std::net::SocketAddr;
+
+use crate::mac_cache::{Learned, MacOwner};
+use crate::peer::{Mac, PeerName};
+use crate::router::Router;
+use crate::stats::DropReason;
+use crate::time::Instant;
+use crate::timer::Timer;
+use crate::wire::datagram::{Datagram, Header, Kind, FLAG_ENCRYPTED, FRAME_MIN};
+
+/// What the forwarding decision for a captured frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The destination is on our own bridge: nothing to send.
+    Local,
+    /// Send towards `dst` through the neighbour `via`.
+    Unicast {
+        /// The peer the destination MAC lives behind.
+        dst: PeerName,
+        /// The next hop.
+        via: PeerName,
+    },
+    /// Flood along our broadcast tree.
+    Flood,
+    /// Dropped, and why.
+    Drop(DropReason),
+}
+
+fn macs(frame: &[u8]) -> (Mac, Mac) {
+    let dst = Mac(frame[0..6].try_into().expect("length checked"));
+    let src = Mac(frame[6..12].try_into().expect("length checked"));
+    (dst, src)
+}
+
+impl Router {
+    /// Learns from and decides the fate of a frame captured on the local bridge, without
+    /// queueing anything. Never allocates.
+    pub fn decide(&mut self, now: Instant, frame: &[u8]) -> Decision {
+        if frame.len() < FRAME_MIN {
+            return Decision::Drop(DropReason::Malformed);
+        }
+        if frame.len() > usize::from(u16::MAX) {
+            return Decision::Drop(DropReason::Oversize);
+        }
+        let (dst, src) = macs(frame);
+        if src.is_group() {
+            return Decision::Drop(DropReason::BadSourceMac);
+        }
+        self.learn(now, src, MacOwner::Local);
+        if dst.is_group() {
+            return Decision::Flood;
+        }
+        match self.macs.lookup(dst) {
+            Some(MacOwner::Local) => Decision::Local,
+            Some(MacOwner::Peer(p)) => match self.routes.next_hop(p) {
+                Some(via) => Decision::Unicast { dst: p, via },
+                None => {
+                    // Its peer is gone: forget it, and flood so that wherever it went finds it.
+                    self.macs.remove(dst);
+                    Decision::Flood
+                }
+            },
+            None => Decision::Flood,
+        }
+    }
+
+    /// Takes a frame captured on the local bridge.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
+        self.recompute_if_dirty();
+        self.stats.frames_captured += 1;
+        match self.decide(now, frame) {
+            Decision::Local => self.stats.frames_local += 1,
+            Decision::Drop(r) => self.stats.drop(r, 1),
+            Decision::Unicast { dst, via } => {
+                let h = self.header(self.config.name, dst);
+                if self.send_frame(via, &h, frame) {
+                    self.stats.frames_sent += 1;
+                }
+            }
+            Decision::Flood => {
+                let me = self.config.name;
+                let h = self.header(me, PeerName::BROADCAST);
+                let mut children = std::mem::take(&mut self.scratch_peers);
+                children.clear();
+                children.extend_from_slice(self.routes.broadcast_children(me));
+                let mut sent = false;
+                for &c in &children {
+                    sent |= self.send_frame(c, &h, frame);
+                }
+                self.scratch_peers = children;
+                if sent {
+                    self.stats.frames_flooded += 1;
+                }
+            }
+        }
+    }
+
+    fn header(&self, src: PeerName, dst: PeerName) -> Header {
+        Header { kind: Kind::Frames, flags: 0, hop_limit: self.config.hop_limit, src, dst }
+    }
+
+    #[inline]
+    fn learn(&mut self, now: Instant, mac: Mac, owner: MacOwner) {
+        match self.macs.learn(now, mac, owner) {
+            Learned::New => {
+                self.stats.macs_learned += 1;
+                if self.timers.get(Timer::MacSweep).is_none() {
+                    self.timers.set(Timer::MacSweep, now + self.macs.expiry());
+                }
+            }
+            Learned::Moved => self.stats.macs_moved += 1,
+            Learned::Refreshed | Learned::Group | Learned::Full => {}
+        }
+    }
+
+    /// The UDP address of an established neighbour.
+    fn udp_addr_of(&self, neighbour: PeerName) -> Option<SocketAddr> {
+        let id = self.by_peer.get(&neighbour)?;
+        let c = self.conns.get(id)?;
+        if !c.established() {
+            return None;
+        }
+        c.peer.as_ref().map(|p| p.udp_addr)
+    }
+
+    /// Queues one frame to a neighbour. Returns whether it was queued.
+    fn send_frame(&mut self, via: PeerName, h: &Header, frame: &[u8]) -> bool {
+        let Some(to) = self.udp_addr_of(via) else {
+            self.stats.drop(DropReason::NoRoute, 1);
+            return false;
+        };
+        if !self.out.has_room(frame.len() + 2 + 16) {
+            self.stats.drop(DropReason::QueueFull, 1);
+            return false;
+        }
+        self.out.frame(to, h, frame, self.config.datagram_max);
+        true
+    }
+
+    /// Queues a copy of a received datagram to a neighbour with one hop less.
+    fn relay(&mut self, via: PeerName, bytes: &[u8], hop_limit: u8, frames: u64) {
+        let Some(to) = self.udp_addr_of(via) else {
+            return self.stats.drop(DropReason::NoRoute, frames);
+        };
+        if !self.out.has_room(bytes.len()) {
+            return self.stats.drop(DropReason::QueueFull, frames);
+        }
+        self.out.datagram(to, bytes, Some(hop_limit));
+        self.stats.frames_relayed += frames;
+    }
+
+    /// Takes a UDP datagram received from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.recompute_if_dirty();
+        self.stats.datagrams_received += 1;
+        self.stats.udp_bytes_received += bytes.len() as u64;
+        let Ok(d) = Datagram::new_checked(bytes) else {
+            return self.stats.drop(DropReason::Malformed, 1);
+        };
+        if d.flags() & FLAG_ENCRYPTED != 0 {
+            return self.stats.drop(DropReason::Encrypted, 1);
+        }
+        if let Some(hb) = d.heartbeat() {
+            self.handle_heartbeat(now, from, d.src(), d.dst(), hb);
+            return self.commit(now);
+        }
+        let Some(&conn) = self.by_udp.get(&from) else {
+            return self.stats.drop(DropReason::UnknownSender, 1);
+        };
+        let Ok(frames) = d.frames() else {
+            return self.stats.drop(DropReason::Malformed, 1);
+        };
+        let count = frames.clone().count() as u64;
+        let c = self.conns.get_mut(&conn).expect("by_udp holds open connections");
+        c.last_udp_rx = now;
+        let neighbour = c.peer.as_ref().expect("bound connections are up").name;
+        let (src, dst, hops) = (d.src(), d.dst(), d.hop_limit());
+        let me = self.config.name;
+        if src == me {
+            return self.stats.drop(DropReason::Looped, count);
+        }
+        if dst == me {
+            for f in frames {
+                self.deliver(now, src, f);
+            }
+        } else if dst == PeerName::BROADCAST {
+            if self.routes.broadcast_parent(src) != Some(neighbour) {
+                return self.stats.drop(DropReason::NotTreeParent, count);
+            }
+            for f in frames {
+                self.deliver(now, src, f);
+            }
+            let mut children = std::mem::take(&mut self.scratch_peers);
+            children.clear();
+            children.extend_from_slice(self.routes.broadcast_children(src));
+            if !children.is_empty() && hops <= 1 {
+                self.stats.drop(DropReason::HopLimit, count * children.len() as u64);
+            } else {
+                for &c in &children {
+                    self.relay(c, bytes, hops - 1, count);
+                }
+            }
+            self.scratch_peers = children;
+        } else if hops <= 1 {
+            self.stats.drop(DropReason::HopLimit, count);
+        } else {
+            match self.routes.next_hop(dst) {
+                Some(via) => self.relay(via, bytes, hops - 1, count),
+                None => self.stats.drop(DropReason::NoRoute, count),
+            }
+        }
+    }
+
+    /// Learns the frame's source as living at `origin` and injects it into the bridge.
+    fn deliver(&mut self, now: Instant, origin: PeerName, frame: &[u8]) {
+        let (_, src) = macs(frame);
+        if !src.is_group() {
+            self.learn(now, src, MacOwner::Peer(origin));
+        }
+        self.out.inject(frame);
+        self.stats.frames_injected += 1;
+    }
+
+    pub(crate) fn sweep_macs(&mut self, now: Instant) {
+        let (expired, next) = self.macs.sweep(now);
+        self.stats.macs_expired += expired as u64;
+        if let Some(at) = next {
+            self.timers.set(Timer::MacSweep, at);
+        }
+    }
+}

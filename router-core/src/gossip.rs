@@ -1,0 +1,135 @@
+//! Topology gossip: triggered updates on change, anti-entropy by summaries and digests.
+//!
+//! A change floods as an update carrying only the changed entries, sent once over each
+//! connection (never back where it came from), so one link change costs bytes in proportion
+//! to the changed peers' degrees. Every `anti_entropy` period each side sends a summary (a
+//! hash of all versions); on a mismatch the receiver answers with its digest and gets back
+//! exactly the entries it lacks or holds older.
+
+use core::cmp::Ordering;
+
+use crate::peer::{ConnId, PeerName};
+use crate::router::Router;
+use crate::time::Instant;
+use crate::timer::Timer;
+use crate::topology::{entry_order, merge_entry};
+use crate::wire::control::Message;
+use crate::wire::gossip::{Digest, PeerEntry, Summary, Update, UPDATE_ROOM};
+
+impl Router {
+    pub(crate) fn send_gossip(&mut self, id: ConnId, msg: &Message) {
+        let n = self.out.message(id, msg);
+        self.stats.gossip_bytes_sent += n as u64;
+        if matches!(msg, Message::GossipUpdate(_)) {
+            self.stats.gossip_updates_sent += 1;
+        }
+    }
+
+    /// Sends `entries` to `id` in as many update messages as they need.
+    fn send_entries(&mut self, id: ConnId, entries: Vec<PeerEntry>) {
+        let mut chunk = Vec::new();
+        let mut size = 0;
+        for e in entries {
+            let len = e.encoded_len();
+            if size + len > UPDATE_ROOM && !chunk.is_empty() {
+                self.send_gossip(id, &Message::GossipUpdate(Update { entries: std::mem::take(&mut chunk) }));
+                size = 0;
+            }
+            size += len;
+            chunk.push(e);
+        }
+        if !chunk.is_empty() {
+            self.send_gossip(id, &Message::GossipUpdate(Update { entries: chunk }));
+        }
+    }
+
+    pub(crate) fn handle_summary(&mut self, id: ConnId, theirs: Summary) {
+        if theirs == self.topology.summary() {
+            return;
+        }
+        for d in self.topology.digests() {
+            self.send_gossip(id, &Message::GossipDigest(d));
+        }
+    }
+
+    pub(crate) fn handle_digest(&mut self, id: ConnId, d: &Digest) {
+        let newer: Vec<PeerEntry> = self.topology.newer_than(d).into_iter().cloned().collect();
+        if !newer.is_empty() {
+            self.send_entries(id, newer);
+        }
+    }
+
+    pub(crate) fn handle_update(&mut self, from: ConnId, u: Update) {
+        let me = self.config.name;
+        for e in u.entries {
+            if e.name == me {
+                self.defend_own_entry(&e);
+                continue;
+            }
+            if !e.name.is_valid() {
+                continue;
+            }
+            let name = e.name;
+            if merge_entry(&mut self.topology.peers, e) {
+                self.stats.gossip_entries_merged += 1;
+                self.dirty.insert(name, Some(from));
+                self.routes_dirty = true;
+            }
+        }
+    }
+
+    /// Someone holds an entry under our name that is not ours, from an earlier incarnation
+    /// or a stale copy: make ours win by jumping past its version.
+    fn defend_own_entry(&mut self, theirs: &PeerEntry) {
+        let Some(ours) = self.topology.peers.get(&self.config.name) else { return };
+        if entry_order(theirs, ours) == Ordering::Less || theirs == ours {
+            return;
+        }
+        self.version = self.version.max(theirs.version) + 1;
+        let mut entry = ours.clone();
+        entry.version = self.version;
+        self.topology.peers.insert(self.config.name, entry);
+        self.dirty.insert(self.config.name, None);
+        self.routes_dirty = true;
+    }
+
+    /// Sends coalesced changes to every connection that is up, except where each came from.
+    pub(crate) fn flush_gossip(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let conns: Vec<ConnId> = self.by_peer.values().copied().collect();
+        for id in conns {
+            let entries: Vec<PeerEntry> = dirty
+                .iter()
+                .filter(|(_, origin)| **origin != Some(id))
+                .filter_map(|(n, _)| self.topology.peers.get(n).cloned())
+                .collect();
+            if !entries.is_empty() {
+                self.send_entries(id, entries);
+            }
+        }
+    }
+
+    /// Periodic repair: collect unreachable peers, then compare summaries with every neighbour.
+    pub(crate) fn anti_entropy(&mut self, now: Instant) {
+        let gone = self.topology.collect_garbage(self.config.name);
+        if !gone.is_empty() {
+            tracing::debug!(count = gone.len(), "collected unreachable peers");
+            for n in &gone {
+                self.dirty.remove(n);
+            }
+            self.routes_dirty = true;
+        }
+        let summary = self.topology.summary();
+        let conns: Vec<ConnId> = self.by_peer.values().copied().collect();
+        for id in conns {
+            self.send_gossip(id, &Message::GossipSummary(summary));
+        }
+        let next = now + self.jittered(self.config.anti_entropy);
+        self.timers.set(Timer::AntiEntropy, next);
+    }
+
+    /// Names in the current view (for tests and status).
+    pub fn peer_names(&self) -> impl Iterator<Item = PeerName> + '_ {
+        self.topology.peers.keys().copied()
+    }
+}

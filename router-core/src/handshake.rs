@@ -1,0 +1,298 @@
+//! The control stream: preamble, handshake, duplicate resolution, TCP and UDP heartbeats.
+
+use std::net::SocketAddr;
+
+use crate::conn::{ConnError, Phase, Remote};
+use crate::peer::ConnId;
+use crate::router::{Event, Router};
+use crate::stats::DropReason;
+use crate::time::Instant;
+use crate::timer::{ConnTimer, Timer};
+use crate::wire::control::{split_frame, Handshake, Message, RefuseReason, FLAG_PASSWORD, FRAME_HEADER_LEN};
+use crate::wire::datagram::{emit_heartbeat, Heartbeat, HEADER_LEN, HEARTBEAT_BODY_LEN};
+use crate::wire::preamble::{self, Preamble, PreambleError};
+
+impl Router {
+    /// Takes bytes read from a control connection.
+    pub fn handle_stream(&mut self, now: Instant, id: ConnId, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if c.phase == Phase::Dialing {
+            return;
+        }
+        self.stats.tcp_bytes_received += bytes.len() as u64;
+        c.last_tcp_rx = now;
+        c.inbuf.extend_from_slice(bytes);
+        self.process_stream(now, id);
+        self.commit(now);
+    }
+
+    fn process_stream(&mut self, now: Instant, id: ConnId) {
+        let mut pos = 0;
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else { return };
+            let avail = &c.inbuf[pos..];
+            if c.phase == Phase::Preamble {
+                let Some(head) = avail.get(..preamble::LEN) else { break };
+                let head: &[u8; preamble::LEN] = head.try_into().expect("LEN bytes");
+                pos += preamble::LEN;
+                match Preamble::parse(head) {
+                    Ok(p) => match Preamble::OURS.negotiate(&p) {
+                        Some(v) => {
+                            c.version = v;
+                            c.phase = Phase::Handshake;
+                        }
+                        None => {
+                            let r = RefuseReason::NoCommonVersion;
+                            return self.close(now, id, ConnError::Refused(r), Some(r));
+                        }
+                    },
+                    Err(PreambleError::BadMagic) => {
+                        let r = RefuseReason::BadMagic;
+                        return self.close(now, id, ConnError::Refused(r), None);
+                    }
+                    Err(e @ PreambleError::Malformed) => {
+                        self.stats.control_errors += 1;
+                        return self.close(now, id, ConnError::Malformed(e.to_string()), Some(RefuseReason::ProtocolError));
+                    }
+                }
+                continue;
+            }
+            let msg = match split_frame(avail) {
+                Ok(None) => break,
+                Ok(Some(n)) => {
+                    let body = &avail[FRAME_HEADER_LEN..FRAME_HEADER_LEN + n];
+                    pos += FRAME_HEADER_LEN + n;
+                    Message::parse(body)
+                }
+                Err(e) => Err(e),
+            };
+            match msg {
+                Ok(m) => self.handle_message(now, id, m),
+                Err(e) => {
+                    self.stats.control_errors += 1;
+                    tracing::debug!(conn = %id, error = %e, "malformed control message");
+                    return self.close(now, id, e.into(), Some(RefuseReason::ProtocolError));
+                }
+            }
+        }
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.inbuf.drain(..pos);
+        }
+    }
+
+    fn handle_message(&mut self, now: Instant, id: ConnId, msg: Message) {
+        let Some(c) = self.conns.get(&id) else { return };
+        let phase = c.phase;
+        match (phase, msg) {
+            (_, Message::Refuse(r)) => self.close(now, id, ConnError::RefusedByPeer(r), None),
+            (Phase::Handshake, Message::Handshake(h)) => self.handle_handshake(now, id, h),
+            (Phase::Up, Message::Heartbeat) => {}
+            (Phase::Up, Message::UdpAck { seq }) => self.handle_udp_ack(now, id, seq),
+            (Phase::Up, Message::GossipSummary(s)) => self.handle_summary(id, s),
+            (Phase::Up, Message::GossipDigest(d)) => self.handle_digest(id, &d),
+            (Phase::Up, Message::GossipUpdate(u)) => self.handle_update(id, u),
+            (_, m) => {
+                self.stats.control_errors += 1;
+                let why = ConnError::Malformed(format!("unexpected {} in phase {phase:?}", message_name(&m)));
+                self.close(now, id, why, Some(RefuseReason::ProtocolError));
+            }
+        }
+    }
+
+    fn handle_handshake(&mut self, now: Instant, id: ConnId, h: Handshake) {
+        let refuse = |r: RefuseReason| Some(r);
+        let verdict = if !h.name.is_valid() {
+            refuse(RefuseReason::InvalidName)
+        } else if h.name == self.config.name && h.uid == self.uid {
+            refuse(RefuseReason::ConnectToSelf)
+        } else if h.name == self.config.name {
+            refuse(RefuseReason::NameCollision)
+        } else if h.flags & FLAG_PASSWORD != 0 {
+            refuse(RefuseReason::PasswordMismatch)
+        } else {
+            None
+        };
+        if let Some(r) = verdict {
+            tracing::info!(conn = %id, peer = %h.name, reason = %r, "refusing connection");
+            return self.close(now, id, ConnError::Refused(r), Some(r));
+        }
+        let c = self.conns.get_mut(&id).expect("handle_message checked the connection");
+        let ip = c.remote_addr.ip();
+        c.peer = Some(Remote {
+            name: h.name,
+            uid: h.uid,
+            nickname: h.nickname,
+            udp_addr: SocketAddr::new(ip, h.udp_port),
+            listen_addr: SocketAddr::new(ip, h.tcp_port),
+            session: h.session,
+        });
+        if let Some(&old) = self.by_peer.get(&h.name) {
+            let me = self.config.name;
+            let old_conn = &self.conns[&old];
+            let old_uid = old_conn.peer.as_ref().expect("registered connections are up").uid;
+            if old_uid != h.uid {
+                self.close(now, old, ConnError::Replaced, None);
+            } else if self.conns[&id].rank(me) < old_conn.rank(me) {
+                let r = RefuseReason::Duplicate;
+                self.close(now, old, ConnError::Refused(r), Some(r));
+            } else {
+                let r = RefuseReason::Duplicate;
+                return self.close(now, id, ConnError::Refused(r), Some(r));
+            }
+        }
+        let c = self.conns.get_mut(&id).expect("still open");
+        c.phase = Phase::Up;
+        c.up_at = Some(now);
+        let target = c.target;
+        self.by_peer.insert(h.name, id);
+        if let Some(t) = target.and_then(|a| self.targets.get_mut(&a)) {
+            t.peer = Some(h.name);
+            t.last_error = None;
+        }
+        self.own_dirty = true;
+        self.timers.cancel(Timer::Conn(id, ConnTimer::Handshake));
+        self.timers.set(Timer::Conn(id, ConnTimer::TcpHeartbeat), now + self.config.tcp_heartbeat);
+        self.timers.set(Timer::Conn(id, ConnTimer::TcpTimeout), now + self.config.tcp_timeout);
+        self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), now);
+        let summary = self.topology.summary();
+        self.send_gossip(id, &Message::GossipSummary(summary));
+        tracing::info!(conn = %id, peer = %h.name, "connection up");
+        self.push_event(Event::ConnectionUp { conn: id, peer: h.name });
+    }
+
+    pub(crate) fn send_tcp_heartbeat(&mut self, now: Instant, id: ConnId) {
+        if !self.conns.contains_key(&id) {
+            return;
+        }
+        self.out.message(id, &Message::Heartbeat);
+        self.timers.set(Timer::Conn(id, ConnTimer::TcpHeartbeat), now + self.config.tcp_heartbeat);
+    }
+
+    pub(crate) fn check_tcp_timeout(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = self.conns.get(&id) else { return };
+        let due = c.last_tcp_rx + self.config.tcp_timeout;
+        if due <= now {
+            self.close(now, id, ConnError::Timeout, None);
+        } else {
+            self.timers.set(Timer::Conn(id, ConnTimer::TcpTimeout), due);
+        }
+    }
+
+    pub(crate) fn send_udp_heartbeat(&mut self, now: Instant, id: ConnId) {
+        let me = self.config.name;
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let Some(p) = c.peer.as_ref() else { return };
+        c.udp_seq = c.udp_seq.wrapping_add(1);
+        let mut buf = [0u8; HEADER_LEN + HEARTBEAT_BODY_LEN];
+        let n = emit_heartbeat(me, p.name, Heartbeat { session: p.session, seq: c.udp_seq }, &mut buf);
+        let to = p.udp_addr;
+        let period = if c.udp_tx_ok { self.config.udp_heartbeat } else { self.config.udp_heartbeat_fast };
+        self.out.datagram(to, &buf[..n], None);
+        self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), now + period);
+    }
+
+    /// A UDP heartbeat arrived: the peer-to-us direction works. Acknowledge it over TCP.
+    pub(crate) fn handle_heartbeat(&mut self, now: Instant, from: SocketAddr, src: crate::PeerName, dst: crate::PeerName, hb: Heartbeat) {
+        let id = match self.by_peer.get(&src) {
+            Some(&id) if dst == self.config.name && self.conns[&id].session == hb.session => id,
+            _ => return self.stats.drop(DropReason::BadHeartbeat, 1),
+        };
+        let c = self.conns.get_mut(&id).expect("by_peer holds open connections");
+        c.last_udp_rx = now;
+        if c.udp_bound != Some(from) {
+            if let Some(old) = c.udp_bound.replace(from) {
+                self.by_udp.remove(&old);
+            }
+            c.peer.as_mut().expect("up").udp_addr = from;
+            self.by_udp.insert(from, id);
+        }
+        let was_rx = c.udp_rx_ok;
+        c.udp_rx_ok = true;
+        self.out.message(id, &Message::UdpAck { seq: hb.seq });
+        if !was_rx {
+            self.link_changed(now, id);
+        }
+    }
+
+    fn handle_udp_ack(&mut self, now: Instant, id: ConnId, seq: u32) {
+        let c = self.conns.get_mut(&id).expect("handle_message checked the connection");
+        // Acks for heartbeats we never sent are ignored.
+        if seq.wrapping_sub(1) >= c.udp_seq {
+            return;
+        }
+        c.last_udp_ack = now;
+        if !c.udp_tx_ok {
+            c.udp_tx_ok = true;
+            self.link_changed(now, id);
+        }
+    }
+
+    /// Re-evaluates a link after one of its directions changed state.
+    fn link_changed(&mut self, now: Instant, id: ConnId) {
+        let c = self.conns.get_mut(&id).expect("caller checked");
+        let peer = c.peer.as_ref().expect("up").name;
+        let established = c.established();
+        if established == c.established_at.is_some() {
+            self.arm_udp_timeout(id);
+            return;
+        }
+        self.own_dirty = true;
+        if established {
+            c.established_at = Some(now);
+            tracing::info!(%peer, "link established");
+            self.push_event(Event::LinkEstablished { peer });
+        } else {
+            c.established_at = None;
+            tracing::info!(%peer, "link lost");
+            self.push_event(Event::LinkLost { peer });
+        }
+        self.arm_udp_timeout(id);
+    }
+
+    fn arm_udp_timeout(&mut self, id: ConnId) {
+        let c = &self.conns[&id];
+        let timeout = self.config.udp_timeout;
+        let due = [(c.udp_rx_ok, c.last_udp_rx), (c.udp_tx_ok, c.last_udp_ack)]
+            .into_iter()
+            .filter(|(ok, _)| *ok)
+            .map(|(_, t)| t + timeout)
+            .min();
+        match due {
+            Some(at) => self.timers.set(Timer::Conn(id, ConnTimer::UdpTimeout), at),
+            None => self.timers.cancel(Timer::Conn(id, ConnTimer::UdpTimeout)),
+        }
+    }
+
+    pub(crate) fn check_udp_timeout(&mut self, now: Instant, id: ConnId) {
+        let timeout = self.config.udp_timeout;
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let mut changed = false;
+        if c.udp_rx_ok && c.last_udp_rx + timeout <= now {
+            c.udp_rx_ok = false;
+            changed = true;
+        }
+        if c.udp_tx_ok && c.last_udp_ack + timeout <= now {
+            c.udp_tx_ok = false;
+            changed = true;
+            // Probe quickly again until the peer acknowledges.
+            self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), now);
+        }
+        if changed {
+            self.link_changed(now, id);
+        } else {
+            self.arm_udp_timeout(id);
+        }
+    }
+}
+
+fn message_name(m: &Message) -> &'static str {
+    match m {
+        Message::Handshake(_) => "handshake",
+        Message::Refuse(_) => "refuse",
+        Message::Heartbeat => "heartbeat",
+        Message::UdpAck { .. } => "udp ack",
+        Message::GossipSummary(_) => "gossip summary",
+        Message::GossipDigest(_) => "gossip digest",
+        Message::GossipUpdate(_) => "gossip update",
+    }
+}

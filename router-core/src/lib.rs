@@ -1,0 +1,63 @@
+//! The sans-IO Weave router.
+//!
+//! One [`Router`] per host. It learns which peer each MAC lives behind, forwards Ethernet
+//! frames to other routers in UDP datagrams (relaying when hosts are only partly connected),
+//! and keeps a topology in agreement with its peers through gossip over TCP control
+//! connections. It never touches a clock, a random source or a socket: drivers (`host-io`
+//! on Linux, `sim` in a simulator) feed it inputs and carry out its outputs.
+//!
+//! ```
+//! use router_core::{Config, Destination, Instant, PeerName, Router, TRANSMIT_BUF_MIN};
+//!
+//! let mut router = Router::new(Instant::ZERO, Config::new("02:00:00:00:00:01".parse().unwrap()));
+//! let mut buf = vec![0u8; TRANSMIT_BUF_MIN];
+//! let mut now = Instant::ZERO;
+//! // The driver's loop: feed one input, drain every output, sleep until the next deadline.
+//! router.handle_frame(now, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 9, 0x08, 0x06]);
+//! while let Some(t) = router.poll_transmit(&mut buf) {
+//!     match t.dest {
+//!         Destination::Bridge => { /* inject buf[..t.len] into the bridge */ }
+//!         Destination::Conn(_conn) => { /* write buf[..t.len] to the TCP connection */ }
+//!         Destination::Udp(_addr) => { /* send buf[..t.len] as one datagram */ }
+//!     }
+//! }
+//! while let Some(_event) = router.poll_event() { /* dial, close, log */ }
+//! if let Some(deadline) = router.poll_timeout() {
+//!     now = deadline; // the driver sleeps until then, or until the next input
+//!     router.handle_timeout(now);
+//! }
+//! ```
+#![forbid(unsafe_code)]
+
+mod config;
+mod conn;
+pub mod forward;
+mod gossip;
+mod handshake;
+mod lifecycle;
+mod mac_cache;
+mod outbox;
+mod peer;
+mod router;
+pub mod routes;
+mod stats;
+pub mod status;
+mod time;
+mod timer;
+pub mod topology;
+pub mod wire;
+
+pub use config::Config;
+pub use conn::{ConnError, Phase};
+pub use forward::Decision;
+pub use mac_cache::MacOwner;
+pub use outbox::{Destination, Transmit, TRANSMIT_BUF_MIN};
+pub use peer::{ConnId, Mac, ParseNameError, PeerName, PeerUid};
+pub use router::{CommandError, ConnEvent, Event, Router};
+pub use stats::{DropReason, Drops, Stats};
+pub use status::Status;
+pub use time::Instant;
+pub use wire::control::RefuseReason;
+
+/// `core::time::Duration`, re-exported for convenience.
+pub use core::time::Duration;

@@ -1,0 +1,161 @@
+//! MAC learning: which peer each MAC lives behind.
+//!
+//! Group addresses are never learned. A MAC seen somewhere new moves at once (a migrated
+//! container works immediately). Idle entries expire; the table has a bound.
+
+use core::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use crate::peer::{Mac, PeerName};
+use crate::time::Instant;
+
+/// Where a MAC lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum MacOwner {
+    /// On our own bridge.
+    Local,
+    /// Behind this peer.
+    Peer(PeerName),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    owner: MacOwner,
+    last_seen: Instant,
+}
+
+/// What [`MacCache::learn`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Learned {
+    /// A new entry.
+    New,
+    /// Same place, fresher.
+    Refreshed,
+    /// The MAC moved from another owner.
+    Moved,
+    /// Group address; not learned.
+    Group,
+    /// The table is full; not learned.
+    Full,
+}
+
+/// The MAC table.
+#[derive(Debug, Clone)]
+pub(crate) struct MacCache {
+    map: FxHashMap<Mac, Entry>,
+    expiry: Duration,
+    max: usize,
+}
+
+impl MacCache {
+    pub(crate) fn new(expiry: Duration, max: usize) -> Self {
+        MacCache { map: FxHashMap::default(), expiry, max }
+    }
+
+    /// Records that `mac` was seen at `owner`.
+    #[inline]
+    pub(crate) fn learn(&mut self, now: Instant, mac: Mac, owner: MacOwner) -> Learned {
+        if mac.is_group() {
+            return Learned::Group;
+        }
+        if let Some(e) = self.map.get_mut(&mac) {
+            e.last_seen = now;
+            if e.owner == owner {
+                return Learned::Refreshed;
+            }
+            e.owner = owner;
+            return Learned::Moved;
+        }
+        if self.map.len() >= self.max {
+            return Learned::Full;
+        }
+        self.map.insert(mac, Entry { owner, last_seen: now });
+        Learned::New
+    }
+
+    /// Where `mac` lives, if known.
+    #[inline]
+    pub(crate) fn lookup(&self, mac: Mac) -> Option<MacOwner> {
+        self.map.get(&mac).map(|e| e.owner)
+    }
+
+    /// Forgets `mac`.
+    pub(crate) fn remove(&mut self, mac: Mac) {
+        self.map.remove(&mac);
+    }
+
+    /// Forgets every MAC behind `peer` (it became unreachable or restarted).
+    pub(crate) fn forget_peer(&mut self, peer: PeerName) -> usize {
+        let before = self.map.len();
+        self.map.retain(|_, e| e.owner != MacOwner::Peer(peer));
+        before - self.map.len()
+    }
+
+    /// Drops entries idle for the expiry time; returns how many, and when the next one expires.
+    pub(crate) fn sweep(&mut self, now: Instant) -> (usize, Option<Instant>) {
+        let before = self.map.len();
+        let expiry = self.expiry;
+        let mut next: Option<Instant> = None;
+        self.map.retain(|_, e| {
+            let due = e.last_seen + expiry;
+            if due <= now {
+                return false;
+            }
+            next = Some(next.map_or(due, |n| n.min(due)));
+            true
+        });
+        (before - self.map.len(), next)
+    }
+
+    /// Number of entries.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// All entries sorted by MAC: (mac, owner, last seen).
+    pub(crate) fn entries(&self) -> Vec<(Mac, MacOwner, Instant)> {
+        let mut v: Vec<_> = self.map.iter().map(|(m, e)| (*m, e.owner, e.last_seen)).collect();
+        v.sort_by_key(|e| e.0);
+        v
+    }
+
+    /// The idle time after which entries expire.
+    pub(crate) fn expiry(&self) -> Duration {
+        self.expiry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: Mac = Mac([2, 0, 0, 0, 0, 1]);
+
+    #[test]
+    fn learns_moves_and_expires() {
+        let mut c = MacCache::new(Duration::from_secs(10), 4);
+        let t0 = Instant::ZERO;
+        assert_eq!(c.learn(t0, M, MacOwner::Local), Learned::New);
+        assert_eq!(c.learn(t0, M, MacOwner::Local), Learned::Refreshed);
+        let p = MacOwner::Peer(PeerName::from_u64(7));
+        assert_eq!(c.learn(Instant::from_millis(5000), M, p), Learned::Moved);
+        assert_eq!(c.lookup(M), Some(p));
+        assert_eq!(c.sweep(Instant::from_millis(14_000)), (0, Some(Instant::from_millis(15_000))));
+        assert_eq!(c.sweep(Instant::from_millis(15_000)), (1, None));
+        assert_eq!(c.lookup(M), None);
+    }
+
+    #[test]
+    fn group_addresses_are_never_learned_and_the_table_is_bounded() {
+        let mut c = MacCache::new(Duration::from_secs(10), 2);
+        assert_eq!(c.learn(Instant::ZERO, Mac::BROADCAST, MacOwner::Local), Learned::Group);
+        assert_eq!(c.learn(Instant::ZERO, Mac([1, 0, 0x5e, 0, 0, 1]), MacOwner::Local), Learned::Group);
+        for i in 0..2 {
+            assert_eq!(c.learn(Instant::ZERO, Mac([2, 0, 0, 0, 0, i]), MacOwner::Local), Learned::New);
+        }
+        assert_eq!(c.learn(Instant::ZERO, Mac([2, 0, 0, 0, 0, 9]), MacOwner::Local), Learned::Full);
+        assert_eq!(c.len(), 2);
+    }
+}

@@ -1,0 +1,183 @@
+//! Outputs waiting for the driver: one arena of bytes, no allocation per frame once warm.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use crate::peer::ConnId;
+use crate::wire::control::{Message, BODY_MAX, FRAME_HEADER_LEN};
+use crate::wire::datagram::{push_frame, Header, Kind, HEADER_LEN};
+
+/// Where a [`Transmit`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// Inject into the local bridge.
+    Bridge,
+    /// Write to a TCP control connection.
+    Conn(ConnId),
+    /// Send as one UDP datagram to this address.
+    Udp(SocketAddr),
+}
+
+/// One output, written into the caller's buffer by [`crate::Router::poll_transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where the bytes go.
+    pub dest: Destination,
+    /// How many bytes of the buffer to send.
+    pub len: usize,
+}
+
+/// A caller's buffer of this size holds any transmit.
+pub const TRANSMIT_BUF_MIN: usize = FRAME_HEADER_LEN + BODY_MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    dest: Destination,
+    start: usize,
+    len: usize,
+    /// A frames datagram that more frames may join.
+    open: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    arena: Vec<u8>,
+    queue: VecDeque<Item>,
+    data_limit: usize,
+}
+
+impl Outbox {
+    pub(crate) fn new(data_limit: usize) -> Self {
+        Outbox { arena: Vec::new(), queue: VecDeque::new(), data_limit }
+    }
+
+    /// Whether data of `n` more bytes may be queued.
+    pub(crate) fn has_room(&self, n: usize) -> bool {
+        self.arena.len() + n <= self.data_limit
+    }
+
+    fn push(&mut self, dest: Destination, start: usize, open: bool) {
+        let len = self.arena.len() - start;
+        self.queue.push_back(Item { dest, start, len, open });
+    }
+
+    /// Queues a frame for the bridge.
+    pub(crate) fn inject(&mut self, frame: &[u8]) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(frame);
+        self.push(Destination::Bridge, start, false);
+    }
+
+    /// Queues a frame in a frames datagram to `to`, joining the datagram queued last when it
+    /// has the same header and room. Returns whether a new datagram was started.
+    pub(crate) fn frame(&mut self, to: SocketAddr, h: &Header, frame: &[u8], datagram_max: usize) -> bool {
+        let need = 2 + frame.len();
+        if let Some(last) = self.queue.back_mut() {
+            if last.open
+                && last.dest == Destination::Udp(to)
+                && last.start + last.len == self.arena.len()
+                && last.len + need <= datagram_max
+                && same_header(&self.arena[last.start..last.start + HEADER_LEN], h)
+            {
+                push_frame(&mut self.arena, frame);
+                last.len += need;
+                return false;
+            }
+        }
+        let start = self.arena.len();
+        self.arena.resize(start + HEADER_LEN, 0);
+        h.emit(&mut self.arena[start..]);
+        push_frame(&mut self.arena, frame);
+        self.push(Destination::Udp(to), start, true);
+        true
+    }
+
+    /// Queues a complete datagram (a heartbeat or a relayed copy) with a new hop limit.
+    pub(crate) fn datagram(&mut self, to: SocketAddr, bytes: &[u8], hop_limit: Option<u8>) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(bytes);
+        if let Some(h) = hop_limit {
+            self.arena[start + 3] = h;
+        }
+        self.push(Destination::Udp(to), start, false);
+    }
+
+    /// Queues a control message; consecutive messages to one connection share a transmit.
+    /// Returns the encoded length.
+    pub(crate) fn message(&mut self, conn: ConnId, msg: &Message) -> usize {
+        let start = self.arena.len();
+        msg.emit(&mut self.arena);
+        let len = self.arena.len() - start;
+        if let Some(last) = self.queue.back_mut() {
+            if last.dest == Destination::Conn(conn)
+                && last.start + last.len == start
+                && last.len + len <= TRANSMIT_BUF_MIN
+            {
+                last.len += len;
+                return len;
+            }
+        }
+        self.push(Destination::Conn(conn), start, false);
+        len
+    }
+
+    /// Queues raw stream bytes (the preamble).
+    pub(crate) fn stream(&mut self, conn: ConnId, bytes: &[u8]) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(bytes);
+        self.push(Destination::Conn(conn), start, false);
+    }
+
+    /// Moves the oldest output into `buf`.
+    pub(crate) fn poll(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        let item = self.queue.pop_front()?;
+        assert!(buf.len() >= item.len, "poll_transmit buffer shorter than TRANSMIT_BUF_MIN");
+        buf[..item.len].copy_from_slice(&self.arena[item.start..item.start + item.len]);
+        if self.queue.is_empty() {
+            self.arena.clear();
+        }
+        Some(Transmit { dest: item.dest, len: item.len })
+    }
+
+    /// Drops queued output for a closed connection.
+    pub(crate) fn forget_conn(&mut self, conn: ConnId) {
+        self.queue.retain(|i| i.dest != Destination::Conn(conn));
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+fn same_header(bytes: &[u8], h: &Header) -> bool {
+    let mut mine = [0u8; HEADER_LEN];
+    h.emit(&mut mine);
+    h.kind == Kind::Frames && bytes == mine
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::PeerName;
+    use crate::wire::datagram::Datagram;
+
+    #[test]
+    fn frames_to_one_peer_share_a_datagram_up_to_the_limit() {
+        let mut o = Outbox::new(1 << 20);
+        let to: SocketAddr = "10.0.0.2:6783".parse().unwrap();
+        let h = Header { kind: Kind::Frames, flags: 0, hop_limit: 8, src: PeerName::from_u64(1), dst: PeerName::from_u64(2) };
+        let f = [0x02u8; 60];
+        assert!(o.frame(to, &h, &f, 200));
+        assert!(!o.frame(to, &h, &f, 200));
+        assert!(o.frame(to, &h, &f, 200), "a third frame would exceed 200 bytes");
+        let mut buf = vec![0u8; TRANSMIT_BUF_MIN];
+        let t = o.poll(&mut buf).unwrap();
+        assert_eq!(t, Transmit { dest: Destination::Udp(to), len: 16 + 2 * 62 });
+        let d = Datagram::new_checked(&buf[..t.len]).unwrap();
+        assert_eq!(d.frames().unwrap().count(), 2);
+        assert_eq!(o.poll(&mut buf).unwrap().len, 16 + 62);
+        assert!(o.poll(&mut buf).is_none());
+        assert!(o.is_empty());
+    }
+}

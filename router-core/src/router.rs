@@ -1,0 +1,349 @@
+//! The [`Router`]: one per host, a deterministic state machine.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use rustc_hash::FxHashMap;
+
+use crate::config::Config;
+use crate::conn::{Conn, ConnError, Target};
+use crate::mac_cache::MacCache;
+use crate::outbox::{Destination, Outbox, Transmit};
+use crate::peer::{ConnId, PeerName, PeerUid};
+use crate::routes::Routes;
+use crate::stats::Stats;
+use crate::time::Instant;
+use crate::timer::{ConnTimer, Timer, TimerTable};
+use crate::topology::Topology;
+use crate::wire::gossip::{ConnInfo, PeerEntry};
+
+/// Something the driver must do, or may want to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Open a TCP connection to `addr`, then report [`ConnEvent::Connected`] or
+    /// [`ConnEvent::Closed`] for `conn`.
+    Dial {
+        /// The id the core gave this connection.
+        conn: ConnId,
+        /// Where to connect.
+        addr: SocketAddr,
+    },
+    /// Close this connection once its queued bytes are written. The core has forgotten it.
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A handshake completed.
+    ConnectionUp {
+        /// The connection.
+        conn: ConnId,
+        /// The peer at the other end.
+        peer: PeerName,
+    },
+    /// A connection ended.
+    ConnectionDown {
+        /// The connection.
+        conn: ConnId,
+        /// The peer, if the handshake had told us.
+        peer: Option<PeerName>,
+        /// Why.
+        reason: ConnError,
+    },
+    /// UDP heartbeats are confirmed both ways with `peer`: the link carries traffic.
+    LinkEstablished {
+        /// The neighbour.
+        peer: PeerName,
+    },
+    /// The link with `peer` no longer carries traffic.
+    LinkLost {
+        /// The neighbour.
+        peer: PeerName,
+    },
+    /// `peer` became reachable over established links.
+    PeerReachable(PeerName),
+    /// `peer` is no longer reachable.
+    PeerUnreachable(PeerName),
+    /// The topology view changed (routes were recomputed).
+    TopologyChanged,
+}
+
+impl Event {
+    /// Events the driver must act on are never dropped when the queue is full.
+    fn essential(&self) -> bool {
+        matches!(self, Event::Dial { .. } | Event::Close { .. })
+    }
+}
+
+/// What the driver reports about a TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnEvent {
+    /// An outbound connection asked for by [`Event::Dial`] is open.
+    Connected,
+    /// The connection failed to open, or was closed by the other end or by an error.
+    Closed,
+}
+
+/// Misuse of the router by its driver.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The address is not one a peer can listen on.
+    #[error("{0} is not a usable peer address: give an IP address and a non-zero port")]
+    BadAddress(SocketAddr),
+    /// `forget` of an address that is not a target.
+    #[error("{0} is not among the peers this router connects to")]
+    UnknownTarget(SocketAddr),
+}
+
+const EVENTS_MAX: usize = 4096;
+
+/// The sans-IO Weave router.
+///
+/// # Contract
+/// - Inputs are `handle_*` calls and commands, each with `now` first: frames captured on the
+///   local bridge ([`Router::handle_frame`]), UDP datagrams ([`Router::handle_datagram`]), TCP
+///   connections accepted ([`Router::accept`]) or reported on ([`Router::handle_conn_event`]),
+///   their bytes ([`Router::handle_stream`]), and deadlines ([`Router::handle_timeout`]).
+/// - After every input the driver drains all outputs: first [`Router::poll_transmit`] until
+///   `None` (bytes for the bridge, a connection or a UDP address), then [`Router::poll_event`]
+///   until `None` (dial, close, and notifications), then re-arms one timer at
+///   [`Router::poll_timeout`].
+/// - The router never reads a clock, a random source or a socket: same inputs, same outputs.
+/// - Bad bytes from the network are dropped and counted in [`Stats`]; they never cause an
+///   error or a panic.
+pub struct Router {
+    pub(crate) config: Config,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) uid: PeerUid,
+    pub(crate) version: u64,
+    pub(crate) topology: Topology,
+    pub(crate) routes: Routes,
+    pub(crate) routes_dirty: bool,
+    pub(crate) own_dirty: bool,
+    pub(crate) macs: MacCache,
+    pub(crate) conns: BTreeMap<ConnId, Conn>,
+    pub(crate) next_conn: u32,
+    /// The one connection per peer that completed its handshake and survived duplicates.
+    pub(crate) by_peer: BTreeMap<PeerName, ConnId>,
+    /// UDP source addresses proven by heartbeats.
+    pub(crate) by_udp: FxHashMap<SocketAddr, ConnId>,
+    pub(crate) targets: BTreeMap<SocketAddr, Target>,
+    pub(crate) timers: TimerTable,
+    pub(crate) out: Outbox,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) stats: Stats,
+    /// Entries to send in the next triggered gossip, with the connection each came from.
+    pub(crate) dirty: BTreeMap<PeerName, Option<ConnId>>,
+    pub(crate) reachable: BTreeSet<PeerName>,
+    pub(crate) recent_failures: VecDeque<(Instant, SocketAddr, Option<PeerName>, ConnError)>,
+    pub(crate) scratch_peers: Vec<PeerName>,
+    /// The topology changed since discovery last looked for peers to dial.
+    pub(crate) discovery_pending: bool,
+}
+
+impl Router {
+    /// A router with no connections, at time `now`.
+    pub fn new(now: Instant, config: Config) -> Router {
+        assert!(config.name.is_valid(), "the broadcast name ff:ff:ff:ff:ff:ff cannot name a peer");
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let uid = PeerUid(rng.next_u64() | 1);
+        let mut r = Router {
+            macs: MacCache::new(config.mac_expiry, config.mac_table_max),
+            out: Outbox::new(config.outbox_limit),
+            config,
+            rng,
+            uid,
+            version: 0,
+            topology: Topology::default(),
+            routes: Routes::default(),
+            routes_dirty: true,
+            own_dirty: true,
+            conns: BTreeMap::new(),
+            next_conn: 0,
+            by_peer: BTreeMap::new(),
+            by_udp: FxHashMap::default(),
+            targets: BTreeMap::new(),
+            timers: TimerTable::default(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            dirty: BTreeMap::new(),
+            reachable: BTreeSet::new(),
+            recent_failures: VecDeque::new(),
+            scratch_peers: Vec::new(),
+            discovery_pending: false,
+        };
+        let first = now + r.jittered(r.config.anti_entropy);
+        r.timers.set(Timer::AntiEntropy, first);
+        r.commit(now);
+        r
+    }
+
+    /// Our name.
+    pub fn name(&self) -> PeerName {
+        self.config.name
+    }
+
+    /// Our incarnation.
+    pub fn uid(&self) -> PeerUid {
+        self.uid
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The routes of the current view.
+    pub fn routes(&mut self) -> &mut Routes {
+        self.recompute_if_dirty();
+        &mut self.routes
+    }
+
+    /// Every peer entry in our view, ours included.
+    pub fn topology(&self) -> &BTreeMap<PeerName, PeerEntry> {
+        &self.topology.peers
+    }
+
+    /// Moves the next output into `buf` (at least [`crate::TRANSMIT_BUF_MIN`] bytes).
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        let t = self.out.poll(buf)?;
+        match t.dest {
+            Destination::Udp(_) => {
+                self.stats.datagrams_sent += 1;
+                self.stats.udp_bytes_sent += t.len as u64;
+            }
+            Destination::Conn(_) => self.stats.tcp_bytes_sent += t.len as u64,
+            Destination::Bridge => {}
+        }
+        Some(t)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The earliest deadline; call [`Router::handle_timeout`] then.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Runs every job due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(t) = self.timers.pop_due(now) {
+            match t {
+                Timer::GossipFlush => self.flush_gossip(),
+                Timer::AntiEntropy => self.anti_entropy(now),
+                Timer::MacSweep => self.sweep_macs(now),
+                Timer::Redial(addr) => self.redial(now, addr),
+                Timer::Conn(id, ct) => self.conn_timer(now, id, ct),
+            }
+        }
+        self.commit(now);
+    }
+
+    fn conn_timer(&mut self, now: Instant, id: ConnId, t: ConnTimer) {
+        match t {
+            ConnTimer::Handshake => self.close(now, id, ConnError::HandshakeTimeout, None),
+            ConnTimer::TcpHeartbeat => self.send_tcp_heartbeat(now, id),
+            ConnTimer::TcpTimeout => self.check_tcp_timeout(now, id),
+            ConnTimer::UdpHeartbeat => self.send_udp_heartbeat(now, id),
+            ConnTimer::UdpTimeout => self.check_udp_timeout(now, id),
+        }
+    }
+
+    pub(crate) fn push_event(&mut self, e: Event) {
+        if self.events.len() < EVENTS_MAX || e.essential() {
+            self.events.push_back(e);
+        }
+    }
+
+    /// A duration scaled by a random factor in [0.5, 1.0].
+    pub(crate) fn jittered(&mut self, d: core::time::Duration) -> core::time::Duration {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let half = micros / 2;
+        core::time::Duration::from_micros(half + self.rng.next_u64() % (micros - half + 1))
+    }
+
+    pub(crate) fn alloc_conn_id(&mut self) -> ConnId {
+        self.next_conn = self.next_conn.wrapping_add(1);
+        while self.conns.contains_key(&ConnId(self.next_conn)) {
+            self.next_conn = self.next_conn.wrapping_add(1);
+        }
+        ConnId(self.next_conn)
+    }
+
+    /// Finishes an input: rebuilds our entry, recomputes routes, schedules gossip.
+    pub(crate) fn commit(&mut self, now: Instant) {
+        if self.own_dirty {
+            self.own_dirty = false;
+            self.rebuild_own_entry();
+        }
+        self.recompute_if_dirty();
+        if !self.dirty.is_empty() {
+            self.timers.set_if_earlier(Timer::GossipFlush, now + self.config.gossip_coalesce);
+        }
+        if self.config.discovery && self.discovery_pending {
+            self.discover(now);
+        }
+    }
+
+    /// Our entry as our connections make it; a change bumps our version.
+    fn rebuild_own_entry(&mut self) {
+        let conns: Vec<ConnInfo> = self
+            .by_peer
+            .iter()
+            .map(|(&peer, id)| {
+                let c = &self.conns[id];
+                ConnInfo {
+                    peer,
+                    established: c.established(),
+                    outbound: c.outbound,
+                    addr: c.peer.as_ref().map(|p| p.listen_addr),
+                }
+            })
+            .collect();
+        let me = self.config.name;
+        if let Some(cur) = self.topology.peers.get(&me) {
+            if cur.conns == conns && cur.uid == self.uid && cur.version == self.version {
+                return;
+            }
+        }
+        self.version += 1;
+        let entry = PeerEntry { name: me, uid: self.uid, version: self.version, nickname: self.config.nickname.clone(), conns };
+        self.topology.peers.insert(me, entry);
+        self.dirty.insert(me, None);
+        self.routes_dirty = true;
+    }
+
+    pub(crate) fn recompute_if_dirty(&mut self) {
+        if !self.routes_dirty {
+            return;
+        }
+        self.routes_dirty = false;
+        self.routes = Routes::build(&self.topology.peers, self.config.name);
+        self.stats.route_recomputes += 1;
+        let now_reachable: BTreeSet<PeerName> = self.routes.reachable().filter(|&p| p != self.config.name).collect();
+        let lost: Vec<PeerName> = self.reachable.difference(&now_reachable).copied().collect();
+        let found: Vec<PeerName> = now_reachable.difference(&self.reachable).copied().collect();
+        for p in lost {
+            self.macs.forget_peer(p);
+            self.push_event(Event::PeerUnreachable(p));
+        }
+        for p in found {
+            self.push_event(Event::PeerReachable(p));
+        }
+        self.reachable = now_reachable;
+        self.discovery_pending = true;
+        self.push_event(Event::TopologyChanged);
+    }
+}

@@ -1,0 +1,322 @@
+//! Routes over links established in both directions.
+//!
+//! Unicast: breadth-first search from ourselves, visiting neighbours in name order, so every
+//! peer with the same view computes the same shortest-path tree. Broadcast: for each source
+//! `S`, the same search rooted at `S`; a flood from `S` travels down that tree, and a peer
+//! accepts it only from its parent in it, so no frame is ever delivered twice, even while
+//! views disagree. Trees are computed on first use and cached until the topology changes.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+
+use crate::peer::PeerName;
+use crate::wire::gossip::PeerEntry;
+
+const NONE: u32 = u32::MAX;
+
+/// One source's broadcast tree, seen from this peer.
+#[derive(Debug, Clone, Default)]
+struct Tree {
+    parent: Option<PeerName>,
+    children: Vec<PeerName>,
+}
+
+/// Unicast next hops and broadcast trees for one view of the topology.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    names: Vec<PeerName>,
+    index: FxHashMap<PeerName, u32>,
+    /// Adjacency in compressed rows: neighbours of `i` are `edges[offsets[i]..offsets[i + 1]]`.
+    offsets: Vec<u32>,
+    edges: Vec<u32>,
+    me: u32,
+    next_hop: Vec<u32>,
+    dist: Vec<u32>,
+    trees: FxHashMap<u32, Tree>,
+    scratch_parent: Vec<u32>,
+    scratch_queue: Vec<u32>,
+}
+
+fn established_to(e: &PeerEntry, peer: PeerName) -> bool {
+    e.conns.binary_search_by_key(&peer, |c| c.peer).is_ok_and(|i| e.conns[i].established)
+}
+
+impl Routes {
+    /// Computes unicast routes from `me` over `view`. Links count only when both ends
+    /// advertise them as established.
+    pub fn build(view: &BTreeMap<PeerName, PeerEntry>, me: PeerName) -> Routes {
+        let names: Vec<PeerName> = view.keys().copied().collect();
+        let mut index = FxHashMap::default();
+        index.reserve(names.len());
+        for (i, n) in names.iter().enumerate() {
+            index.insert(*n, u32::try_from(i).expect("fewer than 2^32 peers"));
+        }
+        let mut offsets = Vec::with_capacity(names.len() + 1);
+        let mut edges = Vec::new();
+        offsets.push(0);
+        for e in view.values() {
+            for c in e.conns.iter().filter(|c| c.established) {
+                let Some(&j) = index.get(&c.peer) else { continue };
+                if established_to(&view[&c.peer], e.name) {
+                    edges.push(j);
+                }
+            }
+            offsets.push(u32::try_from(edges.len()).expect("fewer than 2^32 links"));
+        }
+        let me_idx = index.get(&me).copied().unwrap_or(NONE);
+        let mut r = Routes { names, index, offsets, edges, me: me_idx, ..Routes::default() };
+        r.compute_unicast();
+        r
+    }
+
+    fn neighbours(&self, i: u32) -> &[u32] {
+        let i = i as usize;
+        &self.edges[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// BFS from `root` into `scratch_parent` (NONE = unvisited, root's parent = root).
+    fn bfs(&mut self, root: u32) {
+        let n = self.names.len();
+        let mut parent = std::mem::take(&mut self.scratch_parent);
+        let mut queue = std::mem::take(&mut self.scratch_queue);
+        parent.clear();
+        parent.resize(n, NONE);
+        queue.clear();
+        parent[root as usize] = root;
+        queue.push(root);
+        let mut head = 0;
+        while let Some(&u) = queue.get(head) {
+            head += 1;
+            for &v in self.neighbours(u) {
+                if parent[v as usize] == NONE {
+                    parent[v as usize] = u;
+                    queue.push(v);
+                }
+            }
+        }
+        self.scratch_parent = parent;
+        self.scratch_queue = queue;
+    }
+
+    fn compute_unicast(&mut self) {
+        let n = self.names.len();
+        self.next_hop = vec![NONE; n];
+        self.dist = vec![NONE; n];
+        if self.me == NONE {
+            return;
+        }
+        self.bfs(self.me);
+        // The queue holds peers in BFS order, so parents come before children.
+        for k in 0..self.scratch_queue.len() {
+            let v = self.scratch_queue[k];
+            let p = self.scratch_parent[v as usize];
+            if v == self.me {
+                self.dist[v as usize] = 0;
+                self.next_hop[v as usize] = v;
+            } else {
+                self.dist[v as usize] = self.dist[p as usize] + 1;
+                self.next_hop[v as usize] = if p == self.me { v } else { self.next_hop[p as usize] };
+            }
+        }
+    }
+
+    /// The neighbour to send to for `dst`, or `None` if `dst` is unreachable (or ourselves).
+    pub fn next_hop(&self, dst: PeerName) -> Option<PeerName> {
+        let &i = self.index.get(&dst)?;
+        match self.next_hop[i as usize] {
+            NONE => None,
+            h if h == self.me => None,
+            h => Some(self.names[h as usize]),
+        }
+    }
+
+    /// Hops from us to `dst` over established links.
+    pub fn distance(&self, dst: PeerName) -> Option<u32> {
+        let &i = self.index.get(&dst)?;
+        Some(self.dist[i as usize]).filter(|&d| d != NONE)
+    }
+
+    /// Every peer reachable over established links, us included, in name order.
+    pub fn reachable(&self) -> impl Iterator<Item = PeerName> + '_ {
+        self.names.iter().zip(&self.dist).filter(|(_, &d)| d != NONE).map(|(n, _)| *n)
+    }
+
+    /// Our established neighbours (both ends agree), in name order.
+    pub fn neighbours_of_me(&self) -> impl Iterator<Item = PeerName> + '_ {
+        let n: &[u32] = if self.me == NONE { &[] } else { self.neighbours(self.me) };
+        n.iter().map(|&j| self.names[j as usize])
+    }
+
+    fn tree(&mut self, src: PeerName) -> Option<&Tree> {
+        let &s = self.index.get(&src)?;
+        if self.me == NONE {
+            return None;
+        }
+        if !self.trees.contains_key(&s) {
+            self.bfs(s);
+            let me = self.me;
+            let parent = self.scratch_parent[me as usize];
+            let tree = Tree {
+                parent: (parent != NONE && me != s).then(|| self.names[parent as usize]),
+                children: (parent != NONE)
+                    .then(|| {
+                        self.neighbours(me)
+                            .iter()
+                            .filter(|&&c| c != s && self.scratch_parent[c as usize] == me)
+                            .map(|&c| self.names[c as usize])
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            self.trees.insert(s, tree);
+        }
+        self.trees.get(&s)
+    }
+
+    /// Our children in `src`'s broadcast tree: where we forward a flood from `src`.
+    pub fn broadcast_children(&mut self, src: PeerName) -> &[PeerName] {
+        self.tree(src).map_or(&[], |t| &t.children)
+    }
+
+    /// Our parent in `src`'s broadcast tree: the only neighbour we accept `src`'s floods from.
+    pub fn broadcast_parent(&mut self, src: PeerName) -> Option<PeerName> {
+        self.tree(src).and_then(|t| t.parent)
+    }
+
+    /// Number of peers in the view.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether the view is empty.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::peer::PeerUid;
+    use crate::wire::gossip::ConnInfo;
+    use proptest::prelude::*;
+    use std::collections::{BTreeSet, VecDeque};
+
+    /// A view where each undirected edge is advertised as established by both ends.
+    pub(crate) fn view_of(n: u64, edges: &[(u64, u64)]) -> BTreeMap<PeerName, PeerEntry> {
+        let mut adj: BTreeMap<u64, BTreeSet<u64>> = (0..n).map(|i| (i, BTreeSet::new())).collect();
+        for &(a, b) in edges {
+            if a != b {
+                adj.get_mut(&a).unwrap().insert(b);
+                adj.get_mut(&b).unwrap().insert(a);
+            }
+        }
+        adj.into_iter()
+            .map(|(i, ns)| {
+                let name = PeerName::from_u64(i + 1);
+                let conns = ns
+                    .into_iter()
+                    .map(|j| ConnInfo { peer: PeerName::from_u64(j + 1), established: true, outbound: i < j, addr: None })
+                    .collect();
+                (name, PeerEntry { name, uid: PeerUid(i), version: 1, nickname: String::new(), conns })
+            })
+            .collect()
+    }
+
+    fn p(i: u64) -> PeerName {
+        PeerName::from_u64(i + 1)
+    }
+
+    #[test]
+    fn line_routes_through_the_middle_and_ties_break_by_name() {
+        // 0 - 1 - 3 and 0 - 2 - 3: two shortest paths to 3; the lower name (1) wins.
+        let v = view_of(4, &[(0, 1), (1, 3), (0, 2), (2, 3)]);
+        let r = Routes::build(&v, p(0));
+        assert_eq!(r.next_hop(p(3)), Some(p(1)));
+        assert_eq!(r.distance(p(3)), Some(2));
+        assert_eq!(r.next_hop(p(0)), None);
+    }
+
+    #[test]
+    fn one_sided_links_are_not_used() {
+        let mut v = view_of(2, &[(0, 1)]);
+        v.get_mut(&p(1)).unwrap().conns[0].established = false;
+        let r = Routes::build(&v, p(0));
+        assert_eq!(r.next_hop(p(1)), None);
+        assert_eq!(r.reachable().collect::<Vec<_>>(), vec![p(0)]);
+    }
+
+    /// A random connected graph: a random spanning tree plus extra edges.
+    pub(crate) fn arb_connected() -> impl Strategy<Value = (u64, Vec<(u64, u64)>)> {
+        (2u64..40).prop_flat_map(|n| {
+            let tree = proptest::collection::vec(any::<u64>(), (n - 1) as usize);
+            let extra = proptest::collection::vec((0..n, 0..n), 0..(n as usize * 2));
+            (Just(n), tree, extra).prop_map(|(n, tree, extra)| {
+                let mut edges: Vec<(u64, u64)> = tree.iter().enumerate().map(|(i, r)| ((i as u64) + 1, r % (i as u64 + 1))).collect();
+                edges.extend(extra);
+                (n, edges)
+            })
+        })
+    }
+
+    fn bfs_dist(v: &BTreeMap<PeerName, PeerEntry>, from: PeerName) -> BTreeMap<PeerName, u32> {
+        let mut d = BTreeMap::from([(from, 0)]);
+        let mut q = VecDeque::from([from]);
+        while let Some(u) = q.pop_front() {
+            for c in &v[&u].conns {
+                if !d.contains_key(&c.peer) {
+                    d.insert(c.peer, d[&u] + 1);
+                    q.push_back(c.peer);
+                }
+            }
+        }
+        d
+    }
+
+    proptest! {
+        #[test]
+        fn unicast_routes_are_loop_free_and_shortest((n, edges) in arb_connected()) {
+            let v = view_of(n, &edges);
+            let routes: BTreeMap<PeerName, Routes> = v.keys().map(|&me| (me, Routes::build(&v, me))).collect();
+            for &src in v.keys() {
+                let truth = bfs_dist(&v, src);
+                for &dst in v.keys() {
+                    // Follow next hops from src to dst: every step brings dst one hop closer.
+                    let mut at = src;
+                    let mut steps = 0;
+                    while at != dst {
+                        let next = routes[&at].next_hop(dst).expect("connected graph: a route exists");
+                        prop_assert!(v[&at].conns.iter().any(|c| c.peer == next), "next hop is a neighbour");
+                        at = next;
+                        steps += 1;
+                        prop_assert!(steps <= n, "routing loop");
+                    }
+                    prop_assert_eq!(steps, u64::from(truth[&dst]));
+                    prop_assert_eq!(routes[&src].distance(dst), Some(truth[&dst]));
+                }
+            }
+        }
+
+        #[test]
+        fn every_broadcast_tree_reaches_each_peer_exactly_once((n, edges) in arb_connected()) {
+            let v = view_of(n, &edges);
+            let mut routes: BTreeMap<PeerName, Routes> = v.keys().map(|&me| (me, Routes::build(&v, me))).collect();
+            for &src in v.keys() {
+                // Simulate the flood: forward to children; a receiver accepts only from its parent.
+                let mut received: BTreeMap<PeerName, u32> = BTreeMap::new();
+                let mut queue = VecDeque::from([(src, src)]);
+                while let Some((from, at)) = queue.pop_front() {
+                    if at != src {
+                        if routes.get_mut(&at).unwrap().broadcast_parent(src) != Some(from) { continue; }
+                        *received.entry(at).or_default() += 1;
+                    }
+                    let children = routes.get_mut(&at).unwrap().broadcast_children(src).to_vec();
+                    for c in children { queue.push_back((at, c)); }
+                }
+                prop_assert_eq!(received.len() as u64, n - 1);
+                prop_assert!(received.values().all(|&k| k == 1));
+            }
+        }
+    }
+}

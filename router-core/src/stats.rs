@@ -1,0 +1,153 @@
+//! Counters: every frame and datagram is accounted for, delivered or dropped with a reason.
+
+use serde::Serialize;
+
+/// Why a frame or datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// A datagram or captured frame that could not be decoded (counted per datagram/frame).
+    Malformed,
+    /// A captured frame whose source MAC is a group address.
+    BadSourceMac,
+    /// A frame too long to carry (over 65535 bytes).
+    Oversize,
+    /// The hop limit ran out.
+    HopLimit,
+    /// No route to the destination peer.
+    NoRoute,
+    /// A frames datagram from an address that belongs to no connection.
+    UnknownSender,
+    /// A flood from a neighbour that is not our parent in the source's broadcast tree.
+    NotTreeParent,
+    /// The output queue was full.
+    QueueFull,
+    /// A UDP heartbeat for no connection of ours, or with the wrong session.
+    BadHeartbeat,
+    /// An encrypted datagram for which we have no keys.
+    Encrypted,
+    /// A frame that claims to come from ourselves.
+    Looped,
+}
+
+impl DropReason {
+    /// Every reason, for exporting counters.
+    pub const ALL: [DropReason; 11] = [
+        DropReason::Malformed,
+        DropReason::BadSourceMac,
+        DropReason::Oversize,
+        DropReason::HopLimit,
+        DropReason::NoRoute,
+        DropReason::UnknownSender,
+        DropReason::NotTreeParent,
+        DropReason::QueueFull,
+        DropReason::BadHeartbeat,
+        DropReason::Encrypted,
+        DropReason::Looped,
+    ];
+
+    /// A short snake_case name, as used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::BadSourceMac => "bad_source_mac",
+            DropReason::Oversize => "oversize",
+            DropReason::HopLimit => "hop_limit",
+            DropReason::NoRoute => "no_route",
+            DropReason::UnknownSender => "unknown_sender",
+            DropReason::NotTreeParent => "not_tree_parent",
+            DropReason::QueueFull => "queue_full",
+            DropReason::BadHeartbeat => "bad_heartbeat",
+            DropReason::Encrypted => "encrypted",
+            DropReason::Looped => "looped",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|&r| r == self).expect("ALL lists every reason")
+    }
+}
+
+/// Drop counters by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drops([u64; DropReason::ALL.len()]);
+
+impl Drops {
+    /// The count for one reason.
+    pub fn get(&self, r: DropReason) -> u64 {
+        self.0[r.index()]
+    }
+
+    /// The sum over all reasons.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    pub(crate) fn add(&mut self, r: DropReason, n: u64) {
+        self.0[r.index()] += n;
+    }
+}
+
+impl Serialize for Drops {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(DropReason::ALL.len()))?;
+        for r in DropReason::ALL {
+            m.serialize_entry(r.as_str(), &self.get(r))?;
+        }
+        m.end()
+    }
+}
+
+/// Counters of everything the router did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Frames captured from the local bridge.
+    pub frames_captured: u64,
+    /// Captured frames whose destination is local (the bridge delivers them; not sent).
+    pub frames_local: u64,
+    /// Frames injected into the local bridge.
+    pub frames_injected: u64,
+    /// Captured frames sent as unicast towards their destination's peer.
+    pub frames_sent: u64,
+    /// Captured frames flooded along our broadcast tree.
+    pub frames_flooded: u64,
+    /// Frames forwarded for other peers (unicast relay or flood forwarding).
+    pub frames_relayed: u64,
+    /// UDP datagrams handed to the driver (data and heartbeats).
+    pub datagrams_sent: u64,
+    /// UDP datagrams received.
+    pub datagrams_received: u64,
+    /// UDP payload bytes sent.
+    pub udp_bytes_sent: u64,
+    /// UDP payload bytes received.
+    pub udp_bytes_received: u64,
+    /// Control-stream bytes sent.
+    pub tcp_bytes_sent: u64,
+    /// Control-stream bytes received.
+    pub tcp_bytes_received: u64,
+    /// Gossip bytes sent (summary, digest and update messages).
+    pub gossip_bytes_sent: u64,
+    /// Gossip update messages sent.
+    pub gossip_updates_sent: u64,
+    /// Topology entries merged from gossip.
+    pub gossip_entries_merged: u64,
+    /// MACs learned.
+    pub macs_learned: u64,
+    /// MACs that moved to another owner.
+    pub macs_moved: u64,
+    /// MACs expired.
+    pub macs_expired: u64,
+    /// Connections closed for a protocol error or a malformed control message.
+    pub control_errors: u64,
+    /// Unicast route recomputations.
+    pub route_recomputes: u64,
+    /// Drops by reason.
+    pub drops: Drops,
+}
+
+impl Stats {
+    pub(crate) fn drop(&mut self, r: DropReason, n: u64) {
+        self.drops.add(r, n);
+    }
+}

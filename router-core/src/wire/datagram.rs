@@ -1,0 +1,329 @@
+//! UDP datagrams: heartbeats and batches of Ethernet frames.
+//!
+//! ```text
+//! 0       version (1)
+//! 1       kind: 1 heartbeat, 2 frames
+//! 2       flags: bit0 encrypted (reserved for the encrypted form; other bits zero)
+//! 3       hop limit (frames; 0 in heartbeats)
+//! 4..10   source peer: the heartbeat's sender, or the peer whose bridge captured the frames
+//! 10..16  destination peer, or ff:ff:ff:ff:ff:ff to flood along the source's broadcast tree
+//! 16..    body
+//!
+//! heartbeat body: session u64 (the receiver's, from its handshake) | seq u32
+//! frames body:    one or more of (length u16, 14 <= length; Ethernet frame of that length)
+//! ```
+//! [`Datagram`] is a zero-copy view used on the data path: checking it never allocates.
+
+use super::DecodeError;
+use crate::peer::PeerName;
+
+/// The datagram format version.
+pub const VERSION: u8 = 1;
+/// Length of the common header.
+pub const HEADER_LEN: usize = 16;
+/// Length of a heartbeat body.
+pub const HEARTBEAT_BODY_LEN: usize = 12;
+/// Per-frame overhead inside a frames datagram.
+pub const FRAME_PREFIX_LEN: usize = 2;
+/// The shortest Ethernet frame carried (a bare header).
+pub const FRAME_MIN: usize = 14;
+/// Flag: the body is encrypted (reserved; not produced by this version).
+pub const FLAG_ENCRYPTED: u8 = 0x01;
+
+mod field {
+    pub(super) const VERSION: usize = 0;
+    pub(super) const KIND: usize = 1;
+    pub(super) const FLAGS: usize = 2;
+    pub(super) const HOP_LIMIT: usize = 3;
+    pub(super) const SRC: core::ops::Range<usize> = 4..10;
+    pub(super) const DST: core::ops::Range<usize> = 10..16;
+}
+
+/// What a datagram carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A UDP heartbeat.
+    Heartbeat,
+    /// Ethernet frames.
+    Frames,
+}
+
+impl Kind {
+    fn code(self) -> u8 {
+        match self {
+            Kind::Heartbeat => 1,
+            Kind::Frames => 2,
+        }
+    }
+}
+
+/// A view of a datagram over a byte buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Datagram<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Datagram<T> {
+    /// Wraps a buffer after checking the header (length, version, kind, flags) and, for a
+    /// heartbeat, the body length; frames bodies are checked by [`Datagram::frames`].
+    pub fn new_checked(buffer: T) -> Result<Self, DecodeError> {
+        let b = buffer.as_ref();
+        if b.len() < HEADER_LEN {
+            return Err(DecodeError::Truncated("datagram header"));
+        }
+        if b[field::VERSION] != VERSION {
+            return Err(DecodeError::Version(b[field::VERSION]));
+        }
+        if b[field::FLAGS] & !FLAG_ENCRYPTED != 0 {
+            return Err(DecodeError::Invalid("datagram flags"));
+        }
+        match b[field::KIND] {
+            1 if b.len() != HEADER_LEN + HEARTBEAT_BODY_LEN => Err(DecodeError::Invalid("heartbeat length")),
+            1 | 2 => Ok(Datagram { buffer }),
+            _ => Err(DecodeError::Invalid("datagram kind")),
+        }
+    }
+
+    /// Kind of body.
+    pub fn kind(&self) -> Kind {
+        if self.buffer.as_ref()[field::KIND] == 1 {
+            Kind::Heartbeat
+        } else {
+            Kind::Frames
+        }
+    }
+
+    /// Flag bits.
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[field::FLAGS]
+    }
+
+    /// Remaining hops.
+    pub fn hop_limit(&self) -> u8 {
+        self.buffer.as_ref()[field::HOP_LIMIT]
+    }
+
+    /// Source peer.
+    pub fn src(&self) -> PeerName {
+        PeerName(self.buffer.as_ref()[field::SRC].try_into().expect("6 bytes"))
+    }
+
+    /// Destination peer.
+    pub fn dst(&self) -> PeerName {
+        PeerName(self.buffer.as_ref()[field::DST].try_into().expect("6 bytes"))
+    }
+
+    /// Everything after the header.
+    pub fn body(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..]
+    }
+
+    /// The heartbeat body, if this is a heartbeat.
+    pub fn heartbeat(&self) -> Option<Heartbeat> {
+        if self.kind() != Kind::Heartbeat {
+            return None;
+        }
+        let b = self.body();
+        Some(Heartbeat {
+            session: u64::from_be_bytes(b[..8].try_into().expect("length checked in new_checked")),
+            seq: u32::from_be_bytes(b[8..12].try_into().expect("length checked in new_checked")),
+        })
+    }
+
+    /// Checks the whole frames body and returns an iterator over its frames.
+    ///
+    /// Either every frame is well formed and the iterator yields them all, or nothing is
+    /// yielded: a malformed datagram is never half-delivered.
+    pub fn frames(&self) -> Result<Frames<'_>, DecodeError> {
+        let body = self.body();
+        if self.kind() != Kind::Frames {
+            return Err(DecodeError::Invalid("datagram kind"));
+        }
+        if body.is_empty() {
+            return Err(DecodeError::Truncated("frames"));
+        }
+        let mut rest = body;
+        while !rest.is_empty() {
+            let Some(head) = rest.get(..FRAME_PREFIX_LEN) else {
+                return Err(DecodeError::Truncated("frame length"));
+            };
+            let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
+            if len < FRAME_MIN {
+                return Err(DecodeError::Invalid("frame length"));
+            }
+            rest = rest.get(FRAME_PREFIX_LEN + len..).ok_or(DecodeError::Truncated("frame"))?;
+        }
+        Ok(Frames { rest: body })
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Datagram<T> {
+    /// Rewrites the hop limit (relays decrement it).
+    pub fn set_hop_limit(&mut self, hops: u8) {
+        self.buffer.as_mut()[field::HOP_LIMIT] = hops;
+    }
+}
+
+/// Frames of a checked frames datagram.
+#[derive(Debug, Clone)]
+pub struct Frames<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let head = self.rest.get(..FRAME_PREFIX_LEN)?;
+        let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
+        let frame = self.rest.get(FRAME_PREFIX_LEN..FRAME_PREFIX_LEN + len)?;
+        self.rest = &self.rest[FRAME_PREFIX_LEN + len..];
+        Some(frame)
+    }
+}
+
+/// A heartbeat body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The receiver's session value from its handshake on the matching TCP connection.
+    pub session: u64,
+    /// Sender's sequence number; the receiver acknowledges it over TCP.
+    pub seq: u32,
+}
+
+/// The common header as a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Kind of body that follows.
+    pub kind: Kind,
+    /// Flag bits.
+    pub flags: u8,
+    /// Remaining hops.
+    pub hop_limit: u8,
+    /// Source peer.
+    pub src: PeerName,
+    /// Destination peer.
+    pub dst: PeerName,
+}
+
+impl Header {
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
+    pub fn emit(&self, out: &mut [u8]) {
+        out[field::VERSION] = VERSION;
+        out[field::KIND] = self.kind.code();
+        out[field::FLAGS] = self.flags;
+        out[field::HOP_LIMIT] = self.hop_limit;
+        out[field::SRC].copy_from_slice(&self.src.0);
+        out[field::DST].copy_from_slice(&self.dst.0);
+    }
+}
+
+/// Writes a complete heartbeat datagram into `out`, returning its length.
+pub fn emit_heartbeat(src: PeerName, dst: PeerName, hb: Heartbeat, out: &mut [u8]) -> usize {
+    Header { kind: Kind::Heartbeat, flags: 0, hop_limit: 0, src, dst }.emit(out);
+    out[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&hb.session.to_be_bytes());
+    out[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&hb.seq.to_be_bytes());
+    HEADER_LEN + HEARTBEAT_BODY_LEN
+}
+
+/// Appends one length-prefixed frame to a frames body under construction.
+pub fn push_frame(out: &mut Vec<u8>, frame: &[u8]) {
+    let len = u16::try_from(frame.len()).expect("frames are bounded by the caller to 65535 bytes");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(frame);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[rustfmt::skip]
+    const HEARTBEAT: [u8; 28] = [
+        1, 1, 0, 0,
+        0, 0, 0, 0, 0, 1,
+        0, 0, 0, 0, 0, 2,
+        0, 0, 0, 0, 0, 0, 0xab, 0xcd,   // session
+        0, 0, 0, 7,                     // seq
+    ];
+
+    #[test]
+    fn heartbeat_matches_the_static_bytes() {
+        let d = Datagram::new_checked(&HEARTBEAT[..]).unwrap();
+        assert_eq!(d.kind(), Kind::Heartbeat);
+        assert_eq!(d.src(), PeerName::from_u64(1));
+        assert_eq!(d.dst(), PeerName::from_u64(2));
+        assert_eq!(d.heartbeat(), Some(Heartbeat { session: 0xabcd, seq: 7 }));
+        let mut out = [0u8; 28];
+        let n = emit_heartbeat(PeerName::from_u64(1), PeerName::from_u64(2), Heartbeat { session: 0xabcd, seq: 7 }, &mut out);
+        assert_eq!(&out[..n], &HEARTBEAT);
+    }
+
+    #[rustfmt::skip]
+    fn frames_bytes() -> Vec<u8> {
+        let mut v = vec![
+            1, 2, 0, 9,
+            0, 0, 0, 0, 0, 1,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0, 14,
+        ];
+        v.extend_from_slice(&[0xff; 6]);
+        v.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        v
+    }
+
+    #[test]
+    fn frames_match_the_static_bytes() {
+        let bytes = frames_bytes();
+        let d = Datagram::new_checked(&bytes[..]).unwrap();
+        assert_eq!((d.kind(), d.hop_limit(), d.dst()), (Kind::Frames, 9, PeerName::BROADCAST));
+        let frames: Vec<_> = d.frames().unwrap().collect();
+        assert_eq!(frames, vec![&bytes[18..]]);
+
+        let mut out = vec![0u8; HEADER_LEN];
+        Header { kind: Kind::Frames, flags: 0, hop_limit: 9, src: PeerName::from_u64(1), dst: PeerName::BROADCAST }
+            .emit(&mut out);
+        push_frame(&mut out, &bytes[18..]);
+        assert_eq!(out, bytes);
+    }
+
+    #[test]
+    fn malformed_datagrams_are_refused_whole() {
+        let bytes = frames_bytes();
+        let cut = Datagram::new_checked(&bytes[..bytes.len() - 1]).unwrap();
+        assert_eq!(cut.frames().unwrap_err(), DecodeError::Truncated("frame"));
+        let empty = Datagram::new_checked(&bytes[..HEADER_LEN]).unwrap();
+        assert!(empty.frames().is_err());
+        let mut short = bytes.clone();
+        short[17] = 3;
+        assert!(Datagram::new_checked(&short[..]).unwrap().frames().is_err());
+        let mut v = bytes.clone();
+        v[0] = 2;
+        assert_eq!(Datagram::new_checked(&v[..]).unwrap_err(), DecodeError::Version(2));
+        let mut k = bytes.clone();
+        k[1] = 3;
+        assert!(Datagram::new_checked(&k[..]).is_err());
+        assert!(Datagram::new_checked(&HEARTBEAT[..27]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn frames_round_trip(frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 14..200), 1..8),
+                             hop in any::<u8>(), src in any::<u64>(), dst in any::<u64>()) {
+            let mut out = vec![0u8; HEADER_LEN];
+            let h = Header { kind: Kind::Frames, flags: 0, hop_limit: hop, src: PeerName::from_u64(src), dst: PeerName::from_u64(dst) };
+            h.emit(&mut out);
+            for f in &frames { push_frame(&mut out, f); }
+            let d = Datagram::new_checked(&out[..]).unwrap();
+            prop_assert_eq!((d.hop_limit(), d.src(), d.dst()), (hop, h.src, h.dst));
+            let got: Vec<Vec<u8>> = d.frames().unwrap().map(<[u8]>::to_vec).collect();
+            prop_assert_eq!(got, frames);
+        }
+
+        #[test]
+        fn heartbeats_round_trip(session in any::<u64>(), seq in any::<u32>()) {
+            let mut out = [0u8; 28];
+            emit_heartbeat(PeerName::from_u64(1), PeerName::from_u64(2), Heartbeat { session, seq }, &mut out);
+            prop_assert_eq!(Datagram::new_checked(&out[..]).unwrap().heartbeat(), Some(Heartbeat { session, seq }));
+        }
+    }
+}

@@ -159,15 +159,15 @@ impl Routes {
             let parent = self.scratch_parent[me as usize];
             let tree = Tree {
                 parent: (parent != NONE && me != s).then(|| self.names[parent as usize]),
-                children: (parent != NONE)
-                    .then(|| {
-                        self.neighbours(me)
-                            .iter()
-                            .filter(|&&c| c != s && self.scratch_parent[c as usize] == me)
-                            .map(|&c| self.names[c as usize])
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                children: if parent == NONE {
+                    Vec::new()
+                } else {
+                    self.neighbours(me)
+                        .iter()
+                        .filter(|&&c| c != s && self.scratch_parent[c as usize] == me)
+                        .map(|&c| self.names[c as usize])
+                        .collect()
+                },
             };
             self.trees.insert(s, tree);
         }

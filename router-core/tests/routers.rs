@@ -1,0 +1,245 @@
+//! Routers wired together in memory: handshake, forwarding, relaying, failures, restarts.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use router_core::{ConnError, Duration, Event, MacOwner, RefuseReason};
+
+const SETTLE: Duration = Duration::from_secs(3);
+
+#[test]
+fn handshake_leads_to_an_established_link_and_a_shared_view() {
+    let mut net = Net::new(2);
+    net.connect(0, 1);
+    net.run_for(SETTLE);
+    assert!(net.established(0, 1));
+    assert!(net.established(1, 0));
+    for i in 0..2 {
+        let names: Vec<_> = net.hosts[i].router.peer_names().collect();
+        assert_eq!(names, vec![name(0), name(1)]);
+        let other = 1 - i;
+        assert_eq!(net.hosts[i].router.routes().next_hop(name(other)), Some(name(other)));
+        assert!(net.hosts[i].events.contains(&Event::LinkEstablished { peer: name(other) }));
+    }
+}
+
+#[test]
+fn a_frame_reaches_the_remote_bridge_and_the_reply_comes_back_as_learned_unicast() {
+    let mut net = Net::new(2);
+    net.connect(0, 1);
+    net.run_for(SETTLE);
+    let (a, b) = (mac(0, 1), mac(1, 1));
+    // An ARP-like broadcast from a container on host 0 floods to host 1's bridge.
+    let hello = frame(BROADCAST, a, b"who has b?");
+    net.capture(0, &hello);
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(net.hosts[1].bridge, vec![hello]);
+    // The reply goes unicast: host 1 learned that `a` lives behind host 0.
+    let reply = frame(a, b, b"b is here");
+    net.capture(1, &reply);
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(net.hosts[0].bridge, vec![reply]);
+    let s1 = net.hosts[1].router.stats();
+    assert_eq!((s1.frames_sent, s1.frames_flooded), (1, 0));
+    let st = net.hosts[0].router.status(net.now);
+    let owners: Vec<_> = st.macs.iter().map(|m| (m.mac.0, m.owner)).collect();
+    assert_eq!(owners, vec![(a, MacOwner::Local), (b, MacOwner::Peer(name(1)))]);
+    // A frame between two local MACs is left to the bridge.
+    net.capture(0, &frame(a, a, b"self"));
+    assert_eq!(net.hosts[0].router.stats().frames_local, 1);
+}
+
+#[test]
+fn frames_are_relayed_when_hosts_have_no_direct_link() {
+    let mut net = Net::new(3);
+    net.cut(0, 2);
+    net.connect(0, 1);
+    net.connect(2, 1);
+    net.run_for(SETTLE);
+    assert_eq!(net.hosts[0].router.routes().next_hop(name(2)), Some(name(1)));
+    let (a, c) = (mac(0, 1), mac(2, 1));
+    let hello = frame(BROADCAST, a, b"flood");
+    net.capture(0, &hello);
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(net.hosts[1].bridge, vec![hello.clone()]);
+    assert_eq!(net.hosts[2].bridge, vec![hello]);
+    let reply = frame(a, c, b"unicast via the middle");
+    net.capture(2, &reply);
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(net.hosts[0].bridge, vec![reply]);
+    assert_eq!(net.hosts[1].bridge.len(), 1, "the relay does not inject unicast for others");
+    assert_eq!(net.hosts[1].router.stats().frames_relayed, 2);
+}
+
+#[test]
+fn routes_move_to_the_relay_when_a_link_is_cut_and_back_when_it_heals() {
+    let mut net = Net::new(3);
+    net.connect(0, 1);
+    net.connect(1, 2);
+    net.connect(0, 2);
+    net.run_for(SETTLE);
+    assert_eq!(net.hosts[0].router.routes().next_hop(name(2)), Some(name(2)));
+    net.cut(0, 2);
+    net.run_for(SETTLE);
+    assert_eq!(net.hosts[0].router.routes().next_hop(name(2)), Some(name(1)));
+    assert_eq!(net.hosts[2].router.routes().next_hop(name(0)), Some(name(1)));
+    let (a, c) = (mac(0, 1), mac(2, 1));
+    net.capture(2, &frame(BROADCAST, c, b"learn me"));
+    net.run_for(Duration::from_millis(10));
+    net.capture(0, &frame(c, a, b"via 1"));
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(net.hosts[2].bridge.len(), 1);
+    net.heal(0, 2);
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(net.hosts[0].router.routes().next_hop(name(2)), Some(name(2)));
+    assert!(net.established(0, 2));
+}
+
+#[test]
+fn a_restarted_peer_with_a_new_uid_is_taken_in() {
+    let mut net = Net::new(3);
+    net.connect(0, 1);
+    net.connect(1, 2);
+    net.run_for(SETTLE);
+    let old_uid = net.hosts[1].router.uid();
+    let old_version = net.hosts[0].router.topology()[&name(1)].version;
+    net.restart(1, config(1, 99));
+    let new_uid = net.hosts[1].router.uid();
+    assert_ne!(old_uid, new_uid);
+    // Host 0 keeps redialling its target, host 1; the restarted host 1 lost its own target
+    // (host 2) with its state, so it is told again, as its saved peer list would.
+    net.run_for(Duration::from_secs(10));
+    assert!(net.established(0, 1));
+    net.connect(1, 2);
+    net.run_for(Duration::from_secs(10));
+    for i in 0..3 {
+        let t = net.hosts[i].router.topology();
+        assert_eq!(t[&name(1)].uid, new_uid, "host {i} holds the new incarnation");
+        assert!(t[&name(1)].version > old_version, "the new incarnation outranks the old one");
+    }
+    assert!(net.established(0, 1));
+    assert!(net.established(2, 1));
+    assert_eq!(net.hosts[0].router.routes().next_hop(name(2)), Some(name(1)));
+}
+
+#[test]
+fn simultaneous_dials_resolve_to_one_connection_both_ends_agree_on() {
+    let mut net = Net::new(2);
+    net.connect(0, 1);
+    net.connect(1, 0);
+    net.run_for(SETTLE);
+    let s0 = net.hosts[0].router.status(net.now);
+    let s1 = net.hosts[1].router.status(net.now);
+    let up0: Vec<_> = s0.connections.iter().filter(|c| c.state == "established").collect();
+    let up1: Vec<_> = s1.connections.iter().filter(|c| c.state == "established").collect();
+    assert_eq!((up0.len(), up1.len()), (1, 1), "{s0:#?}\n{s1:#?}");
+    // The survivor is the same TCP connection at both ends: one dialled it, the other accepted.
+    assert_ne!(up0[0].outbound, up1[0].outbound);
+    let refused = |h: &Host| {
+        h.events.iter().any(|e| {
+            matches!(e, Event::ConnectionDown { reason: ConnError::Refused(RefuseReason::Duplicate)
+                | ConnError::RefusedByPeer(RefuseReason::Duplicate), .. })
+        })
+    };
+    assert!(refused(&net.hosts[0]) && refused(&net.hosts[1]));
+    // And it stays that way: the losing target does not keep redialling.
+    let closes = net.hosts[0].events.len();
+    net.run_for(Duration::from_secs(20));
+    let later = &net.hosts[0].events[closes..];
+    assert!(!later.iter().any(|e| matches!(e, Event::Dial { .. })), "{later:?}");
+}
+
+#[test]
+fn udp_blocked_between_two_peers_keeps_the_link_unestablished_and_traffic_relays() {
+    let mut net = Net::new(3);
+    net.udp_blocked.insert((0, 2));
+    net.connect(0, 1);
+    net.connect(1, 2);
+    net.connect(0, 2);
+    net.run_for(SETTLE);
+    assert!(!net.established(0, 2));
+    assert_eq!(net.hosts[0].router.routes().next_hop(name(2)), Some(name(1)));
+    let hello = frame(BROADCAST, mac(0, 1), b"x");
+    net.capture(0, &hello);
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(net.hosts[2].bridge, vec![hello]);
+}
+
+#[test]
+fn connecting_to_ourselves_is_refused_and_not_retried() {
+    let mut net = Net::new(1);
+    net.connect(0, 0);
+    net.run_for(Duration::from_secs(30));
+    let st = net.hosts[0].router.status(net.now);
+    assert!(st.targets[0].is_self, "{:?}", st.targets);
+    let dials = net.hosts[0].events.iter().filter(|e| matches!(e, Event::Dial { .. })).count();
+    assert_eq!(dials, 1);
+}
+
+#[test]
+fn a_dead_peer_is_redialled_with_backoff() {
+    let mut net = Net::new(2);
+    net.hosts[1].up = false;
+    net.connect(0, 1);
+    net.run_for(Duration::from_secs(30));
+    let dials = net.hosts[0].events.iter().filter(|e| matches!(e, Event::Dial { .. })).count();
+    // Backoff doubles from 200 ms to 2 s with jitter: far fewer than one dial per 200 ms.
+    assert!((8..=40).contains(&dials), "{dials} dials in 30 s");
+    net.hosts[1].up = true;
+    net.run_for(Duration::from_secs(5));
+    assert!(net.established(0, 1));
+}
+
+#[test]
+fn the_same_seeds_give_the_same_run() {
+    let run = || {
+        let mut net = Net::new(4);
+        net.connect(0, 1);
+        net.connect(1, 2);
+        net.connect(2, 3);
+        net.connect(3, 0);
+        net.run_for(SETTLE);
+        net.cut(0, 1);
+        net.run_for(SETTLE);
+        net.hosts.iter_mut().map(|h| format!("{:?}", h.events)).collect::<Vec<_>>()
+    };
+    assert_eq!(run(), run());
+}
+
+fn arb_graph() -> impl Strategy<Value = (usize, Vec<(usize, usize)>)> {
+    (2usize..=6).prop_flat_map(|n| {
+        let tree = proptest::collection::vec(any::<usize>(), n - 1);
+        let extra = proptest::collection::vec((0..n, 0..n), 0..n);
+        (Just(n), tree, extra).prop_map(|(n, tree, extra)| {
+            let mut edges: Vec<(usize, usize)> = tree.iter().enumerate().map(|(i, r)| (i + 1, r % (i + 1))).collect();
+            edges.extend(extra.into_iter().filter(|(a, b)| a != b));
+            (n, edges)
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn once_gossip_settles_every_peer_holds_the_same_view((n, edges) in arb_graph(), seed in any::<u64>()) {
+        let mut net = Net::with_config(n, |i| config(i, seed ^ i as u64));
+        for &(a, b) in &edges {
+            net.connect(a, b);
+        }
+        net.run_for(Duration::from_secs(5));
+        let views: Vec<_> = net.hosts.iter().map(|h| h.router.topology().clone()).collect();
+        prop_assert_eq!(views[0].len(), n);
+        for v in &views[1..] {
+            prop_assert_eq!(v, &views[0]);
+        }
+        // Every host can flood to every other.
+        let hello = frame(BROADCAST, mac(0, 1), b"all");
+        net.capture(0, &hello);
+        net.run_for(Duration::from_millis(50));
+        for h in &net.hosts[1..] {
+            prop_assert_eq!(&h.bridge, &vec![hello.clone()]);
+        }
+    }
+}

@@ -52,13 +52,14 @@ impl Routes {
         for (i, n) in names.iter().enumerate() {
             index.insert(*n, u32::try_from(i).expect("fewer than 2^32 peers"));
         }
+        let entries: Vec<&PeerEntry> = view.values().collect();
         let mut offsets = Vec::with_capacity(names.len() + 1);
-        let mut edges = Vec::new();
+        let mut edges = Vec::with_capacity(entries.iter().map(|e| e.conns.len()).sum());
         offsets.push(0);
-        for e in view.values() {
+        for e in &entries {
             for c in e.conns.iter().filter(|c| c.established) {
                 let Some(&j) = index.get(&c.peer) else { continue };
-                if established_to(&view[&c.peer], e.name) {
+                if established_to(entries[j as usize], e.name) {
                     edges.push(j);
                 }
             }

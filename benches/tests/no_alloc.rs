@@ -1,0 +1,60 @@
+//! The data path allocates nothing per frame once warm.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use router_core::{Decision, PeerName, TRANSMIT_BUF_MIN};
+use weave_benches::{frame, Pair};
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged, only counting calls.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn forwarding_learned_unicast_and_receiving_allocate_nothing_per_frame() {
+    let mut p = Pair::established();
+    let now = p.now;
+    let (a_mac, b_mac) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
+    p.routers[1].handle_frame(now, &frame([0xff; 6], b_mac, 60));
+    p.shuttle();
+    let f = frame(b_mac, a_mac, 1400);
+    assert!(matches!(p.routers[0].decide(now, &f), Decision::Unicast { .. }));
+    let mut buf = vec![0u8; TRANSMIT_BUF_MIN];
+    let from = "10.0.0.1:6783".parse().unwrap();
+    let mut round = |p: &mut Pair| {
+        p.routers[0].handle_frame(now, &f);
+        let t = p.routers[0].poll_transmit(&mut buf).expect("one datagram");
+        p.routers[1].handle_datagram(now, from, &buf[..t.len]);
+        let t = p.routers[1].poll_transmit(&mut buf).expect("one injection");
+        assert_eq!(t.len, f.len());
+    };
+    for _ in 0..100 {
+        round(&mut p);
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for _ in 0..10_000 {
+        round(&mut p);
+    }
+    assert_eq!(ALLOCS.load(Ordering::Relaxed) - before, 0);
+    assert_eq!(p.routers[1].stats().frames_injected, 10_100);
+    let _ = PeerName::from_u64(0);
+}

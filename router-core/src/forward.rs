@@ -85,14 +85,11 @@ impl Router {
                 let mut children = std::mem::take(&mut self.scratch_peers);
                 children.clear();
                 children.extend_from_slice(self.routes.broadcast_children(me));
-                let mut sent = false;
                 for &c in &children {
-                    sent |= self.send_frame(c, &h, frame);
+                    self.send_frame(c, &h, frame);
                 }
                 self.scratch_peers = children;
-                if sent {
-                    self.stats.frames_flooded += 1;
-                }
+                self.stats.frames_flooded += 1;
             }
         }
     }

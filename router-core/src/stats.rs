@@ -110,7 +110,7 @@ pub struct Stats {
     pub frames_injected: u64,
     /// Captured frames sent as unicast towards their destination's peer.
     pub frames_sent: u64,
-    /// Captured frames flooded along our broadcast tree.
+    /// Captured frames flooded along our broadcast tree (to however many peers it has).
     pub frames_flooded: u64,
     /// Frames forwarded for other peers (unicast relay or flood forwarding).
     pub frames_relayed: u64,

@@ -5,7 +5,7 @@
 //! Digest:   lo name[6] | hi name[6] | count u16 | count x (name[6] uid u64 version u64)
 //! Update:   count u16 | count x PeerEntry
 //! PeerEntry: name[6] uid u64 version u64 | nick_len u8 nick | conn_count u16 | conn_count x ConnInfo
-//! ConnInfo:  peer[6] | flags u8 (bit0 established, bit1 outbound) | addr (family u8: 0 none, 4, 6; ip; port u16)
+//! ConnInfo:  peer[6] | flags u8 (bit0 established, bit1 outbound, others 0) | addr (family u8: 0 none, 4, 6; ip; port u16)
 //! ```
 //! Lists are strictly ascending by name, so every value has exactly one encoding.
 
@@ -189,6 +189,9 @@ impl PeerEntry {
         for _ in 0..count {
             let peer = r.name("conn peer")?;
             let flags = r.u8("conn flags")?;
+            if flags & !(CONN_ESTABLISHED | CONN_OUTBOUND) != 0 {
+                return Err(DecodeError::Invalid("conn flags"));
+            }
             let addr = r.opt_addr("conn addr")?;
             if conns.last().is_some_and(|p| p.peer >= peer) || peer == name {
                 return Err(DecodeError::Invalid("conn order"));
@@ -347,6 +350,9 @@ pub(crate) mod tests {
         let mut bad = UPDATE.to_vec();
         bad[52] = 1; // second conn names a peer below the first
         assert_eq!(Message::parse(&bad[4..]), Err(DecodeError::Invalid("conn order")));
+        let mut bad = UPDATE.to_vec();
+        bad[39] = 0x29; // unknown flag bits would not survive a re-encode
+        assert_eq!(Message::parse(&bad[4..]), Err(DecodeError::Invalid("conn flags")));
         let mut huge = UPDATE[..7].to_vec();
         huge[5] = 0xff;
         assert_eq!(Message::parse(&huge[4..]), Err(DecodeError::Truncated("update entries")));

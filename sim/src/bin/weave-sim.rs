@@ -1,0 +1,347 @@
+//! `weave-sim`: run scenarios, check determinism, explore random fault schedules, benchmark.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use clap::{Parser, Subcommand};
+use router_core::{Duration, DropReason, Instant};
+use weave_sim::explore::{materialise, shrink};
+use weave_sim::scenario::{Dur, FaultAction, Scenario};
+use weave_sim::{run, Outcome, Trace, World};
+
+/// The scenario run when no file is given: three hosts in a line, the middle one relaying,
+/// a partition that heals.
+const DEFAULT_SCENARIO: &str = include_str!("../../../scenarios/partition-heal.toml");
+
+#[derive(Parser)]
+#[command(name = "weave-sim", version, about = "Deterministic multi-host simulator for the weave router")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs a scenario and prints every check's verdict.
+    Run {
+        /// Scenario file (TOML); without it, an embedded partition-and-heal scenario runs.
+        file: Option<PathBuf>,
+        /// Overrides the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Writes every event as a JSON line.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Prints the outcome as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs a scenario twice and reports the first event where the runs differ.
+    CheckDeterminism {
+        /// Scenario file.
+        file: Option<PathBuf>,
+        /// Overrides the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Runs a scenario under many seeds; shrinks the first failure into a regression file.
+    Explore {
+        /// Scenario file (with `[random_faults]` for random schedules).
+        file: Option<PathBuf>,
+        /// Number of seeds.
+        #[arg(long, default_value_t = 100)]
+        runs: u64,
+        /// Parallel runs.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// First seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where to write the shrunk scenario.
+        #[arg(long, default_value = "explore-failures")]
+        out: PathBuf,
+    },
+    /// Measures events per second and simulated-to-wall time at 100, 1,000 and 10,000 peers.
+    Bench {
+        /// Peer counts to measure.
+        #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 10000])]
+        peers: Vec<usize>,
+        /// Simulated seconds per size (default: 3600 at 100 peers, 300 at 1,000, 60 above).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+}
+
+fn load(file: &Option<PathBuf>) -> Result<(Scenario, String), String> {
+    let (text, label) = match file {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (DEFAULT_SCENARIO.to_string(), "(embedded default: scenarios/partition-heal.toml)".into()),
+    };
+    let s = Scenario::parse(&text).map_err(|e| format!("{label}: {e}"))?;
+    Ok((s, label))
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
+}
+
+fn print_outcome(o: &Outcome, label: &str, replay: &str) {
+    println!("scenario  {} — {label}", o.name);
+    let ratio = o.simulated.as_secs_f64() / o.wall.as_secs_f64().max(1e-9);
+    println!(
+        "seed      {}   hosts {}   simulated {} in {} wall ({ratio:.0}x real time)   events {}",
+        o.seed, o.hosts, secs(o.simulated), secs(o.wall), o.sim.events
+    );
+    println!("checks");
+    match &o.safety {
+        None => println!("  PASS  safety: no loops, no duplicate or stray deliveries, subnets isolated, every frame accounted ({} frames followed)", o.frames_tracked),
+        Some(v) => println!("  FAIL  safety [{}] at {}: {}", v.check, v.at, v.detail),
+    }
+    let fe = secs(o.faults_end);
+    for v in &o.liveness {
+        println!("  FAIL  {} at {}: {}", v.check, v.at, v.detail);
+    }
+    if let Some(d) = o.converged_after {
+        println!("  PASS  converge: views agree and routes are shortest {} after the last fault (at {fe})", secs(d));
+    }
+    if let Some(d) = o.pinged_after {
+        println!("  PASS  ping: every probed same-subnet pair answers {} after the last fault", secs(d));
+    }
+    let r = &o.routers;
+    println!(
+        "routers   captured {} injected {} sent {} flooded {} relayed {}   datagrams {}   gossip {} B in {} updates",
+        r.frames_captured, r.frames_injected, r.frames_sent, r.frames_flooded, r.frames_relayed, r.datagrams_sent,
+        r.gossip_bytes_sent, r.gossip_updates_sent
+    );
+    let drops: Vec<String> =
+        DropReason::ALL.iter().filter(|&&d| r.drops.get(d) > 0).map(|&d| format!("{} {}", d.as_str(), r.drops.get(d))).collect();
+    println!("drops     routers: {}", if drops.is_empty() { "none".into() } else { drops.join(", ") });
+    let net: Vec<String> = o.sim.net_drops.iter().map(|(k, v)| format!("{} {v}", serde_json::to_string(k).unwrap_or_default().trim_matches('"'))).collect();
+    println!("          network: {}   duplicated {}", if net.is_empty() { "none".into() } else { net.join(", ") }, o.sim.duplicated);
+    println!("pings     {} sent, {} answered", o.pings.0, o.pings.1);
+    println!("trace     {:016x} ({} events)", o.trace_hash, o.trace_events);
+    if o.passed() {
+        println!("result    PASS");
+    } else {
+        println!("result    FAIL — replay with: {replay}");
+    }
+}
+
+fn replay_cmd(file: &Option<PathBuf>, seed: u64) -> String {
+    match file {
+        Some(p) => format!("weave-sim run {} --seed {seed}", p.display()),
+        None => format!("weave-sim run --seed {seed}"),
+    }
+}
+
+fn cmd_run(file: Option<PathBuf>, seed: Option<u64>, trace: Option<PathBuf>, json: bool) -> Result<bool, String> {
+    let (s, label) = load(&file)?;
+    let seed = seed.unwrap_or(s.seed);
+    let t = match &trace {
+        Some(p) => Trace::new().with_file(File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?),
+        None => Trace::new(),
+    };
+    let (o, _) = run(&s, seed, t);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&o).expect("outcomes serialise"));
+    } else {
+        print_outcome(&o, &label, &replay_cmd(&file, seed));
+    }
+    Ok(o.passed())
+}
+
+fn cmd_determinism(file: Option<PathBuf>, seed: Option<u64>) -> Result<bool, String> {
+    let (s, label) = load(&file)?;
+    let seed = seed.unwrap_or(s.seed);
+    let (a, wa) = run(&s, seed, Trace::new().with_hashes());
+    let (b, wb) = run(&s, seed, Trace::new().with_hashes());
+    let (ha, hb) = (wa.trace.hashes().unwrap_or_default(), wb.trace.hashes().unwrap_or_default());
+    match ha.iter().zip(hb).position(|(x, y)| x != y).or((ha.len() != hb.len()).then(|| ha.len().min(hb.len()))) {
+        None => {
+            println!("{label}: deterministic — two runs with seed {seed} gave the same {} events, trace {:016x}", a.trace_events, a.trace_hash);
+            Ok(true)
+        }
+        Some(k) => {
+            let describe = |_: ()| {
+                let (_, w) = run(&s, seed, Trace::new().describing(k as u64));
+                w.trace.described.unwrap_or_else(|| "(past the end of the run)".into())
+            };
+            println!("{label}: NOT deterministic — runs differ first at event {k} of {}/{}", a.trace_events, b.trace_events);
+            println!("  run 1: {}", describe(()));
+            println!("  run 2: {}", describe(()));
+            Ok(false)
+        }
+    }
+}
+
+fn cmd_explore(file: Option<PathBuf>, runs: u64, jobs: usize, first: u64, out: PathBuf) -> Result<bool, String> {
+    let (s, label) = load(&file)?;
+    let bar = indicatif::ProgressBar::new(runs);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}").expect("valid template"),
+    );
+    let next = AtomicUsize::new(0);
+    let failures: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as u64;
+                if i >= runs {
+                    break;
+                }
+                let (o, _) = run(&s, first + i, Trace::new());
+                if !o.passed() {
+                    let mut f = failures.lock().expect("no panics while held");
+                    f.push(o);
+                    bar.set_message(format!("{} failing", f.len()));
+                }
+                bar.inc(1);
+            });
+        }
+    });
+    bar.finish();
+    let mut failures = failures.into_inner().expect("threads joined");
+    failures.sort_by_key(|o| o.seed);
+    println!("{label}: {} of {runs} seeds failed", failures.len());
+    let Some(f) = failures.first() else { return Ok(true) };
+    let v = f.first_failure().expect("failed");
+    println!("first failure: seed {} [{}] at {}: {}", f.seed, v.check, v.at, v.detail);
+    println!("shrinking…");
+    let small = shrink(&s, f.seed, f, 60);
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let slug: String = s.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let path = out.join(format!("{slug}-seed{}.toml", f.seed));
+    let text = format!("# Shrunk by `weave-sim explore` from {label}, seed {}.\n{}", f.seed, small.to_toml());
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!(
+        "wrote {} ({} hosts, {} faults); replay with: weave-sim run {} --seed {}",
+        path.display(),
+        small.host_names().len(),
+        small.faults.len(),
+        path.display(),
+        f.seed
+    );
+    let _ = materialise;
+    Ok(false)
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn bench_scenario(peers: usize, seconds: u64) -> Scenario {
+    let text = format!(
+        r#"
+name = "bench {peers} peers"
+duration = "{seconds}s"
+[hosts]
+count = {peers}
+[underlay]
+shape = "random"
+degree = 4
+[router]
+connect = "underlay"
+tcp_timeout = "60s"
+[workload]
+containers_per_host = 1
+subnets = ["10.0.0.0/8"]
+ping_interval = "10s"
+[checks]
+safety = false
+"#
+    );
+    let mut s = Scenario::parse(&text).expect("bench scenario is valid");
+    s.checks.converge_within = None;
+    s.checks.ping_within = None;
+    s
+}
+
+fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
+    println!("{:>7} {:>10} {:>12} {:>12} {:>14} {:>10}", "peers", "simulated", "wall", "events/s", "sim/wall", "peak MiB");
+    for n in peers {
+        let secs_default = match n {
+            0..=100 => 3600,
+            101..=1000 => 300,
+            _ => 60,
+        };
+        let s = bench_scenario(n, seconds.unwrap_or(secs_default));
+        // Warm up: let the network form before measuring steady state.
+        let mut w = World::new(s.clone(), 1, Trace::new());
+        let warm = Instant::from_millis(30_000);
+        w.run_until(warm);
+        let e0 = w.stats.events;
+        let t0 = std::time::Instant::now();
+        w.run_until(warm + s.duration.0);
+        let wall = t0.elapsed().as_secs_f64();
+        let events = w.stats.events - e0;
+        println!(
+            "{n:>7} {:>9}s {:>11.2}s {:>12.0} {:>13.0}x {:>10.0}",
+            s.duration.0.as_secs(),
+            wall,
+            events as f64 / wall,
+            s.duration.0.as_secs_f64() / wall,
+            peak_rss_mib().unwrap_or(0.0)
+        );
+        if n == 1000 {
+            gossip_per_link_change(&mut w);
+        }
+    }
+    Ok(true)
+}
+
+/// Cuts one link in a settled network and reports the gossip it costs.
+fn gossip_per_link_change(w: &mut World) {
+    let total = |w: &World| w.hosts.iter().filter_map(|h| h.router.as_ref()).map(|r| r.stats().gossip_bytes_sent).sum::<u64>();
+    let degree = |w: &World, h: usize| w.net.neighbours(h as u32).len();
+    let a = 0usize;
+    let b = w.net.neighbours(0)[0] as usize;
+    let (na, nb) = (w.hosts[a].name.clone(), w.hosts[b].name.clone());
+    // Measure over a window without the link change, then one with it.
+    let window = Duration::from_secs(2);
+    let t = w.now;
+    let g0 = total(w);
+    w.run_until(t + window);
+    let quiet = total(w) - g0;
+    let g1 = total(w);
+    w.apply(FaultAction::Cut { a: na, b: nb });
+    let t = w.now;
+    w.run_until(t + window);
+    let change = (total(w) - g1).saturating_sub(quiet);
+    let links: usize = (0..w.hosts.len()).map(|h| degree(w, h)).sum::<usize>() / 2;
+    println!(
+        "gossip per link change (1000 peers, {links} links, changed peers' degrees {} and {}): {change} bytes in total, {:.1} bytes per link",
+        degree(w, a),
+        degree(w, b),
+        change as f64 / links as f64
+    );
+    let _ = Dur::default();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Run { file, seed, trace, json } => cmd_run(file, seed, trace, json),
+        Cmd::CheckDeterminism { file, seed } => cmd_determinism(file, seed),
+        Cmd::Explore { file, runs, jobs, seed, out } => cmd_explore(file, runs, jobs, seed, out),
+        Cmd::Bench { peers, seconds } => cmd_bench(peers, seconds),
+    };
+    match r {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("weave-sim: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _path_is_used(_: &Path) {}

@@ -1,0 +1,430 @@
+//! Checkers. Safety holds after every event; liveness must hold within the scenario's budget
+//! once the faults stop.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use router_core::wire::datagram::{Datagram, Kind};
+use router_core::{Duration, Instant, PeerName, Stats};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use crate::lan::{frame_id, Container, Received};
+use crate::scenario::Scenario;
+use crate::world::{peer_name, World};
+
+/// A broken rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct Violation {
+    /// When.
+    pub at: Instant,
+    /// Which check.
+    pub check: &'static str,
+    /// What happened.
+    pub detail: String,
+}
+
+#[derive(Debug, Default)]
+struct Track {
+    born: Instant,
+    peers: Vec<u32>,
+    containers: Vec<u32>,
+    flooded: bool,
+    duplicated: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Probe {
+    from: u32,
+    to: u32,
+    seq: Option<u16>,
+    ok: bool,
+    sent_at: Instant,
+}
+
+/// The checkers' state.
+#[derive(Debug)]
+pub struct Checker {
+    safety: bool,
+    hop_limit: u8,
+    frames: FxHashMap<u64, Track>,
+    /// Safety violations (the run stops at the first).
+    pub violations: Vec<Violation>,
+    converge_budget: Option<Duration>,
+    ping_budget: Option<Duration>,
+    ping_pairs_max: usize,
+    started: Option<Instant>,
+    /// When views agreed and routes were shortest, once the faults stopped.
+    pub converged_at: Option<Instant>,
+    /// When every probed pair had pinged, once the faults stopped.
+    pub pings_ok_at: Option<Instant>,
+    probes: Option<Vec<Probe>>,
+    probe_of: FxHashMap<(u32, u16), usize>,
+    /// Whether liveness checking finished (passed or failed).
+    pub liveness_done: bool,
+    /// Liveness failures.
+    pub liveness_failures: Vec<Violation>,
+    last_problem: String,
+    /// Frames checked.
+    pub frames_tracked: u64,
+}
+
+impl Checker {
+    /// Checkers for a scenario.
+    pub fn new(s: &Scenario) -> Self {
+        Checker {
+            safety: s.checks.safety,
+            hop_limit: s.router.hop_limit.unwrap_or(64),
+            frames: FxHashMap::default(),
+            violations: Vec::new(),
+            converge_budget: s.checks.converge_within.map(|d| d.0),
+            ping_budget: s.checks.ping_within.map(|d| d.0),
+            ping_pairs_max: s.checks.ping_pairs_max,
+            started: None,
+            converged_at: None,
+            pings_ok_at: None,
+            probes: None,
+            probe_of: FxHashMap::default(),
+            liveness_done: s.checks.converge_within.is_none() && s.checks.ping_within.is_none(),
+            liveness_failures: Vec::new(),
+            last_problem: String::new(),
+            frames_tracked: 0,
+        }
+    }
+
+    /// The run must stop: a safety rule broke.
+    pub fn stopped(&self) -> bool {
+        !self.violations.is_empty()
+    }
+
+    fn violate(&mut self, at: Instant, check: &'static str, detail: String) {
+        if self.violations.is_empty() {
+            self.violations.push(Violation { at, check, detail });
+        }
+    }
+
+    fn track(&mut self, now: Instant, id: u64) -> &mut Track {
+        let tracked = &mut self.frames_tracked;
+        self.frames.entry(id).or_insert_with(|| {
+            *tracked += 1;
+            Track { born: now, ..Track::default() }
+        })
+    }
+
+    fn frame_ids(bytes: &[u8]) -> Option<(Datagram<&[u8]>, Vec<u64>)> {
+        let d = Datagram::new_checked(bytes).ok()?;
+        if d.kind() != Kind::Frames {
+            return None;
+        }
+        let ids = d.frames().ok()?.filter_map(frame_id).collect();
+        Some((d, ids))
+    }
+
+    /// A router sends a datagram.
+    pub fn on_send(&mut self, now: Instant, h: u32, bytes: &[u8]) {
+        if !self.safety {
+            return;
+        }
+        let Some((d, ids)) = Self::frame_ids(bytes) else { return };
+        if d.hop_limit() == 0 || d.hop_limit() > self.hop_limit {
+            self.violate(now, "hop-limit", format!("host {h} sent frames with hop limit {}", d.hop_limit()));
+        }
+        if d.dst() == PeerName::BROADCAST {
+            for id in ids {
+                self.track(now, id).flooded = true;
+            }
+        }
+    }
+
+    /// A router took a datagram in (injected or relayed some of its frames).
+    pub fn on_pass(&mut self, now: Instant, h: u32, bytes: &[u8]) {
+        if !self.safety {
+            return;
+        }
+        let Some((d, ids)) = Self::frame_ids(bytes) else { return };
+        if d.hop_limit() == 0 {
+            self.violate(now, "hop-limit", format!("host {h} received frames with no hops left"));
+        }
+        for id in ids {
+            let t = self.track(now, id);
+            let twice = t.peers.contains(&h) && !t.duplicated;
+            t.peers.push(h);
+            if twice {
+                self.violate(now, "no-loops", format!("frame {id} reached host {h} twice"));
+            }
+        }
+    }
+
+    /// The network duplicated a datagram: its frames may legitimately arrive twice.
+    pub fn on_duplicate(&mut self, bytes: &[u8]) {
+        if !self.safety {
+            return;
+        }
+        if let Some((_, ids)) = Self::frame_ids(bytes) {
+            for id in ids {
+                self.track(Instant::ZERO, id).duplicated = true;
+            }
+        }
+    }
+
+    /// A bridge flooded a unicast frame.
+    pub fn on_flood(&mut self, frame: &[u8]) {
+        if !self.safety {
+            return;
+        }
+        if let Some(id) = frame_id(frame) {
+            self.track(Instant::ZERO, id).flooded = true;
+        }
+    }
+
+    /// A frame reaches a container.
+    pub fn on_container(&mut self, now: Instant, c: u32, ct: &Container, frame: &[u8], r: Received) {
+        if let Received::Ip { echo_reply: Some(seq), .. } = r {
+            if let Some(&i) = self.probe_of.get(&(c, seq)) {
+                if let Some(p) = self.probes.as_mut().and_then(|p| p.get_mut(i)) {
+                    p.ok = true;
+                }
+            }
+        }
+        if !self.safety {
+            return;
+        }
+        let Some(id) = frame_id(frame) else { return };
+        let dst_is_mine = frame[0..6] == ct.mac.0;
+        let unicast = frame[0] & 1 == 0;
+        let t = self.track(now, id);
+        let twice = t.containers.contains(&c) && !t.duplicated;
+        t.containers.push(c);
+        let stray = unicast && !dst_is_mine && !t.flooded;
+        if twice {
+            self.violate(now, "deliver-once", format!("frame {id} reached container {} twice", ct.name));
+        }
+        if stray {
+            self.violate(now, "right-container", format!("unicast frame {id} for another MAC reached {} without a flood", ct.name));
+        }
+        if r == Received::ForeignIp && dst_is_mine {
+            self.violate(now, "subnet-isolation", format!("{} received an IP packet from outside {}/{}", ct.name, ct.subnet.addr, ct.subnet.prefix));
+        }
+    }
+
+    /// Every captured frame is sent, flooded, left to the bridge, or dropped with a reason.
+    pub fn on_capture_accounting(&mut self, now: Instant, h: u32, before: &Stats, after: &Stats) {
+        let acc = |s: &Stats| s.frames_local + s.frames_sent + s.frames_flooded + s.drops.total();
+        if self.safety && acc(after) < acc(before) + 1 {
+            self.violate(now, "accounted", format!("host {h} captured a frame and neither forwarded nor counted it"));
+        }
+    }
+
+    /// Every frame of a received datagram is injected, relayed, or dropped with a reason.
+    pub fn on_datagram_accounting(&mut self, now: Instant, h: u32, n: u64, before: &Stats, after: &Stats) {
+        let acc = |s: &Stats| s.frames_injected + s.frames_relayed + s.drops.total();
+        if self.safety && n > 0 && acc(after) < acc(before) + n {
+            self.violate(now, "accounted", format!("host {h} received {n} frames and did not account for all of them"));
+        }
+    }
+
+    /// Probe `i` is about to send ping `seq` from container `c`.
+    pub(crate) fn register_probe(&mut self, now: Instant, c: u32, seq: u16, i: usize) {
+        if let Some(p) = self.probes.as_mut().and_then(|p| p.get_mut(i)) {
+            p.seq = Some(seq);
+            p.sent_at = now;
+        }
+        self.probe_of.insert((c, seq), i);
+    }
+
+    /// Forgets frames old enough to be gone from the network.
+    pub fn prune(&mut self, now: Instant) {
+        let horizon = now.as_micros().saturating_sub(10_000_000);
+        self.frames.retain(|_, t| t.born.as_micros() >= horizon);
+    }
+}
+
+/// Components of the overlay that should form: pairs told (or able, with discovery) to
+/// connect whose hosts run and reach each other both ways over UDP.
+fn expected_graph(w: &World) -> Vec<Vec<u32>> {
+    let n = w.hosts.len() as u32;
+    let discovery = w.scenario.router.discovery;
+    let mut adj = vec![Vec::new(); n as usize];
+    for a in 0..n {
+        if !w.hosts[a as usize].running() {
+            continue;
+        }
+        let cands: Vec<u32> = if discovery { w.net.neighbours(a) } else { w.hosts[a as usize].targets.clone() };
+        for b in cands {
+            if a != b && w.hosts[b as usize].running() && w.net.udp_up(a, b) && w.net.udp_up(b, a) {
+                adj[a as usize].push(b);
+                adj[b as usize].push(a);
+            }
+        }
+    }
+    for v in &mut adj {
+        v.sort_unstable();
+        v.dedup();
+    }
+    adj
+}
+
+fn bfs(adj: &[Vec<u32>], from: u32) -> Vec<u32> {
+    let mut d = vec![u32::MAX; adj.len()];
+    d[from as usize] = 0;
+    let mut q = VecDeque::from([from]);
+    while let Some(u) = q.pop_front() {
+        for &v in &adj[u as usize] {
+            if d[v as usize] == u32::MAX {
+                d[v as usize] = d[u as usize] + 1;
+                q.push_back(v);
+            }
+        }
+    }
+    d
+}
+
+/// Views agree within each expected component, and every router's routes are the shortest
+/// paths of the real overlay.
+pub fn converged(w: &mut World) -> Result<(), String> {
+    let adj = expected_graph(w);
+    let n = w.hosts.len() as u32;
+    let mut comp = vec![u32::MAX; n as usize];
+    for a in 0..n {
+        if comp[a as usize] != u32::MAX || !w.hosts[a as usize].running() {
+            continue;
+        }
+        let d = bfs(&adj, a);
+        let members: Vec<u32> = (0..n).filter(|&b| d[b as usize] != u32::MAX).collect();
+        for &m in &members {
+            comp[m as usize] = a;
+        }
+        // Views of the component's entries agree.
+        let names: Vec<PeerName> = members.iter().map(|&m| peer_name(m)).collect();
+        let view_of = |w: &World, h: u32| -> Vec<Option<router_core::wire::gossip::PeerEntry>> {
+            let t = w.hosts[h as usize].router.as_ref().expect("running").topology();
+            names.iter().map(|p| t.get(p).cloned()).collect()
+        };
+        let first = view_of(w, a);
+        for &m in &members[1..] {
+            if view_of(w, m) != first {
+                return Err(format!("{} and {} hold different views", w.hosts[a as usize].name, w.hosts[m as usize].name));
+            }
+        }
+        // Routes are shortest over the links that really work; nothing else is reachable.
+        for &m in &members {
+            let truth = bfs(&adj, m);
+            let routes = w.hosts[m as usize].router.as_mut().expect("running").routes();
+            for b in 0..n {
+                if b == m {
+                    continue;
+                }
+                let want = (truth[b as usize] != u32::MAX).then_some(truth[b as usize]);
+                let got = routes.distance(peer_name(b));
+                if got != want {
+                    return Err(format!(
+                        "{} sees {} at {:?} hops, the network has it at {:?}",
+                        w.hosts[m as usize].name, w.hosts[b as usize].name, got, want
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn choose_probes(w: &mut World) -> Vec<Probe> {
+    let adj = expected_graph(w);
+    let n = w.hosts.len() as u32;
+    let mut comp = vec![u32::MAX; n as usize];
+    for a in 0..n {
+        if comp[a as usize] == u32::MAX {
+            let d = bfs(&adj, a);
+            for b in 0..n {
+                if d[b as usize] != u32::MAX {
+                    comp[b as usize] = a;
+                }
+            }
+        }
+    }
+    let cs = &w.containers;
+    let mut pairs = Vec::new();
+    for a in 0..cs.len() as u32 {
+        for b in 0..cs.len() as u32 {
+            let (ca, cb) = (&cs[a as usize], &cs[b as usize]);
+            if a != b && ca.subnet == cb.subnet && w.hosts[ca.host].running() && w.hosts[cb.host].running()
+                && comp[ca.host] == comp[cb.host]
+            {
+                pairs.push((a, b));
+            }
+        }
+    }
+    let max = w.checker.ping_pairs_max;
+    if pairs.len() > max {
+        let mut r = crate::rng::stream(w.seed, "probes", 0);
+        let mut chosen = BTreeMap::new();
+        while chosen.len() < max {
+            let i = crate::rng::below(&mut r, pairs.len() as u64) as usize;
+            chosen.insert(i, pairs[i]);
+        }
+        pairs = chosen.into_values().collect();
+    }
+    pairs.into_iter().map(|(from, to)| Probe { from, to, seq: None, ok: false, sent_at: Instant::ZERO }).collect()
+}
+
+const TICK: Duration = Duration::from_millis(100);
+const PROBE_RETRY: Duration = Duration::from_millis(500);
+
+/// One liveness poll; re-arms itself until every liveness check passed or ran out of budget.
+pub fn liveness_tick(w: &mut World) {
+    if w.checker.liveness_done {
+        return;
+    }
+    let now = w.now;
+    let start = *w.checker.started.get_or_insert(now);
+    let elapsed = now - start;
+    if w.checker.converged_at.is_none() {
+        match converged(w) {
+            Ok(()) => w.checker.converged_at = Some(now),
+            Err(e) => w.checker.last_problem = e,
+        }
+        if w.checker.converged_at.is_none() {
+            if let Some(b) = w.checker.converge_budget.filter(|&b| elapsed > b) {
+                let detail = format!("not converged {b:?} after the last fault: {}", w.checker.last_problem);
+                w.checker.liveness_failures.push(Violation { at: now, check: "converge", detail });
+                w.checker.liveness_done = true;
+                return;
+            }
+            return w.push_liveness(now + TICK);
+        }
+    }
+    if let Some(budget) = w.checker.ping_budget {
+        if w.checker.probes.is_none() {
+            let p = choose_probes(w);
+            w.checker.probes = Some(p);
+        }
+        let due: Vec<(usize, u32, u32)> = w.checker.probes.as_ref().expect("chosen")
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.ok && (p.seq.is_none() || now - p.sent_at >= PROBE_RETRY))
+            .map(|(i, p)| (i, p.from, p.to))
+            .collect();
+        for (i, from, to) in due {
+            w.probe(from, to, i);
+        }
+        let all_ok = w.checker.probes.as_ref().expect("chosen").iter().all(|p| p.ok);
+        if all_ok {
+            w.checker.pings_ok_at = Some(now);
+        } else if elapsed > budget {
+            let probes = w.checker.probes.as_ref().expect("set");
+            let failing: Vec<String> = probes
+                .iter()
+                .filter(|p| !p.ok)
+                .take(5)
+                .map(|p| format!("{} -> {}", w.containers[p.from as usize].name, w.containers[p.to as usize].name))
+                .collect();
+            let count = probes.iter().filter(|p| !p.ok).count();
+            let detail = format!("{count} of {} container pairs cannot ping {budget:?} after the last fault, e.g. {}", probes.len(), failing.join(", "));
+            w.checker.liveness_failures.push(Violation { at: now, check: "ping", detail });
+            w.checker.liveness_done = true;
+            return;
+        } else {
+            return w.push_liveness(now + TICK);
+        }
+    }
+    w.checker.liveness_done = true;
+}

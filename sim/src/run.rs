@@ -1,0 +1,122 @@
+//! Running a scenario to its verdict.
+
+use std::time::Instant as WallInstant;
+
+use router_core::{Duration, Instant, Stats};
+use serde::Serialize;
+
+use crate::check::Violation;
+use crate::scenario::Scenario;
+use crate::stats::SimStats;
+use crate::trace::Trace;
+use crate::world::World;
+
+/// The result of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Scenario name.
+    pub name: String,
+    /// Seed.
+    pub seed: u64,
+    /// Hosts.
+    pub hosts: usize,
+    /// The first safety violation, if any.
+    pub safety: Option<Violation>,
+    /// Liveness failures.
+    pub liveness: Vec<Violation>,
+    /// Time from the last fault until views agreed and routes were shortest.
+    pub converged_after: Option<Duration>,
+    /// Time from the last fault until every probed pair pinged.
+    pub pinged_after: Option<Duration>,
+    /// When the last fault happened.
+    pub faults_end: Duration,
+    /// Virtual time simulated.
+    pub simulated: Duration,
+    /// Wall-clock time taken.
+    pub wall: Duration,
+    /// The trace fingerprint.
+    pub trace_hash: u64,
+    /// Events recorded in the trace.
+    pub trace_events: u64,
+    /// Simulator counters.
+    pub sim: SimStats,
+    /// Router counters summed over all hosts.
+    pub routers: Stats,
+    /// Frames followed by the safety checkers.
+    pub frames_tracked: u64,
+    /// Pings sent and answered by the workload and probes.
+    pub pings: (u64, u64),
+}
+
+impl Outcome {
+    /// The first failure, safety first.
+    pub fn first_failure(&self) -> Option<&Violation> {
+        self.safety.as_ref().or(self.liveness.first())
+    }
+
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.first_failure().is_none()
+    }
+}
+
+fn add(total: &mut Stats, s: &Stats) {
+    total.frames_captured += s.frames_captured;
+    total.frames_local += s.frames_local;
+    total.frames_injected += s.frames_injected;
+    total.frames_sent += s.frames_sent;
+    total.frames_flooded += s.frames_flooded;
+    total.frames_relayed += s.frames_relayed;
+    total.datagrams_sent += s.datagrams_sent;
+    total.datagrams_received += s.datagrams_received;
+    total.udp_bytes_sent += s.udp_bytes_sent;
+    total.tcp_bytes_sent += s.tcp_bytes_sent;
+    total.gossip_bytes_sent += s.gossip_bytes_sent;
+    total.gossip_updates_sent += s.gossip_updates_sent;
+    total.control_errors += s.control_errors;
+    total.route_recomputes += s.route_recomputes;
+    total.macs_moved += s.macs_moved;
+}
+
+/// Runs `s` with `seed` until its duration and its liveness checks are done.
+pub fn run(s: &Scenario, seed: u64, trace: Trace) -> (Outcome, World) {
+    let started = WallInstant::now();
+    let mut w = World::new(s.clone(), seed, trace);
+    let end = Instant::ZERO + s.duration.0;
+    w.run_until(end);
+    // Liveness may need time past the scenario's end; give it its budgets.
+    let budgets = s.checks.converge_within.map_or(Duration::ZERO, |d| d.0) + s.checks.ping_within.map_or(Duration::ZERO, |d| d.0);
+    let hard_end = (Instant::ZERO + s.faults_end() + budgets + Duration::from_secs(1)).max(end);
+    while !w.checker.liveness_done && !w.checker.stopped() && w.next_time().is_some_and(|t| t <= hard_end) {
+        w.step();
+    }
+    let _ = w.trace.finish();
+    let faults_end = s.faults_end();
+    let since = |t: Option<Instant>| t.map(|t| t - (Instant::ZERO + faults_end));
+    let mut routers = Stats::default();
+    for h in &w.hosts {
+        if let Some(r) = &h.router {
+            add(&mut routers, r.stats());
+        }
+    }
+    let pings = w.containers.iter().fold((0, 0), |(s, a), c| (s + c.pings_sent, a + c.pings_answered));
+    let o = Outcome {
+        name: s.name.clone(),
+        seed,
+        hosts: w.hosts.len(),
+        safety: w.checker.violations.first().cloned(),
+        liveness: w.checker.liveness_failures.clone(),
+        converged_after: since(w.checker.converged_at),
+        pinged_after: since(w.checker.pings_ok_at),
+        faults_end,
+        simulated: w.now - Instant::ZERO,
+        wall: started.elapsed(),
+        trace_hash: w.trace.hash,
+        trace_events: w.trace.count,
+        sim: w.stats.clone(),
+        routers,
+        frames_tracked: w.checker.frames_tracked,
+        pings,
+    };
+    (o, w)
+}

@@ -1,0 +1,765 @@
+//! The scenario file format (TOML), documented in `docs/scenarios.md`.
+//!
+//! Unknown keys and bad values are refused with a message that names the place in the file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use router_core::Duration;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration written as `250ms`, `10s`, `2m`, `1h` or `1.5s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dur(pub Duration);
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 250ms, 10s, 2m or 1h"))?;
+        let secs = match unit.trim() {
+            "us" => n / 1e6,
+            "ms" => n / 1e3,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            _ => return Err(format!("`{s}`: the unit must be one of us, ms, s, m, h")),
+        };
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(format!("`{s}` is not a valid duration"));
+        }
+        Ok(Dur(Duration::from_secs_f64(secs)))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let us = self.0.as_micros();
+        if us % 1_000_000 == 0 {
+            write!(f, "{}s", us / 1_000_000)
+        } else if us % 1000 == 0 {
+            write!(f, "{}ms", us / 1000)
+        } else {
+            write!(f, "{us}us")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+fn default_seed() -> u64 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+/// A whole scenario.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, printed in reports.
+    pub name: String,
+    /// What the scenario shows.
+    #[serde(default)]
+    pub description: String,
+    /// Seed of every random choice; `--seed` overrides it.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Simulated time to run.
+    pub duration: Dur,
+    /// The hosts.
+    pub hosts: Hosts,
+    /// Which hosts can reach each other directly.
+    #[serde(default)]
+    pub underlay: Underlay,
+    /// Named link classes; `default` applies where nothing else is said.
+    #[serde(default)]
+    pub link_classes: BTreeMap<String, LinkClass>,
+    /// Per-link class overrides.
+    #[serde(default)]
+    pub links: Vec<LinkOverride>,
+    /// Router settings and whom each router is told to connect to.
+    #[serde(default)]
+    pub router: RouterSettings,
+    /// Faults at given times.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// A random fault schedule drawn from the seed.
+    #[serde(default)]
+    pub random_faults: Option<RandomFaults>,
+    /// Containers and their traffic.
+    #[serde(default)]
+    pub workload: Workload,
+    /// What must hold.
+    #[serde(default)]
+    pub checks: Checks,
+}
+
+/// The hosts: a count (named h0, h1, …) or a list of names.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Hosts {
+    /// Number of hosts named h0, h1, ….
+    #[serde(default)]
+    pub count: Option<usize>,
+    /// Explicit names.
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
+    /// Hosts start at random times within this spread (a join storm when short).
+    #[serde(default)]
+    pub start_spread: Dur,
+}
+
+/// Underlay shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shape {
+    /// Every pair linked.
+    #[default]
+    FullMesh,
+    /// h0 – h1 – … – hN.
+    Line,
+    /// A line closed into a ring.
+    Ring,
+    /// Everyone linked to the first host.
+    Star,
+    /// A random connected graph of about `degree` links per host.
+    Random,
+    /// Exactly `links`.
+    Explicit,
+}
+
+/// The underlay.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Underlay {
+    /// The shape.
+    #[serde(default)]
+    pub shape: Shape,
+    /// Links per host for `random`.
+    #[serde(default = "default_degree")]
+    pub degree: usize,
+    /// Links for `explicit`, as pairs of host names.
+    #[serde(default)]
+    pub links: Vec<[String; 2]>,
+    /// The link class of every link not overridden.
+    #[serde(default = "default_class")]
+    pub class: String,
+}
+
+fn default_degree() -> usize {
+    4
+}
+fn default_class() -> String {
+    "default".into()
+}
+
+impl Default for Underlay {
+    fn default() -> Self {
+        Underlay { shape: Shape::FullMesh, degree: 4, links: Vec::new(), class: default_class() }
+    }
+}
+
+/// How one kind of link behaves (each direction independently).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkClass {
+    /// One-way latency.
+    pub latency: Dur,
+    /// Uniform extra latency, up to this.
+    pub jitter: Dur,
+    /// Probability that a datagram is lost.
+    pub loss: f64,
+    /// Per datagram, the probability of entering a loss burst.
+    pub burst_enter: f64,
+    /// Per datagram in a burst, the probability of leaving it.
+    pub burst_exit: f64,
+    /// Loss probability inside a burst.
+    pub burst_loss: f64,
+    /// Probability that a datagram is delivered twice.
+    pub duplicate: f64,
+    /// Probability that a datagram is held back by `reorder_delay` (overtaken by later ones).
+    pub reorder: f64,
+    /// How long a reordered datagram is held back.
+    pub reorder_delay: Dur,
+    /// Largest datagram (UDP payload) the link carries; larger ones are dropped.
+    pub mtu: usize,
+    /// Bandwidth in Mbit/s; 0 is unlimited.
+    pub bandwidth_mbps: f64,
+    /// Most queueing delay before datagrams are dropped (with a bandwidth set).
+    pub queue: Dur,
+}
+
+impl Default for LinkClass {
+    fn default() -> Self {
+        LinkClass {
+            latency: Dur(Duration::from_micros(500)),
+            jitter: Dur(Duration::ZERO),
+            loss: 0.0,
+            burst_enter: 0.0,
+            burst_exit: 0.5,
+            burst_loss: 1.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            reorder_delay: Dur(Duration::from_millis(5)),
+            mtu: 1472,
+            bandwidth_mbps: 0.0,
+            queue: Dur(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// A link with a class of its own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkOverride {
+    /// One end.
+    pub a: String,
+    /// The other end.
+    pub b: String,
+    /// The class.
+    pub class: String,
+}
+
+/// Whom each router is told to connect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectPlan {
+    /// Each host connects to its underlay neighbours with a higher index.
+    #[default]
+    Underlay,
+    /// Every host connects to the first host.
+    First,
+    /// Each host connects to the previous one.
+    Chain,
+    /// As listed in `router.peers`.
+    Explicit,
+    /// Nobody is told anything.
+    None,
+}
+
+/// Router settings; durations left out keep the router's defaults.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSettings {
+    /// Whom each router connects to.
+    #[serde(default)]
+    pub connect: ConnectPlan,
+    /// For `explicit`: host name → names of hosts it connects to.
+    #[serde(default)]
+    pub peers: BTreeMap<String, Vec<String>>,
+    /// Dial peers learned from gossip.
+    #[serde(default)]
+    pub discovery: bool,
+    /// Hop limit of originated frames.
+    pub hop_limit: Option<u8>,
+    /// Connection limit.
+    pub conn_limit: Option<usize>,
+    /// UDP heartbeat period once established.
+    pub udp_heartbeat: Option<Dur>,
+    /// UDP silence after which a direction is down.
+    pub udp_timeout: Option<Dur>,
+    /// TCP heartbeat period.
+    pub tcp_heartbeat: Option<Dur>,
+    /// TCP silence after which a connection is closed.
+    pub tcp_timeout: Option<Dur>,
+    /// Anti-entropy period.
+    pub anti_entropy: Option<Dur>,
+    /// Triggered-gossip coalescing delay.
+    pub gossip_coalesce: Option<Dur>,
+    /// First reconnect delay.
+    pub backoff_min: Option<Dur>,
+    /// Longest reconnect delay.
+    pub backoff_max: Option<Dur>,
+    /// MAC idle expiry.
+    pub mac_expiry: Option<Dur>,
+}
+
+/// One fault at a time. (Unknown keys are refused by the action's own fields.)
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Fault {
+    /// When, from the start.
+    pub at: Dur,
+    /// What.
+    #[serde(flatten)]
+    pub action: FaultAction,
+}
+
+/// Fault actions.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum FaultAction {
+    /// Hosts in different groups cannot reach each other (hosts in no group form one more).
+    Partition {
+        /// The groups.
+        groups: Vec<Vec<String>>,
+    },
+    /// Traffic from `from` to `to` is dropped; the other way works.
+    OneWay {
+        /// Senders.
+        from: Vec<String>,
+        /// Receivers.
+        to: Vec<String>,
+    },
+    /// Ends every partition and one-way partition.
+    Heal,
+    /// Cuts one underlay link (both directions, TCP and UDP).
+    Cut {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+    },
+    /// Repairs a cut link.
+    Repair {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+    },
+    /// Silently drops UDP between two hosts (TCP still works).
+    UdpBlock {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+    },
+    /// Ends a UDP block.
+    UdpUnblock {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+    },
+    /// The host stops: nothing in, nothing out.
+    Crash {
+        /// The host.
+        host: String,
+    },
+    /// A crashed (or running) host starts again: same name, new UID, state lost.
+    Restart {
+        /// The host.
+        host: String,
+    },
+    /// The host freezes; what arrives waits.
+    Pause {
+        /// The host.
+        host: String,
+    },
+    /// A paused host runs again.
+    Resume {
+        /// The host.
+        host: String,
+    },
+    /// A container moves (same MAC and addresses) to another host.
+    Move {
+        /// The container, as `host/cN`.
+        container: String,
+        /// The new host.
+        to: String,
+    },
+}
+
+/// Kinds of random faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Random two-way partition.
+    Partition,
+    /// Random one-way partition.
+    OneWay,
+    /// A link cut.
+    Cut,
+    /// A UDP block.
+    UdpBlock,
+    /// A crash then restart.
+    Crash,
+    /// A pause then resume.
+    Pause,
+    /// A container move.
+    Move,
+}
+
+/// A random fault schedule: `count` faults between `start` and `end`, each undone within
+/// `max_outage`; everything is healed by `end`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomFaults {
+    /// First fault no earlier than this.
+    pub start: Dur,
+    /// Everything healed by this.
+    pub end: Dur,
+    /// How many faults.
+    pub count: usize,
+    /// Which kinds to draw from.
+    pub kinds: Vec<FaultKind>,
+    /// Longest outage of one fault.
+    pub max_outage: Dur,
+}
+
+/// Containers and traffic.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Workload {
+    /// Containers on each host.
+    pub containers_per_host: usize,
+    /// Subnets (CIDR); containers take them round-robin.
+    pub subnets: Vec<String>,
+    /// Each container pings a random container of its subnet this often (0: never).
+    pub ping_interval: Dur,
+    /// Each container sends a UDP datagram to a random container of its subnet this often.
+    pub udp_interval: Dur,
+    /// Each container broadcasts a UDP datagram this often.
+    pub broadcast_interval: Dur,
+    /// Each container also pings an address in another subnet this often (must never work).
+    pub cross_subnet_interval: Dur,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            containers_per_host: 1,
+            subnets: vec!["10.32.0.0/16".into()],
+            ping_interval: Dur(Duration::from_secs(1)),
+            udp_interval: Dur(Duration::ZERO),
+            broadcast_interval: Dur(Duration::ZERO),
+            cross_subnet_interval: Dur(Duration::ZERO),
+        }
+    }
+}
+
+/// Checks and their time budgets.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Checks {
+    /// Safety checks after every event.
+    pub safety: bool,
+    /// After the last fault, topology views agree and routes are shortest within this.
+    pub converge_within: Option<Dur>,
+    /// After the last fault, every connected same-subnet pair pings within this.
+    pub ping_within: Option<Dur>,
+    /// Most container pairs the ping check tries (chosen by the seed when there are more).
+    pub ping_pairs_max: usize,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Checks {
+            safety: yes(),
+            converge_within: Some(Dur(Duration::from_secs(10))),
+            ping_within: Some(Dur(Duration::from_secs(10))),
+            ping_pairs_max: 200,
+        }
+    }
+}
+
+/// A scenario that could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ScenarioError {
+    /// Not TOML, or not this format (the message names line and key).
+    #[error("{0}")]
+    Parse(String),
+    /// A value is out of range or names something that does not exist.
+    #[error("{place}: {msg}")]
+    Invalid {
+        /// Where in the file, like `faults[2].host`.
+        place: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+fn invalid(place: impl Into<String>, msg: impl Into<String>) -> ScenarioError {
+    ScenarioError::Invalid { place: place.into(), msg: msg.into() }
+}
+
+/// A parsed IPv4 subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Subnet {
+    /// Network address.
+    pub addr: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Subnet {
+    /// Parses `a.b.c.d/n`.
+    pub fn parse(s: &str) -> Option<Subnet> {
+        let (a, p) = s.split_once('/')?;
+        let addr: Ipv4Addr = a.parse().ok()?;
+        let prefix: u8 = p.parse().ok()?;
+        if !(8..=30).contains(&prefix) {
+            return None;
+        }
+        let mask = u32::MAX << (32 - prefix);
+        Some(Subnet { addr: Ipv4Addr::from(u32::from(addr) & mask), prefix })
+    }
+
+    /// Whether `ip` lies in the subnet.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX << (32 - self.prefix);
+        u32::from(ip) & mask == u32::from(self.addr)
+    }
+
+    /// The `n`-th host address (1-based).
+    pub fn host(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) + n)
+    }
+
+    /// Number of usable host addresses.
+    pub fn capacity(&self) -> u32 {
+        (1u32 << (32 - self.prefix)) - 2
+    }
+}
+
+impl Scenario {
+    /// Parses and validates a scenario.
+    pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// The scenario as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("scenarios serialise")
+    }
+
+    /// Host names in index order.
+    pub fn host_names(&self) -> Vec<String> {
+        match (&self.hosts.names, self.hosts.count) {
+            (Some(n), _) => n.clone(),
+            (None, Some(c)) => (0..c).map(|i| format!("h{i}")).collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// The link class by name (`default` exists even when not written).
+    pub fn class(&self, name: &str) -> Option<LinkClass> {
+        match self.link_classes.get(name) {
+            Some(c) => Some(c.clone()),
+            None if name == "default" => Some(LinkClass::default()),
+            None => None,
+        }
+    }
+
+    /// When the last fault happens (zero without faults).
+    pub fn faults_end(&self) -> Duration {
+        let timeline = self.faults.iter().map(|f| f.at.0).max().unwrap_or(Duration::ZERO);
+        let random = self.random_faults.as_ref().map_or(Duration::ZERO, |r| r.end.0);
+        timeline.max(random).max(self.hosts.start_spread.0)
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
+        let names = self.host_names();
+        match (&self.hosts.names, self.hosts.count) {
+            (Some(_), Some(_)) => return Err(invalid("hosts", "give either `count` or `names`, not both")),
+            (None, None) => return Err(invalid("hosts", "give `count` or `names`")),
+            _ => {}
+        }
+        if names.is_empty() || names.len() > 100_000 {
+            return Err(invalid("hosts", "between 1 and 100000 hosts"));
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != names.len() {
+            return Err(invalid("hosts.names", "host names must be unique"));
+        }
+        let host = |place: String, n: &str| -> Result<(), ScenarioError> {
+            if names.iter().any(|h| h == n) {
+                Ok(())
+            } else {
+                Err(invalid(place, format!("no host named `{n}`")))
+            }
+        };
+        if self.duration.0.is_zero() {
+            return Err(invalid("duration", "must be positive"));
+        }
+        for (i, [a, b]) in self.underlay.links.iter().enumerate() {
+            host(format!("underlay.links[{i}]"), a)?;
+            host(format!("underlay.links[{i}]"), b)?;
+        }
+        if self.underlay.shape == Shape::Random && self.underlay.degree < 1 {
+            return Err(invalid("underlay.degree", "must be at least 1"));
+        }
+        if self.class(&self.underlay.class).is_none() {
+            return Err(invalid("underlay.class", format!("no link class `{}`", self.underlay.class)));
+        }
+        for (name, c) in &self.link_classes {
+            let place = format!("link_classes.{name}");
+            for (k, p) in [("loss", c.loss), ("burst_enter", c.burst_enter), ("burst_exit", c.burst_exit),
+                ("burst_loss", c.burst_loss), ("duplicate", c.duplicate), ("reorder", c.reorder)] {
+                if !(0.0..=1.0).contains(&p) {
+                    return Err(invalid(format!("{place}.{k}"), "a probability between 0 and 1"));
+                }
+            }
+            if c.mtu < 100 || c.mtu > 65_507 {
+                return Err(invalid(format!("{place}.mtu"), "between 100 and 65507"));
+            }
+            if c.bandwidth_mbps < 0.0 || !c.bandwidth_mbps.is_finite() {
+                return Err(invalid(format!("{place}.bandwidth_mbps"), "zero (unlimited) or positive"));
+            }
+        }
+        for (i, l) in self.links.iter().enumerate() {
+            host(format!("links[{i}].a"), &l.a)?;
+            host(format!("links[{i}].b"), &l.b)?;
+            if self.class(&l.class).is_none() {
+                return Err(invalid(format!("links[{i}].class"), format!("no link class `{}`", l.class)));
+            }
+        }
+        for (h, peers) in &self.router.peers {
+            host(format!("router.peers.{h}"), h)?;
+            for p in peers {
+                host(format!("router.peers.{h}"), p)?;
+            }
+        }
+        for (i, f) in self.faults.iter().enumerate() {
+            let place = |k: &str| format!("faults[{i}].{k}");
+            if f.at.0 > self.duration.0 {
+                return Err(invalid(place("at"), "after the end of the scenario"));
+            }
+            match &f.action {
+                FaultAction::Partition { groups } => {
+                    for g in groups {
+                        for h in g {
+                            host(place("groups"), h)?;
+                        }
+                    }
+                }
+                FaultAction::OneWay { from, to } => {
+                    for h in from {
+                        host(place("from"), h)?;
+                    }
+                    for h in to {
+                        host(place("to"), h)?;
+                    }
+                }
+                FaultAction::Heal => {}
+                FaultAction::Cut { a, b } | FaultAction::Repair { a, b } | FaultAction::UdpBlock { a, b }
+                | FaultAction::UdpUnblock { a, b } => {
+                    host(place("a"), a)?;
+                    host(place("b"), b)?;
+                }
+                FaultAction::Crash { host: h } | FaultAction::Restart { host: h } | FaultAction::Pause { host: h }
+                | FaultAction::Resume { host: h } => host(place("host"), h)?,
+                FaultAction::Move { container, to } => {
+                    host(place("to"), to)?;
+                    let Some((h, c)) = container.split_once('/') else {
+                        return Err(invalid(place("container"), "write containers as host/cN, like h0/c0"));
+                    };
+                    host(place("container"), h)?;
+                    let n: usize = c.strip_prefix('c').and_then(|n| n.parse().ok()).ok_or_else(|| {
+                        invalid(place("container"), "write containers as host/cN, like h0/c0")
+                    })?;
+                    if n >= self.workload.containers_per_host {
+                        return Err(invalid(place("container"), format!("{h} has {} containers", self.workload.containers_per_host)));
+                    }
+                }
+            }
+        }
+        if let Some(r) = &self.random_faults {
+            if r.start.0 > r.end.0 || r.end.0 > self.duration.0 {
+                return Err(invalid("random_faults", "need start <= end <= duration"));
+            }
+            if r.kinds.is_empty() && r.count > 0 {
+                return Err(invalid("random_faults.kinds", "list at least one kind"));
+            }
+        }
+        let mut total = 0u64;
+        for (i, s) in self.workload.subnets.iter().enumerate() {
+            let Some(sn) = Subnet::parse(s) else {
+                return Err(invalid(format!("workload.subnets[{i}]"), format!("`{s}` is not an IPv4 CIDR with a /8 to /30 prefix")));
+            };
+            total += u64::from(sn.capacity());
+        }
+        let containers = (names.len() * self.workload.containers_per_host) as u64;
+        if containers > 0 && self.workload.subnets.is_empty() {
+            return Err(invalid("workload.subnets", "containers need at least one subnet"));
+        }
+        if containers > total {
+            return Err(invalid("workload.subnets", format!("{containers} containers do not fit")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "name = \"x\"\nduration = \"10s\"\n[hosts]\ncount = 2\n";
+
+    #[test]
+    fn minimal_scenarios_take_defaults() {
+        let s = Scenario::parse(MINIMAL).unwrap();
+        assert_eq!(s.host_names(), vec!["h0", "h1"]);
+        assert_eq!(s.duration, Dur(Duration::from_secs(10)));
+        assert_eq!(s.underlay.shape, Shape::FullMesh);
+        assert!(s.checks.safety);
+    }
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        for (s, us) in [("250ms", 250_000), ("1.5s", 1_500_000), ("2m", 120_000_000), ("7us", 7), ("1h", 3_600_000_000)] {
+            assert_eq!(s.parse::<Dur>().unwrap().0.as_micros(), us, "{s}");
+        }
+        assert!("10".parse::<Dur>().is_err());
+        assert!("ten s".parse::<Dur>().is_err());
+        assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1500ms");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_place() {
+        let e = Scenario::parse(&format!("{MINIMAL}[underlay]\nshap = \"ring\"\n")).unwrap_err().to_string();
+        assert!(e.contains("unknown field `shap`"), "{e}");
+        assert!(e.contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_place() {
+        let cases = [
+            ("[[faults]]\nat = \"1s\"\naction = \"crash\"\nhost = \"h9\"\n", "faults[0].host: no host named `h9`"),
+            ("[link_classes.default]\nloss = 1.5\n", "link_classes.default.loss"),
+            ("[workload]\nsubnets = [\"10.0.0.0/33\"]\n", "workload.subnets[0]"),
+            ("[[faults]]\nat = \"1m\"\naction = \"heal\"\n", "faults[0].at: after the end"),
+            ("[[faults]]\nat = \"1s\"\naction = \"explode\"\n", "unknown variant `explode`"),
+        ];
+        for (extra, want) in cases {
+            let e = Scenario::parse(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} should contain {want}");
+        }
+    }
+
+    #[test]
+    fn unknown_fault_keys_are_refused() {
+        let e = Scenario::parse(&format!("{MINIMAL}[[faults]]\nat = \"1s\"\naction = \"crash\"\nhost = \"h0\"\nhots = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hots"), "{e}");
+    }
+
+    #[test]
+    fn scenarios_round_trip_through_toml() {
+        let text = format!("{MINIMAL}[[faults]]\nat = \"1s\"\naction = \"cut\"\na = \"h0\"\nb = \"h1\"\n");
+        let s = Scenario::parse(&text).unwrap();
+        let again = Scenario::parse(&s.to_toml()).unwrap();
+        assert_eq!(again.faults, s.faults);
+    }
+}

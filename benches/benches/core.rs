@@ -1,4 +1,5 @@
 //! Core benchmarks: forwarding decision, route recomputation, gossip merge.
+#![allow(missing_docs)] // criterion_group! generates undocumented functions
 
 use std::collections::BTreeMap;
 

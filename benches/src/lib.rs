@@ -86,10 +86,10 @@ impl Pair {
     /// Moves every output of each router to the other (one accepted connection each way).
     pub fn shuttle(&mut self) {
         for _ in 0..10 {
-            for i in 0..2 {
+            for (i, addr) in ADDRS.iter().enumerate() {
                 let j = 1 - i;
                 let now = self.now;
-                let from: SocketAddr = ADDRS[i].parse().unwrap();
+                let from: SocketAddr = addr.parse().unwrap();
                 while let Some(t) = self.routers[i].poll_transmit(&mut self.buf) {
                     let bytes = self.buf[..t.len].to_vec();
                     match t.dest {

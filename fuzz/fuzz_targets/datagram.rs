@@ -1,7 +1,7 @@
 #![no_main]
 //! Datagram decoding never panics; a checked frames datagram re-encodes to the same bytes.
 use libfuzzer_sys::fuzz_target;
-use router_core::wire::datagram::{emit_heartbeat, push_frame, Datagram, Header, Kind, HEADER_LEN};
+use router_core::wire::datagram::{emit_heartbeat, push_frame, Datagram, Header, Kind, FRAMES_HEADER_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(d) = Datagram::new_checked(data) else { return };
@@ -15,9 +15,9 @@ fuzz_target!(|data: &[u8]| {
         }
         Kind::Frames => {
             let Ok(frames) = d.frames() else { return };
-            let mut out = vec![0u8; HEADER_LEN];
-            Header { kind: Kind::Frames, flags: d.flags(), hop_limit: d.hop_limit(), src: d.src(), dst: d.dst() }
-                .emit(&mut out);
+            let mut out = vec![0u8; FRAMES_HEADER_LEN];
+            let h = Header { kind: Kind::Frames, flags: d.flags(), hop_limit: d.hop_limit(), src: d.src(), dst: d.dst(), seq: d.seq() };
+            h.emit(&mut out);
             for f in frames {
                 assert!(f.len() >= 14);
                 push_frame(&mut out, f);

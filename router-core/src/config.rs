@@ -46,6 +46,10 @@ pub struct Config {
     pub udp_timeout: Duration,
     /// Triggered gossip waits this long to coalesce changes.
     pub gossip_coalesce: Duration,
+    /// Route recomputation waits this long after a topology change (coalescing changes)...
+    pub route_delay_min: Duration,
+    /// ...and, while changes keep coming, up to this long (the wait doubles each time).
+    pub route_delay_max: Duration,
     /// Period of anti-entropy (summary exchange) and garbage collection.
     pub anti_entropy: Duration,
     /// First reconnect delay.
@@ -79,6 +83,8 @@ impl Config {
             udp_heartbeat_fast: Duration::from_millis(100),
             udp_timeout: Duration::from_secs(5),
             gossip_coalesce: Duration::from_millis(10),
+            route_delay_min: Duration::from_millis(2),
+            route_delay_max: Duration::from_millis(200),
             anti_entropy: Duration::from_secs(30),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),

@@ -8,7 +8,7 @@ use crate::router::Router;
 use crate::stats::DropReason;
 use crate::time::Instant;
 use crate::timer::Timer;
-use crate::wire::datagram::{Datagram, Header, Kind, FLAG_ENCRYPTED, FRAME_MIN};
+use crate::wire::datagram::{Datagram, Header, Kind, FLAG_ENCRYPTED, FRAMES_HEADER_LEN, FRAME_MIN};
 
 /// What the forwarding decision for a captured frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,20 +68,20 @@ impl Router {
 
     /// Takes a frame captured on the local bridge.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
-        self.recompute_if_dirty();
         self.stats.frames_captured += 1;
         match self.decide(now, frame) {
             Decision::Local => self.stats.frames_local += 1,
             Decision::Drop(r) => self.stats.drop(r, 1),
             Decision::Unicast { dst, via } => {
-                let h = self.header(self.config.name, dst);
+                let h = self.header(self.config.name, dst, None);
                 if self.send_frame(via, &h, frame) {
                     self.stats.frames_sent += 1;
                 }
             }
             Decision::Flood => {
                 let me = self.config.name;
-                let h = self.header(me, PeerName::BROADCAST);
+                let seq = self.new_seq();
+                let h = self.header(me, PeerName::BROADCAST, Some(seq));
                 let mut children = std::mem::take(&mut self.scratch_peers);
                 children.clear();
                 children.extend_from_slice(self.routes.broadcast_children(me));
@@ -94,8 +94,14 @@ impl Router {
         }
     }
 
-    fn header(&self, src: PeerName, dst: PeerName) -> Header {
-        Header { kind: Kind::Frames, flags: 0, hop_limit: self.config.hop_limit, src, dst }
+    /// A frames header; `seq: None` means "the open datagram's number, or a new one".
+    fn header(&self, src: PeerName, dst: PeerName, seq: Option<u64>) -> Header {
+        Header { kind: Kind::Frames, flags: 0, hop_limit: self.config.hop_limit, src, dst, seq: seq.unwrap_or(u64::MAX) }
+    }
+
+    fn new_seq(&mut self) -> u64 {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_seq
     }
 
     #[inline]
@@ -122,17 +128,27 @@ impl Router {
         c.peer.as_ref().map(|p| p.udp_addr)
     }
 
-    /// Queues one frame to a neighbour. Returns whether it was queued.
+    /// Queues one frame to a neighbour. Returns whether it was queued. A header whose
+    /// sequence number is `u64::MAX` joins the open datagram to that neighbour or takes a
+    /// new number.
     fn send_frame(&mut self, via: PeerName, h: &Header, frame: &[u8]) -> bool {
         let Some(to) = self.udp_addr_of(via) else {
             self.stats.drop(DropReason::NoRoute, 1);
             return false;
         };
-        if !self.out.has_room(frame.len() + 2 + 16) {
+        if !self.out.has_room(frame.len() + 2 + FRAMES_HEADER_LEN) {
             self.stats.drop(DropReason::QueueFull, 1);
             return false;
         }
-        self.out.frame(to, h, frame, self.config.datagram_max);
+        let max = self.config.datagram_max;
+        let mut h = *h;
+        if h.seq == u64::MAX {
+            h.seq = match self.out.open_seq(to, &h, frame.len(), max) {
+                Some(seq) => seq,
+                None => self.new_seq(),
+            };
+        }
+        self.out.frame(to, &h, frame, max);
         true
     }
 
@@ -150,7 +166,6 @@ impl Router {
 
     /// Takes a UDP datagram received from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        self.recompute_if_dirty();
         self.stats.datagrams_received += 1;
         self.stats.udp_bytes_received += bytes.len() as u64;
         let Ok(d) = Datagram::new_checked(bytes) else {
@@ -163,29 +178,28 @@ impl Router {
             self.handle_heartbeat(now, from, d.src(), d.dst(), hb);
             return self.commit(now);
         }
-        let Some(&conn) = self.by_udp.get(&from) else {
-            return self.stats.drop(DropReason::UnknownSender, 1);
-        };
         let Ok(frames) = d.frames() else {
             return self.stats.drop(DropReason::Malformed, 1);
         };
         let count = frames.clone().count() as u64;
+        let Some(&conn) = self.by_udp.get(&from) else {
+            return self.stats.drop(DropReason::UnknownSender, count);
+        };
         let c = self.conns.get_mut(&conn).expect("by_udp holds open connections");
         c.last_udp_rx = now;
-        let neighbour = c.peer.as_ref().expect("bound connections are up").name;
         let (src, dst, hops) = (d.src(), d.dst(), d.hop_limit());
         let me = self.config.name;
         if src == me {
             return self.stats.drop(DropReason::Looped, count);
+        }
+        if !self.dedup.fresh(src, d.seq()) {
+            return self.stats.drop(DropReason::Duplicate, count);
         }
         if dst == me {
             for f in frames {
                 self.deliver(now, src, f);
             }
         } else if dst == PeerName::BROADCAST {
-            if self.routes.broadcast_parent(src) != Some(neighbour) {
-                return self.stats.drop(DropReason::NotTreeParent, count);
-            }
             for f in frames {
                 self.deliver(now, src, f);
             }

@@ -71,6 +71,7 @@ impl Router {
             }
             let name = e.name;
             if merge_entry(&mut self.topology.peers, e) {
+                self.topology.changed();
                 self.stats.gossip_entries_merged += 1;
                 self.dirty.insert(name, Some(from));
                 self.routes_dirty = true;
@@ -89,6 +90,7 @@ impl Router {
         let mut entry = ours.clone();
         entry.version = self.version;
         self.topology.peers.insert(self.config.name, entry);
+        self.topology.changed();
         self.dirty.insert(self.config.name, None);
         self.routes_dirty = true;
     }
@@ -111,11 +113,16 @@ impl Router {
 
     /// Periodic repair: collect unreachable peers, then compare summaries with every neighbour.
     pub(crate) fn anti_entropy(&mut self, now: Instant) {
-        let gone = self.topology.collect_garbage(self.config.name);
+        // Everyone reachable over established links is reachable by advertised connections:
+        // then there is nothing to collect and the full search is skipped.
+        self.recompute_if_dirty();
+        let all_reachable = self.routes.reachable().count() == self.topology.peers.len();
+        let gone = if all_reachable { Vec::new() } else { self.topology.collect_garbage(self.config.name) };
         if !gone.is_empty() {
             tracing::debug!(count = gone.len(), "collected unreachable peers");
             for n in &gone {
                 self.dirty.remove(n);
+                self.dedup.forget(*n);
             }
             self.routes_dirty = true;
         }

@@ -31,6 +31,7 @@
 
 mod config;
 mod conn;
+mod dedup;
 pub mod forward;
 mod gossip;
 mod handshake;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use crate::peer::ConnId;
 use crate::wire::control::{Message, BODY_MAX, FRAME_HEADER_LEN};
-use crate::wire::datagram::{push_frame, Header, Kind, HEADER_LEN};
+use crate::wire::datagram::{push_frame, Header, Kind, FRAMES_HEADER_LEN, HEADER_LEN};
 
 /// Where a [`Transmit`] goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,8 +68,24 @@ impl Outbox {
         self.push(Destination::Bridge, start, false);
     }
 
-    /// Queues a frame in a frames datagram to `to`, joining the datagram queued last when it
-    /// has the same header and room. Returns whether a new datagram was started.
+    /// The sequence number of the datagram queued last, if it goes to `to` with the same
+    /// header (sequence number aside) and has room for `frame_len` more bytes of frame.
+    pub(crate) fn open_seq(&self, to: SocketAddr, h: &Header, frame_len: usize, datagram_max: usize) -> Option<u64> {
+        let last = self.queue.back()?;
+        let fits = last.len + 2 + frame_len <= datagram_max;
+        if !(last.open && fits && last.dest == Destination::Udp(to) && last.start + last.len == self.arena.len()) {
+            return None;
+        }
+        let bytes = &self.arena[last.start..last.start + FRAMES_HEADER_LEN];
+        let mut mine = [0u8; FRAMES_HEADER_LEN];
+        Header { seq: 0, ..*h }.emit(&mut mine);
+        (h.kind == Kind::Frames && bytes[..HEADER_LEN] == mine[..HEADER_LEN])
+            .then(|| u64::from_be_bytes(bytes[HEADER_LEN..].try_into().expect("8 bytes")))
+    }
+
+    /// Queues a frame in a frames datagram to `to`: it joins the datagram queued last when
+    /// that one has exactly this header (sequence number included) and room; otherwise it
+    /// starts a new one. Returns whether a new datagram was started.
     pub(crate) fn frame(&mut self, to: SocketAddr, h: &Header, frame: &[u8], datagram_max: usize) -> bool {
         let need = 2 + frame.len();
         if let Some(last) = self.queue.back_mut() {
@@ -77,7 +93,7 @@ impl Outbox {
                 && last.dest == Destination::Udp(to)
                 && last.start + last.len == self.arena.len()
                 && last.len + need <= datagram_max
-                && same_header(&self.arena[last.start..last.start + HEADER_LEN], h)
+                && same_header(&self.arena[last.start..last.start + FRAMES_HEADER_LEN], h)
             {
                 push_frame(&mut self.arena, frame);
                 last.len += need;
@@ -85,7 +101,7 @@ impl Outbox {
             }
         }
         let start = self.arena.len();
-        self.arena.resize(start + HEADER_LEN, 0);
+        self.arena.resize(start + FRAMES_HEADER_LEN, 0);
         h.emit(&mut self.arena[start..]);
         push_frame(&mut self.arena, frame);
         self.push(Destination::Udp(to), start, true);
@@ -151,7 +167,7 @@ impl Outbox {
 }
 
 fn same_header(bytes: &[u8], h: &Header) -> bool {
-    let mut mine = [0u8; HEADER_LEN];
+    let mut mine = [0u8; FRAMES_HEADER_LEN];
     h.emit(&mut mine);
     h.kind == Kind::Frames && bytes == mine
 }
@@ -166,17 +182,20 @@ mod tests {
     fn frames_to_one_peer_share_a_datagram_up_to_the_limit() {
         let mut o = Outbox::new(1 << 20);
         let to: SocketAddr = "10.0.0.2:6783".parse().unwrap();
-        let h = Header { kind: Kind::Frames, flags: 0, hop_limit: 8, src: PeerName::from_u64(1), dst: PeerName::from_u64(2) };
+        let h = Header { kind: Kind::Frames, flags: 0, hop_limit: 8, src: PeerName::from_u64(1), dst: PeerName::from_u64(2), seq: 7 };
         let f = [0x02u8; 60];
+        assert_eq!(o.open_seq(to, &h, 60, 200), None);
         assert!(o.frame(to, &h, &f, 200));
+        assert_eq!(o.open_seq(to, &Header { seq: 99, ..h }, 60, 200), Some(7));
         assert!(!o.frame(to, &h, &f, 200));
-        assert!(o.frame(to, &h, &f, 200), "a third frame would exceed 200 bytes");
+        assert_eq!(o.open_seq(to, &h, 60, 200), None, "no room for a third");
+        assert!(o.frame(to, &Header { seq: 8, ..h }, &f, 200));
         let mut buf = vec![0u8; TRANSMIT_BUF_MIN];
         let t = o.poll(&mut buf).unwrap();
-        assert_eq!(t, Transmit { dest: Destination::Udp(to), len: 16 + 2 * 62 });
+        assert_eq!(t, Transmit { dest: Destination::Udp(to), len: 24 + 2 * 62 });
         let d = Datagram::new_checked(&buf[..t.len]).unwrap();
-        assert_eq!(d.frames().unwrap().count(), 2);
-        assert_eq!(o.poll(&mut buf).unwrap().len, 16 + 62);
+        assert_eq!((d.frames().unwrap().count(), d.seq()), (2, 7));
+        assert_eq!(o.poll(&mut buf).unwrap().len, 24 + 62);
         assert!(o.poll(&mut buf).is_none());
         assert!(o.is_empty());
     }

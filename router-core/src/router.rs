@@ -9,6 +9,7 @@ use rustc_hash::FxHashMap;
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnError, Target};
+use crate::dedup::Dedup;
 use crate::mac_cache::MacCache;
 use crate::outbox::{Destination, Outbox, Transmit};
 use crate::peer::{ConnId, PeerName, PeerUid};
@@ -100,6 +101,7 @@ pub enum CommandError {
 }
 
 const EVENTS_MAX: usize = 4096;
+const DEDUP_SOURCES_MAX: usize = 65_536;
 
 /// The sans-IO Weave router.
 ///
@@ -143,6 +145,12 @@ pub struct Router {
     pub(crate) scratch_peers: Vec<PeerName>,
     /// The topology changed since discovery last looked for peers to dial.
     pub(crate) discovery_pending: bool,
+    /// Number of the last frames datagram we originated.
+    pub(crate) next_seq: u64,
+    pub(crate) dedup: Dedup,
+    /// The current wait before recomputing routes after a change.
+    pub(crate) route_hold: core::time::Duration,
+    pub(crate) last_recompute: Option<Instant>,
 }
 
 impl Router {
@@ -175,7 +183,14 @@ impl Router {
             recent_failures: VecDeque::new(),
             scratch_peers: Vec::new(),
             discovery_pending: false,
+            next_seq: 0,
+            dedup: Dedup::new(DEDUP_SOURCES_MAX),
+            route_hold: core::time::Duration::ZERO,
+            last_recompute: None,
         };
+        r.route_hold = r.config.route_delay_min;
+        // A random start: a restarted peer's numbers do not collide with its last life's.
+        r.next_seq = r.rng.next_u64() >> 1;
         let first = now + r.jittered(r.config.anti_entropy);
         r.timers.set(Timer::AntiEntropy, first);
         r.commit(now);
@@ -244,6 +259,7 @@ impl Router {
                 Timer::GossipFlush => self.flush_gossip(),
                 Timer::AntiEntropy => self.anti_entropy(now),
                 Timer::MacSweep => self.sweep_macs(now),
+                Timer::Routes => self.recompute_throttled(now),
                 Timer::Redial(addr) => self.redial(now, addr),
                 Timer::Conn(id, ct) => self.conn_timer(now, id, ct),
             }
@@ -288,7 +304,9 @@ impl Router {
             self.own_dirty = false;
             self.rebuild_own_entry();
         }
-        self.recompute_if_dirty();
+        if self.routes_dirty && self.timers.get(Timer::Routes).is_none() {
+            self.timers.set(Timer::Routes, now + self.route_hold);
+        }
         if !self.dirty.is_empty() {
             self.timers.set_if_earlier(Timer::GossipFlush, now + self.config.gossip_coalesce);
         }
@@ -297,16 +315,19 @@ impl Router {
         }
     }
 
-    /// Our entry as our connections make it; a change bumps our version.
+    /// Our entry as our established links make it; a change bumps our version.
     fn rebuild_own_entry(&mut self) {
+        // Only links that carry traffic are advertised: a connection whose UDP is not
+        // confirmed both ways changes nothing for routing and would only churn gossip.
         let conns: Vec<ConnInfo> = self
             .by_peer
             .iter()
+            .filter(|(_, id)| self.conns[id].established())
             .map(|(&peer, id)| {
                 let c = &self.conns[id];
                 ConnInfo {
                     peer,
-                    established: c.established(),
+                    established: true,
                     outbound: c.outbound,
                     addr: c.peer.as_ref().map(|p| p.listen_addr),
                 }
@@ -321,8 +342,19 @@ impl Router {
         self.version += 1;
         let entry = PeerEntry { name: me, uid: self.uid, version: self.version, nickname: self.config.nickname.clone(), conns };
         self.topology.peers.insert(me, entry);
+        self.topology.changed();
         self.dirty.insert(me, None);
         self.routes_dirty = true;
+    }
+
+    /// Recomputes routes when the throttle allows: changes that keep coming are coalesced
+    /// with a wait that doubles (up to `route_delay_max`) and resets after a quiet spell.
+    fn recompute_throttled(&mut self, now: Instant) {
+        let max = self.config.route_delay_max;
+        let busy = self.last_recompute.is_some_and(|t| now - t < max * 2);
+        self.route_hold = if busy { (self.route_hold * 2).min(max) } else { self.config.route_delay_min };
+        self.last_recompute = Some(now);
+        self.recompute_if_dirty();
     }
 
     pub(crate) fn recompute_if_dirty(&mut self) {
@@ -330,7 +362,8 @@ impl Router {
             return;
         }
         self.routes_dirty = false;
-        self.routes = Routes::build(&self.topology.peers, self.config.name);
+        self.timers.cancel(Timer::Routes);
+        self.routes.rebuild(&self.topology.peers, self.config.name);
         self.stats.route_recomputes += 1;
         let now_reachable: BTreeSet<PeerName> = self.routes.reachable().filter(|&p| p != self.config.name).collect();
         let lost: Vec<PeerName> = self.reachable.difference(&now_reachable).copied().collect();

@@ -1,10 +1,12 @@
 //! Routes over links established in both directions.
 //!
 //! Unicast: breadth-first search from ourselves, visiting neighbours in name order, so every
-//! peer with the same view computes the same shortest-path tree. Broadcast: for each source
-//! `S`, the same search rooted at `S`; a flood from `S` travels down that tree, and a peer
-//! accepts it only from its parent in it, so no frame is ever delivered twice, even while
-//! views disagree. Trees are computed on first use and cached until the topology changes.
+//! peer with the same view computes the same shortest paths. Broadcast: a flood from source
+//! `S` follows the reverse of the unicast routes towards `S`. Each peer's parent for `S` is
+//! its own next hop towards `S`; its children are the neighbours whose next hop towards `S`
+//! is itself. With one view these pointers form a shortest-path tree rooted at `S`, so every
+//! reachable peer gets each flood exactly once. Computing them needs one search from each
+//! neighbour (done on first use after a change), not one per source.
 
 use std::collections::BTreeMap;
 
@@ -14,13 +16,6 @@ use crate::peer::PeerName;
 use crate::wire::gossip::PeerEntry;
 
 const NONE: u32 = u32::MAX;
-
-/// One source's broadcast tree, seen from this peer.
-#[derive(Debug, Clone, Default)]
-struct Tree {
-    parent: Option<PeerName>,
-    children: Vec<PeerName>,
-}
 
 /// Unicast next hops and broadcast trees for one view of the topology.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +28,9 @@ pub struct Routes {
     me: u32,
     next_hop: Vec<u32>,
     dist: Vec<u32>,
-    trees: FxHashMap<u32, Tree>,
+    /// For our `k`-th neighbour, its next hop towards every peer; computed on first use.
+    neighbour_hops: Vec<Option<Vec<u32>>>,
+    children: Vec<PeerName>,
     scratch_parent: Vec<u32>,
     scratch_queue: Vec<u32>,
 }
@@ -46,29 +43,42 @@ impl Routes {
     /// Computes unicast routes from `me` over `view`. Links count only when both ends
     /// advertise them as established.
     pub fn build(view: &BTreeMap<PeerName, PeerEntry>, me: PeerName) -> Routes {
-        let names: Vec<PeerName> = view.keys().copied().collect();
-        let mut index = FxHashMap::default();
-        index.reserve(names.len());
-        for (i, n) in names.iter().enumerate() {
-            index.insert(*n, u32::try_from(i).expect("fewer than 2^32 peers"));
+        let mut r = Routes::default();
+        r.rebuild(view, me);
+        r
+    }
+
+    /// Recomputes in place, reusing the previous allocations (and the name index, when the
+    /// set of peers did not change).
+    pub fn rebuild(&mut self, view: &BTreeMap<PeerName, PeerEntry>, me: PeerName) {
+        let same_names = self.names.len() == view.len() && self.names.iter().zip(view.keys()).all(|(a, b)| a == b);
+        if !same_names {
+            self.names.clear();
+            self.names.extend(view.keys().copied());
+            self.index.clear();
+            self.index.reserve(self.names.len());
+            for (i, n) in self.names.iter().enumerate() {
+                self.index.insert(*n, u32::try_from(i).expect("fewer than 2^32 peers"));
+            }
         }
         let entries: Vec<&PeerEntry> = view.values().collect();
-        let mut offsets = Vec::with_capacity(names.len() + 1);
-        let mut edges = Vec::with_capacity(entries.iter().map(|e| e.conns.len()).sum());
-        offsets.push(0);
+        self.offsets.clear();
+        self.edges.clear();
+        self.offsets.push(0);
         for e in &entries {
             for c in e.conns.iter().filter(|c| c.established) {
-                let Some(&j) = index.get(&c.peer) else { continue };
+                let Some(&j) = self.index.get(&c.peer) else { continue };
                 if established_to(entries[j as usize], e.name) {
-                    edges.push(j);
+                    self.edges.push(j);
                 }
             }
-            offsets.push(u32::try_from(edges.len()).expect("fewer than 2^32 links"));
+            self.offsets.push(u32::try_from(self.edges.len()).expect("fewer than 2^32 links"));
         }
-        let me_idx = index.get(&me).copied().unwrap_or(NONE);
-        let mut r = Routes { names, index, offsets, edges, me: me_idx, ..Routes::default() };
-        r.compute_unicast();
-        r
+        self.me = self.index.get(&me).copied().unwrap_or(NONE);
+        self.compute_unicast();
+        self.neighbour_hops.clear();
+        let deg = if self.me == NONE { 0 } else { self.neighbours(self.me).len() };
+        self.neighbour_hops.resize(deg, None);
     }
 
     fn neighbours(&self, i: u32) -> &[u32] {
@@ -100,25 +110,36 @@ impl Routes {
         self.scratch_queue = queue;
     }
 
-    fn compute_unicast(&mut self) {
-        let n = self.names.len();
-        self.next_hop = vec![NONE; n];
-        self.dist = vec![NONE; n];
-        if self.me == NONE {
-            return;
-        }
-        self.bfs(self.me);
+    /// Next hops from `root` towards every peer, from the BFS in the scratch buffers.
+    fn next_hops_from(&mut self, root: u32, out: &mut Vec<u32>) {
+        out.clear();
+        out.resize(self.names.len(), NONE);
+        self.bfs(root);
         // The queue holds peers in BFS order, so parents come before children.
         for k in 0..self.scratch_queue.len() {
             let v = self.scratch_queue[k];
             let p = self.scratch_parent[v as usize];
-            if v == self.me {
-                self.dist[v as usize] = 0;
-                self.next_hop[v as usize] = v;
-            } else {
-                self.dist[v as usize] = self.dist[p as usize] + 1;
-                self.next_hop[v as usize] = if p == self.me { v } else { self.next_hop[p as usize] };
-            }
+            out[v as usize] = if v == root || p == root { v } else { out[p as usize] };
+        }
+    }
+
+    fn compute_unicast(&mut self) {
+        let n = self.names.len();
+        self.dist.clear();
+        self.dist.resize(n, NONE);
+        let mut hops = std::mem::take(&mut self.next_hop);
+        if self.me == NONE {
+            hops.clear();
+            hops.resize(n, NONE);
+            self.next_hop = hops;
+            return;
+        }
+        self.next_hops_from(self.me, &mut hops);
+        self.next_hop = hops;
+        for k in 0..self.scratch_queue.len() {
+            let v = self.scratch_queue[k];
+            let p = self.scratch_parent[v as usize];
+            self.dist[v as usize] = if v == self.me { 0 } else { self.dist[p as usize] + 1 };
         }
     }
 
@@ -149,40 +170,35 @@ impl Routes {
         n.iter().map(|&j| self.names[j as usize])
     }
 
-    fn tree(&mut self, src: PeerName) -> Option<&Tree> {
-        let &s = self.index.get(&src)?;
-        if self.me == NONE {
-            return None;
-        }
-        if !self.trees.contains_key(&s) {
-            self.bfs(s);
-            let me = self.me;
-            let parent = self.scratch_parent[me as usize];
-            let tree = Tree {
-                parent: (parent != NONE && me != s).then(|| self.names[parent as usize]),
-                children: if parent == NONE {
-                    Vec::new()
-                } else {
-                    self.neighbours(me)
-                        .iter()
-                        .filter(|&&c| c != s && self.scratch_parent[c as usize] == me)
-                        .map(|&c| self.names[c as usize])
-                        .collect()
-                },
-            };
-            self.trees.insert(s, tree);
-        }
-        self.trees.get(&s)
-    }
-
-    /// Our children in `src`'s broadcast tree: where we forward a flood from `src`.
+    /// Our children in `src`'s broadcast tree: the neighbours whose next hop towards `src`
+    /// is us. Floods from `src` are forwarded to them.
     pub fn broadcast_children(&mut self, src: PeerName) -> &[PeerName] {
-        self.tree(src).map_or(&[], |t| &t.children)
+        self.children.clear();
+        let Some(&s) = self.index.get(&src) else { return &self.children };
+        if self.me == NONE || self.dist[s as usize] == NONE {
+            return &self.children;
+        }
+        let deg = self.neighbours(self.me).len();
+        for k in 0..deg {
+            let j = self.neighbours(self.me)[k];
+            if j == s {
+                continue;
+            }
+            if self.neighbour_hops[k].is_none() {
+                let mut hops = Vec::new();
+                self.next_hops_from(j, &mut hops);
+                self.neighbour_hops[k] = Some(hops);
+            }
+            if self.neighbour_hops[k].as_ref().expect("computed above")[s as usize] == self.me {
+                self.children.push(self.names[j as usize]);
+            }
+        }
+        &self.children
     }
 
-    /// Our parent in `src`'s broadcast tree: the only neighbour we accept `src`'s floods from.
-    pub fn broadcast_parent(&mut self, src: PeerName) -> Option<PeerName> {
-        self.tree(src).and_then(|t| t.parent)
+    /// Our parent in `src`'s broadcast tree: our own next hop towards `src`.
+    pub fn broadcast_parent(&self, src: PeerName) -> Option<PeerName> {
+        self.next_hop(src)
     }
 
     /// Number of peers in the view.

@@ -16,10 +16,11 @@ pub enum DropReason {
     HopLimit,
     /// No route to the destination peer.
     NoRoute,
-    /// A frames datagram from an address that belongs to no connection.
+    /// A frames datagram from an address that belongs to no connection (counted per frame).
     UnknownSender,
-    /// A flood from a neighbour that is not our parent in the source's broadcast tree.
-    NotTreeParent,
+    /// A frames datagram whose (source, sequence number) was seen before, or is too old to
+    /// tell (a routing change in flight, or an underlay duplicate).
+    Duplicate,
     /// The output queue was full.
     QueueFull,
     /// A UDP heartbeat for no connection of ours, or with the wrong session.
@@ -39,7 +40,7 @@ impl DropReason {
         DropReason::HopLimit,
         DropReason::NoRoute,
         DropReason::UnknownSender,
-        DropReason::NotTreeParent,
+        DropReason::Duplicate,
         DropReason::QueueFull,
         DropReason::BadHeartbeat,
         DropReason::Encrypted,
@@ -55,7 +56,7 @@ impl DropReason {
             DropReason::HopLimit => "hop_limit",
             DropReason::NoRoute => "no_route",
             DropReason::UnknownSender => "unknown_sender",
-            DropReason::NotTreeParent => "not_tree_parent",
+            DropReason::Duplicate => "duplicate",
             DropReason::QueueFull => "queue_full",
             DropReason::BadHeartbeat => "bad_heartbeat",
             DropReason::Encrypted => "encrypted",
@@ -149,5 +150,38 @@ pub struct Stats {
 impl Stats {
     pub(crate) fn drop(&mut self, r: DropReason, n: u64) {
         self.drops.add(r, n);
+    }
+
+    /// Adds another router's counters to these (for totals over many routers).
+    pub fn accumulate(&mut self, o: &Stats) {
+        let Stats {
+            frames_captured, frames_local, frames_injected, frames_sent, frames_flooded, frames_relayed,
+            datagrams_sent, datagrams_received, udp_bytes_sent, udp_bytes_received, tcp_bytes_sent,
+            tcp_bytes_received, gossip_bytes_sent, gossip_updates_sent, gossip_entries_merged, macs_learned,
+            macs_moved, macs_expired, control_errors, route_recomputes, drops,
+        } = o;
+        self.frames_captured += frames_captured;
+        self.frames_local += frames_local;
+        self.frames_injected += frames_injected;
+        self.frames_sent += frames_sent;
+        self.frames_flooded += frames_flooded;
+        self.frames_relayed += frames_relayed;
+        self.datagrams_sent += datagrams_sent;
+        self.datagrams_received += datagrams_received;
+        self.udp_bytes_sent += udp_bytes_sent;
+        self.udp_bytes_received += udp_bytes_received;
+        self.tcp_bytes_sent += tcp_bytes_sent;
+        self.tcp_bytes_received += tcp_bytes_received;
+        self.gossip_bytes_sent += gossip_bytes_sent;
+        self.gossip_updates_sent += gossip_updates_sent;
+        self.gossip_entries_merged += gossip_entries_merged;
+        self.macs_learned += macs_learned;
+        self.macs_moved += macs_moved;
+        self.macs_expired += macs_expired;
+        self.control_errors += control_errors;
+        self.route_recomputes += route_recomputes;
+        for (a, b) in self.drops.0.iter_mut().zip(drops.0) {
+            *a += b;
+        }
     }
 }

@@ -17,6 +17,8 @@ pub(crate) enum Timer {
     AntiEntropy,
     /// Expire idle MAC entries.
     MacSweep,
+    /// Recompute routes after topology changes.
+    Routes,
     /// Dial a target again.
     Redial(SocketAddr),
     /// A per-connection job.

@@ -47,16 +47,27 @@ pub fn merge_entry(view: &mut BTreeMap<PeerName, PeerEntry>, e: PeerEntry) -> bo
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Topology {
     pub(crate) peers: BTreeMap<PeerName, PeerEntry>,
+    summary: Option<Summary>,
 }
 
 impl Topology {
-    /// The summary of the whole view.
-    pub(crate) fn summary(&self) -> Summary {
+    /// Must be called after every change to `peers`.
+    pub(crate) fn changed(&mut self) {
+        self.summary = None;
+    }
+
+    /// The summary of the whole view (cached until the next change).
+    pub(crate) fn summary(&mut self) -> Summary {
+        if let Some(s) = self.summary {
+            return s;
+        }
         let mut h = DigestHasher::default();
         for e in self.peers.values() {
             h.add(&e.digest());
         }
-        Summary { count: u32::try_from(self.peers.len()).unwrap_or(u32::MAX), hash: h.finish() }
+        let s = Summary { count: u32::try_from(self.peers.len()).unwrap_or(u32::MAX), hash: h.finish() };
+        self.summary = Some(s);
+        s
     }
 
     /// The whole digest, in chunks that each fit one message and together cover every name.
@@ -122,6 +133,9 @@ impl Topology {
         for n in &gone {
             self.peers.remove(n);
         }
+        if !gone.is_empty() {
+            self.changed();
+        }
         gone
     }
 }
@@ -177,8 +191,8 @@ mod tests {
                 e
             }).collect() };
             let (a, b) = (honest(a), honest(b));
-            let ta = Topology { peers: view(&a) };
-            let mut tb = Topology { peers: view(&b) };
+            let ta = Topology { peers: view(&a), summary: None };
+            let mut tb = Topology { peers: view(&b), summary: None };
             // b sends its digest; a answers with what b lacks; after merging, b holds a ⊔ b.
             for d in tb.digests() {
                 for e in ta.newer_than(&d) {

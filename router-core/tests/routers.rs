@@ -103,7 +103,6 @@ fn a_restarted_peer_with_a_new_uid_is_taken_in() {
     net.connect(1, 2);
     net.run_for(SETTLE);
     let old_uid = net.hosts[1].router.uid();
-    let old_version = net.hosts[0].router.topology()[&name(1)].version;
     net.restart(1, config(1, 99));
     let new_uid = net.hosts[1].router.uid();
     assert_ne!(old_uid, new_uid);
@@ -115,8 +114,9 @@ fn a_restarted_peer_with_a_new_uid_is_taken_in() {
     net.run_for(Duration::from_secs(10));
     for i in 0..3 {
         let t = net.hosts[i].router.topology();
+        // Either the old entry was collected while host 1 was away, or the new incarnation
+        // outranked it by jumping past its version: every host ends up holding the new one.
         assert_eq!(t[&name(1)].uid, new_uid, "host {i} holds the new incarnation");
-        assert!(t[&name(1)].version > old_version, "the new incarnation outranks the old one");
     }
     assert!(net.established(0, 1));
     assert!(net.established(2, 1));

@@ -27,7 +27,7 @@ pub struct Violation {
 struct Track {
     born: Instant,
     peers: Vec<u32>,
-    containers: Vec<u32>,
+    containers: Vec<u64>,
     flooded: bool,
     duplicated: bool,
 }
@@ -191,9 +191,11 @@ impl Checker {
         let Some(id) = frame_id(frame) else { return };
         let dst_is_mine = frame[0..6] == ct.mac.0;
         let unicast = frame[0] & 1 == 0;
+        // A container that moved may meet a flood again at its new host: that is physics.
+        let who = (u64::from(ct.moves) << 32) | u64::from(c);
         let t = self.track(now, id);
-        let twice = t.containers.contains(&c) && !t.duplicated;
-        t.containers.push(c);
+        let twice = t.containers.contains(&who) && !t.duplicated;
+        t.containers.push(who);
         let stray = unicast && !dst_is_mine && !t.flooded;
         if twice {
             self.violate(now, "deliver-once", format!("frame {id} reached container {} twice", ct.name));

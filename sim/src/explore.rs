@@ -46,7 +46,7 @@ pub fn random_schedule(s: &Scenario, rf: &RandomFaults, r: &mut ChaCha8Rng) -> V
                 }
                 (FaultAction::OneWay { from, to }, Some(FaultAction::Heal))
             }
-            FaultKind::Cut | FaultKind::UdpBlock => {
+            kind @ (FaultKind::Cut | FaultKind::UdpBlock) => {
                 if names.len() < 2 {
                     continue;
                 }
@@ -55,7 +55,7 @@ pub fn random_schedule(s: &Scenario, rf: &RandomFaults, r: &mut ChaCha8Rng) -> V
                 if a == b {
                     continue;
                 }
-                if matches!(rf.kinds.first(), Some(_)) && below(r, 2) == 0 {
+                if kind == FaultKind::Cut {
                     (FaultAction::Cut { a: a.clone(), b: b.clone() }, Some(FaultAction::Repair { a, b }))
                 } else {
                     (FaultAction::UdpBlock { a: a.clone(), b: b.clone() }, Some(FaultAction::UdpUnblock { a, b }))

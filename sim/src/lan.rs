@@ -63,6 +63,8 @@ pub struct Container {
     pub subnet: Subnet,
     /// The host it is attached to.
     pub host: usize,
+    /// How many times it moved.
+    pub moves: u32,
     arp: FxHashMap<Ipv4Addr, Mac>,
     pending: Vec<(Ipv4Addr, Pending)>,
     next_seq: u16,
@@ -84,7 +86,7 @@ pub struct Ids {
 
 impl Ids {
     /// A fresh id.
-    pub fn next(&mut self) -> u64 {
+    pub fn fresh(&mut self) -> u64 {
         self.next += 1;
         self.next
     }
@@ -114,6 +116,7 @@ impl Container {
             ip,
             subnet,
             host,
+            moves: 0,
             arp: FxHashMap::default(),
             pending: Vec::new(),
             next_seq: 0,
@@ -126,13 +129,13 @@ impl Container {
 
     /// A gratuitous ARP, as sent when attached (announces its MAC wherever it now is).
     pub fn gratuitous_arp(&self, ids: &mut Ids) -> Vec<u8> {
-        arp_frame(1, self.mac, self.ip, Mac([0; 6]), Mac::BROADCAST, self.ip, ids.next())
+        arp_frame(1, self.mac, self.ip, Mac([0; 6]), Mac::BROADCAST, self.ip, ids.fresh())
     }
 
     fn echo(&self, dst_mac: Mac, dst: Ipv4Addr, request: bool, seq: u16, ids: &mut Ids) -> Vec<u8> {
         let b = PacketBuilder::ethernet2(self.mac.0, dst_mac.0).ipv4(self.ip.octets(), dst.octets(), 64);
         let b = if request { b.icmpv4_echo_request(0x5eed, seq) } else { b.icmpv4_echo_reply(0x5eed, seq) };
-        let payload = ids.next().to_be_bytes();
+        let payload = ids.fresh().to_be_bytes();
         let mut out = Vec::with_capacity(b.size(payload.len()));
         b.write(&mut out, &payload).expect("writing to a Vec cannot fail");
         out
@@ -140,7 +143,7 @@ impl Container {
 
     fn udp(&self, dst_mac: Mac, dst: Ipv4Addr, ids: &mut Ids) -> Vec<u8> {
         let b = PacketBuilder::ethernet2(self.mac.0, dst_mac.0).ipv4(self.ip.octets(), dst.octets(), 64).udp(UDP_PORT, UDP_PORT);
-        let payload = ids.next().to_be_bytes();
+        let payload = ids.fresh().to_be_bytes();
         let mut out = Vec::with_capacity(b.size(payload.len()));
         b.write(&mut out, &payload).expect("writing to a Vec cannot fail");
         out
@@ -153,7 +156,7 @@ impl Container {
                 if self.pending.len() < PENDING_MAX {
                     self.pending.push((dst, what));
                 }
-                out.push(arp_frame(1, self.mac, self.ip, Mac([0; 6]), Mac::BROADCAST, dst, ids.next()));
+                out.push(arp_frame(1, self.mac, self.ip, Mac([0; 6]), Mac::BROADCAST, dst, ids.fresh()));
             }
         }
     }
@@ -212,11 +215,9 @@ impl Container {
                     self.arp.insert(src, mac);
                     out.push(self.echo(mac, src, false, h.seq, ids));
                 }
-                Icmpv4Type::EchoReply(h) => {
-                    if self.outstanding.remove(&h.seq).is_some() {
-                        self.pings_answered += 1;
-                        echo_reply = Some(h.seq);
-                    }
+                Icmpv4Type::EchoReply(h) if self.outstanding.remove(&h.seq).is_some() => {
+                    self.pings_answered += 1;
+                    echo_reply = Some(h.seq);
                 }
                 _ => {}
             },
@@ -238,7 +239,7 @@ impl Container {
         }
         self.arp.insert(spa, sha);
         if op == 1 && tpa == self.ip {
-            out.push(arp_frame(2, self.mac, self.ip, sha, sha, spa, ids.next()));
+            out.push(arp_frame(2, self.mac, self.ip, sha, sha, spa, ids.fresh()));
         }
         let mut i = 0;
         while i < self.pending.len() {

@@ -60,24 +60,6 @@ impl Outcome {
     }
 }
 
-fn add(total: &mut Stats, s: &Stats) {
-    total.frames_captured += s.frames_captured;
-    total.frames_local += s.frames_local;
-    total.frames_injected += s.frames_injected;
-    total.frames_sent += s.frames_sent;
-    total.frames_flooded += s.frames_flooded;
-    total.frames_relayed += s.frames_relayed;
-    total.datagrams_sent += s.datagrams_sent;
-    total.datagrams_received += s.datagrams_received;
-    total.udp_bytes_sent += s.udp_bytes_sent;
-    total.tcp_bytes_sent += s.tcp_bytes_sent;
-    total.gossip_bytes_sent += s.gossip_bytes_sent;
-    total.gossip_updates_sent += s.gossip_updates_sent;
-    total.control_errors += s.control_errors;
-    total.route_recomputes += s.route_recomputes;
-    total.macs_moved += s.macs_moved;
-}
-
 /// Runs `s` with `seed` until its duration and its liveness checks are done.
 pub fn run(s: &Scenario, seed: u64, trace: Trace) -> (Outcome, World) {
     let started = WallInstant::now();
@@ -96,7 +78,7 @@ pub fn run(s: &Scenario, seed: u64, trace: Trace) -> (Outcome, World) {
     let mut routers = Stats::default();
     for h in &w.hosts {
         if let Some(r) = &h.router {
-            add(&mut routers, r.stats());
+            routers.accumulate(r.stats());
         }
     }
     let pings = w.containers.iter().fold((0, 0), |(s, a), c| (s + c.pings_sent, a + c.pings_answered));

@@ -402,7 +402,7 @@ impl World {
         // Containers announce themselves, as `weave attach` does.
         for c in self.hosts[h as usize].containers.clone() {
             let f = self.containers[c as usize].gratuitous_arp(&mut self.ids);
-            self.from_container(c, f);
+            self.container_sent(c, f);
         }
         self.drain(h);
     }
@@ -483,9 +483,7 @@ impl World {
         // and their answers re-enter this router.
         let mut buf = std::mem::take(&mut self.buf);
         let mut injects = Vec::new();
-        loop {
-            let Some(r) = self.hosts[h as usize].router.as_mut() else { break };
-            let Some(t) = r.poll_transmit(&mut buf) else { break };
+        while let Some(t) = self.hosts[h as usize].router.as_mut().and_then(|r| r.poll_transmit(&mut buf)) {
             let bytes = &buf[..t.len];
             match t.dest {
                 Destination::Bridge => injects.push(bytes.to_vec()),
@@ -494,9 +492,7 @@ impl World {
             }
         }
         self.buf = buf;
-        loop {
-            let Some(r) = self.hosts[h as usize].router.as_mut() else { break };
-            let Some(e) = r.poll_event() else { break };
+        while let Some(e) = self.hosts[h as usize].router.as_mut().and_then(Router::poll_event) {
             match e {
                 Event::Dial { conn, addr } => self.dial(h, conn, addr),
                 Event::Close { conn } => self.close_stream(h, conn),
@@ -505,7 +501,7 @@ impl World {
         }
         self.arm_timer(h);
         for f in injects {
-            self.from_router(h, &f);
+            self.router_injected(h, &f);
         }
     }
 
@@ -757,7 +753,7 @@ impl World {
 
     // ---- bridge and containers ----
 
-    fn from_container(&mut self, c: u32, frame: Vec<u8>) {
+    fn container_sent(&mut self, c: u32, frame: Vec<u8>) {
         let h = self.containers[c as usize].host as u32;
         if !self.hosts[h as usize].running() {
             return;
@@ -765,7 +761,7 @@ impl World {
         match self.hosts[h as usize].bridge.forward(Port::Container(c as usize), &frame) {
             Out::Drop => {}
             Out::One(Port::Router) => self.capture(h, &frame),
-            Out::One(Port::Container(o)) => self.to_container(o as u32, &frame, false),
+            Out::One(Port::Container(o)) => self.deliver_to_container(o as u32, &frame, false),
             Out::Flood => {
                 let unicast = frame[0] & 1 == 0;
                 if unicast {
@@ -773,7 +769,7 @@ impl World {
                 }
                 for o in self.hosts[h as usize].containers.clone() {
                     if o != c {
-                        self.to_container(o, &frame, unicast);
+                        self.deliver_to_container(o, &frame, unicast);
                     }
                 }
                 self.capture(h, &frame);
@@ -794,29 +790,29 @@ impl World {
         self.drain(h);
     }
 
-    fn from_router(&mut self, h: u32, frame: &[u8]) {
+    fn router_injected(&mut self, h: u32, frame: &[u8]) {
         match self.hosts[h as usize].bridge.forward(Port::Router, frame) {
             Out::Drop | Out::One(Port::Router) => {}
-            Out::One(Port::Container(o)) => self.to_container(o as u32, frame, false),
+            Out::One(Port::Container(o)) => self.deliver_to_container(o as u32, frame, false),
             Out::Flood => {
                 let unicast = frame[0] & 1 == 0;
                 if unicast {
                     self.checker.on_flood(frame);
                 }
                 for o in self.hosts[h as usize].containers.clone() {
-                    self.to_container(o, frame, unicast);
+                    self.deliver_to_container(o, frame, unicast);
                 }
             }
         }
     }
 
-    fn to_container(&mut self, c: u32, frame: &[u8], _flooded: bool) {
+    fn deliver_to_container(&mut self, c: u32, frame: &[u8], _flooded: bool) {
         let now = self.now;
         let mut out = std::mem::take(&mut self.out_frames);
         let received = self.containers[c as usize].receive(frame, &mut self.ids, &mut out);
         self.checker.on_container(now, c, &self.containers[c as usize], frame, received);
         for f in out.drain(..) {
-            self.from_container(c, f);
+            self.container_sent(c, f);
         }
         self.out_frames = out;
     }
@@ -857,7 +853,7 @@ impl World {
             }
         }
         for f in out {
-            self.from_container(c, f);
+            self.container_sent(c, f);
         }
     }
 
@@ -869,7 +865,7 @@ impl World {
         let seq = self.containers[c as usize].ping(now, ip, &mut self.ids, &mut out);
         self.checker.register_probe(now, c, seq, i);
         for f in out {
-            self.from_container(c, f);
+            self.container_sent(c, f);
         }
     }
 
@@ -951,8 +947,9 @@ impl World {
                     self.hosts[old as usize].containers.retain(|&x| x != c);
                     self.hosts[to as usize].containers.push(c);
                     self.containers[c as usize].host = to as usize;
+                    self.containers[c as usize].moves += 1;
                     let f = self.containers[c as usize].gratuitous_arp(&mut self.ids);
-                    self.from_container(c, f);
+                    self.container_sent(c, f);
                 }
             }
         }

@@ -10,8 +10,11 @@
 //! 16..    body
 //!
 //! heartbeat body: session u64 (the receiver's, from its handshake) | seq u32
-//! frames body:    one or more of (length u16, 14 <= length; Ethernet frame of that length)
+//! frames body:    seq u64 (the source's datagram number) | one or more of
+//!                 (length u16, 14 <= length; Ethernet frame of that length)
 //! ```
+//! Every router drops a frames datagram whose (source, seq) it has already seen, so a frame
+//! passes each peer at most once even while views of the topology disagree.
 //! [`Datagram`] is a zero-copy view used on the data path: checking it never allocates.
 
 use super::DecodeError;
@@ -21,6 +24,8 @@ use crate::peer::PeerName;
 pub const VERSION: u8 = 1;
 /// Length of the common header.
 pub const HEADER_LEN: usize = 16;
+/// Length of the header of a frames datagram (common header and sequence number).
+pub const FRAMES_HEADER_LEN: usize = HEADER_LEN + 8;
 /// Length of a heartbeat body.
 pub const HEARTBEAT_BODY_LEN: usize = 12;
 /// Per-frame overhead inside a frames datagram.
@@ -37,6 +42,7 @@ mod field {
     pub(super) const HOP_LIMIT: usize = 3;
     pub(super) const SRC: core::ops::Range<usize> = 4..10;
     pub(super) const DST: core::ops::Range<usize> = 10..16;
+    pub(super) const SEQ: core::ops::Range<usize> = 16..24;
 }
 
 /// What a datagram carries.
@@ -79,6 +85,7 @@ impl<T: AsRef<[u8]>> Datagram<T> {
         }
         match b[field::KIND] {
             1 if b.len() != HEADER_LEN + HEARTBEAT_BODY_LEN => Err(DecodeError::Invalid("heartbeat length")),
+            2 if b.len() < FRAMES_HEADER_LEN => Err(DecodeError::Truncated("frames sequence number")),
             1 | 2 => Ok(Datagram { buffer }),
             _ => Err(DecodeError::Invalid("datagram kind")),
         }
@@ -113,9 +120,17 @@ impl<T: AsRef<[u8]>> Datagram<T> {
         PeerName(self.buffer.as_ref()[field::DST].try_into().expect("6 bytes"))
     }
 
-    /// Everything after the header.
+    /// Everything after the common header.
     pub fn body(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..]
+    }
+
+    /// The source's datagram number (frames datagrams only; 0 for heartbeats).
+    pub fn seq(&self) -> u64 {
+        match self.kind() {
+            Kind::Frames => u64::from_be_bytes(self.buffer.as_ref()[field::SEQ].try_into().expect("length checked")),
+            Kind::Heartbeat => 0,
+        }
     }
 
     /// The heartbeat body, if this is a heartbeat.
@@ -135,10 +150,10 @@ impl<T: AsRef<[u8]>> Datagram<T> {
     /// Either every frame is well formed and the iterator yields them all, or nothing is
     /// yielded: a malformed datagram is never half-delivered.
     pub fn frames(&self) -> Result<Frames<'_>, DecodeError> {
-        let body = self.body();
         if self.kind() != Kind::Frames {
             return Err(DecodeError::Invalid("datagram kind"));
         }
+        let body = &self.buffer.as_ref()[FRAMES_HEADER_LEN..];
         if body.is_empty() {
             return Err(DecodeError::Truncated("frames"));
         }
@@ -203,10 +218,20 @@ pub struct Header {
     pub src: PeerName,
     /// Destination peer.
     pub dst: PeerName,
+    /// The source's datagram number (frames only).
+    pub seq: u64,
 }
 
 impl Header {
-    /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
+    /// Encoded length: [`FRAMES_HEADER_LEN`] for frames, [`HEADER_LEN`] for heartbeats.
+    pub fn encoded_len(&self) -> usize {
+        match self.kind {
+            Kind::Frames => FRAMES_HEADER_LEN,
+            Kind::Heartbeat => HEADER_LEN,
+        }
+    }
+
+    /// Writes the header (with the sequence number, for frames) into the start of `out`.
     pub fn emit(&self, out: &mut [u8]) {
         out[field::VERSION] = VERSION;
         out[field::KIND] = self.kind.code();
@@ -214,12 +239,15 @@ impl Header {
         out[field::HOP_LIMIT] = self.hop_limit;
         out[field::SRC].copy_from_slice(&self.src.0);
         out[field::DST].copy_from_slice(&self.dst.0);
+        if self.kind == Kind::Frames {
+            out[field::SEQ].copy_from_slice(&self.seq.to_be_bytes());
+        }
     }
 }
 
 /// Writes a complete heartbeat datagram into `out`, returning its length.
 pub fn emit_heartbeat(src: PeerName, dst: PeerName, hb: Heartbeat, out: &mut [u8]) -> usize {
-    Header { kind: Kind::Heartbeat, flags: 0, hop_limit: 0, src, dst }.emit(out);
+    Header { kind: Kind::Heartbeat, flags: 0, hop_limit: 0, src, dst, seq: 0 }.emit(out);
     out[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&hb.session.to_be_bytes());
     out[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&hb.seq.to_be_bytes());
     HEADER_LEN + HEARTBEAT_BODY_LEN
@@ -264,6 +292,7 @@ mod tests {
             1, 2, 0, 9,
             0, 0, 0, 0, 0, 1,
             0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0, 0, 0, 0, 0, 0, 0x01, 0x02,   // seq
             0, 14,
         ];
         v.extend_from_slice(&[0xff; 6]);
@@ -275,14 +304,14 @@ mod tests {
     fn frames_match_the_static_bytes() {
         let bytes = frames_bytes();
         let d = Datagram::new_checked(&bytes[..]).unwrap();
-        assert_eq!((d.kind(), d.hop_limit(), d.dst()), (Kind::Frames, 9, PeerName::BROADCAST));
+        assert_eq!((d.kind(), d.hop_limit(), d.dst(), d.seq()), (Kind::Frames, 9, PeerName::BROADCAST, 0x0102));
         let frames: Vec<_> = d.frames().unwrap().collect();
-        assert_eq!(frames, vec![&bytes[18..]]);
+        assert_eq!(frames, vec![&bytes[26..]]);
 
-        let mut out = vec![0u8; HEADER_LEN];
-        Header { kind: Kind::Frames, flags: 0, hop_limit: 9, src: PeerName::from_u64(1), dst: PeerName::BROADCAST }
+        let mut out = vec![0u8; FRAMES_HEADER_LEN];
+        Header { kind: Kind::Frames, flags: 0, hop_limit: 9, src: PeerName::from_u64(1), dst: PeerName::BROADCAST, seq: 0x0102 }
             .emit(&mut out);
-        push_frame(&mut out, &bytes[18..]);
+        push_frame(&mut out, &bytes[26..]);
         assert_eq!(out, bytes);
     }
 
@@ -291,10 +320,11 @@ mod tests {
         let bytes = frames_bytes();
         let cut = Datagram::new_checked(&bytes[..bytes.len() - 1]).unwrap();
         assert_eq!(cut.frames().unwrap_err(), DecodeError::Truncated("frame"));
-        let empty = Datagram::new_checked(&bytes[..HEADER_LEN]).unwrap();
+        let empty = Datagram::new_checked(&bytes[..FRAMES_HEADER_LEN]).unwrap();
         assert!(empty.frames().is_err());
+        assert!(Datagram::new_checked(&bytes[..FRAMES_HEADER_LEN - 1]).is_err());
         let mut short = bytes.clone();
-        short[17] = 3;
+        short[25] = 3;
         assert!(Datagram::new_checked(&short[..]).unwrap().frames().is_err());
         let mut v = bytes.clone();
         v[0] = 2;
@@ -308,13 +338,13 @@ mod tests {
     proptest! {
         #[test]
         fn frames_round_trip(frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 14..200), 1..8),
-                             hop in any::<u8>(), src in any::<u64>(), dst in any::<u64>()) {
-            let mut out = vec![0u8; HEADER_LEN];
-            let h = Header { kind: Kind::Frames, flags: 0, hop_limit: hop, src: PeerName::from_u64(src), dst: PeerName::from_u64(dst) };
+                             hop in any::<u8>(), src in any::<u64>(), dst in any::<u64>(), seq in any::<u64>()) {
+            let mut out = vec![0u8; FRAMES_HEADER_LEN];
+            let h = Header { kind: Kind::Frames, flags: 0, hop_limit: hop, src: PeerName::from_u64(src), dst: PeerName::from_u64(dst), seq };
             h.emit(&mut out);
             for f in &frames { push_frame(&mut out, f); }
             let d = Datagram::new_checked(&out[..]).unwrap();
-            prop_assert_eq!((d.hop_limit(), d.src(), d.dst()), (hop, h.src, h.dst));
+            prop_assert_eq!((d.hop_limit(), d.src(), d.dst(), d.seq()), (hop, h.src, h.dst, seq));
             let got: Vec<Vec<u8>> = d.frames().unwrap().map(<[u8]>::to_vec).collect();
             prop_assert_eq!(got, frames);
         }

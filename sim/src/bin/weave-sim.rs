@@ -305,7 +305,7 @@ fn gossip_per_link_change(w: &mut World) {
     let b = w.net.neighbours(0)[0] as usize;
     let (na, nb) = (w.hosts[a].name.clone(), w.hosts[b].name.clone());
     // Measure over a window without the link change, then one with it.
-    let window = Duration::from_secs(2);
+    let window = Duration::from_secs(10);
     let t = w.now;
     let g0 = total(w);
     w.run_until(t + window);
@@ -345,3 +345,4 @@ fn main() -> ExitCode {
 
 #[allow(dead_code)]
 fn _path_is_used(_: &Path) {}
+

@@ -1,0 +1,102 @@
+//! Duplicate suppression: every router drops a frames datagram whose (source, sequence
+//! number) it has already seen, so a frame passes each peer at most once, even when routes
+//! change while it is in flight or the underlay duplicates it.
+
+use rustc_hash::FxHashMap;
+
+use crate::peer::PeerName;
+
+const WINDOW: u64 = 128;
+/// A jump back this large is a new incarnation of the source, not an old datagram.
+const RESTART_GAP: u64 = 1 << 32;
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    top: u64,
+    /// Bit `i` set: `top - i` was seen.
+    seen: u128,
+}
+
+/// Per-source sliding windows of recently seen sequence numbers.
+#[derive(Debug, Clone)]
+pub(crate) struct Dedup {
+    windows: FxHashMap<PeerName, Window>,
+    max: usize,
+}
+
+impl Dedup {
+    pub(crate) fn new(max: usize) -> Self {
+        Dedup { windows: FxHashMap::default(), max }
+    }
+
+    /// Records `(src, seq)`; returns false if it was seen before or is too old to tell.
+    #[inline]
+    pub(crate) fn fresh(&mut self, src: PeerName, seq: u64) -> bool {
+        if !self.windows.contains_key(&src) && self.windows.len() >= self.max {
+            // Forgetting every window lets at most one copy of each in-flight datagram through.
+            self.windows.clear();
+        }
+        let w = self.windows.entry(src).or_insert(Window { top: seq, seen: 0 });
+        if seq > w.top {
+            let shift = seq - w.top;
+            w.seen = if shift >= WINDOW { 0 } else { w.seen << shift };
+            w.top = seq;
+            w.seen |= 1;
+            return true;
+        }
+        let back = w.top - seq;
+        if back >= WINDOW {
+            if back >= RESTART_GAP {
+                *w = Window { top: seq, seen: 1 };
+                return true;
+            }
+            return false;
+        }
+        let bit = 1u128 << back;
+        let fresh = w.seen & bit == 0;
+        w.seen |= bit;
+        fresh
+    }
+
+    /// Forgets a source (it left the topology).
+    pub(crate) fn forget(&mut self, src: PeerName) {
+        self.windows.remove(&src);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const P: PeerName = PeerName([2, 0, 0, 0, 0, 1]);
+
+    #[test]
+    fn repeats_are_dropped_and_reordering_within_the_window_is_not() {
+        let mut d = Dedup::new(8);
+        let base = 1u64 << 40;
+        assert!(d.fresh(P, base));
+        assert!(!d.fresh(P, base));
+        assert!(d.fresh(P, base + 2));
+        assert!(d.fresh(P, base + 1), "late but inside the window");
+        assert!(!d.fresh(P, base + 1));
+        assert!(d.fresh(P, base + 500));
+        assert!(!d.fresh(P, base + 2), "too old to tell: dropped");
+        assert!(d.fresh(P, 5), "a new incarnation far below starts a new window");
+        assert!(d.fresh(P, 6));
+        assert!(!d.fresh(P, 5));
+    }
+
+    proptest! {
+        #[test]
+        fn each_number_passes_at_most_once(seqs in proptest::collection::vec(0u64..300, 1..400)) {
+            let mut d = Dedup::new(8);
+            let mut passed = std::collections::BTreeSet::new();
+            for s in seqs {
+                if d.fresh(P, 1_000_000 + s) {
+                    prop_assert!(passed.insert(s), "{} passed twice", s);
+                }
+            }
+        }
+    }
+}

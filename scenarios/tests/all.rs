@@ -1,0 +1,82 @@
+//! Every scenario file passes every check, and runs the same way twice.
+
+use std::path::{Path, PathBuf};
+
+use weave_sim::{run, Scenario, Trace};
+
+fn files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut v = Vec::new();
+    for sub in [dir.to_path_buf(), dir.join("regressions")] {
+        for e in std::fs::read_dir(&sub).expect("scenarios directory") {
+            let p = e.expect("entry").path();
+            if p.extension().is_some_and(|x| x == "toml") && p.file_name().is_some_and(|n| n != "Cargo.toml") {
+                v.push(p);
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+fn load(p: &Path) -> Scenario {
+    let text = std::fs::read_to_string(p).expect("readable");
+    Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn every_scenario_file_passes() {
+    let files = files();
+    assert!(files.len() >= 11, "the suite has its scenarios");
+    let mut failed = Vec::new();
+    for p in &files {
+        let s = load(p);
+        let (o, _) = run(&s, s.seed, Trace::new());
+        println!(
+            "{:<40} {} hosts, {:>8} events, converged {:?}, pinged {:?}, {:?} wall",
+            p.file_name().unwrap().to_string_lossy(),
+            o.hosts,
+            o.sim.events,
+            o.converged_after,
+            o.pinged_after,
+            o.wall
+        );
+        if let Some(v) = o.first_failure() {
+            failed.push(format!("{}: [{}] at {}: {} (replay: weave-sim run {} --seed {})", p.display(), v.check, v.at, v.detail, p.display(), s.seed));
+        }
+    }
+    assert!(failed.is_empty(), "failing scenarios:\n{}", failed.join("\n"));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace_and_another_seed_does_not() {
+    for name in ["line-5.toml", "crash-restart.toml", "ring-8-cut.toml"] {
+        let s = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(name));
+        let (a, wa) = run(&s, 7, Trace::new().with_hashes());
+        let (b, wb) = run(&s, 7, Trace::new().with_hashes());
+        assert_eq!(a.trace_hash, b.trace_hash, "{name}");
+        assert_eq!(wa.trace.hashes(), wb.trace.hashes(), "{name}: every event equal");
+        let (c, _) = run(&s, 8, Trace::new());
+        assert_ne!(a.trace_hash, c.trace_hash, "{name}: the seed matters");
+    }
+}
+
+/// Trace hashes recorded with a release build of `weave-sim` (`scenarios/traces.golden`); the
+/// test build (debug assertions and overflow checks on) must reproduce them bit for bit.
+/// After a deliberate behaviour change, regenerate with `scripts/golden-traces`.
+#[test]
+fn traces_match_the_release_build() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let golden = std::fs::read_to_string(dir.join("traces.golden")).expect("traces.golden");
+    let mut checked = 0;
+    for line in golden.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let mut it = line.split_whitespace();
+        let (file, seed, hash) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        let s = load(&dir.join(file));
+        let seed: u64 = seed.parse().unwrap();
+        let (o, _) = run(&s, seed, Trace::new());
+        assert_eq!(format!("{:016x}", o.trace_hash), hash, "{file} seed {seed}: trace differs from the release build");
+        checked += 1;
+    }
+    assert!(checked >= 5);
+}

@@ -12,6 +12,9 @@ use crate::wire::control::{split_frame, Handshake, Message, RefuseReason, FLAG_P
 use crate::wire::datagram::{emit_heartbeat, Heartbeat, HEADER_LEN, HEARTBEAT_BODY_LEN};
 use crate::wire::preamble::{self, Preamble, PreambleError};
 
+/// Receive-buffer capacity an idle connection keeps.
+const INBUF_KEEP: usize = 4096;
+
 impl Router {
     /// Takes bytes read from a control connection.
     pub fn handle_stream(&mut self, now: Instant, id: ConnId, bytes: &[u8]) {
@@ -77,6 +80,10 @@ impl Router {
         }
         if let Some(c) = self.conns.get_mut(&id) {
             c.inbuf.drain(..pos);
+            // A large gossip burst may have grown the buffer; idle connections give it back.
+            if c.inbuf.is_empty() && c.inbuf.capacity() > INBUF_KEEP {
+                c.inbuf = Vec::new();
+            }
         }
     }
 

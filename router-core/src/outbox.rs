@@ -27,6 +27,9 @@ pub struct Transmit {
     pub len: usize,
 }
 
+/// Arena capacity kept once the queue drains (a gossip burst may have grown it).
+const ARENA_KEEP: usize = 64 * 1024;
+
 /// A caller's buffer of this size holds any transmit.
 pub const TRANSMIT_BUF_MIN: usize = FRAME_HEADER_LEN + BODY_MAX;
 
@@ -151,6 +154,9 @@ impl Outbox {
         buf[..item.len].copy_from_slice(&self.arena[item.start..item.start + item.len]);
         if self.queue.is_empty() {
             self.arena.clear();
+            if self.arena.capacity() > ARENA_KEEP {
+                self.arena = Vec::new();
+            }
         }
         Some(Transmit { dest: item.dest, len: item.len })
     }

@@ -8,8 +8,15 @@ use serde::{Serialize, Serializer};
 /// A peer's 48-bit name, stable across restarts, shown as `aa:bb:cc:dd:ee:ff`.
 ///
 /// The all-ones name is reserved: on the wire it means "broadcast along the source's tree".
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct PeerName(pub [u8; 6]);
+
+// Hashing as one word is several times faster than six bytes in the hot lookup tables.
+impl core::hash::Hash for PeerName {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(self.to_u64());
+    }
+}
 
 impl PeerName {
     /// The reserved broadcast name, never a real peer.
@@ -94,8 +101,14 @@ impl fmt::Display for PeerUid {
 }
 
 /// An Ethernet MAC address.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Mac(pub [u8; 6]);
+
+impl core::hash::Hash for Mac {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(self.to_u64());
+    }
+}
 
 impl Mac {
     /// The broadcast address.

@@ -169,6 +169,8 @@ pub struct World {
     pub trace: Trace,
     buf: Vec<u8>,
     out_frames: Vec<Vec<u8>>,
+    /// Recycled datagram buffers: no allocation per datagram once warm.
+    pool: Vec<Vec<u8>>,
 }
 
 impl World {
@@ -203,6 +205,7 @@ impl World {
             trace,
             buf: vec![0; TRANSMIT_BUF_MIN],
             out_frames: Vec::new(),
+            pool: Vec::new(),
             scenario,
         };
         let targets = w.connect_plan();
@@ -347,7 +350,12 @@ impl World {
         match ev {
             Ev::Start(h) => self.start_host(h),
             Ev::Timer { host, gen } => self.on_timer(host, gen),
-            Ev::Udp { to, from, bytes, dup } => self.on_udp(to, from, &bytes, dup),
+            Ev::Udp { to, from, bytes, dup } => {
+                self.on_udp(to, from, &bytes, dup);
+                if self.pool.len() < 4096 {
+                    self.pool.push(bytes);
+                }
+            }
             Ev::Syn { tcp } => self.on_syn(tcp),
             Ev::SynAck { tcp } => self.on_synack(tcp),
             Ev::DialFail { host, inc, conn } => self.on_dial_fail(host, inc, conn),
@@ -515,14 +523,23 @@ impl World {
         match self.net.udp(self.now, h, dst, bytes.len()) {
             Fate::Drop(why) => self.stats.net_drop(why, bytes),
             Fate::Deliver { at, dup } => {
-                self.push(at, Ev::Udp { to: dst, from: h, bytes: bytes.to_vec(), dup: false });
+                let copy = self.copy(bytes);
+                self.push(at, Ev::Udp { to: dst, from: h, bytes: copy, dup: false });
                 if let Some(at2) = dup {
                     self.stats.duplicated += 1;
                     self.checker.on_duplicate(bytes);
-                    self.push(at2, Ev::Udp { to: dst, from: h, bytes: bytes.to_vec(), dup: true });
+                    let copy = self.copy(bytes);
+                    self.push(at2, Ev::Udp { to: dst, from: h, bytes: copy, dup: true });
                 }
             }
         }
+    }
+
+    fn copy(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut v = self.pool.pop().unwrap_or_default();
+        v.clear();
+        v.extend_from_slice(bytes);
+        v
     }
 
     fn on_udp(&mut self, to: u32, from: u32, bytes: &[u8], dup: bool) {

@@ -1,0 +1,161 @@
+//! `weave attach` and `weave detach`: a veth from the bridge into the container, `ethwe`
+//! inside with its addresses and the bridge's MTU, and a gratuitous ARP.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::plumb::{self, PlumbError, CONTAINER_IF};
+
+/// An address with its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cidr {
+    /// The address.
+    pub(crate) ip: IpAddr,
+    /// The prefix length.
+    pub(crate) prefix: u8,
+}
+
+/// Parses `a.b.c.d/n`.
+pub(crate) fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    let bad = || format!("`{s}` is not a CIDR like 10.32.0.1/24");
+    let (ip, p) = s.split_once('/').ok_or_else(bad)?;
+    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let prefix: u8 = p.parse().map_err(|_| bad())?;
+    if prefix == 0 || prefix > 32 {
+        return Err(bad());
+    }
+    Ok(Cidr { ip: IpAddr::V4(ip), prefix })
+}
+
+fn garp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&ip.octets());
+    f.resize(60, 0);
+    f
+}
+
+/// Attaches `target` to `bridge` with the given addresses.
+pub(crate) fn attach(bridge: &str, cidrs: &[String], target: &str) -> Result<(), String> {
+    let cidrs = cidrs.iter().map(|c| parse_cidr(c)).collect::<Result<Vec<_>, _>>()?;
+    let t = plumb::resolve_target(target)?;
+    let host_if = plumb::host_veth(&t)?;
+    let temp_if = format!("vethwepg{}", &host_if[8..]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let ns = t.ns.clone();
+    let mtu = rt.block_on(async {
+        let h = plumb::connect().await?;
+        let br = plumb::link(&h, bridge).await?.ok_or_else(|| {
+            PlumbError::Missing(format!("bridge {bridge} does not exist: run `weave launch` first"))
+        })?;
+        let mtu = plumb::mtu_of(&br).unwrap_or(1376);
+        if plumb::link(&h, &host_if).await?.is_none() {
+            h.link()
+                .add()
+                .veth(host_if.clone(), temp_if.clone())
+                .execute()
+                .await
+                .map_err(|source| PlumbError::Netlink { what: "creating the container's veth".into(), source: Box::new(source) })?;
+            let done = async {
+                let hl = plumb::link(&h, &host_if).await?.ok_or_else(|| PlumbError::Missing(host_if.clone()))?;
+                let pl = plumb::link(&h, &temp_if).await?.ok_or_else(|| PlumbError::Missing(temp_if.clone()))?;
+                h.link()
+                    .set(hl.header.index)
+                    .mtu(mtu)
+                    .controller(br.header.index)
+                    .up()
+                    .execute()
+                    .await
+                    .map_err(|source| PlumbError::Netlink { what: "attaching the veth to the bridge".into(), source: Box::new(source) })?;
+                h.link().set(pl.header.index).mtu(mtu).execute().await.map_err(|source| PlumbError::Netlink {
+                    what: "setting the container side's MTU".into(),
+                    source: Box::new(source),
+                })?;
+                plumb::move_to_netns(&h, pl.header.index, &ns).await
+            };
+            if let Err(e) = done.await {
+                // Nothing half-created is left behind.
+                let _ = plumb::delete(&h, &host_if).await;
+                return Err(e);
+            }
+        }
+        Ok(mtu)
+    });
+    let mtu = mtu.map_err(|e| e.to_string())?;
+    let temp = temp_if.clone();
+    let first_v4 = cidrs.iter().find_map(|c| if let IpAddr::V4(v) = c.ip { Some(v) } else { None });
+    let res = plumb::in_netns(&t.ns, move |h| {
+        Box::pin(async move {
+            let l = match plumb::link(&h, CONTAINER_IF).await? {
+                Some(l) => l,
+                None => {
+                    let l = plumb::link(&h, &temp).await?.ok_or_else(|| PlumbError::Missing(format!("{temp} did not arrive in the container")))?;
+                    h.link().set(l.header.index).name(CONTAINER_IF.into()).mtu(mtu).execute().await.map_err(|source| {
+                        PlumbError::Netlink { what: "naming ethwe".into(), source: Box::new(source) }
+                    })?;
+                    l
+                }
+            };
+            let idx = l.header.index;
+            for c in &cidrs {
+                plumb::add_addr(&h, idx, c.ip, c.prefix).await?;
+            }
+            h.link().set(idx).up().execute().await.map_err(|source| PlumbError::Netlink { what: "bringing ethwe up".into(), source: Box::new(source) })?;
+            let mac = plumb::link(&h, CONTAINER_IF).await?.as_ref().and_then(plumb::mac_of);
+            if let (Some(mac), Some(ip)) = (mac, first_v4) {
+                // Announce the container at once (a migrated container is found immediately).
+                if let Ok(mut cap) = pcap::Capture::from_device(CONTAINER_IF).and_then(|c| c.open()) {
+                    let _ = cap.sendpacket(garp(mac, ip));
+                }
+            }
+            Ok(())
+        })
+    });
+    res.map_err(|e| format!("attaching {target}: {e}"))
+}
+
+/// Removes the given addresses from `target`'s ethwe, or ethwe itself when none are given.
+pub(crate) fn detach(cidrs: &[String], target: &str) -> Result<(), String> {
+    let cidrs = cidrs.iter().map(|c| parse_cidr(c)).collect::<Result<Vec<_>, _>>()?;
+    let t = plumb::resolve_target(target)?;
+    let res = plumb::in_netns(&t.ns, move |h| {
+        Box::pin(async move {
+            let Some(l) = plumb::link(&h, CONTAINER_IF).await? else {
+                return Err(PlumbError::Missing("the container is not attached (it has no ethwe)".into()));
+            };
+            let idx = l.header.index;
+            if cidrs.is_empty() {
+                plumb::delete(&h, CONTAINER_IF).await?;
+                return Ok(());
+            }
+            for c in &cidrs {
+                if !plumb::del_addr(&h, idx, c.ip).await? {
+                    return Err(PlumbError::Missing(format!("{}/{} is not attached", c.ip, c.prefix)));
+                }
+            }
+            if plumb::addrs(&h, idx).await?.iter().all(|(ip, _)| ip.is_ipv6()) {
+                plumb::delete(&h, CONTAINER_IF).await?;
+            }
+            Ok(())
+        })
+    });
+    res.map_err(|e| format!("detaching {target}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_parse_and_bad_ones_say_what_is_expected() {
+        assert_eq!(parse_cidr("10.32.0.1/24").unwrap(), Cidr { ip: "10.32.0.1".parse().unwrap(), prefix: 24 });
+        for bad in ["10.32.0.1", "10.32.0.1/33", "10.32.0.1/0", "x/24", "10.32.0.256/24"] {
+            let e = parse_cidr(bad).unwrap_err();
+            assert!(e.contains("is not a CIDR like"), "{e}");
+        }
+    }
+}

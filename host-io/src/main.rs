@@ -1,0 +1,322 @@
+//! `weave`: the router daemon and the command line its users know.
+
+mod api;
+mod attach;
+mod capture;
+mod daemon;
+mod plumb;
+mod state;
+mod text;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use router_core::PeerName;
+
+#[derive(Parser)]
+#[command(name = "weave", version, about = "One virtual Ethernet across many hosts")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Flags of `weave launch` and `weave router`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct RouterArgs {
+    /// Peer name (MAC-like, aa:bb:cc:dd:ee:ff); default: saved in the state directory, or random.
+    #[arg(long)]
+    pub(crate) name: Option<PeerName>,
+    /// Nickname shown to other peers (default: host name).
+    #[arg(long)]
+    pub(crate) nickname: Option<String>,
+    /// TCP and UDP port.
+    #[arg(long, default_value_t = 6783)]
+    pub(crate) port: u16,
+    /// File holding the password (encryption); WEAVE_PASSWORD also works. Never give it in argv.
+    #[arg(long)]
+    pub(crate) password_file: Option<PathBuf>,
+    /// MTU of the bridge and containers' interfaces.
+    #[arg(long, default_value_t = 1376)]
+    pub(crate) mtu: u32,
+    /// Bridge name.
+    #[arg(long, default_value = "weave")]
+    pub(crate) bridge: String,
+    /// Where the peer name and peers are kept.
+    #[arg(long, default_value = "/var/lib/weave")]
+    pub(crate) state_dir: PathBuf,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:6784", env = "WEAVE_HTTP_ADDR")]
+    pub(crate) http_addr: SocketAddr,
+    /// Most control connections.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) conn_limit: usize,
+    /// Do not dial peers learned from gossip.
+    #[arg(long)]
+    pub(crate) no_discovery: bool,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long, default_value = "info")]
+    pub(crate) log_level: String,
+    /// Peers to connect to, as HOST[:PORT].
+    pub(crate) peers: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ApiArgs {
+    /// Address of the router's HTTP API.
+    #[arg(long, default_value = "127.0.0.1:6784", env = "WEAVE_HTTP_ADDR")]
+    http_addr: SocketAddr,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Creates the bridge, starts the router in the background, prints the peer name.
+    Launch(RouterArgs),
+    /// Runs the router in the foreground (for systemd).
+    Router(RouterArgs),
+    /// Connects to more peers.
+    Connect {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Forget every other peer first.
+        #[arg(long)]
+        replace: bool,
+        /// Peers as HOST[:PORT].
+        #[arg(required = true)]
+        peers: Vec<String>,
+    },
+    /// Stops connecting to peers.
+    Forget {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Peers as HOST[:PORT].
+        #[arg(required = true)]
+        peers: Vec<String>,
+    },
+    /// Attaches a container: `weave attach CIDR... TARGET` (TARGET: container, pid:N, netns:NAME or a path).
+    Attach {
+        /// Bridge name.
+        #[arg(long, default_value = "weave")]
+        bridge: String,
+        /// CIDRs, then the target.
+        #[arg(required = true, num_args = 2..)]
+        args: Vec<String>,
+    },
+    /// Detaches addresses (all, when none are given) from a container: `weave detach [CIDR...] TARGET`.
+    Detach {
+        /// CIDRs, then the target.
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+    },
+    /// Shows the router's state: overview, or peers, connections or targets.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// peers, connections or targets.
+        section: Option<String>,
+    },
+    /// Prints the router's full state as JSON.
+    Report {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Stops the router (containers keep their interfaces).
+    Stop {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Stops the router and removes the bridge and its state.
+    Reset {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Bridge name.
+        #[arg(long, default_value = "weave")]
+        bridge: String,
+        /// State directory to remove.
+        #[arg(long, default_value = "/var/lib/weave")]
+        state_dir: PathBuf,
+    },
+    /// Prints the version.
+    Version,
+}
+
+fn api_url(a: &SocketAddr, path: &str) -> String {
+    format!("http://{a}{path}")
+}
+
+fn not_running(a: &SocketAddr) -> String {
+    format!("no weave router answers on {a}: start one with `weave launch` (or give --http-addr)")
+}
+
+fn get(a: &SocketAddr, path: &str) -> Result<String, String> {
+    match ureq::get(&api_url(a, path)).timeout(Duration::from_secs(5)).call() {
+        Ok(r) => r.into_string().map_err(|e| e.to_string()),
+        Err(ureq::Error::Status(_, r)) => Err(r.into_string().unwrap_or_default().trim().to_string()),
+        Err(_) => Err(not_running(a)),
+    }
+}
+
+fn post(a: &SocketAddr, path: &str, body: Option<serde_json::Value>) -> Result<String, String> {
+    let req = ureq::post(&api_url(a, path)).timeout(Duration::from_secs(10));
+    let r = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    match r {
+        Ok(r) => r.into_string().map_err(|e| e.to_string()),
+        Err(ureq::Error::Status(_, r)) => Err(r.into_string().unwrap_or_default().trim().to_string()),
+        Err(_) => Err(not_running(a)),
+    }
+}
+
+fn refuse_password(args: &RouterArgs) -> Result<(), String> {
+    if args.password_file.is_some() || std::env::var_os("WEAVE_PASSWORD").is_some() {
+        return Err("encryption is not available in this build yet: a password was given (--password-file or \
+                    WEAVE_PASSWORD) and would be ignored, so the router refuses to start. Launch without a \
+                    password, or use a build with encryption."
+            .into());
+    }
+    Ok(())
+}
+
+fn init_logs(level: &str) {
+    use std::io::IsTerminal;
+    // netlink-packet-route warns about attributes newer kernels add; they are harmless.
+    let spec = format!("{level},netlink_packet_route=error");
+    let filter = tracing_subscriber::EnvFilter::try_new(spec).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn need_root(what: &str) -> Result<(), String> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(format!("{what} needs root (it creates network interfaces): run it with sudo"))
+    }
+}
+
+fn router(args: RouterArgs) -> Result<(), String> {
+    refuse_password(&args)?;
+    need_root("weave router")?;
+    init_logs(&args.log_level);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(daemon::run(args))
+}
+
+fn launch(args: RouterArgs) -> Result<(), String> {
+    refuse_password(&args)?;
+    need_root("weave launch")?;
+    if get(&args.http_addr, "/report").is_ok() {
+        return Err(format!("a weave router already answers on {}: `weave stop` it first", args.http_addr));
+    }
+    let st = state::State::open(&args.state_dir)?;
+    let log = std::fs::File::create(st.log_file()).map_err(|e| format!("cannot create {}: {e}", st.log_file().display()))?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("router")
+        .args(["--port", &args.port.to_string(), "--mtu", &args.mtu.to_string(), "--bridge", &args.bridge])
+        .arg("--state-dir")
+        .arg(&args.state_dir)
+        .args(["--http-addr", &args.http_addr.to_string(), "--conn-limit", &args.conn_limit.to_string()])
+        .args(["--log-level", &args.log_level]);
+    if let Some(n) = args.name {
+        cmd.args(["--name", &n.to_string()]);
+    }
+    if let Some(n) = &args.nickname {
+        cmd.args(["--nickname", n]);
+    }
+    if args.no_discovery {
+        cmd.arg("--no-discovery");
+    }
+    cmd.args(&args.peers);
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0).stdin(std::process::Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start the router: {e}"))?;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(st.log_file()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+            return Err(format!("the router exited ({status}):\n{}", tail.join("\n")));
+        }
+        if let Ok(r) = get(&args.http_addr, "/report") {
+            let v: serde_json::Value = serde_json::from_str(&r).map_err(|e| e.to_string())?;
+            println!("{}", v["name"].as_str().unwrap_or_default());
+            return Ok(());
+        }
+    }
+    let _ = child.kill();
+    Err(format!("the router did not answer on {} within 10s; see {}", args.http_addr, st.log_file().display()))
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
+        Cmd::Launch(a) => launch(a),
+        Cmd::Router(a) => router(a),
+        Cmd::Connect { api, replace, peers } => {
+            post(&api.http_addr, "/connect", Some(serde_json::json!({ "peers": peers, "replace": replace }))).map(|_| ())
+        }
+        Cmd::Forget { api, peers } => post(&api.http_addr, "/forget", Some(serde_json::json!({ "peers": peers }))).map(|_| ()),
+        Cmd::Attach { bridge, args } => {
+            need_root("weave attach")?;
+            let (cidrs, target) = args.split_at(args.len() - 1);
+            attach::attach(&bridge, cidrs, &target[0])
+        }
+        Cmd::Detach { args } => {
+            need_root("weave detach")?;
+            let (cidrs, target) = args.split_at(args.len() - 1);
+            attach::detach(cidrs, &target[0])
+        }
+        Cmd::Status { api, section } => {
+            let path = match section.as_deref() {
+                None => "/status".to_string(),
+                Some(s @ ("peers" | "connections" | "targets")) => format!("/status/{s}"),
+                Some(other) => return Err(format!("unknown status section `{other}`: use peers, connections or targets")),
+            };
+            print!("{}", get(&api.http_addr, &path)?);
+            Ok(())
+        }
+        Cmd::Report { api } => {
+            let r = get(&api.http_addr, "/report")?;
+            let v: serde_json::Value = serde_json::from_str(&r).map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+            Ok(())
+        }
+        Cmd::Stop { api } => post(&api.http_addr, "/stop", None).map(|_| ()),
+        Cmd::Reset { api, bridge, state_dir } => {
+            need_root("weave reset")?;
+            let _ = post(&api.http_addr, "/stop", None);
+            std::thread::sleep(Duration::from_millis(300));
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let h = plumb::connect().await.map_err(|e| e.to_string())?;
+                plumb::delete(&h, plumb::BRIDGE_PORT).await.map_err(|e| e.to_string())?;
+                plumb::delete(&h, &bridge).await.map_err(|e| e.to_string())?;
+                Ok::<(), String>(())
+            })?;
+            let _ = std::fs::remove_dir_all(&state_dir);
+            Ok(())
+        }
+        Cmd::Version => {
+            println!("weave {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weave: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

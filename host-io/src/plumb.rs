@@ -1,0 +1,251 @@
+//! Linux plumbing through netlink: the bridge, its capture port, container veths, addresses.
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::Handle;
+
+/// The router's capture port on the bridge (the bridge side is enslaved).
+pub(crate) const PCAP_PORT: &str = "vethwe-pcap";
+/// The bridge side of the capture port.
+pub(crate) const BRIDGE_PORT: &str = "vethwe-bridge";
+/// The container side of an attachment.
+pub(crate) const CONTAINER_IF: &str = "ethwe";
+
+/// A plumbing step that failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PlumbError {
+    /// Netlink refused an operation.
+    #[error("{what}: {source}")]
+    Netlink {
+        /// What we were doing.
+        what: String,
+        /// Why it failed.
+        source: Box<rtnetlink::Error>,
+    },
+    /// An interface we need is missing.
+    #[error("{0}")]
+    Missing(String),
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What we were doing.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> PlumbError {
+    let what = what.into();
+    move |source| PlumbError::Netlink { what, source: Box::new(source) }
+}
+
+/// A netlink connection in the current network namespace.
+pub(crate) async fn connect() -> Result<Handle, PlumbError> {
+    let (conn, handle, _) = rtnetlink::new_connection()
+        .map_err(|source| PlumbError::Io { what: "opening a netlink socket".into(), source })?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// The link called `name`, if it exists.
+pub(crate) async fn link(h: &Handle, name: &str) -> Result<Option<LinkMessage>, PlumbError> {
+    let mut s = h.link().get().match_name(name.to_string()).execute();
+    match s.try_next().await {
+        Ok(m) => Ok(m),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
+        Err(e) => Err(nl(format!("looking up {name}"))(e)),
+    }
+}
+
+const fn libc_enodev() -> i32 {
+    19
+}
+
+/// The MTU of a link.
+pub(crate) fn mtu_of(m: &LinkMessage) -> Option<u32> {
+    m.attributes.iter().find_map(|a| if let LinkAttribute::Mtu(v) = a { Some(*v) } else { None })
+}
+
+/// The MAC of a link.
+pub(crate) fn mac_of(m: &LinkMessage) -> Option<[u8; 6]> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(v) if v.len() == 6 => v.as_slice().try_into().ok(),
+        _ => None,
+    })
+}
+
+/// Creates the bridge (with `mtu`) and the router's capture port, unless they exist. An
+/// existing bridge with another MTU is an error: the user must `weave reset` first.
+pub(crate) async fn ensure_bridge(h: &Handle, bridge: &str, mtu: u32) -> Result<u32, PlumbError> {
+    let br = match link(h, bridge).await? {
+        Some(m) => {
+            if let Some(cur) = mtu_of(&m) {
+                if cur != mtu {
+                    return Err(PlumbError::Missing(format!(
+                        "bridge {bridge} exists with MTU {cur}, not {mtu}: run `weave reset` or launch with --mtu {cur}"
+                    )));
+                }
+            }
+            m.header.index
+        }
+        None => {
+            h.link().add().bridge(bridge.to_string()).execute().await.map_err(nl(format!("creating bridge {bridge}")))?;
+            let m = link(h, bridge).await?.ok_or_else(|| PlumbError::Missing(format!("bridge {bridge} vanished")))?;
+            h.link().set(m.header.index).mtu(mtu).up().execute().await.map_err(nl(format!("bringing {bridge} up")))?;
+            m.header.index
+        }
+    };
+    if link(h, BRIDGE_PORT).await?.is_none() {
+        h.link()
+            .add()
+            .veth(BRIDGE_PORT.to_string(), PCAP_PORT.to_string())
+            .execute()
+            .await
+            .map_err(nl("creating the capture port"))?;
+    }
+    let bp = link(h, BRIDGE_PORT).await?.ok_or_else(|| PlumbError::Missing(BRIDGE_PORT.into()))?;
+    let pp = link(h, PCAP_PORT).await?.ok_or_else(|| PlumbError::Missing(PCAP_PORT.into()))?;
+    h.link().set(bp.header.index).mtu(mtu).controller(br).up().execute().await.map_err(nl("attaching the capture port"))?;
+    h.link().set(pp.header.index).mtu(mtu).up().execute().await.map_err(nl("bringing the capture port up"))?;
+    h.link().set(br).up().execute().await.map_err(nl(format!("bringing {bridge} up")))?;
+    Ok(br)
+}
+
+/// Deletes a link if it exists.
+pub(crate) async fn delete(h: &Handle, name: &str) -> Result<bool, PlumbError> {
+    match link(h, name).await? {
+        Some(m) => {
+            h.link().del(m.header.index).execute().await.map_err(nl(format!("deleting {name}")))?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Where a container's network namespace is.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The namespace file.
+    pub(crate) ns: PathBuf,
+}
+
+/// Resolves `netns:NAME`, `pid:N`, a path, or a Docker container id or name.
+pub(crate) fn resolve_target(t: &str) -> Result<Target, String> {
+    let ns = if let Some(name) = t.strip_prefix("netns:") {
+        PathBuf::from("/run/netns").join(name)
+    } else if let Some(pid) = t.strip_prefix("pid:") {
+        let pid: u32 = pid.parse().map_err(|_| format!("`{t}`: expected pid:NUMBER"))?;
+        PathBuf::from(format!("/proc/{pid}/ns/net"))
+    } else if t.starts_with('/') {
+        PathBuf::from(t)
+    } else {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "--format", "{{.State.Pid}}", t])
+            .output()
+            .map_err(|e| format!("`{t}` is not netns:NAME, pid:N or a path, and docker could not be run to look it up: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("no container, network namespace or process `{t}`: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| format!("container {t} has no process"))?;
+        if pid == 0 {
+            return Err(format!("container {t} is not running"));
+        }
+        PathBuf::from(format!("/proc/{pid}/ns/net"))
+    };
+    if !ns.exists() {
+        return Err(format!("network namespace {} of `{t}` does not exist", ns.display()));
+    }
+    Ok(Target { ns })
+}
+
+/// The host-side veth name for a target: `vethwepl` and 7 hex digits of its namespace's inode.
+pub(crate) fn host_veth(t: &Target) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(&t.ns).map_err(|e| format!("{}: {e}", t.ns.display()))?.ino();
+    Ok(format!("vethwepl{:07x}", ino & 0xfff_ffff))
+}
+
+/// Runs `f` on a thread inside the network namespace at `ns`, with its own netlink handle.
+pub(crate) fn in_netns<T: Send + 'static>(
+    ns: &Path,
+    f: impl FnOnce(Handle) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, PlumbError>>>> + Send + 'static,
+) -> Result<T, PlumbError> {
+    let file = File::open(ns).map_err(|source| PlumbError::Io { what: format!("opening {}", ns.display()), source })?;
+    std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| PlumbError::Io {
+            what: "entering the container's network namespace".into(),
+            source: std::io::Error::from(e),
+        })?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|source| PlumbError::Io {
+            what: "starting a runtime".into(),
+            source,
+        })?;
+        rt.block_on(async move {
+            let h = connect().await?;
+            f(h).await
+        })
+    })
+    .join()
+    .unwrap_or_else(|_| Err(PlumbError::Missing("the namespace thread panicked".into())))
+}
+
+/// Moves link `index` into the namespace at `ns`.
+pub(crate) async fn move_to_netns(h: &Handle, index: u32, ns: &Path) -> Result<(), PlumbError> {
+    let file = File::open(ns).map_err(|source| PlumbError::Io { what: format!("opening {}", ns.display()), source })?;
+    h.link().set(index).setns_by_fd(file.as_raw_fd()).execute().await.map_err(nl("moving the veth into the container"))
+}
+
+/// Adds an address to a link (an existing identical address is fine).
+pub(crate) async fn add_addr(h: &Handle, index: u32, ip: IpAddr, prefix: u8) -> Result<(), PlumbError> {
+    match h.address().add(index, ip, prefix).execute().await {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -17 => Ok(()),
+        Err(e) => Err(nl(format!("adding {ip}/{prefix}"))(e)),
+    }
+}
+
+/// Removes an address from a link; returns whether it was there.
+pub(crate) async fn del_addr(h: &Handle, index: u32, ip: IpAddr) -> Result<bool, PlumbError> {
+    use netlink_packet_route::address::AddressAttribute;
+    let addrs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("listing addresses"))?;
+    for a in addrs {
+        if a.attributes.iter().any(|x| matches!(x, AddressAttribute::Address(v) if *v == ip)) {
+            h.address().del(a).execute().await.map_err(nl(format!("removing {ip}")))?;
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The IPv4 addresses (with prefixes) on a link.
+pub(crate) async fn addrs(h: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>, PlumbError> {
+    use netlink_packet_route::address::AddressAttribute;
+    let msgs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("listing addresses"))?;
+    Ok(msgs
+        .into_iter()
+        .filter_map(|m| {
+            let p = m.header.prefix_len;
+            m.attributes.iter().find_map(|a| if let AddressAttribute::Address(ip) = a { Some((*ip, p)) } else { None })
+        })
+        .collect())
+}

@@ -1,0 +1,224 @@
+//! Real hosts as network namespaces joined by veth "underlay" links, a real `weave` router in
+//! each, containers as further namespaces, and real traffic between them.
+//!
+//! Needs root (CI runs as root). Every test makes its own uniquely named namespaces and
+//! removes them, and its routers, even when it fails.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const WEAVE: &str = env!("CARGO_BIN_EXE_weave");
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn sh(args: &[&str]) -> Output {
+    Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = sh(args);
+    assert!(o.status.success(), "{args:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+struct Lab {
+    id: String,
+    hosts: Vec<String>,
+    containers: Vec<String>,
+    dir: PathBuf,
+}
+
+impl Lab {
+    /// `n` hosts; `links` are underlay veths between host indices, each its own /24.
+    fn new(n: usize, links: &[(usize, usize)]) -> Lab {
+        assert!(nix_is_root(), "these tests build network namespaces and need root");
+        let id = format!("{}{}", std::process::id() % 10_000, NEXT.fetch_add(1, Ordering::Relaxed));
+        let dir = std::env::temp_dir().join(format!("weave-test-{id}"));
+        let mut lab = Lab { id: id.clone(), hosts: Vec::new(), containers: Vec::new(), dir };
+        for i in 0..n {
+            let h = format!("wh{i}-{id}");
+            ok(&["ip", "netns", "add", &h]);
+            ok(&["ip", "-n", &h, "link", "set", "lo", "up"]);
+            lab.hosts.push(h);
+        }
+        for (k, &(a, b)) in links.iter().enumerate() {
+            let (ia, ib) = (format!("wu{k}a{id}"), format!("wu{k}b{id}"));
+            ok(&["ip", "link", "add", &ia, "type", "veth", "peer", "name", &ib]);
+            ok(&["ip", "link", "set", &ia, "netns", &lab.hosts[a]]);
+            ok(&["ip", "link", "set", &ib, "netns", &lab.hosts[b]]);
+            ok(&["ip", "-n", &lab.hosts[a], "addr", "add", &format!("{}/24", lab.underlay_ip(k, a, b, a)), "dev", &ia]);
+            ok(&["ip", "-n", &lab.hosts[b], "addr", "add", &format!("{}/24", lab.underlay_ip(k, a, b, b)), "dev", &ib]);
+            ok(&["ip", "-n", &lab.hosts[a], "link", "set", &ia, "up"]);
+            ok(&["ip", "-n", &lab.hosts[b], "link", "set", &ib, "up"]);
+        }
+        lab
+    }
+
+    /// Underlay address of `host` on link `k` between `a` and `b`.
+    fn underlay_ip(&self, k: usize, a: usize, _b: usize, host: usize) -> String {
+        format!("10.201.{k}.{}", if host == a { 1 } else { 2 })
+    }
+
+    fn weave(&self, host: usize, args: &[&str]) -> Output {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.hosts[host], WEAVE]).args(args);
+        cmd.env_remove("WEAVE_PASSWORD");
+        cmd.output().expect("run weave")
+    }
+
+    fn launch(&self, host: usize, peers: &[&str]) -> String {
+        let dir = self.dir.join(format!("h{host}"));
+        let dir = dir.to_str().unwrap().to_string();
+        let mut args = vec!["launch", "--state-dir", &dir, "--nickname"];
+        let nick = format!("h{host}");
+        args.push(&nick);
+        args.extend_from_slice(peers);
+        let o = self.weave(host, &args);
+        assert!(o.status.success(), "launch on h{host}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// A container namespace attached on `host` with `cidrs`.
+    fn container(&mut self, host: usize, cidrs: &[&str]) -> String {
+        let c = format!("wc{}-{}", self.containers.len(), self.id);
+        ok(&["ip", "netns", "add", &c]);
+        ok(&["ip", "-n", &c, "link", "set", "lo", "up"]);
+        self.containers.push(c.clone());
+        let target = format!("netns:{c}");
+        let mut args = vec!["attach"];
+        args.extend_from_slice(cidrs);
+        args.push(&target);
+        let o = self.weave(host, &args);
+        assert!(o.status.success(), "attach: {}", String::from_utf8_lossy(&o.stderr));
+        c
+    }
+
+    /// Pings until one answer or `within` runs out.
+    fn pings(&self, container: &str, ip: &str, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if sh(&["ip", "netns", "exec", container, "ping", "-c", "1", "-W", "1", ip]).status.success() {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn pid(&self, host: usize) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join(format!("h{host}/router.pid"))).ok()?.trim().parse().ok()
+    }
+}
+
+fn nix_is_root() -> bool {
+    sh(&["id", "-u"]).stdout.starts_with(b"0")
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for h in 0..self.hosts.len() {
+            if let Some(pid) = self.pid(h) {
+                let _ = sh(&["kill", "-9", &pid.to_string()]);
+            }
+        }
+        for n in self.containers.iter().chain(&self.hosts) {
+            let _ = sh(&["ip", "netns", "del", n]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const SETTLE: Duration = Duration::from_secs(15);
+
+#[test]
+fn two_hosts_containers_ping_both_ways_and_status_shows_the_peer() {
+    let mut lab = Lab::new(2, &[(0, 1)]);
+    let n0 = lab.launch(0, &[]);
+    lab.launch(1, &["10.201.0.1"]);
+    let c0 = lab.container(0, &["10.32.0.1/24"]);
+    let c1 = lab.container(1, &["10.32.0.2/24"]);
+    assert!(lab.pings(&c0, "10.32.0.2", SETTLE), "h0's container reaches h1's");
+    assert!(lab.pings(&c1, "10.32.0.1", SETTLE), "and back");
+    let conns = String::from_utf8_lossy(&lab.weave(1, &["status", "connections"]).stdout).into_owned();
+    assert!(conns.contains("established") && conns.contains(&n0) && conns.contains("(h0)"), "{conns}");
+    let report: serde_json::Value = serde_json::from_slice(&lab.weave(1, &["report"]).stdout).unwrap();
+    assert_eq!(report["connections"][0]["state"], "established");
+    assert!(report["stats"]["frames_injected"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn three_hosts_in_a_line_relay_between_the_ends() {
+    // h0 - h1 - h2: no underlay between h0 and h2.
+    let mut lab = Lab::new(3, &[(0, 1), (1, 2)]);
+    lab.launch(1, &[]);
+    lab.launch(0, &["10.201.0.2"]);
+    lab.launch(2, &["10.201.1.1"]);
+    let c0 = lab.container(0, &["10.32.0.1/24"]);
+    lab.container(2, &["10.32.0.3/24"]);
+    assert!(lab.pings(&c0, "10.32.0.3", SETTLE), "the ends talk through h1");
+    let report: serde_json::Value = serde_json::from_slice(&lab.weave(1, &["report"]).stdout).unwrap();
+    assert!(report["stats"]["frames_relayed"].as_u64().unwrap() > 0, "h1 relayed");
+}
+
+#[test]
+fn containers_on_different_subnets_cannot_reach_each_other() {
+    let mut lab = Lab::new(2, &[(0, 1)]);
+    lab.launch(0, &[]);
+    lab.launch(1, &["10.201.0.1"]);
+    let a = lab.container(0, &["10.32.0.1/24"]);
+    let b = lab.container(0, &["10.40.0.2/24"]);
+    lab.container(1, &["10.40.0.3/24"]);
+    lab.container(1, &["10.32.0.4/24"]);
+    assert!(lab.pings(&a, "10.32.0.4", SETTLE), "same subnet across hosts");
+    assert!(lab.pings(&b, "10.40.0.3", SETTLE), "the other subnet too");
+    assert!(!lab.pings(&a, "10.40.0.2", Duration::from_secs(2)), "not across subnets on one host");
+    assert!(!lab.pings(&a, "10.40.0.3", Duration::from_secs(2)), "nor across hosts");
+}
+
+#[test]
+fn a_killed_router_launched_again_keeps_its_name_and_traffic_resumes() {
+    let mut lab = Lab::new(2, &[(0, 1)]);
+    lab.launch(0, &[]);
+    let before = lab.launch(1, &["10.201.0.1"]);
+    let c0 = lab.container(0, &["10.32.0.1/24"]);
+    lab.container(1, &["10.32.0.2/24"]);
+    assert!(lab.pings(&c0, "10.32.0.2", SETTLE));
+    let pid = lab.pid(1).expect("pid file");
+    ok(&["kill", "-9", &pid.to_string()]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Launched with no peers: the saved state brings the name and the peer back.
+    let after = lab.launch(1, &[]);
+    assert_eq!(before, after);
+    assert!(lab.pings(&c0, "10.32.0.2", Duration::from_secs(30)), "traffic resumes");
+}
+
+#[test]
+fn bad_arguments_and_missing_routers_get_clear_errors() {
+    let lab = Lab::new(1, &[]);
+    let o = lab.weave(0, &["status"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no weave router answers"), "{o:?}");
+    let o = lab.weave(0, &["attach", "10.32.0.1/33", "netns:nowhere"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not a CIDR"), "{o:?}");
+    let o = lab.weave(0, &["attach", "10.32.0.1/24", "netns:nowhere"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"), "{o:?}");
+    let o = lab.weave(0, &["attach", "10.32.0.1/24", "/proc/self/ns/net"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bridge weave does not exist"), "{o:?}");
+    let o = lab.weave(0, &["status", "nonsense"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown status section"), "{o:?}");
+}
+
+#[test]
+fn a_password_is_refused_until_encryption_lands_and_never_echoed() {
+    let lab = Lab::new(1, &[]);
+    let o = Command::new("ip")
+        .args(["netns", "exec", &lab.hosts[0], WEAVE, "launch", "--state-dir"])
+        .arg(lab.dir.join("h0"))
+        .env("WEAVE_PASSWORD", "s3cret-pa55")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("encryption is not available"), "{err}");
+    assert!(!err.contains("s3cret-pa55"));
+}

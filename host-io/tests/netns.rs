@@ -222,3 +222,44 @@ fn a_password_is_refused_until_encryption_lands_and_never_echoed() {
     assert!(err.contains("encryption is not available"), "{err}");
     assert!(!err.contains("s3cret-pa55"));
 }
+
+#[test]
+fn a_silent_drop_on_a_direct_path_is_routed_around_through_the_third_host() {
+    // Full mesh of three: h0-h1 on 10.201.0.0/24, h1-h2 on 10.201.1.0/24, h0-h2 on 10.201.2.0/24.
+    let mut lab = Lab::new(3, &[(0, 1), (1, 2), (0, 2)]);
+    lab.launch(0, &[]);
+    lab.launch(1, &["10.201.0.1"]);
+    lab.launch(2, &["10.201.2.1", "10.201.1.1"]);
+    let c0 = lab.container(0, &["10.32.0.1/24"]);
+    lab.container(2, &["10.32.0.3/24"]);
+    assert!(lab.pings(&c0, "10.32.0.3", SETTLE));
+    // A firewall silently drops everything between h0 and h2 on their direct link.
+    for (h, peer) in [(0, "10.201.2.2"), (2, "10.201.2.1")] {
+        ok(&["ip", "netns", "exec", &lab.hosts[h], "iptables", "-A", "INPUT", "-s", peer, "-j", "DROP"]);
+        ok(&["ip", "netns", "exec", &lab.hosts[h], "iptables", "-A", "OUTPUT", "-d", peer, "-j", "DROP"]);
+    }
+    let t = Instant::now();
+    // Keep traffic flowing; pings resume through h1.
+    let mut resumed = None;
+    while t.elapsed() < Duration::from_secs(10) {
+        if sh(&["ip", "netns", "exec", &c0, "ping", "-c", "1", "-W", "1", "10.32.0.3"]).status.success() && t.elapsed() > Duration::from_millis(200) {
+            resumed = Some(t.elapsed());
+            break;
+        }
+    }
+    let resumed = resumed.expect("pings resume through the third host");
+    println!("pings resumed {resumed:?} after the drop");
+    let conns = String::from_utf8_lossy(&lab.weave(0, &["status", "connections"]).stdout).into_owned();
+    assert!(conns.contains("no answer to probes while sending"), "{conns}");
+    let metrics = ureq_free_metrics(&lab, 0);
+    assert!(metrics.contains("weave_link_changes_total{change=\"lost_probe_timeout\"} 1"), "{metrics}");
+}
+
+/// `/metrics`, fetched from inside the host's namespace with the CLI's own HTTP client.
+fn ureq_free_metrics(lab: &Lab, host: usize) -> String {
+    let o = Command::new("ip")
+        .args(["netns", "exec", &lab.hosts[host], "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/6784; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

@@ -44,6 +44,18 @@ pub struct Config {
     pub udp_heartbeat_fast: Duration,
     /// A direction with no UDP heartbeat (or ack) for this long is no longer established.
     pub udp_timeout: Duration,
+    /// While we send data to a neighbour and hear nothing from it for this long, probe it.
+    pub probe_after: Duration,
+    /// Probe period (heartbeats that ask for an immediate reply).
+    pub probe_interval: Duration,
+    /// A probed neighbour that stays silent this long is declared down: the link is no longer
+    /// established and routes move to relays.
+    pub probe_timeout: Duration,
+    /// Heartbeat round trips needed to bring a failed link back; doubles when the link fails
+    /// again within `flap_window` of coming back (hysteresis).
+    pub recover_rounds: u32,
+    /// See `recover_rounds`.
+    pub flap_window: Duration,
     /// Triggered gossip waits this long to coalesce changes.
     pub gossip_coalesce: Duration,
     /// Route recomputation waits this long after a topology change (coalescing changes)...
@@ -82,6 +94,11 @@ impl Config {
             udp_heartbeat: Duration::from_secs(1),
             udp_heartbeat_fast: Duration::from_millis(100),
             udp_timeout: Duration::from_secs(5),
+            probe_after: Duration::from_millis(100),
+            probe_interval: Duration::from_millis(100),
+            probe_timeout: Duration::from_millis(600),
+            recover_rounds: 3,
+            flap_window: Duration::from_secs(30),
             gossip_coalesce: Duration::from_millis(10),
             route_delay_min: Duration::from_millis(2),
             route_delay_max: Duration::from_millis(200),

@@ -105,6 +105,72 @@ pub(crate) struct Conn {
     /// The UDP source address bound to this connection in the router's lookup table.
     pub(crate) udp_bound: Option<SocketAddr>,
     pub(crate) established_at: Option<Instant>,
+    /// The highest heartbeat sequence number received from the peer (echoed back to it).
+    pub(crate) udp_rx_seq: u32,
+    /// The highest of our sequence numbers the peer proved it received.
+    pub(crate) proven_seq: u32,
+    /// Since when we probe the peer (we send data and hear nothing).
+    pub(crate) probing_since: Option<Instant>,
+    /// Round trips proven since the link last failed.
+    pub(crate) rounds: u32,
+    /// Round trips needed to (re-)establish the link.
+    pub(crate) rounds_needed: u32,
+    /// When the link last came back after a failure.
+    pub(crate) recovered_at: Option<Instant>,
+    /// Recent link state changes, oldest first (bounded).
+    pub(crate) link_log: std::collections::VecDeque<LinkChange>,
+}
+
+/// A link state change, for status and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LinkChange {
+    /// When.
+    pub at: Instant,
+    /// Established after the change.
+    pub established: bool,
+    /// Why.
+    pub reason: LinkReason,
+}
+
+/// Why a link changed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkReason {
+    /// Heartbeats confirmed both directions.
+    Confirmed,
+    /// We sent data and the peer answered no probe within the probe timeout.
+    ProbeTimeout,
+    /// No heartbeat from the peer within the UDP timeout.
+    HeartbeatTimeout,
+    /// The peer stopped acknowledging our heartbeats within the UDP timeout.
+    AckTimeout,
+}
+
+impl LinkReason {
+    /// Every reason.
+    pub const ALL: [LinkReason; 4] =
+        [LinkReason::Confirmed, LinkReason::ProbeTimeout, LinkReason::HeartbeatTimeout, LinkReason::AckTimeout];
+
+    /// snake_case name, for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkReason::Confirmed => "confirmed",
+            LinkReason::ProbeTimeout => "probe_timeout",
+            LinkReason::HeartbeatTimeout => "heartbeat_timeout",
+            LinkReason::AckTimeout => "ack_timeout",
+        }
+    }
+}
+
+impl fmt::Display for LinkReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LinkReason::Confirmed => "heartbeats confirmed both ways",
+            LinkReason::ProbeTimeout => "no answer to probes while sending",
+            LinkReason::HeartbeatTimeout => "no heartbeat from the peer",
+            LinkReason::AckTimeout => "the peer stopped acknowledging our heartbeats",
+        })
+    }
 }
 
 impl Conn {
@@ -128,7 +194,19 @@ impl Conn {
             last_udp_ack: now,
             udp_bound: None,
             established_at: None,
+            udp_rx_seq: 0,
+            proven_seq: 0,
+            probing_since: None,
+            rounds: 0,
+            rounds_needed: 1,
+            recovered_at: None,
+            link_log: std::collections::VecDeque::new(),
         }
+    }
+
+    /// The last time anything proved the peer alive over UDP.
+    pub(crate) fn last_heard(&self) -> Instant {
+        self.last_udp_rx.max(self.last_udp_ack)
     }
 
     /// UDP is confirmed both ways.

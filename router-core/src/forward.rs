@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::mac_cache::{Learned, MacOwner};
-use crate::peer::{Mac, PeerName};
+use crate::peer::{ConnId, Mac, PeerName};
 use crate::router::Router;
 use crate::stats::DropReason;
 use crate::time::Instant;
@@ -74,7 +74,7 @@ impl Router {
             Decision::Drop(r) => self.stats.drop(r, 1),
             Decision::Unicast { dst, via } => {
                 let h = self.header(self.config.name, dst, None);
-                if self.send_frame(via, &h, frame) {
+                if self.send_frame(now, via, &h, frame) {
                     self.stats.frames_sent += 1;
                 }
             }
@@ -86,7 +86,7 @@ impl Router {
                 children.clear();
                 children.extend_from_slice(self.routes.broadcast_children(me));
                 for &c in &children {
-                    self.send_frame(c, &h, frame);
+                    self.send_frame(now, c, &h, frame);
                 }
                 self.scratch_peers = children;
                 self.stats.frames_flooded += 1;
@@ -118,21 +118,22 @@ impl Router {
         }
     }
 
-    /// The UDP address of an established neighbour.
-    fn udp_addr_of(&self, neighbour: PeerName) -> Option<SocketAddr> {
-        let id = self.by_peer.get(&neighbour)?;
-        let c = self.conns.get(id)?;
+    /// The connection and UDP address of an established neighbour.
+    #[inline]
+    fn udp_addr_of(&self, neighbour: PeerName) -> Option<(ConnId, SocketAddr)> {
+        let &id = self.by_peer.get(&neighbour)?;
+        let c = self.conns.get(&id)?;
         if !c.established() {
             return None;
         }
-        c.peer.as_ref().map(|p| p.udp_addr)
+        c.peer.as_ref().map(|p| (id, p.udp_addr))
     }
 
     /// Queues one frame to a neighbour. Returns whether it was queued. A header whose
     /// sequence number is `u64::MAX` joins the open datagram to that neighbour or takes a
     /// new number.
-    fn send_frame(&mut self, via: PeerName, h: &Header, frame: &[u8]) -> bool {
-        let Some(to) = self.udp_addr_of(via) else {
+    fn send_frame(&mut self, now: Instant, via: PeerName, h: &Header, frame: &[u8]) -> bool {
+        let Some((conn, to)) = self.udp_addr_of(via) else {
             self.stats.drop(DropReason::NoRoute, 1);
             return false;
         };
@@ -149,18 +150,20 @@ impl Router {
             };
         }
         self.out.frame(to, &h, frame, max);
+        self.note_sent(now, conn);
         true
     }
 
     /// Queues a copy of a received datagram to a neighbour with one hop less.
-    fn relay(&mut self, via: PeerName, bytes: &[u8], hop_limit: u8, frames: u64) {
-        let Some(to) = self.udp_addr_of(via) else {
+    fn relay(&mut self, now: Instant, via: PeerName, bytes: &[u8], hop_limit: u8, frames: u64) {
+        let Some((conn, to)) = self.udp_addr_of(via) else {
             return self.stats.drop(DropReason::NoRoute, frames);
         };
         if !self.out.has_room(bytes.len()) {
             return self.stats.drop(DropReason::QueueFull, frames);
         }
         self.out.datagram(to, bytes, Some(hop_limit));
+        self.note_sent(now, conn);
         self.stats.frames_relayed += frames;
     }
 
@@ -210,7 +213,7 @@ impl Router {
                 self.stats.drop(DropReason::HopLimit, count * children.len() as u64);
             } else {
                 for &c in &children {
-                    self.relay(c, bytes, hops - 1, count);
+                    self.relay(now, c, bytes, hops - 1, count);
                 }
             }
             self.scratch_peers = children;
@@ -218,7 +221,7 @@ impl Router {
             self.stats.drop(DropReason::HopLimit, count);
         } else {
             match self.routes.next_hop(dst) {
-                Some(via) => self.relay(via, bytes, hops - 1, count),
+                Some(via) => self.relay(now, via, bytes, hops - 1, count),
                 None => self.stats.drop(DropReason::NoRoute, count),
             }
         }

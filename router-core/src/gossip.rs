@@ -7,6 +7,7 @@
 //! exactly the entries it lacks or holds older.
 
 use core::cmp::Ordering;
+use std::collections::BTreeSet;
 
 use crate::peer::{ConnId, PeerName};
 use crate::router::Router;
@@ -117,7 +118,12 @@ impl Router {
         // then there is nothing to collect and the full search is skipped.
         self.recompute_if_dirty();
         let all_reachable = self.routes.reachable().count() == self.topology.peers.len();
-        let gone = if all_reachable { Vec::new() } else { self.topology.collect_garbage(self.config.name) };
+        let unreachable = if all_reachable { BTreeSet::new() } else { self.topology.unreachable(self.config.name) };
+        // A peer is collected only when it was unreachable at the previous round too: entries
+        // that arrive out of order (a healing partition) are not thrown away half-way.
+        let gone: Vec<PeerName> = unreachable.intersection(&self.gc_candidates).copied().collect();
+        self.gc_candidates = unreachable.into_iter().filter(|n| !gone.contains(n)).collect();
+        self.topology.remove(&gone);
         if !gone.is_empty() {
             tracing::debug!(count = gone.len(), "collected unreachable peers");
             for n in &gone {

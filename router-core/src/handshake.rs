@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::conn::{ConnError, Phase, Remote};
+use crate::conn::{ConnError, LinkChange, LinkReason, Phase, Remote};
 use crate::peer::ConnId;
 use crate::router::{Event, Router};
 use crate::stats::DropReason;
@@ -185,20 +185,62 @@ impl Router {
         }
     }
 
-    pub(crate) fn send_udp_heartbeat(&mut self, now: Instant, id: ConnId) {
+    /// Queues one heartbeat to the peer (a probe when `reply` is set).
+    fn emit_udp_heartbeat(&mut self, id: ConnId, reply: bool) {
         let me = self.config.name;
         let Some(c) = self.conns.get_mut(&id) else { return };
         let Some(p) = c.peer.as_ref() else { return };
-        c.udp_seq = c.udp_seq.wrapping_add(1);
+        c.udp_seq = c.udp_seq.wrapping_add(1).max(1);
+        let hb = Heartbeat { session: p.session, seq: c.udp_seq, echo: c.udp_rx_seq, reply };
         let mut buf = [0u8; HEADER_LEN + HEARTBEAT_BODY_LEN];
-        let n = emit_heartbeat(me, p.name, Heartbeat { session: p.session, seq: c.udp_seq }, &mut buf);
+        let n = emit_heartbeat(me, p.name, hb, &mut buf);
         let to = p.udp_addr;
-        let period = if c.udp_tx_ok { self.config.udp_heartbeat } else { self.config.udp_heartbeat_fast };
         self.out.datagram(to, &buf[..n], None);
+    }
+
+    /// The heartbeat timer: probing bookkeeping, then one heartbeat, then the next deadline.
+    pub(crate) fn send_udp_heartbeat(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if c.peer.is_none() {
+            return;
+        }
+        if let Some(since) = c.probing_since {
+            if c.last_heard() > since {
+                c.probing_since = None;
+            } else if now - since >= self.config.probe_timeout {
+                // We kept sending and heard nothing at all: the path is silently dead.
+                c.probing_since = None;
+                c.udp_rx_ok = false;
+                c.udp_tx_ok = false;
+                self.link_changed(now, id, LinkReason::ProbeTimeout);
+            }
+        }
+        let c = &self.conns[&id];
+        let probing = c.probing_since.is_some();
+        let period = if probing {
+            self.config.probe_interval
+        } else if c.udp_tx_ok {
+            self.config.udp_heartbeat
+        } else {
+            self.config.udp_heartbeat_fast
+        };
+        self.emit_udp_heartbeat(id, probing);
         self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), now + period);
     }
 
-    /// A UDP heartbeat arrived: the peer-to-us direction works. Acknowledge it over TCP.
+    /// We are sending data to this neighbour: if it has been silent, probe it now.
+    #[inline]
+    pub(crate) fn note_sent(&mut self, now: Instant, id: ConnId) {
+        let probe_after = self.config.probe_after;
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if c.probing_since.is_none() && now - c.last_heard() > probe_after {
+            c.probing_since = Some(now);
+            self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), now);
+        }
+    }
+
+    /// A UDP heartbeat arrived: the peer-to-us direction works. Acknowledge it over TCP, and
+    /// at once over UDP if it is a probe.
     pub(crate) fn handle_heartbeat(&mut self, now: Instant, from: SocketAddr, src: crate::PeerName, dst: crate::PeerName, hb: Heartbeat) {
         let id = match self.by_peer.get(&src) {
             Some(&id) if dst == self.config.name && self.conns[&id].session == hb.session => id,
@@ -206,6 +248,7 @@ impl Router {
         };
         let c = self.conns.get_mut(&id).expect("by_peer holds open connections");
         c.last_udp_rx = now;
+        c.udp_rx_seq = c.udp_rx_seq.max(hb.seq);
         if c.udp_bound != Some(from) {
             if let Some(old) = c.udp_bound.replace(from) {
                 self.by_udp.remove(&old);
@@ -215,27 +258,47 @@ impl Router {
         }
         let was_rx = c.udp_rx_ok;
         c.udp_rx_ok = true;
+        let sent = c.udp_seq;
         self.out.message(id, &Message::UdpAck { seq: hb.seq });
+        if hb.reply {
+            self.emit_udp_heartbeat(id, false);
+        }
+        if hb.echo != 0 && hb.echo <= sent {
+            self.tx_proven(now, id, hb.echo);
+        }
         if !was_rx {
-            self.link_changed(now, id);
+            self.link_changed(now, id, LinkReason::Confirmed);
         }
     }
 
     fn handle_udp_ack(&mut self, now: Instant, id: ConnId, seq: u32) {
-        let c = self.conns.get_mut(&id).expect("handle_message checked the connection");
+        let c = &self.conns[&id];
         // Acks for heartbeats we never sent are ignored.
-        if seq.wrapping_sub(1) >= c.udp_seq {
+        if seq == 0 || seq > c.udp_seq {
             return;
         }
+        self.tx_proven(now, id, seq);
+    }
+
+    /// The peer proved it received our heartbeat `seq` (by TCP ack or UDP echo).
+    fn tx_proven(&mut self, now: Instant, id: ConnId, seq: u32) {
+        let c = self.conns.get_mut(&id).expect("caller checked");
         c.last_udp_ack = now;
-        if !c.udp_tx_ok {
+        if seq > c.proven_seq {
+            c.proven_seq = seq;
+            c.rounds += 1;
+        }
+        if !c.udp_tx_ok && c.rounds >= c.rounds_needed {
             c.udp_tx_ok = true;
-            self.link_changed(now, id);
+            self.link_changed(now, id, LinkReason::Confirmed);
+        } else {
+            self.arm_udp_timeout(id);
         }
     }
 
     /// Re-evaluates a link after one of its directions changed state.
-    fn link_changed(&mut self, now: Instant, id: ConnId) {
+    fn link_changed(&mut self, now: Instant, id: ConnId, reason: LinkReason) {
+        let (recover, flap_window) = (self.config.recover_rounds, self.config.flap_window);
         let c = self.conns.get_mut(&id).expect("caller checked");
         let peer = c.peer.as_ref().expect("up").name;
         let established = c.established();
@@ -244,14 +307,34 @@ impl Router {
             return;
         }
         self.own_dirty = true;
+        if c.link_log.len() == LINK_LOG_MAX {
+            c.link_log.pop_front();
+        }
+        c.link_log.push_back(LinkChange { at: now, established, reason });
         if established {
             c.established_at = Some(now);
+            if c.rounds_needed > 1 {
+                c.recovered_at = Some(now);
+            }
+            self.stats.links_established += 1;
             tracing::info!(%peer, "link established");
             self.push_event(Event::LinkEstablished { peer });
+            // A link that (re)appears may join two parts of the network that drifted apart
+            // (a healed partition): compare views across it now, not at the next period.
+            let summary = self.topology.summary();
+            self.send_gossip(id, &Message::GossipSummary(summary));
         } else {
             c.established_at = None;
-            tracing::info!(%peer, "link lost");
-            self.push_event(Event::LinkLost { peer });
+            // Hysteresis: a link that fails again soon after coming back must prove itself longer.
+            let flapping = c.recovered_at.is_some_and(|t| now - t < flap_window);
+            c.rounds_needed = if flapping { (c.rounds_needed * 2).min(64) } else { recover.max(1) };
+            c.rounds = 0;
+            c.proven_seq = c.udp_seq;
+            c.udp_tx_ok = false;
+            self.stats.count_link_loss(reason);
+            tracing::info!(%peer, %reason, "link lost");
+            self.push_event(Event::LinkLost { peer, reason });
+            self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), now);
         }
         self.arm_udp_timeout(id);
     }
@@ -273,24 +356,26 @@ impl Router {
     pub(crate) fn check_udp_timeout(&mut self, now: Instant, id: ConnId) {
         let timeout = self.config.udp_timeout;
         let Some(c) = self.conns.get_mut(&id) else { return };
-        let mut changed = false;
+        let mut reason = None;
         if c.udp_rx_ok && c.last_udp_rx + timeout <= now {
             c.udp_rx_ok = false;
-            changed = true;
+            reason = Some(LinkReason::HeartbeatTimeout);
         }
         if c.udp_tx_ok && c.last_udp_ack + timeout <= now {
             c.udp_tx_ok = false;
-            changed = true;
+            reason = reason.or(Some(LinkReason::AckTimeout));
             // Probe quickly again until the peer acknowledges.
             self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), now);
         }
-        if changed {
-            self.link_changed(now, id);
-        } else {
-            self.arm_udp_timeout(id);
+        match reason {
+            Some(r) => self.link_changed(now, id, r),
+            None => self.arm_udp_timeout(id),
         }
     }
 }
+
+/// Link changes kept per connection for status.
+const LINK_LOG_MAX: usize = 8;
 
 fn message_name(m: &Message) -> &'static str {
     match m {

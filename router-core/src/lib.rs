@@ -49,7 +49,7 @@ pub mod topology;
 pub mod wire;
 
 pub use config::Config;
-pub use conn::{ConnError, Phase};
+pub use conn::{ConnError, LinkChange, LinkReason, Phase};
 pub use forward::Decision;
 pub use mac_cache::MacOwner;
 pub use outbox::{Destination, Transmit, TRANSMIT_BUF_MIN};

@@ -168,7 +168,7 @@ impl Router {
                 self.by_peer.remove(&p);
                 self.own_dirty = true;
                 if c.established() {
-                    self.push_event(Event::LinkLost { peer: p });
+                    self.push_event(Event::LinkLost { peer: p, reason: crate::conn::LinkReason::HeartbeatTimeout });
                 }
                 // Targets that waited because this peer was connected another way may dial now.
                 let waiting: Vec<SocketAddr> = self

@@ -62,6 +62,8 @@ pub enum Event {
     LinkLost {
         /// The neighbour.
         peer: PeerName,
+        /// Why.
+        reason: crate::conn::LinkReason,
     },
     /// `peer` became reachable over established links.
     PeerReachable(PeerName),
@@ -151,6 +153,8 @@ pub struct Router {
     /// The current wait before recomputing routes after a change.
     pub(crate) route_hold: core::time::Duration,
     pub(crate) last_recompute: Option<Instant>,
+    /// Peers found unreachable at the last anti-entropy round.
+    pub(crate) gc_candidates: BTreeSet<PeerName>,
 }
 
 impl Router {
@@ -187,6 +191,7 @@ impl Router {
             dedup: Dedup::new(DEDUP_SOURCES_MAX),
             route_hold: core::time::Duration::ZERO,
             last_recompute: None,
+            gc_candidates: BTreeSet::new(),
         };
         r.route_hold = r.config.route_delay_min;
         // A random start: a restarted peer's numbers do not collide with its last life's.

@@ -143,6 +143,14 @@ pub struct Stats {
     pub control_errors: u64,
     /// Unicast route recomputations.
     pub route_recomputes: u64,
+    /// Links that became established (first time or after a failure).
+    pub links_established: u64,
+    /// Links lost because a probed neighbour stayed silent while we sent data.
+    pub links_lost_probe: u64,
+    /// Links lost because no heartbeat arrived within the UDP timeout.
+    pub links_lost_heartbeat: u64,
+    /// Links lost because the peer stopped acknowledging our heartbeats.
+    pub links_lost_ack: u64,
     /// Drops by reason.
     pub drops: Drops,
 }
@@ -152,14 +160,29 @@ impl Stats {
         self.drops.add(r, n);
     }
 
+    pub(crate) fn count_link_loss(&mut self, r: crate::conn::LinkReason) {
+        use crate::conn::LinkReason;
+        match r {
+            LinkReason::ProbeTimeout => self.links_lost_probe += 1,
+            LinkReason::HeartbeatTimeout => self.links_lost_heartbeat += 1,
+            LinkReason::AckTimeout => self.links_lost_ack += 1,
+            LinkReason::Confirmed => {}
+        }
+    }
+
     /// Adds another router's counters to these (for totals over many routers).
     pub fn accumulate(&mut self, o: &Stats) {
         let Stats {
             frames_captured, frames_local, frames_injected, frames_sent, frames_flooded, frames_relayed,
             datagrams_sent, datagrams_received, udp_bytes_sent, udp_bytes_received, tcp_bytes_sent,
             tcp_bytes_received, gossip_bytes_sent, gossip_updates_sent, gossip_entries_merged, macs_learned,
-            macs_moved, macs_expired, control_errors, route_recomputes, drops,
+            macs_moved, macs_expired, control_errors, route_recomputes, links_established, links_lost_probe,
+            links_lost_heartbeat, links_lost_ack, drops,
         } = o;
+        self.links_established += links_established;
+        self.links_lost_probe += links_lost_probe;
+        self.links_lost_heartbeat += links_lost_heartbeat;
+        self.links_lost_ack += links_lost_ack;
         self.frames_captured += frames_captured;
         self.frames_local += frames_local;
         self.frames_injected += frames_injected;

@@ -119,6 +119,10 @@ pub struct ConnStatus {
     pub udp_addr: Option<SocketAddr>,
     /// Since when the link is established.
     pub established_since: Option<Instant>,
+    /// Recent link state changes with their times and reasons, oldest first.
+    pub link_changes: Vec<crate::conn::LinkChange>,
+    /// Probing the peer (sending data, hearing nothing) since.
+    pub probing_since: Option<Instant>,
 }
 
 /// A target address.
@@ -212,6 +216,8 @@ impl Router {
                     udp_tx_ok: c.udp_tx_ok,
                     udp_addr: c.peer.as_ref().map(|p| p.udp_addr),
                     established_since: c.established_at,
+                    link_changes: c.link_log.iter().copied().collect(),
+                    probing_since: c.probing_since,
                 }
             })
             .collect();

@@ -126,17 +126,28 @@ impl Topology {
         seen
     }
 
-    /// Removes peers not reachable from `me`; returns their names.
-    pub(crate) fn collect_garbage(&mut self, me: PeerName) -> Vec<PeerName> {
+    /// Peers not reachable from `me` by advertised connections.
+    pub(crate) fn unreachable(&self, me: PeerName) -> BTreeSet<PeerName> {
         let keep = self.reachable_by_conns(me);
-        let gone: Vec<PeerName> = self.peers.keys().filter(|n| !keep.contains(n)).copied().collect();
-        for n in &gone {
+        self.peers.keys().filter(|n| !keep.contains(n)).copied().collect()
+    }
+
+    /// Removes peers not reachable from `me`; returns their names.
+    #[cfg(test)]
+    pub(crate) fn collect_garbage(&mut self, me: PeerName) -> Vec<PeerName> {
+        let gone: Vec<PeerName> = self.unreachable(me).into_iter().collect();
+        self.remove(&gone);
+        gone
+    }
+
+    /// Removes these peers.
+    pub(crate) fn remove(&mut self, gone: &[PeerName]) {
+        for n in gone {
             self.peers.remove(n);
         }
         if !gone.is_empty() {
             self.changed();
         }
-        gone
     }
 }
 

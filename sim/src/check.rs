@@ -303,8 +303,21 @@ pub fn converged(w: &mut World) -> Result<(), String> {
         };
         let first = view_of(w, a);
         for &m in &members[1..] {
-            if view_of(w, m) != first {
-                return Err(format!("{} and {} hold different views", w.hosts[a as usize].name, w.hosts[m as usize].name));
+            let other = view_of(w, m);
+            if other != first {
+                let k = first.iter().zip(&other).position(|(x, y)| x != y).expect("views differ somewhere");
+                let show = |e: &Option<router_core::wire::gossip::PeerEntry>| match e {
+                    Some(e) => format!("version {} with {} links", e.version, e.conns.len()),
+                    None => "nothing".into(),
+                };
+                return Err(format!(
+                    "{} and {} hold different views: for {} one has {}, the other {}",
+                    w.hosts[a as usize].name,
+                    w.hosts[m as usize].name,
+                    w.hosts[members[k] as usize].name,
+                    show(&first[k]),
+                    show(&other[k])
+                ));
             }
         }
         // Routes are shortest over the links that really work; nothing else is reachable.
@@ -409,9 +422,11 @@ pub fn liveness_tick(w: &mut World) {
             w.probe(from, to, i);
         }
         let all_ok = w.checker.probes.as_ref().expect("chosen").iter().all(|p| p.ok);
+        // The ping budget runs from convergence (or from the last fault, without that check).
+        let since = now - w.checker.converged_at.unwrap_or(start);
         if all_ok {
             w.checker.pings_ok_at = Some(now);
-        } else if elapsed > budget {
+        } else if since > budget {
             let probes = w.checker.probes.as_ref().expect("set");
             let failing: Vec<String> = probes
                 .iter()
@@ -420,7 +435,7 @@ pub fn liveness_tick(w: &mut World) {
                 .map(|p| format!("{} -> {}", w.containers[p.from as usize].name, w.containers[p.to as usize].name))
                 .collect();
             let count = probes.iter().filter(|p| !p.ok).count();
-            let detail = format!("{count} of {} container pairs cannot ping {budget:?} after the last fault, e.g. {}", probes.len(), failing.join(", "));
+            let detail = format!("{count} of {} container pairs cannot ping {budget:?} after convergence, e.g. {}", probes.len(), failing.join(", "));
             w.checker.liveness_failures.push(Violation { at: now, check: "ping", detail });
             w.checker.liveness_done = true;
             return;

@@ -4,12 +4,13 @@
 //! 0       version (1)
 //! 1       kind: 1 heartbeat, 2 frames
 //! 2       flags: bit0 encrypted (reserved for the encrypted form; other bits zero)
-//! 3       hop limit (frames; 0 in heartbeats)
+//! 3       hop limit (frames); heartbeat flags (heartbeats: bit0 reply requested)
 //! 4..10   source peer: the heartbeat's sender, or the peer whose bridge captured the frames
 //! 10..16  destination peer, or ff:ff:ff:ff:ff:ff to flood along the source's broadcast tree
 //! 16..    body
 //!
-//! heartbeat body: session u64 (the receiver's, from its handshake) | seq u32
+//! heartbeat body: session u64 (the receiver's, from its handshake) | seq u32 |
+//!                 echo u32 (the highest seq the sender has received from the receiver)
 //! frames body:    seq u64 (the source's datagram number) | one or more of
 //!                 (length u16, 14 <= length; Ethernet frame of that length)
 //! ```
@@ -27,7 +28,9 @@ pub const HEADER_LEN: usize = 16;
 /// Length of the header of a frames datagram (common header and sequence number).
 pub const FRAMES_HEADER_LEN: usize = HEADER_LEN + 8;
 /// Length of a heartbeat body.
-pub const HEARTBEAT_BODY_LEN: usize = 12;
+pub const HEARTBEAT_BODY_LEN: usize = 16;
+/// Heartbeat flag: answer with a heartbeat at once (a probe).
+pub const HEARTBEAT_REPLY: u8 = 0x01;
 /// Per-frame overhead inside a frames datagram.
 pub const FRAME_PREFIX_LEN: usize = 2;
 /// The shortest Ethernet frame carried (a bare header).
@@ -142,6 +145,8 @@ impl<T: AsRef<[u8]>> Datagram<T> {
         Some(Heartbeat {
             session: u64::from_be_bytes(b[..8].try_into().expect("length checked in new_checked")),
             seq: u32::from_be_bytes(b[8..12].try_into().expect("length checked in new_checked")),
+            echo: u32::from_be_bytes(b[12..16].try_into().expect("length checked in new_checked")),
+            reply: self.buffer.as_ref()[field::HOP_LIMIT] & HEARTBEAT_REPLY != 0,
         })
     }
 
@@ -201,8 +206,13 @@ impl<'a> Iterator for Frames<'a> {
 pub struct Heartbeat {
     /// The receiver's session value from its handshake on the matching TCP connection.
     pub session: u64,
-    /// Sender's sequence number; the receiver acknowledges it over TCP.
+    /// Sender's sequence number; the receiver acknowledges it over TCP and echoes it.
     pub seq: u32,
+    /// The highest sequence number the sender has received from the receiver (0: none):
+    /// proof that the receiver-to-sender direction works.
+    pub echo: u32,
+    /// A probe: the receiver answers at once with a heartbeat of its own.
+    pub reply: bool,
 }
 
 /// The common header as a value.
@@ -247,9 +257,11 @@ impl Header {
 
 /// Writes a complete heartbeat datagram into `out`, returning its length.
 pub fn emit_heartbeat(src: PeerName, dst: PeerName, hb: Heartbeat, out: &mut [u8]) -> usize {
-    Header { kind: Kind::Heartbeat, flags: 0, hop_limit: 0, src, dst, seq: 0 }.emit(out);
+    let flags = if hb.reply { HEARTBEAT_REPLY } else { 0 };
+    Header { kind: Kind::Heartbeat, flags: 0, hop_limit: flags, src, dst, seq: 0 }.emit(out);
     out[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&hb.session.to_be_bytes());
     out[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&hb.seq.to_be_bytes());
+    out[HEADER_LEN + 12..HEADER_LEN + 16].copy_from_slice(&hb.echo.to_be_bytes());
     HEADER_LEN + HEARTBEAT_BODY_LEN
 }
 
@@ -266,12 +278,13 @@ mod tests {
     use proptest::prelude::*;
 
     #[rustfmt::skip]
-    const HEARTBEAT: [u8; 28] = [
-        1, 1, 0, 0,
+    const HEARTBEAT: [u8; 32] = [
+        1, 1, 0, 1,                     // version, kind, flags, heartbeat flags: reply requested
         0, 0, 0, 0, 0, 1,
         0, 0, 0, 0, 0, 2,
         0, 0, 0, 0, 0, 0, 0xab, 0xcd,   // session
         0, 0, 0, 7,                     // seq
+        0, 0, 0, 5,                     // echo
     ];
 
     #[test]
@@ -280,9 +293,10 @@ mod tests {
         assert_eq!(d.kind(), Kind::Heartbeat);
         assert_eq!(d.src(), PeerName::from_u64(1));
         assert_eq!(d.dst(), PeerName::from_u64(2));
-        assert_eq!(d.heartbeat(), Some(Heartbeat { session: 0xabcd, seq: 7 }));
-        let mut out = [0u8; 28];
-        let n = emit_heartbeat(PeerName::from_u64(1), PeerName::from_u64(2), Heartbeat { session: 0xabcd, seq: 7 }, &mut out);
+        let hb = Heartbeat { session: 0xabcd, seq: 7, echo: 5, reply: true };
+        assert_eq!(d.heartbeat(), Some(hb));
+        let mut out = [0u8; 32];
+        let n = emit_heartbeat(PeerName::from_u64(1), PeerName::from_u64(2), hb, &mut out);
         assert_eq!(&out[..n], &HEARTBEAT);
     }
 
@@ -332,7 +346,7 @@ mod tests {
         let mut k = bytes.clone();
         k[1] = 3;
         assert!(Datagram::new_checked(&k[..]).is_err());
-        assert!(Datagram::new_checked(&HEARTBEAT[..27]).is_err());
+        assert!(Datagram::new_checked(&HEARTBEAT[..31]).is_err());
     }
 
     proptest! {
@@ -350,10 +364,11 @@ mod tests {
         }
 
         #[test]
-        fn heartbeats_round_trip(session in any::<u64>(), seq in any::<u32>()) {
-            let mut out = [0u8; 28];
-            emit_heartbeat(PeerName::from_u64(1), PeerName::from_u64(2), Heartbeat { session, seq }, &mut out);
-            prop_assert_eq!(Datagram::new_checked(&out[..]).unwrap().heartbeat(), Some(Heartbeat { session, seq }));
+        fn heartbeats_round_trip(session in any::<u64>(), seq in any::<u32>(), echo in any::<u32>(), reply in any::<bool>()) {
+            let mut out = [0u8; 32];
+            let hb = Heartbeat { session, seq, echo, reply };
+            emit_heartbeat(PeerName::from_u64(1), PeerName::from_u64(2), hb, &mut out);
+            prop_assert_eq!(Datagram::new_checked(&out[..]).unwrap().heartbeat(), Some(hb));
         }
     }
 }

@@ -96,7 +96,22 @@ pub(crate) fn handle(cmd: ApiCmd, router: &mut Router, now: Instant, state: &Sta
     false
 }
 
-type Tx = mpsc::Sender<ApiCmd>;
+/// What the CLI needs to know about the running daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DaemonInfo {
+    /// The state directory.
+    pub(crate) state_dir: std::path::PathBuf,
+    /// The bridge.
+    pub(crate) bridge: String,
+}
+
+#[derive(Clone)]
+struct App {
+    tx: mpsc::Sender<ApiCmd>,
+    info: DaemonInfo,
+}
+
+type Tx = App;
 
 fn unavailable() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "the router is shutting down\n").into_response()
@@ -104,7 +119,7 @@ fn unavailable() -> Response {
 
 async fn snapshot(tx: &Tx) -> Option<Status> {
     let (reply, rx) = oneshot::channel();
-    tx.send(ApiCmd::Status(reply)).await.ok()?;
+    tx.tx.send(ApiCmd::Status(reply)).await.ok()?;
     rx.await.ok()
 }
 
@@ -146,7 +161,7 @@ async fn peers_cmd(tx: Tx, body: PeersBody, connect: bool) -> Response {
     } else {
         ApiCmd::Forget { peers: body.peers, reply }
     };
-    if tx.send(cmd).await.is_err() {
+    if tx.tx.send(cmd).await.is_err() {
         return unavailable();
     }
     match rx.await {
@@ -166,16 +181,45 @@ async fn forget(AxState(tx): AxState<Tx>, Json(b): Json<PeersBody>) -> Response 
 
 async fn stop(AxState(tx): AxState<Tx>) -> Response {
     let (reply, rx) = oneshot::channel();
-    if tx.send(ApiCmd::Stop(reply)).await.is_err() {
+    if tx.tx.send(ApiCmd::Stop(reply)).await.is_err() {
         return unavailable();
     }
     let _ = rx.await;
     (StatusCode::OK, "stopping\n").into_response()
 }
 
+async fn config(AxState(app): AxState<Tx>) -> Response {
+    Json(app.info.clone()).into_response()
+}
+
+/// Body of `POST /expose` and `POST /hide`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CidrBody {
+    /// An address with prefix for the bridge, like 10.32.0.254/24.
+    pub(crate) cidr: String,
+}
+
+async fn expose_or_hide(app: Tx, body: CidrBody, on: bool) -> Response {
+    match crate::expose::set(&app.info, &body.cidr, on).await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn expose(AxState(app): AxState<Tx>, Json(b): Json<CidrBody>) -> Response {
+    expose_or_hide(app, b, true).await
+}
+
+async fn hide(AxState(app): AxState<Tx>, Json(b): Json<CidrBody>) -> Response {
+    expose_or_hide(app, b, false).await
+}
+
 /// Serves the API; the returned task runs until aborted.
-pub(crate) async fn serve(addr: SocketAddr, tx: Tx) -> Result<JoinHandle<()>, String> {
+pub(crate) async fn serve(addr: SocketAddr, tx: mpsc::Sender<ApiCmd>, info: DaemonInfo) -> Result<JoinHandle<()>, String> {
     let app = Http::new()
+        .route("/config", get(config))
+        .route("/expose", post(expose))
+        .route("/hide", post(hide))
         .route("/status", get(status_text))
         .route("/status/:section", get(status_section))
         .route("/report", get(report))
@@ -183,7 +227,7 @@ pub(crate) async fn serve(addr: SocketAddr, tx: Tx) -> Result<JoinHandle<()>, St
         .route("/connect", post(connect))
         .route("/forget", post(forget))
         .route("/stop", post(stop))
-        .with_state(tx);
+        .with_state(App { tx, info });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot serve the HTTP API on {addr}: {e} (is another router running? try --http-addr)"))?;

@@ -39,8 +39,8 @@ fn garp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
     f
 }
 
-/// Attaches `target` to `bridge` with the given addresses.
-pub(crate) fn attach(bridge: &str, cidrs: &[String], target: &str) -> Result<(), String> {
+/// Attaches `target` to `bridge` with the given addresses; returns ethwe's MAC.
+pub(crate) fn attach(bridge: &str, cidrs: &[String], target: &str) -> Result<String, String> {
     let cidrs = cidrs.iter().map(|c| parse_cidr(c)).collect::<Result<Vec<_>, _>>()?;
     let t = plumb::resolve_target(target)?;
     let host_if = plumb::host_veth(&t)?;
@@ -112,10 +112,74 @@ pub(crate) fn attach(bridge: &str, cidrs: &[String], target: &str) -> Result<(),
                     let _ = cap.sendpacket(garp(mac, ip));
                 }
             }
-            Ok(())
+            Ok(mac.map(|m| router_core::Mac(m).to_string()).unwrap_or_default())
         })
     });
     res.map_err(|e| format!("attaching {target}: {e}"))
+}
+
+/// One attached target, as recorded for `weave ps`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Attachment {
+    pub(crate) target: String,
+    pub(crate) ns: std::path::PathBuf,
+    pub(crate) mac: String,
+    pub(crate) cidrs: Vec<String>,
+}
+
+fn load(dir: &std::path::Path) -> Vec<Attachment> {
+    std::fs::read_to_string(dir.join("attachments.json")).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
+}
+
+/// Records an attachment (merging CIDRs for a target attached again).
+pub(crate) fn record(dir: &std::path::Path, target: &str, mac: &str, cidrs: &[String]) -> Result<(), String> {
+    let t = plumb::resolve_target(target)?;
+    let mut all = load(dir);
+    match all.iter_mut().find(|a| a.target == target) {
+        Some(a) => {
+            a.mac = mac.to_string();
+            for c in cidrs {
+                if !a.cidrs.contains(c) {
+                    a.cidrs.push(c.clone());
+                }
+            }
+        }
+        None => all.push(Attachment { target: target.into(), ns: t.ns, mac: mac.into(), cidrs: cidrs.to_vec() }),
+    }
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("attachments.json"), text).map_err(|e| format!("cannot record the attachment: {e}"))
+}
+
+/// Forgets CIDRs of a target (all of it when `cidrs` is empty).
+pub(crate) fn unrecord(dir: &std::path::Path, target: &str, cidrs: &[String]) -> Result<(), String> {
+    let mut all = load(dir);
+    if cidrs.is_empty() {
+        all.retain(|a| a.target != target);
+    } else if let Some(a) = all.iter_mut().find(|a| a.target == target) {
+        a.cidrs.retain(|c| !cidrs.contains(c));
+    }
+    all.retain(|a| !a.cidrs.is_empty());
+    let text = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("attachments.json"), text).map_err(|e| format!("cannot record the detachment: {e}"))
+}
+
+/// `weave ps`: the bridge first, then every attached target whose namespace still exists.
+pub(crate) fn ps(info: &crate::api::DaemonInfo, only: &[String]) -> Result<String, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let bridge_mac = rt.block_on(async {
+        let h = plumb::connect().await.map_err(|e| e.to_string())?;
+        let br = plumb::link(&h, &info.bridge).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(br.as_ref().and_then(plumb::mac_of).map(|m| router_core::Mac(m).to_string()).unwrap_or_default())
+    })?;
+    let mut out = format!("weave:expose {bridge_mac} {}\n", crate::expose::exposed(info).join(" "));
+    for a in load(&info.state_dir) {
+        if (!only.is_empty() && !only.contains(&a.target)) || !a.ns.exists() {
+            continue;
+        }
+        out.push_str(&format!("{} {} {}\n", a.target, a.mac, a.cidrs.join(" ")));
+    }
+    Ok(out)
 }
 
 /// Removes the given addresses from `target`'s ethwe, or ethwe itself when none are given.

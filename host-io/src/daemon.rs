@@ -58,7 +58,11 @@ pub(crate) async fn run(args: RouterArgs) -> Result<(), String> {
     let (tx, mut rx) = mpsc::channel::<Input>(4096);
     let mut injector = capture::start(plumb::PCAP_PORT, tx.clone()).map_err(|e| format!("capture on {}: {e}", plumb::PCAP_PORT))?;
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCmd>(64);
-    let http = api::serve(args.http_addr, api_tx).await?;
+    let info = api::DaemonInfo { state_dir: args.state_dir.clone(), bridge: args.bridge.clone() };
+    let http = api::serve(args.http_addr, api_tx, info).await?;
+    if let Err(e) = crate::firewall::install(&args.bridge) {
+        tracing::warn!("firewall rules not installed: {e}");
+    }
 
     let epoch = StdInstant::now();
     let now = || Instant::from_micros(epoch.elapsed().as_micros() as u64);

@@ -4,6 +4,8 @@ mod api;
 mod attach;
 mod capture;
 mod daemon;
+mod expose;
+mod firewall;
 mod plumb;
 mod state;
 mod text;
@@ -110,6 +112,27 @@ enum Cmd {
         #[arg(required = true, num_args = 1..)]
         args: Vec<String>,
     },
+    /// Gives the bridge an address in CIDR (the host reaches containers) and NATs the subnet.
+    Expose {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The bridge's address, like 10.32.0.254/24.
+        cidr: String,
+    },
+    /// Undoes `weave expose`.
+    Hide {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The address given to `weave expose`.
+        cidr: String,
+    },
+    /// Lists attached containers: target, MAC, CIDRs (first line: the bridge, `weave:expose`).
+    Ps {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Only these targets.
+        targets: Vec<String>,
+    },
     /// Shows the router's state: overview, or peers, connections or targets.
     Status {
         #[command(flatten)]
@@ -169,6 +192,15 @@ fn post(a: &SocketAddr, path: &str, body: Option<serde_json::Value>) -> Result<S
         Err(ureq::Error::Status(_, r)) => Err(r.into_string().unwrap_or_default().trim().to_string()),
         Err(_) => Err(not_running(a)),
     }
+}
+
+fn default_api() -> SocketAddr {
+    std::env::var("WEAVE_HTTP_ADDR").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6784)))
+}
+
+fn daemon_info(api: &ApiArgs) -> Result<api::DaemonInfo, String> {
+    let r = get(&api.http_addr, "/config")?;
+    serde_json::from_str(&r).map_err(|e| format!("unexpected answer from the router: {e}"))
 }
 
 fn refuse_password(args: &RouterArgs) -> Result<(), String> {
@@ -266,12 +298,18 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Attach { bridge, args } => {
             need_root("weave attach")?;
             let (cidrs, target) = args.split_at(args.len() - 1);
-            attach::attach(&bridge, cidrs, &target[0])
+            let mac = attach::attach(&bridge, cidrs, &target[0])?;
+            let dir = daemon_info(&ApiArgs { http_addr: default_api() }).map(|i| i.state_dir).unwrap_or_else(|_| PathBuf::from("/var/lib/weave"));
+            attach::record(&dir, &target[0], &mac, cidrs)
         }
         Cmd::Detach { args } => {
             need_root("weave detach")?;
             let (cidrs, target) = args.split_at(args.len() - 1);
-            attach::detach(cidrs, &target[0])
+            attach::detach(cidrs, &target[0])?;
+            if let Ok(info) = daemon_info(&ApiArgs { http_addr: default_api() }) {
+                attach::unrecord(&info.state_dir, &target[0], cidrs)?;
+            }
+            Ok(())
         }
         Cmd::Status { api, section } => {
             let path = match section.as_deref() {
@@ -289,6 +327,19 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Stop { api } => post(&api.http_addr, "/stop", None).map(|_| ()),
+        Cmd::Expose { api, cidr } => {
+            attach::parse_cidr(&cidr)?;
+            post(&api.http_addr, "/expose", Some(serde_json::json!({ "cidr": cidr }))).map(|_| ())
+        }
+        Cmd::Hide { api, cidr } => {
+            attach::parse_cidr(&cidr)?;
+            post(&api.http_addr, "/hide", Some(serde_json::json!({ "cidr": cidr }))).map(|_| ())
+        }
+        Cmd::Ps { api, targets } => {
+            let info = daemon_info(&api)?;
+            print!("{}", attach::ps(&info, &targets)?);
+            Ok(())
+        }
         Cmd::Reset { api, bridge, state_dir } => {
             need_root("weave reset")?;
             let _ = post(&api.http_addr, "/stop", None);
@@ -300,6 +351,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 plumb::delete(&h, &bridge).await.map_err(|e| e.to_string())?;
                 Ok::<(), String>(())
             })?;
+            firewall::uninstall();
             let _ = std::fs::remove_dir_all(&state_dir);
             Ok(())
         }

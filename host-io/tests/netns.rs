@@ -263,3 +263,65 @@ fn ureq_free_metrics(lab: &Lab, host: usize) -> String {
         .unwrap();
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+#[test]
+fn expose_lets_the_host_reach_containers_and_hide_ends_it_and_ps_lists_them() {
+    let mut lab = Lab::new(2, &[(0, 1)]);
+    lab.launch(0, &[]);
+    lab.launch(1, &["10.201.0.1"]);
+    let c0 = lab.container(0, &["10.32.0.1/24"]);
+    lab.container(1, &["10.32.0.2/24"]);
+    let host_pings = |lab: &Lab, ip: &str, within: Duration| {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if sh(&["ip", "netns", "exec", &lab.hosts[0], "ping", "-c", "1", "-W", "1", ip]).status.success() {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(!host_pings(&lab, "10.32.0.2", Duration::from_secs(1)), "not exposed yet");
+    let o = lab.weave(0, &["expose", "10.32.0.254/24"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(host_pings(&lab, "10.32.0.1", SETTLE), "the host reaches its own container");
+    assert!(host_pings(&lab, "10.32.0.2", SETTLE), "and a remote one");
+    let ps = String::from_utf8_lossy(&lab.weave(0, &["ps"]).stdout).into_owned();
+    let first = ps.lines().next().unwrap();
+    assert!(first.starts_with("weave:expose ") && first.ends_with("10.32.0.254/24"), "{ps}");
+    assert!(ps.contains(&format!("netns:{c0} ")) && ps.contains("10.32.0.1/24"), "{ps}");
+    let o = lab.weave(0, &["hide", "10.32.0.254/24"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!host_pings(&lab, "10.32.0.2", Duration::from_secs(2)), "hidden again");
+    let o = lab.weave(0, &["hide", "10.32.0.254/24"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not exposed"));
+    // Detach removes the interface and the record.
+    let o = lab.weave(0, &["detach", &format!("netns:{c0}")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!sh(&["ip", "-n", &c0, "link", "show", "ethwe"]).status.success());
+    let ps = String::from_utf8_lossy(&lab.weave(0, &["ps"]).stdout).into_owned();
+    assert!(!ps.contains(&c0), "{ps}");
+}
+
+#[test]
+fn connect_and_forget_at_run_time() {
+    let mut lab = Lab::new(2, &[(0, 1)]);
+    lab.launch(0, &[]);
+    lab.launch(1, &[]);
+    let c0 = lab.container(0, &["10.32.0.1/24"]);
+    lab.container(1, &["10.32.0.2/24"]);
+    assert!(!lab.pings(&c0, "10.32.0.2", Duration::from_secs(1)), "not connected yet");
+    let o = lab.weave(1, &["connect", "10.201.0.1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(lab.pings(&c0, "10.32.0.2", SETTLE));
+    let targets = String::from_utf8_lossy(&lab.weave(1, &["status", "targets"]).stdout).into_owned();
+    assert!(targets.contains("10.201.0.1:6783") && targets.contains("connected"), "{targets}");
+    let o = lab.weave(1, &["forget", "10.201.0.1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let targets = String::from_utf8_lossy(&lab.weave(1, &["status", "targets"]).stdout).into_owned();
+    assert!(!targets.contains("10.201.0.1:6783"), "{targets}");
+    let o = lab.weave(1, &["forget", "10.201.0.9"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not among the peers"), "{o:?}");
+    let metrics = ureq_free_metrics(&lab, 1);
+    assert!(metrics.contains("weave_connections{state=\"established\"} 1"), "{metrics}");
+    assert!(metrics.contains("weave_frames_total{event=\"injected\"}"), "{metrics}");
+}

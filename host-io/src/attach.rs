@@ -104,6 +104,8 @@ pub(crate) fn attach(bridge: &str, cidrs: &[String], target: &str) -> Result<Str
             for c in &cidrs {
                 plumb::add_addr(&h, idx, c.ip, c.prefix).await?;
             }
+            // Checksums are computed in the container, frames never exceed the MTU.
+            plumb::offloads_off(CONTAINER_IF)?;
             h.link().set(idx).up().execute().await.map_err(|source| PlumbError::Netlink { what: "bringing ethwe up".into(), source: Box::new(source) })?;
             let mac = plumb::link(&h, CONTAINER_IF).await?.as_ref().and_then(plumb::mac_of);
             if let (Some(mac), Some(ip)) = (mac, first_v4) {

@@ -114,7 +114,32 @@ pub(crate) async fn ensure_bridge(h: &Handle, bridge: &str, mtu: u32) -> Result<
     h.link().set(bp.header.index).mtu(mtu).controller(br).up().execute().await.map_err(nl("attaching the capture port"))?;
     h.link().set(pp.header.index).mtu(mtu).up().execute().await.map_err(nl("bringing the capture port up"))?;
     h.link().set(br).up().execute().await.map_err(nl(format!("bringing {bridge} up")))?;
+    offloads_off(PCAP_PORT)?;
+    offloads_off(BRIDGE_PORT)?;
     Ok(br)
+}
+
+/// Turns off checksum and segmentation offloads on `dev`, so frames the router captures are
+/// complete (real checksums, at most one MTU each), through the `ethtool` command.
+pub(crate) fn offloads_off(dev: &str) -> Result<(), PlumbError> {
+    let out = std::process::Command::new("ethtool")
+        .args(["-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off"])
+        .output()
+        .map_err(|source| PlumbError::Io { what: "running ethtool (install the ethtool package)".into(), source })?;
+    // ethtool exits non-zero when one feature cannot change (fixed on veths); what matters
+    // is that tx checksumming ended up off.
+    let check = std::process::Command::new("ethtool").args(["-k", dev]).output().map_err(|source| PlumbError::Io {
+        what: "running ethtool".into(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&check.stdout);
+    if text.lines().any(|l| l.trim_start().starts_with("tx-checksumming: on")) {
+        return Err(PlumbError::Missing(format!(
+            "cannot turn tx checksumming off on {dev}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 /// Deletes a link if it exists.

@@ -325,3 +325,38 @@ fn connect_and_forget_at_run_time() {
     assert!(metrics.contains("weave_connections{state=\"established\"} 1"), "{metrics}");
     assert!(metrics.contains("weave_frames_total{event=\"injected\"}"), "{metrics}");
 }
+
+#[test]
+fn a_tcp_transfer_between_containers_arrives_byte_for_byte() {
+    let mut lab = Lab::new(2, &[(0, 1)]);
+    lab.launch(0, &[]);
+    lab.launch(1, &["10.201.0.1"]);
+    let c0 = lab.container(0, &["10.32.0.1/24"]);
+    let c1 = lab.container(1, &["10.32.0.2/24"]);
+    assert!(lab.pings(&c0, "10.32.0.2", SETTLE));
+    // 4 MiB of pseudo-random bytes.
+    let mut data = Vec::with_capacity(4 << 20);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while data.len() < 4 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    let dir = lab.dir.clone();
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, dst) = (dir.join("sent"), dir.join("received"));
+    std::fs::write(&src, &data).unwrap();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &c1, "sh", "-c"])
+        .arg(format!("nc -l -p 5001 > {}", dst.display()))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = sh(&["ip", "netns", "exec", &c0, "sh", "-c", &format!("nc -N -w 10 10.32.0.2 5001 < {}", src.display())]);
+    assert!(sent.status.success(), "{sent:?}");
+    let _ = server.wait();
+    let got = std::fs::read(&dst).unwrap();
+    assert_eq!(got.len(), data.len(), "every byte arrived");
+    assert!(got == data, "and in order, unchanged");
+}

@@ -28,7 +28,7 @@ impl Injector {
 }
 
 fn open(dev: &str) -> Result<Capture<Active>, pcap::Error> {
-    Capture::from_device(dev)?.promisc(true).immediate_mode(true).snaplen(65_535).buffer_size(4 << 20).timeout(1000).open()
+    Capture::from_device(dev)?.promisc(true).immediate_mode(true).snaplen(65_535).buffer_size(4 << 20).timeout(0).open()
 }
 
 /// Starts capturing on `dev`; frames go to `tx`. Returns the injector.
@@ -46,6 +46,7 @@ pub(crate) fn start(dev: &str, tx: mpsc::Sender<Input>) -> Result<Injector, pcap
                         break;
                     }
                 }
+                // No timeout is set (reads block: no CPU while idle); be robust anyway.
                 Err(pcap::Error::TimeoutExpired) => {
                     if tx.is_closed() {
                         break;

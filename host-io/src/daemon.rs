@@ -17,6 +17,9 @@ use crate::plumb;
 use crate::state::State;
 use crate::RouterArgs;
 
+/// Most TCP connections accepted per second.
+const ACCEPTS_PER_SECOND: u32 = 100;
+
 /// Inputs from the helper tasks.
 pub(crate) enum Input {
     Frame(Vec<u8>),
@@ -105,6 +108,9 @@ pub(crate) async fn run(args: RouterArgs) -> Result<(), String> {
                     if accept_tx.send(Input::Accepted(s, a)).await.is_err() {
                         break;
                     }
+                    // Accept rate limit: at most ACCEPTS_PER_SECOND, so a flood of connection
+                    // attempts cannot starve the router.
+                    tokio::time::sleep(std::time::Duration::from_secs(1) / ACCEPTS_PER_SECOND).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

@@ -106,6 +106,15 @@ enum Cmd {
         #[arg(required = true, num_args = 2..)]
         args: Vec<String>,
     },
+    /// `docker run -d` then attach: `weave run CIDR... <docker run args>`; prints the container id.
+    Run {
+        /// Bridge name.
+        #[arg(long, default_value = "weave")]
+        bridge: String,
+        /// CIDRs, then the arguments of `docker run`.
+        #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Detaches addresses (all, when none are given) from a container: `weave detach [CIDR...] TARGET`.
     Detach {
         /// CIDRs, then the target.
@@ -301,6 +310,39 @@ fn run(cli: Cli) -> Result<(), String> {
             let mac = attach::attach(&bridge, cidrs, &target[0])?;
             let dir = daemon_info(&ApiArgs { http_addr: default_api() }).map(|i| i.state_dir).unwrap_or_else(|_| PathBuf::from("/var/lib/weave"));
             attach::record(&dir, &target[0], &mac, cidrs)
+        }
+        Cmd::Run { bridge, args } => {
+            need_root("weave run")?;
+            let n = args.iter().take_while(|a| attach::parse_cidr(a).is_ok()).count();
+            if n == 0 {
+                return Err(format!("`{}` is not a CIDR: usage is weave run CIDR... <docker run args>", args[0]));
+            }
+            let (cidrs, docker) = args.split_at(n);
+            if docker.is_empty() {
+                return Err("no image given: usage is weave run CIDR... <docker run args>".into());
+            }
+            let out = std::process::Command::new("docker")
+                .args(["run", "-d"])
+                .args(docker)
+                .output()
+                .map_err(|e| format!("cannot run docker: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("docker run failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            }
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            match attach::attach(&bridge, cidrs, &id) {
+                Ok(mac) => {
+                    let dir = daemon_info(&ApiArgs { http_addr: default_api() }).map(|i| i.state_dir).unwrap_or_else(|_| PathBuf::from("/var/lib/weave"));
+                    attach::record(&dir, &id, &mac, cidrs)?;
+                    println!("{id}");
+                    Ok(())
+                }
+                Err(e) => {
+                    // Nothing half-created is left behind.
+                    let _ = std::process::Command::new("docker").args(["rm", "-f", &id]).output();
+                    Err(format!("{e} (the container was removed)"))
+                }
+            }
         }
         Cmd::Detach { args } => {
             need_root("weave detach")?;

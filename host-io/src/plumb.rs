@@ -235,18 +235,15 @@ pub(crate) async fn add_addr(h: &Handle, index: u32, ip: IpAddr, prefix: u8) -> 
     }
 }
 
+/// The address messages of a link.
+async fn addr_messages(h: &Handle, index: u32) -> Result<Vec<netlink_packet_route::address::AddressMessage>, PlumbError> {
+    h.address().get().set_link_index_filter(index).execute().try_collect().await.map_err(nl("listing addresses"))
+}
+
 /// Removes an address from a link; returns whether it was there.
 pub(crate) async fn del_addr(h: &Handle, index: u32, ip: IpAddr) -> Result<bool, PlumbError> {
     use netlink_packet_route::address::AddressAttribute;
-    let addrs: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl("listing addresses"))?;
-    for a in addrs {
+    for a in addr_messages(h, index).await? {
         if a.attributes.iter().any(|x| matches!(x, AddressAttribute::Address(v) if *v == ip)) {
             h.address().del(a).execute().await.map_err(nl(format!("removing {ip}")))?;
             return Ok(true);
@@ -255,18 +252,11 @@ pub(crate) async fn del_addr(h: &Handle, index: u32, ip: IpAddr) -> Result<bool,
     Ok(false)
 }
 
-/// The IPv4 addresses (with prefixes) on a link.
+/// The addresses (with prefixes) on a link.
 pub(crate) async fn addrs(h: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>, PlumbError> {
     use netlink_packet_route::address::AddressAttribute;
-    let msgs: Vec<_> = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl("listing addresses"))?;
-    Ok(msgs
+    Ok(addr_messages(h, index)
+        .await?
         .into_iter()
         .filter_map(|m| {
             let p = m.header.prefix_len;

@@ -360,3 +360,52 @@ fn a_tcp_transfer_between_containers_arrives_byte_for_byte() {
     assert_eq!(got.len(), data.len(), "every byte arrived");
     assert!(got == data, "and in order, unchanged");
 }
+
+/// A local image: `FROM scratch` and Debian's static busybox (no registry is needed).
+fn busybox_image() -> &'static str {
+    const IMAGE: &str = "weave-test-busybox";
+    if sh(&["docker", "image", "inspect", IMAGE]).status.success() {
+        return IMAGE;
+    }
+    let dir = std::env::temp_dir().join(format!("weave-bb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("busybox")).expect("busybox-static is installed (scripts/test installs it)");
+    std::fs::write(dir.join("Dockerfile"), "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"/bin/sleep\", \"3600\"]\n").unwrap();
+    ok(&["docker", "build", "-q", "-t", IMAGE, dir.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    IMAGE
+}
+
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = sh(&["docker", "rm", "-f", &self.0]);
+    }
+}
+
+#[test]
+fn weave_run_starts_a_docker_container_on_the_network() {
+    let image = busybox_image();
+    let mut lab = Lab::new(2, &[(0, 1)]);
+    lab.launch(0, &[]);
+    lab.launch(1, &["10.201.0.1"]);
+    lab.container(1, &["10.32.0.2/24"]);
+    let name = format!("weave-test-{}", lab.id);
+    let _cleanup = Container(name.clone());
+    let o = lab.weave(0, &["run", "10.32.0.1/24", "--pull=never", "--name", &name, image]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(id.len(), 64, "prints the container id: {id}");
+    let end = Instant::now() + SETTLE;
+    let mut pinged = false;
+    while Instant::now() < end && !pinged {
+        pinged = sh(&["docker", "exec", &name, "ping", "-c", "1", "-W", "1", "10.32.0.2"]).status.success();
+    }
+    assert!(pinged, "the Docker container reaches the other host's container");
+    let ps = String::from_utf8_lossy(&lab.weave(0, &["ps"]).stdout).into_owned();
+    assert!(ps.contains(&id) && ps.contains("10.32.0.1/24"), "{ps}");
+    // --pull=never: a missing image must not send the test to a registry.
+    let o = lab.weave(0, &["run", "10.32.0.9/24", "--pull=never", "no-such-image-here"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("docker run failed"), "{o:?}");
+}

@@ -96,7 +96,7 @@ impl Config {
             udp_timeout: Duration::from_secs(5),
             probe_after: Duration::from_millis(100),
             probe_interval: Duration::from_millis(100),
-            probe_timeout: Duration::from_millis(600),
+            probe_timeout: Duration::from_millis(500),
             recover_rounds: 3,
             flap_window: Duration::from_secs(30),
             gossip_coalesce: Duration::from_millis(10),

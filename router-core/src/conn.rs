@@ -111,6 +111,10 @@ pub(crate) struct Conn {
     pub(crate) proven_seq: u32,
     /// Since when we probe the peer (we send data and hear nothing).
     pub(crate) probing_since: Option<Instant>,
+    /// The first data sent to the peer since we last heard from it.
+    pub(crate) sent_unheard: Option<Instant>,
+    /// When the next regular heartbeat is due.
+    pub(crate) next_heartbeat: Instant,
     /// Round trips proven since the link last failed.
     pub(crate) rounds: u32,
     /// Round trips needed to (re-)establish the link.
@@ -197,6 +201,8 @@ impl Conn {
             udp_rx_seq: 0,
             proven_seq: 0,
             probing_since: None,
+            sent_unheard: None,
+            next_heartbeat: now,
             rounds: 0,
             rounds_needed: 1,
             recovered_at: None,

@@ -198,16 +198,29 @@ impl Router {
         self.out.datagram(to, &buf[..n], None);
     }
 
-    /// The heartbeat timer: probing bookkeeping, then one heartbeat, then the next deadline.
+    /// The heartbeat timer: the evidence check for data we sent, probing bookkeeping, then a
+    /// heartbeat when one is due, then the next deadline.
     pub(crate) fn send_udp_heartbeat(&mut self, now: Instant, id: ConnId) {
+        let (probe_after, probe_timeout) = (self.config.probe_after, self.config.probe_timeout);
         let Some(c) = self.conns.get_mut(&id) else { return };
         if c.peer.is_none() {
             return;
         }
+        // Data went out and nothing came back within `probe_after`: start probing.
+        if let Some(t) = c.sent_unheard {
+            if c.last_heard() >= t {
+                c.sent_unheard = None;
+            } else if now >= t + probe_after {
+                c.sent_unheard = None;
+                if c.probing_since.is_none() && c.established() {
+                    c.probing_since = Some(now);
+                }
+            }
+        }
         if let Some(since) = c.probing_since {
             if c.last_heard() > since {
                 c.probing_since = None;
-            } else if now - since >= self.config.probe_timeout {
+            } else if now - since >= probe_timeout {
                 // We kept sending and heard nothing at all: the path is silently dead.
                 c.probing_since = None;
                 c.udp_rx_ok = false;
@@ -217,25 +230,31 @@ impl Router {
         }
         let c = &self.conns[&id];
         let probing = c.probing_since.is_some();
-        let period = if probing {
-            self.config.probe_interval
-        } else if c.udp_tx_ok {
-            self.config.udp_heartbeat
-        } else {
-            self.config.udp_heartbeat_fast
-        };
-        self.emit_udp_heartbeat(id, probing);
-        self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), now + period);
+        if probing || now >= c.next_heartbeat {
+            let period = if probing {
+                self.config.probe_interval
+            } else if c.udp_tx_ok {
+                self.config.udp_heartbeat
+            } else {
+                self.config.udp_heartbeat_fast
+            };
+            self.emit_udp_heartbeat(id, probing);
+            self.conns.get_mut(&id).expect("checked").next_heartbeat = now + period;
+        }
+        let c = &self.conns[&id];
+        let next = c.sent_unheard.map_or(c.next_heartbeat, |t| c.next_heartbeat.min(t + probe_after));
+        self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), next.max(now));
     }
 
-    /// We are sending data to this neighbour: if it has been silent, probe it now.
+    /// We are sending data to this neighbour: if nothing comes back from it within
+    /// `probe_after`, the heartbeat timer starts probing.
     #[inline]
     pub(crate) fn note_sent(&mut self, now: Instant, id: ConnId) {
         let probe_after = self.config.probe_after;
         let Some(c) = self.conns.get_mut(&id) else { return };
-        if c.probing_since.is_none() && now - c.last_heard() > probe_after {
-            c.probing_since = Some(now);
-            self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), now);
+        if c.sent_unheard.is_none() && c.probing_since.is_none() {
+            c.sent_unheard = Some(now);
+            self.timers.set_if_earlier(Timer::Conn(id, ConnTimer::UdpHeartbeat), now + probe_after);
         }
     }
 
@@ -334,6 +353,7 @@ impl Router {
             self.stats.count_link_loss(reason);
             tracing::info!(%peer, %reason, "link lost");
             self.push_event(Event::LinkLost { peer, reason });
+            self.conns.get_mut(&id).expect("caller checked").next_heartbeat = now;
             self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), now);
         }
         self.arm_udp_timeout(id);
@@ -365,6 +385,7 @@ impl Router {
             c.udp_tx_ok = false;
             reason = reason.or(Some(LinkReason::AckTimeout));
             // Probe quickly again until the peer acknowledges.
+            c.next_heartbeat = now;
             self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), now);
         }
         match reason {

@@ -8,7 +8,8 @@ fn files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut v = Vec::new();
     for sub in [dir.to_path_buf(), dir.join("regressions")] {
-        for e in std::fs::read_dir(&sub).expect("scenarios directory") {
+        let Ok(entries) = std::fs::read_dir(&sub) else { continue };
+        for e in entries {
             let p = e.expect("entry").path();
             if p.extension().is_some_and(|x| x == "toml") && p.file_name().is_some_and(|n| n != "Cargo.toml") {
                 v.push(p);

@@ -7,7 +7,6 @@
 use pcap::{Active, Capture, Direction};
 use tokio::sync::mpsc;
 
-use crate::daemon::Input;
 
 /// Writes frames into the bridge.
 pub(crate) struct Injector {
@@ -32,7 +31,7 @@ fn open(dev: &str) -> Result<Capture<Active>, pcap::Error> {
 }
 
 /// Starts capturing on `dev`; frames go to `tx`. Returns the injector.
-pub(crate) fn start(dev: &str, tx: mpsc::Sender<Input>) -> Result<Injector, pcap::Error> {
+pub(crate) fn start(dev: &str, tx: mpsc::Sender<Vec<u8>>) -> Result<Injector, pcap::Error> {
     let mut cap = open(dev)?;
     cap.direction(Direction::In)?;
     let inject = open(dev)?;
@@ -42,7 +41,7 @@ pub(crate) fn start(dev: &str, tx: mpsc::Sender<Input>) -> Result<Injector, pcap
         .spawn(move || loop {
             match cap.next_packet() {
                 Ok(p) => {
-                    if tx.blocking_send(Input::Frame(p.data.to_vec())).is_err() {
+                    if tx.blocking_send(p.data.to_vec()).is_err() {
                         break;
                     }
                 }

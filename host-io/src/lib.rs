@@ -1,0 +1,3 @@
+//! The parts of the `weave` binary that tests drive directly.
+
+pub mod eventloop;

@@ -130,6 +130,14 @@ impl Drop for Lab {
 
 const SETTLE: Duration = Duration::from_secs(15);
 
+/// Two hosts on one underlay link, h1 told to connect to h0.
+fn two_hosts() -> Lab {
+    let lab = Lab::new(2, &[(0, 1)]);
+    lab.launch(0, &[]);
+    lab.launch(1, &["10.201.0.1"]);
+    lab
+}
+
 #[test]
 fn two_hosts_containers_ping_both_ways_and_status_shows_the_peer() {
     let mut lab = Lab::new(2, &[(0, 1)]);
@@ -162,9 +170,7 @@ fn three_hosts_in_a_line_relay_between_the_ends() {
 
 #[test]
 fn containers_on_different_subnets_cannot_reach_each_other() {
-    let mut lab = Lab::new(2, &[(0, 1)]);
-    lab.launch(0, &[]);
-    lab.launch(1, &["10.201.0.1"]);
+    let mut lab = two_hosts();
     let a = lab.container(0, &["10.32.0.1/24"]);
     let b = lab.container(0, &["10.40.0.2/24"]);
     lab.container(1, &["10.40.0.3/24"]);
@@ -276,20 +282,10 @@ fn ureq_free_metrics(lab: &Lab, host: usize) -> String {
 
 #[test]
 fn expose_lets_the_host_reach_containers_and_hide_ends_it_and_ps_lists_them() {
-    let mut lab = Lab::new(2, &[(0, 1)]);
-    lab.launch(0, &[]);
-    lab.launch(1, &["10.201.0.1"]);
+    let mut lab = two_hosts();
     let c0 = lab.container(0, &["10.32.0.1/24"]);
     lab.container(1, &["10.32.0.2/24"]);
-    let host_pings = |lab: &Lab, ip: &str, within: Duration| {
-        let end = Instant::now() + within;
-        while Instant::now() < end {
-            if sh(&["ip", "netns", "exec", &lab.hosts[0], "ping", "-c", "1", "-W", "1", ip]).status.success() {
-                return true;
-            }
-        }
-        false
-    };
+    let host_pings = |lab: &Lab, ip: &str, within: Duration| lab.pings(&lab.hosts[0], ip, within);
     assert!(!host_pings(&lab, "10.32.0.2", Duration::from_secs(1)), "not exposed yet");
     let o = lab.weave(0, &["expose", "10.32.0.254/24"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -338,9 +334,7 @@ fn connect_and_forget_at_run_time() {
 
 #[test]
 fn a_tcp_transfer_between_containers_arrives_byte_for_byte() {
-    let mut lab = Lab::new(2, &[(0, 1)]);
-    lab.launch(0, &[]);
-    lab.launch(1, &["10.201.0.1"]);
+    let mut lab = two_hosts();
     let c0 = lab.container(0, &["10.32.0.1/24"]);
     let c1 = lab.container(1, &["10.32.0.2/24"]);
     assert!(lab.pings(&c0, "10.32.0.2", SETTLE));
@@ -397,9 +391,7 @@ impl Drop for Container {
 #[test]
 fn weave_run_starts_a_docker_container_on_the_network() {
     let image = busybox_image();
-    let mut lab = Lab::new(2, &[(0, 1)]);
-    lab.launch(0, &[]);
-    lab.launch(1, &["10.201.0.1"]);
+    let mut lab = two_hosts();
     lab.container(1, &["10.32.0.2/24"]);
     let name = format!("weave-test-{}", lab.id);
     let _cleanup = Container(name.clone());

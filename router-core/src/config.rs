@@ -30,6 +30,8 @@ pub struct Config {
     pub mac_expiry: Duration,
     /// Most MAC entries.
     pub mac_table_max: usize,
+    /// Most peers held in the topology; entries for further peers are refused (counted).
+    pub peers_max: usize,
     /// Bytes of queued output after which data frames are dropped.
     pub outbox_limit: usize,
     /// A connection's preamble and handshake must finish within this.
@@ -87,6 +89,7 @@ impl Config {
             datagram_max: 1472,
             mac_expiry: Duration::from_secs(600),
             mac_table_max: 65_536,
+            peers_max: 65_536,
             outbox_limit: 8 << 20,
             handshake_timeout: Duration::from_secs(10),
             tcp_heartbeat: Duration::from_secs(10),

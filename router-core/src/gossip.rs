@@ -71,6 +71,10 @@ impl Router {
                 continue;
             }
             let name = e.name;
+            if !self.topology.peers.contains_key(&name) && self.topology.peers.len() >= self.config.peers_max {
+                self.stats.gossip_entries_refused += 1;
+                continue;
+            }
             if merge_entry(&mut self.topology.peers, e) {
                 self.topology.changed();
                 self.stats.gossip_entries_merged += 1;

@@ -133,6 +133,8 @@ pub struct Stats {
     pub gossip_updates_sent: u64,
     /// Topology entries merged from gossip.
     pub gossip_entries_merged: u64,
+    /// Entries for new peers refused because the topology holds `peers_max` peers.
+    pub gossip_entries_refused: u64,
     /// MACs learned.
     pub macs_learned: u64,
     /// MACs that moved to another owner.
@@ -175,7 +177,7 @@ impl Stats {
         let Stats {
             frames_captured, frames_local, frames_injected, frames_sent, frames_flooded, frames_relayed,
             datagrams_sent, datagrams_received, udp_bytes_sent, udp_bytes_received, tcp_bytes_sent,
-            tcp_bytes_received, gossip_bytes_sent, gossip_updates_sent, gossip_entries_merged, macs_learned,
+            tcp_bytes_received, gossip_bytes_sent, gossip_updates_sent, gossip_entries_merged, gossip_entries_refused, macs_learned,
             macs_moved, macs_expired, control_errors, route_recomputes, links_established, links_lost_probe,
             links_lost_heartbeat, links_lost_ack, drops,
         } = o;
@@ -198,6 +200,7 @@ impl Stats {
         self.gossip_bytes_sent += gossip_bytes_sent;
         self.gossip_updates_sent += gossip_updates_sent;
         self.gossip_entries_merged += gossip_entries_merged;
+        self.gossip_entries_refused += gossip_entries_refused;
         self.macs_learned += macs_learned;
         self.macs_moved += macs_moved;
         self.macs_expired += macs_expired;

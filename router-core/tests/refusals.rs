@@ -153,3 +153,28 @@ fn poll_timeout_is_the_exact_next_deadline() {
     r.handle_timeout(t0);
     assert!(r.poll_timeout().unwrap() > t0);
 }
+
+#[test]
+fn gossip_about_more_peers_than_the_limit_is_refused_and_counted() {
+    let mut net = Net::with_config(2, |i| {
+        let mut c = config(i, i as u64 + 1);
+        c.peers_max = 2;
+        c
+    });
+    net.connect(0, 1);
+    net.run_for(Duration::from_secs(2));
+    assert!(net.established(0, 1), "two peers fit");
+    let mut net = Net::with_config(3, |i| {
+        let mut c = config(i, i as u64 + 1);
+        c.peers_max = 2;
+        c
+    });
+    net.connect(0, 1);
+    net.connect(2, 1);
+    net.run_for(Duration::from_secs(3));
+    for h in &net.hosts {
+        assert!(h.router.topology().len() <= 2, "no host holds more than its limit");
+    }
+    let refused: u64 = net.hosts.iter().map(|h| h.router.stats().gossip_entries_refused).sum();
+    assert!(refused > 0, "the entries beyond the limit were refused and counted");
+}

@@ -43,8 +43,19 @@ impl Stack for Tokio {
     type Udp = tokio::net::UdpSocket;
     type Listener = tokio::net::TcpListener;
     type Stream = tokio::net::TcpStream;
-    fn bind_udp(a: SocketAddr) -> impl Future<Output = io::Result<Self::Udp>> + Send {
-        tokio::net::UdpSocket::bind(a)
+    async fn bind_udp(a: SocketAddr) -> io::Result<Self::Udp> {
+        let u = tokio::net::UdpSocket::bind(a).await?;
+        // Bursts of datagrams must not overflow the default ~200 KiB buffers: ask for 8 MiB
+        // (beyond rmem_max/wmem_max when root, else as much as the limits allow).
+        use nix::sys::socket::{setsockopt, sockopt};
+        const BUF: usize = 8 << 20;
+        if setsockopt(&u, sockopt::RcvBufForce, &BUF).is_err() {
+            let _ = setsockopt(&u, sockopt::RcvBuf, &BUF);
+        }
+        if setsockopt(&u, sockopt::SndBufForce, &BUF).is_err() {
+            let _ = setsockopt(&u, sockopt::SndBuf, &BUF);
+        }
+        Ok(u)
     }
     fn recv_from<'a>(u: &'a Self::Udp, buf: &'a mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
         u.recv_from(buf)

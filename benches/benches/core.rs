@@ -41,7 +41,9 @@ fn forwarding(c: &mut Criterion) {
 fn routes(c: &mut Criterion) {
     let view = random_view(1000, 4, 7);
     let me = PeerName::from_u64(1);
-    c.bench_function("routes/unicast_1000_peers_degree_4", |b| b.iter(|| black_box(Routes::build(black_box(&view), me))));
+    c.bench_function("routes/unicast_1000_peers_degree_4", |b| {
+        b.iter(|| black_box(Routes::build(black_box(&view), me)))
+    });
     let mut r = Routes::build(&view, me);
     let src = PeerName::from_u64(500);
     c.bench_function("routes/broadcast_tree_1000_peers", |b| {

@@ -16,7 +16,14 @@ fuzz_target!(|data: &[u8]| {
         Kind::Frames => {
             let Ok(frames) = d.frames() else { return };
             let mut out = vec![0u8; FRAMES_HEADER_LEN];
-            let h = Header { kind: Kind::Frames, flags: d.flags(), hop_limit: d.hop_limit(), src: d.src(), dst: d.dst(), seq: d.seq() };
+            let h = Header {
+                kind: Kind::Frames,
+                flags: d.flags(),
+                hop_limit: d.hop_limit(),
+                src: d.src(),
+                dst: d.dst(),
+                seq: d.seq(),
+            };
             h.emit(&mut out);
             for f in frames {
                 assert!(f.len() >= 14);

@@ -136,7 +136,8 @@ async fn status_section(AxState(tx): AxState<Tx>, Path(section): Path<String>) -
         "peers" => text::peers(&s).into_response(),
         "connections" => text::connections(&s).into_response(),
         "targets" => text::targets(&s).into_response(),
-        other => (StatusCode::NOT_FOUND, format!("no status section `{other}`: use peers, connections or targets\n")).into_response(),
+        other => (StatusCode::NOT_FOUND, format!("no status section `{other}`: use peers, connections or targets\n"))
+            .into_response(),
     }
 }
 
@@ -215,7 +216,11 @@ async fn hide(AxState(app): AxState<Tx>, Json(b): Json<CidrBody>) -> Response {
 }
 
 /// Serves the API; the returned task runs until aborted.
-pub(crate) async fn serve(addr: SocketAddr, tx: mpsc::Sender<ApiCmd>, info: DaemonInfo) -> Result<JoinHandle<()>, String> {
+pub(crate) async fn serve(
+    addr: SocketAddr,
+    tx: mpsc::Sender<ApiCmd>,
+    info: DaemonInfo,
+) -> Result<JoinHandle<()>, String> {
     let app = Http::new()
         .route("/config", get(config))
         .route("/expose", post(expose))
@@ -228,9 +233,9 @@ pub(crate) async fn serve(addr: SocketAddr, tx: mpsc::Sender<ApiCmd>, info: Daem
         .route("/forget", post(forget))
         .route("/stop", post(stop))
         .with_state(App { tx, info });
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot serve the HTTP API on {addr}: {e} (is another router running? try --http-addr)"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        format!("cannot serve the HTTP API on {addr}: {e} (is another router running? try --http-addr)")
+    })?;
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "HTTP API stopped");

@@ -49,28 +49,23 @@ pub(crate) fn attach(bridge: &str, cidrs: &[String], target: &str) -> Result<Str
     let ns = t.ns.clone();
     let mtu = rt.block_on(async {
         let h = plumb::connect().await?;
-        let br = plumb::link(&h, bridge).await?.ok_or_else(|| {
-            PlumbError::Missing(format!("bridge {bridge} does not exist: run `weave launch` first"))
-        })?;
+        let br = plumb::link(&h, bridge)
+            .await?
+            .ok_or_else(|| PlumbError::Missing(format!("bridge {bridge} does not exist: run `weave launch` first")))?;
         let mtu = plumb::mtu_of(&br).unwrap_or(1376);
         if plumb::link(&h, &host_if).await?.is_none() {
-            h.link()
-                .add()
-                .veth(host_if.clone(), temp_if.clone())
-                .execute()
-                .await
-                .map_err(|source| PlumbError::Netlink { what: "creating the container's veth".into(), source: Box::new(source) })?;
+            h.link().add().veth(host_if.clone(), temp_if.clone()).execute().await.map_err(|source| {
+                PlumbError::Netlink { what: "creating the container's veth".into(), source: Box::new(source) }
+            })?;
             let done = async {
                 let hl = plumb::link(&h, &host_if).await?.ok_or_else(|| PlumbError::Missing(host_if.clone()))?;
                 let pl = plumb::link(&h, &temp_if).await?.ok_or_else(|| PlumbError::Missing(temp_if.clone()))?;
-                h.link()
-                    .set(hl.header.index)
-                    .mtu(mtu)
-                    .controller(br.header.index)
-                    .up()
-                    .execute()
-                    .await
-                    .map_err(|source| PlumbError::Netlink { what: "attaching the veth to the bridge".into(), source: Box::new(source) })?;
+                h.link().set(hl.header.index).mtu(mtu).controller(br.header.index).up().execute().await.map_err(
+                    |source| PlumbError::Netlink {
+                        what: "attaching the veth to the bridge".into(),
+                        source: Box::new(source),
+                    },
+                )?;
                 h.link().set(pl.header.index).mtu(mtu).execute().await.map_err(|source| PlumbError::Netlink {
                     what: "setting the container side's MTU".into(),
                     source: Box::new(source),
@@ -88,35 +83,41 @@ pub(crate) fn attach(bridge: &str, cidrs: &[String], target: &str) -> Result<Str
     let mtu = mtu.map_err(|e| e.to_string())?;
     let temp = temp_if.clone();
     let first_v4 = cidrs.iter().find_map(|c| if let IpAddr::V4(v) = c.ip { Some(v) } else { None });
-    let res = plumb::in_netns(&t.ns, move |h| {
-        Box::pin(async move {
-            let l = match plumb::link(&h, CONTAINER_IF).await? {
-                Some(l) => l,
-                None => {
-                    let l = plumb::link(&h, &temp).await?.ok_or_else(|| PlumbError::Missing(format!("{temp} did not arrive in the container")))?;
-                    h.link().set(l.header.index).name(CONTAINER_IF.into()).mtu(mtu).execute().await.map_err(|source| {
-                        PlumbError::Netlink { what: "naming ethwe".into(), source: Box::new(source) }
-                    })?;
-                    l
+    let res =
+        plumb::in_netns(&t.ns, move |h| {
+            Box::pin(async move {
+                let l = match plumb::link(&h, CONTAINER_IF).await? {
+                    Some(l) => l,
+                    None => {
+                        let l = plumb::link(&h, &temp)
+                            .await?
+                            .ok_or_else(|| PlumbError::Missing(format!("{temp} did not arrive in the container")))?;
+                        h.link().set(l.header.index).name(CONTAINER_IF.into()).mtu(mtu).execute().await.map_err(
+                            |source| PlumbError::Netlink { what: "naming ethwe".into(), source: Box::new(source) },
+                        )?;
+                        l
+                    }
+                };
+                let idx = l.header.index;
+                for c in &cidrs {
+                    plumb::add_addr(&h, idx, c.ip, c.prefix).await?;
                 }
-            };
-            let idx = l.header.index;
-            for c in &cidrs {
-                plumb::add_addr(&h, idx, c.ip, c.prefix).await?;
-            }
-            // Checksums are computed in the container, frames never exceed the MTU.
-            plumb::offloads_off(CONTAINER_IF)?;
-            h.link().set(idx).up().execute().await.map_err(|source| PlumbError::Netlink { what: "bringing ethwe up".into(), source: Box::new(source) })?;
-            let mac = plumb::link(&h, CONTAINER_IF).await?.as_ref().and_then(plumb::mac_of);
-            if let (Some(mac), Some(ip)) = (mac, first_v4) {
-                // Announce the container at once (a migrated container is found immediately).
-                if let Ok(mut cap) = pcap::Capture::from_device(CONTAINER_IF).and_then(|c| c.open()) {
-                    let _ = cap.sendpacket(garp(mac, ip));
+                // Checksums are computed in the container, frames never exceed the MTU.
+                plumb::offloads_off(CONTAINER_IF)?;
+                h.link().set(idx).up().execute().await.map_err(|source| PlumbError::Netlink {
+                    what: "bringing ethwe up".into(),
+                    source: Box::new(source),
+                })?;
+                let mac = plumb::link(&h, CONTAINER_IF).await?.as_ref().and_then(plumb::mac_of);
+                if let (Some(mac), Some(ip)) = (mac, first_v4) {
+                    // Announce the container at once (a migrated container is found immediately).
+                    if let Ok(mut cap) = pcap::Capture::from_device(CONTAINER_IF).and_then(|c| c.open()) {
+                        let _ = cap.sendpacket(garp(mac, ip));
+                    }
                 }
-            }
-            Ok(mac.map(|m| router_core::Mac(m).to_string()).unwrap_or_default())
-        })
-    });
+                Ok(mac.map(|m| router_core::Mac(m).to_string()).unwrap_or_default())
+            })
+        });
     res.map_err(|e| format!("attaching {target}: {e}"))
 }
 
@@ -130,7 +131,10 @@ pub(crate) struct Attachment {
 }
 
 fn load(dir: &std::path::Path) -> Vec<Attachment> {
-    std::fs::read_to_string(dir.join("attachments.json")).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
+    std::fs::read_to_string(dir.join("attachments.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
 }
 
 /// Records an attachment (merging CIDRs for a target attached again).
@@ -172,7 +176,9 @@ pub(crate) fn ps(info: &crate::api::DaemonInfo, only: &[String]) -> Result<Strin
     let bridge_mac = rt.block_on(async {
         let h = plumb::connect().await.map_err(|e| e.to_string())?;
         let br = plumb::link(&h, &info.bridge).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(br.as_ref().and_then(plumb::mac_of).map(|m| router_core::Mac(m).to_string()).unwrap_or_default())
+        Ok::<_, String>(
+            br.as_ref().and_then(plumb::mac_of).map(|m| router_core::Mac(m).to_string()).unwrap_or_default(),
+        )
     })?;
     let mut out = format!("weave:expose {bridge_mac} {}\n", crate::expose::exposed(info).join(" "));
     for a in load(&info.state_dir) {

@@ -7,7 +7,6 @@
 use pcap::{Active, Capture, Direction};
 use tokio::sync::mpsc;
 
-
 /// Writes frames into the bridge.
 pub(crate) struct Injector {
     cap: Capture<Active>,
@@ -60,4 +59,3 @@ pub(crate) fn start(dev: &str, tx: mpsc::Sender<Vec<u8>>) -> Result<Injector, pc
         .map_err(|e| pcap::Error::IoError(e.kind()))?;
     Ok(Injector { cap: inject, errors: 0 })
 }
-

@@ -15,7 +15,9 @@ use crate::RouterArgs;
 
 /// Resolves `host[:port]` with the default port.
 pub(crate) fn parse_peer(s: &str, default_port: u16) -> Result<SocketAddr, String> {
-    let with_port = if s.parse::<SocketAddr>().is_ok() || s.rsplit_once(':').is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok()) {
+    let with_port = if s.parse::<SocketAddr>().is_ok()
+        || s.rsplit_once(':').is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
+    {
         s.to_string()
     } else {
         format!("{s}:{default_port}")
@@ -31,12 +33,16 @@ pub(crate) fn parse_peer(s: &str, default_port: u16) -> Result<SocketAddr, Strin
 pub(crate) async fn run(args: RouterArgs) -> Result<(), String> {
     let state = State::open(&args.state_dir)?;
     let name = state.peer_name(args.name)?;
-    std::fs::write(state.pid_file(), format!("{}\n", std::process::id())).map_err(|e| format!("cannot write pid file: {e}"))?;
+    std::fs::write(state.pid_file(), format!("{}\n", std::process::id()))
+        .map_err(|e| format!("cannot write pid file: {e}"))?;
     let nl = plumb::connect().await.map_err(|e| e.to_string())?;
-    plumb::ensure_bridge(&nl, &args.bridge, args.mtu).await.map_err(|e| format!("setting up bridge {}: {e}", args.bridge))?;
+    plumb::ensure_bridge(&nl, &args.bridge, args.mtu)
+        .await
+        .map_err(|e| format!("setting up bridge {}: {e}", args.bridge))?;
 
     let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(4096);
-    let mut injector = capture::start(plumb::PCAP_PORT, frames_tx).map_err(|e| format!("capture on {}: {e}", plumb::PCAP_PORT))?;
+    let mut injector =
+        capture::start(plumb::PCAP_PORT, frames_tx).map_err(|e| format!("capture on {}: {e}", plumb::PCAP_PORT))?;
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCmd>(64);
     let info = api::DaemonInfo { state_dir: args.state_dir.clone(), bridge: args.bridge.clone() };
     let http = api::serve(args.http_addr, api_tx, info).await?;
@@ -45,7 +51,10 @@ pub(crate) async fn run(args: RouterArgs) -> Result<(), String> {
     }
 
     let mut cfg = Config::new(name);
-    cfg.nickname = args.nickname.clone().unwrap_or_else(|| nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default());
+    cfg.nickname = args
+        .nickname
+        .clone()
+        .unwrap_or_else(|| nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default());
     cfg.tcp_port = args.port;
     cfg.udp_port = args.port;
     cfg.conn_limit = args.conn_limit;
@@ -87,7 +96,8 @@ pub(crate) async fn run(args: RouterArgs) -> Result<(), String> {
             }
         }
     });
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     let shutdown = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

@@ -25,7 +25,10 @@ pub trait Stack: 'static {
     /// Binds UDP.
     fn bind_udp(a: SocketAddr) -> impl Future<Output = io::Result<Self::Udp>> + Send;
     /// Receives one datagram.
-    fn recv_from<'a>(u: &'a Self::Udp, buf: &'a mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a;
+    fn recv_from<'a>(
+        u: &'a Self::Udp,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a;
     /// Sends one datagram without waiting.
     fn try_send_to(u: &Self::Udp, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
     /// Listens on TCP.
@@ -57,7 +60,10 @@ impl Stack for Tokio {
         }
         Ok(u)
     }
-    fn recv_from<'a>(u: &'a Self::Udp, buf: &'a mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
+    fn recv_from<'a>(
+        u: &'a Self::Udp,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
         u.recv_from(buf)
     }
     fn try_send_to(u: &Self::Udp, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
@@ -94,7 +100,11 @@ struct ConnIo {
     reader: JoinHandle<()>,
 }
 
-fn spawn_conn<T: AsyncRead + AsyncWrite + Send + Unpin + 'static>(id: ConnId, s: T, tx: mpsc::Sender<Input<T>>) -> ConnIo {
+fn spawn_conn<T: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
+    id: ConnId,
+    s: T,
+    tx: mpsc::Sender<Input<T>>,
+) -> ConnIo {
     let (mut rd, mut wr) = tokio::io::split(s);
     let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
     tokio::spawn(async move {

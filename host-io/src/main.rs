@@ -204,7 +204,10 @@ fn post(a: &SocketAddr, path: &str, body: Option<serde_json::Value>) -> Result<S
 }
 
 fn default_api() -> SocketAddr {
-    std::env::var("WEAVE_HTTP_ADDR").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6784)))
+    std::env::var("WEAVE_HTTP_ADDR")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6784)))
 }
 
 fn daemon_info(api: &ApiArgs) -> Result<api::DaemonInfo, String> {
@@ -226,7 +229,8 @@ fn init_logs(level: &str) {
     use std::io::IsTerminal;
     // netlink-packet-route warns about attributes newer kernels add; they are harmless.
     let spec = format!("{level},netlink_packet_route=error");
-    let filter = tracing_subscriber::EnvFilter::try_new(spec).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(spec).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -257,7 +261,8 @@ fn launch(args: RouterArgs) -> Result<(), String> {
         return Err(format!("a weave router already answers on {}: `weave stop` it first", args.http_addr));
     }
     let st = state::State::open(&args.state_dir)?;
-    let log = std::fs::File::create(st.log_file()).map_err(|e| format!("cannot create {}: {e}", st.log_file().display()))?;
+    let log =
+        std::fs::File::create(st.log_file()).map_err(|e| format!("cannot create {}: {e}", st.log_file().display()))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("router")
@@ -277,7 +282,10 @@ fn launch(args: RouterArgs) -> Result<(), String> {
     }
     cmd.args(&args.peers);
     use std::os::unix::process::CommandExt;
-    cmd.process_group(0).stdin(std::process::Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
+    cmd.process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start the router: {e}"))?;
     for _ in 0..100 {
         std::thread::sleep(Duration::from_millis(100));
@@ -301,14 +309,19 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Launch(a) => launch(a),
         Cmd::Router(a) => router(a),
         Cmd::Connect { api, replace, peers } => {
-            post(&api.http_addr, "/connect", Some(serde_json::json!({ "peers": peers, "replace": replace }))).map(|_| ())
+            post(&api.http_addr, "/connect", Some(serde_json::json!({ "peers": peers, "replace": replace })))
+                .map(|_| ())
         }
-        Cmd::Forget { api, peers } => post(&api.http_addr, "/forget", Some(serde_json::json!({ "peers": peers }))).map(|_| ()),
+        Cmd::Forget { api, peers } => {
+            post(&api.http_addr, "/forget", Some(serde_json::json!({ "peers": peers }))).map(|_| ())
+        }
         Cmd::Attach { bridge, args } => {
             need_root("weave attach")?;
             let (cidrs, target) = args.split_at(args.len() - 1);
             let mac = attach::attach(&bridge, cidrs, &target[0])?;
-            let dir = daemon_info(&ApiArgs { http_addr: default_api() }).map(|i| i.state_dir).unwrap_or_else(|_| PathBuf::from("/var/lib/weave"));
+            let dir = daemon_info(&ApiArgs { http_addr: default_api() })
+                .map(|i| i.state_dir)
+                .unwrap_or_else(|_| PathBuf::from("/var/lib/weave"));
             attach::record(&dir, &target[0], &mac, cidrs)
         }
         Cmd::Run { bridge, args } => {
@@ -332,7 +345,9 @@ fn run(cli: Cli) -> Result<(), String> {
             let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
             match attach::attach(&bridge, cidrs, &id) {
                 Ok(mac) => {
-                    let dir = daemon_info(&ApiArgs { http_addr: default_api() }).map(|i| i.state_dir).unwrap_or_else(|_| PathBuf::from("/var/lib/weave"));
+                    let dir = daemon_info(&ApiArgs { http_addr: default_api() })
+                        .map(|i| i.state_dir)
+                        .unwrap_or_else(|_| PathBuf::from("/var/lib/weave"));
                     attach::record(&dir, &id, &mac, cidrs)?;
                     println!("{id}");
                     Ok(())
@@ -357,7 +372,9 @@ fn run(cli: Cli) -> Result<(), String> {
             let path = match section.as_deref() {
                 None => "/status".to_string(),
                 Some(s @ ("peers" | "connections" | "targets")) => format!("/status/{s}"),
-                Some(other) => return Err(format!("unknown status section `{other}`: use peers, connections or targets")),
+                Some(other) => {
+                    return Err(format!("unknown status section `{other}`: use peers, connections or targets"))
+                }
             };
             print!("{}", get(&api.http_addr, &path)?);
             Ok(())

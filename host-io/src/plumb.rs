@@ -95,7 +95,12 @@ pub(crate) async fn ensure_bridge(h: &Handle, bridge: &str, mtu: u32) -> Result<
             m.header.index
         }
         None => {
-            h.link().add().bridge(bridge.to_string()).execute().await.map_err(nl(format!("creating bridge {bridge}")))?;
+            h.link()
+                .add()
+                .bridge(bridge.to_string())
+                .execute()
+                .await
+                .map_err(nl(format!("creating bridge {bridge}")))?;
             let m = link(h, bridge).await?.ok_or_else(|| PlumbError::Missing(format!("bridge {bridge} vanished")))?;
             h.link().set(m.header.index).mtu(mtu).up().execute().await.map_err(nl(format!("bringing {bridge} up")))?;
             m.header.index
@@ -111,7 +116,14 @@ pub(crate) async fn ensure_bridge(h: &Handle, bridge: &str, mtu: u32) -> Result<
     }
     let bp = link(h, BRIDGE_PORT).await?.ok_or_else(|| PlumbError::Missing(BRIDGE_PORT.into()))?;
     let pp = link(h, PCAP_PORT).await?.ok_or_else(|| PlumbError::Missing(PCAP_PORT.into()))?;
-    h.link().set(bp.header.index).mtu(mtu).controller(br).up().execute().await.map_err(nl("attaching the capture port"))?;
+    h.link()
+        .set(bp.header.index)
+        .mtu(mtu)
+        .controller(br)
+        .up()
+        .execute()
+        .await
+        .map_err(nl("attaching the capture port"))?;
     h.link().set(pp.header.index).mtu(mtu).up().execute().await.map_err(nl("bringing the capture port up"))?;
     h.link().set(br).up().execute().await.map_err(nl(format!("bringing {bridge} up")))?;
     offloads_off(PCAP_PORT)?;
@@ -128,10 +140,10 @@ pub(crate) fn offloads_off(dev: &str) -> Result<(), PlumbError> {
         .map_err(|source| PlumbError::Io { what: "running ethtool (install the ethtool package)".into(), source })?;
     // ethtool exits non-zero when one feature cannot change (fixed on veths); what matters
     // is that tx checksumming ended up off.
-    let check = std::process::Command::new("ethtool").args(["-k", dev]).output().map_err(|source| PlumbError::Io {
-        what: "running ethtool".into(),
-        source,
-    })?;
+    let check = std::process::Command::new("ethtool")
+        .args(["-k", dev])
+        .output()
+        .map_err(|source| PlumbError::Io { what: "running ethtool".into(), source })?;
     let text = String::from_utf8_lossy(&check.stdout);
     if text.lines().any(|l| l.trim_start().starts_with("tx-checksumming: on")) {
         return Err(PlumbError::Missing(format!(
@@ -170,14 +182,18 @@ pub(crate) fn resolve_target(t: &str) -> Result<Target, String> {
     } else if t.starts_with('/') {
         PathBuf::from(t)
     } else {
-        let out = std::process::Command::new("docker")
-            .args(["inspect", "--format", "{{.State.Pid}}", t])
-            .output()
-            .map_err(|e| format!("`{t}` is not netns:NAME, pid:N or a path, and docker could not be run to look it up: {e}"))?;
+        let out =
+            std::process::Command::new("docker").args(["inspect", "--format", "{{.State.Pid}}", t]).output().map_err(
+                |e| format!("`{t}` is not netns:NAME, pid:N or a path, and docker could not be run to look it up: {e}"),
+            )?;
         if !out.status.success() {
-            return Err(format!("no container, network namespace or process `{t}`: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!(
+                "no container, network namespace or process `{t}`: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
-        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| format!("container {t} has no process"))?;
+        let pid: u32 =
+            String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| format!("container {t} has no process"))?;
         if pid == 0 {
             return Err(format!("container {t} is not running"));
         }
@@ -207,10 +223,10 @@ pub(crate) fn in_netns<T: Send + 'static>(
             what: "entering the container's network namespace".into(),
             source: std::io::Error::from(e),
         })?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|source| PlumbError::Io {
-            what: "starting a runtime".into(),
-            source,
-        })?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| PlumbError::Io { what: "starting a runtime".into(), source })?;
         rt.block_on(async move {
             let h = connect().await?;
             f(h).await
@@ -236,7 +252,10 @@ pub(crate) async fn add_addr(h: &Handle, index: u32, ip: IpAddr, prefix: u8) -> 
 }
 
 /// The address messages of a link.
-async fn addr_messages(h: &Handle, index: u32) -> Result<Vec<netlink_packet_route::address::AddressMessage>, PlumbError> {
+async fn addr_messages(
+    h: &Handle,
+    index: u32,
+) -> Result<Vec<netlink_packet_route::address::AddressMessage>, PlumbError> {
     h.address().get().set_link_index_filter(index).execute().try_collect().await.map_err(nl("listing addresses"))
 }
 

@@ -34,7 +34,13 @@ pub(crate) fn peers(s: &Status) -> String {
             "{}{:<14} {:<11} links: {}",
             p.name,
             nick(&Some(p.nickname.clone())),
-            if p.name == s.name { "self" } else if p.reachable { "reachable" } else { "unreachable" },
+            if p.name == s.name {
+                "self"
+            } else if p.reachable {
+                "reachable"
+            } else {
+                "unreachable"
+            },
             p.conns.iter().map(|c| c.peer.to_string()).collect::<Vec<_>>().join(" ")
         );
     }
@@ -61,7 +67,15 @@ pub(crate) fn connections(s: &Status) -> String {
         let _ = writeln!(o, "{dir} {:<22} {:<13} {:<32} {udp}{change}", c.remote.to_string(), c.state, peer);
     }
     for f in &s.recent_failures {
-        let _ = writeln!(o, "-> {:<22} {:<13} {:<32} at {}: {}", f.remote.to_string(), "failed", f.peer.map(|p| p.to_string()).unwrap_or_default(), f.at, f.reason);
+        let _ = writeln!(
+            o,
+            "-> {:<22} {:<13} {:<32} at {}: {}",
+            f.remote.to_string(),
+            "failed",
+            f.peer.map(|p| p.to_string()).unwrap_or_default(),
+            f.at,
+            f.reason
+        );
     }
     o
 }
@@ -99,8 +113,13 @@ pub(crate) fn metrics(s: &Status) -> String {
         let n = s.connections.iter().filter(|c| c.state == state).count();
         let _ = writeln!(o, "weave_connections{{state=\"{state}\"}} {n}");
     }
-    let _ = writeln!(o, "# HELP weave_peers Peers in the topology.\n# TYPE weave_peers gauge\nweave_peers {}", s.peers.len());
-    let _ = writeln!(o, "# HELP weave_frames_total Frames by what happened to them.\n# TYPE weave_frames_total counter");
+    let _ = writeln!(
+        o,
+        "# HELP weave_peers Peers in the topology.\n# TYPE weave_peers gauge\nweave_peers {}",
+        s.peers.len()
+    );
+    let _ =
+        writeln!(o, "# HELP weave_frames_total Frames by what happened to them.\n# TYPE weave_frames_total counter");
     for (k, v) in [
         ("captured", st.frames_captured),
         ("injected", st.frames_injected),
@@ -129,7 +148,10 @@ pub(crate) fn metrics(s: &Status) -> String {
     ] {
         let _ = writeln!(o, "weave_link_changes_total{{change=\"{k}\"}} {v}");
     }
-    let _ = writeln!(o, "# HELP weave_drops_total Dropped frames or datagrams by reason.\n# TYPE weave_drops_total counter");
+    let _ = writeln!(
+        o,
+        "# HELP weave_drops_total Dropped frames or datagrams by reason.\n# TYPE weave_drops_total counter"
+    );
     for r in DropReason::ALL {
         let _ = writeln!(o, "weave_drops_total{{reason=\"{}\"}} {}", r.as_str(), st.drops.get(r));
     }

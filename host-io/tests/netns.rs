@@ -18,7 +18,12 @@ fn sh(args: &[&str]) -> Output {
 
 fn ok(args: &[&str]) -> String {
     let o = sh(args);
-    assert!(o.status.success(), "{args:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -248,7 +253,9 @@ fn a_silent_drop_on_a_direct_path_is_routed_around_through_the_third_host() {
     // Keep traffic flowing; pings resume through h1.
     let mut resumed = None;
     while t.elapsed() < Duration::from_secs(10) {
-        if sh(&["ip", "netns", "exec", &c0, "ping", "-c", "1", "-W", "1", "10.32.0.3"]).status.success() && t.elapsed() > Duration::from_millis(200) {
+        if sh(&["ip", "netns", "exec", &c0, "ping", "-c", "1", "-W", "1", "10.32.0.3"]).status.success()
+            && t.elapsed() > Duration::from_millis(200)
+        {
             resumed = Some(t.elapsed());
             break;
         }
@@ -260,7 +267,10 @@ fn a_silent_drop_on_a_direct_path_is_routed_around_through_the_third_host() {
     let end = Instant::now() + Duration::from_secs(3);
     let mut seen = String::new();
     while Instant::now() < end {
-        seen = [0, 2].iter().map(|&h| String::from_utf8_lossy(&lab.weave(h, &["status", "connections"]).stdout).into_owned()).collect();
+        seen = [0, 2]
+            .iter()
+            .map(|&h| String::from_utf8_lossy(&lab.weave(h, &["status", "connections"]).stdout).into_owned())
+            .collect();
         if seen.contains("no answer to probes while sending") {
             break;
         }
@@ -274,7 +284,14 @@ fn a_silent_drop_on_a_direct_path_is_routed_around_through_the_third_host() {
 /// `/metrics`, fetched from inside the host's namespace with the CLI's own HTTP client.
 fn ureq_free_metrics(lab: &Lab, host: usize) -> String {
     let o = Command::new("ip")
-        .args(["netns", "exec", &lab.hosts[host], "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/6784; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"])
+        .args([
+            "netns",
+            "exec",
+            &lab.hosts[host],
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/6784; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3",
+        ])
         .output()
         .unwrap();
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -357,7 +374,8 @@ fn a_tcp_transfer_between_containers_arrives_byte_for_byte() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let sent = sh(&["ip", "netns", "exec", &c0, "sh", "-c", &format!("nc -N -w 10 10.32.0.2 5001 < {}", src.display())]);
+    let sent =
+        sh(&["ip", "netns", "exec", &c0, "sh", "-c", &format!("nc -N -w 10 10.32.0.2 5001 < {}", src.display())]);
     assert!(sent.status.success(), "{sent:?}");
     let _ = server.wait();
     let got = std::fs::read(&dst).unwrap();

@@ -24,7 +24,10 @@ impl Stack for Turmoil {
     fn bind_udp(a: SocketAddr) -> impl Future<Output = io::Result<Self::Udp>> + Send {
         turmoil::net::UdpSocket::bind(a)
     }
-    fn recv_from<'a>(u: &'a Self::Udp, buf: &'a mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
+    fn recv_from<'a>(
+        u: &'a Self::Udp,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
         u.recv_from(buf)
     }
     fn try_send_to(u: &Self::Udp, buf: &[u8], to: SocketAddr) -> io::Result<usize> {

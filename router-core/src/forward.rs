@@ -96,7 +96,14 @@ impl Router {
 
     /// A frames header; `seq: None` means "the open datagram's number, or a new one".
     fn header(&self, src: PeerName, dst: PeerName, seq: Option<u64>) -> Header {
-        Header { kind: Kind::Frames, flags: 0, hop_limit: self.config.hop_limit, src, dst, seq: seq.unwrap_or(u64::MAX) }
+        Header {
+            kind: Kind::Frames,
+            flags: 0,
+            hop_limit: self.config.hop_limit,
+            src,
+            dst,
+            seq: seq.unwrap_or(u64::MAX),
+        }
     }
 
     fn new_seq(&mut self) -> u64 {

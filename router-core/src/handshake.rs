@@ -55,7 +55,12 @@ impl Router {
                     }
                     Err(e @ PreambleError::Malformed) => {
                         self.stats.control_errors += 1;
-                        return self.close(now, id, ConnError::Malformed(e.to_string()), Some(RefuseReason::ProtocolError));
+                        return self.close(
+                            now,
+                            id,
+                            ConnError::Malformed(e.to_string()),
+                            Some(RefuseReason::ProtocolError),
+                        );
                     }
                 }
                 continue;
@@ -260,7 +265,14 @@ impl Router {
 
     /// A UDP heartbeat arrived: the peer-to-us direction works. Acknowledge it over TCP, and
     /// at once over UDP if it is a probe.
-    pub(crate) fn handle_heartbeat(&mut self, now: Instant, from: SocketAddr, src: crate::PeerName, dst: crate::PeerName, hb: Heartbeat) {
+    pub(crate) fn handle_heartbeat(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        src: crate::PeerName,
+        dst: crate::PeerName,
+        hb: Heartbeat,
+    ) {
         let id = match self.by_peer.get(&src) {
             Some(&id) if dst == self.config.name && self.conns[&id].session == hb.session => id,
             _ => return self.stats.drop(DropReason::BadHeartbeat, 1),

@@ -205,7 +205,10 @@ impl Router {
                 self.schedule_redial(now, addr);
             }
         }
-        if !matches!(why, ConnError::Refused(RefuseReason::Duplicate) | ConnError::RefusedByPeer(RefuseReason::Duplicate)) {
+        if !matches!(
+            why,
+            ConnError::Refused(RefuseReason::Duplicate) | ConnError::RefusedByPeer(RefuseReason::Duplicate)
+        ) {
             if self.recent_failures.len() == RECENT_FAILURES_MAX {
                 self.recent_failures.pop_front();
             }

@@ -188,7 +188,14 @@ mod tests {
     fn frames_to_one_peer_share_a_datagram_up_to_the_limit() {
         let mut o = Outbox::new(1 << 20);
         let to: SocketAddr = "10.0.0.2:6783".parse().unwrap();
-        let h = Header { kind: Kind::Frames, flags: 0, hop_limit: 8, src: PeerName::from_u64(1), dst: PeerName::from_u64(2), seq: 7 };
+        let h = Header {
+            kind: Kind::Frames,
+            flags: 0,
+            hop_limit: 8,
+            src: PeerName::from_u64(1),
+            dst: PeerName::from_u64(2),
+            seq: 7,
+        };
         let f = [0x02u8; 60];
         assert_eq!(o.open_seq(to, &h, 60, 200), None);
         assert!(o.frame(to, &h, &f, 200));

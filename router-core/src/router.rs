@@ -330,12 +330,7 @@ impl Router {
             .filter(|(_, id)| self.conns[id].established())
             .map(|(&peer, id)| {
                 let c = &self.conns[id];
-                ConnInfo {
-                    peer,
-                    established: true,
-                    outbound: c.outbound,
-                    addr: c.peer.as_ref().map(|p| p.listen_addr),
-                }
+                ConnInfo { peer, established: true, outbound: c.outbound, addr: c.peer.as_ref().map(|p| p.listen_addr) }
             })
             .collect();
         let me = self.config.name;
@@ -345,7 +340,8 @@ impl Router {
             }
         }
         self.version += 1;
-        let entry = PeerEntry { name: me, uid: self.uid, version: self.version, nickname: self.config.nickname.clone(), conns };
+        let entry =
+            PeerEntry { name: me, uid: self.uid, version: self.version, nickname: self.config.nickname.clone(), conns };
         self.topology.peers.insert(me, entry);
         self.topology.changed();
         self.dirty.insert(me, None);

@@ -234,7 +234,12 @@ pub(crate) mod tests {
                 let name = PeerName::from_u64(i + 1);
                 let conns = ns
                     .into_iter()
-                    .map(|j| ConnInfo { peer: PeerName::from_u64(j + 1), established: true, outbound: i < j, addr: None })
+                    .map(|j| ConnInfo {
+                        peer: PeerName::from_u64(j + 1),
+                        established: true,
+                        outbound: i < j,
+                        addr: None,
+                    })
                     .collect();
                 (name, PeerEntry { name, uid: PeerUid(i), version: 1, nickname: String::new(), conns })
             })
@@ -270,7 +275,8 @@ pub(crate) mod tests {
             let tree = proptest::collection::vec(any::<u64>(), (n - 1) as usize);
             let extra = proptest::collection::vec((0..n, 0..n), 0..(n as usize * 2));
             (Just(n), tree, extra).prop_map(|(n, tree, extra)| {
-                let mut edges: Vec<(u64, u64)> = tree.iter().enumerate().map(|(i, r)| ((i as u64) + 1, r % (i as u64 + 1))).collect();
+                let mut edges: Vec<(u64, u64)> =
+                    tree.iter().enumerate().map(|(i, r)| ((i as u64) + 1, r % (i as u64 + 1))).collect();
                 edges.extend(extra);
                 (n, edges)
             })

@@ -175,11 +175,32 @@ impl Stats {
     /// Adds another router's counters to these (for totals over many routers).
     pub fn accumulate(&mut self, o: &Stats) {
         let Stats {
-            frames_captured, frames_local, frames_injected, frames_sent, frames_flooded, frames_relayed,
-            datagrams_sent, datagrams_received, udp_bytes_sent, udp_bytes_received, tcp_bytes_sent,
-            tcp_bytes_received, gossip_bytes_sent, gossip_updates_sent, gossip_entries_merged, gossip_entries_refused, macs_learned,
-            macs_moved, macs_expired, control_errors, route_recomputes, links_established, links_lost_probe,
-            links_lost_heartbeat, links_lost_ack, drops,
+            frames_captured,
+            frames_local,
+            frames_injected,
+            frames_sent,
+            frames_flooded,
+            frames_relayed,
+            datagrams_sent,
+            datagrams_received,
+            udp_bytes_sent,
+            udp_bytes_received,
+            tcp_bytes_sent,
+            tcp_bytes_received,
+            gossip_bytes_sent,
+            gossip_updates_sent,
+            gossip_entries_merged,
+            gossip_entries_refused,
+            macs_learned,
+            macs_moved,
+            macs_expired,
+            control_errors,
+            route_recomputes,
+            links_established,
+            links_lost_probe,
+            links_lost_heartbeat,
+            links_lost_ack,
+            drops,
         } = o;
         self.links_established += links_established;
         self.links_lost_probe += links_lost_probe;

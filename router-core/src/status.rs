@@ -190,7 +190,12 @@ impl Router {
                 (!children.is_empty()).then_some(BroadcastRoute { src, children })
             })
             .collect();
-        let macs = self.macs.entries().into_iter().map(|(mac, owner, last_seen)| MacStatus { mac, owner, last_seen }).collect();
+        let macs = self
+            .macs
+            .entries()
+            .into_iter()
+            .map(|(mac, owner, last_seen)| MacStatus { mac, owner, last_seen })
+            .collect();
         let connections = self
             .conns
             .iter()
@@ -237,7 +242,12 @@ impl Router {
         let recent_failures = self
             .recent_failures
             .iter()
-            .map(|(at, remote, peer, why)| FailureStatus { at: *at, remote: *remote, peer: *peer, reason: why.to_string() })
+            .map(|(at, remote, peer, why)| FailureStatus {
+                at: *at,
+                remote: *remote,
+                peer: *peer,
+                reason: why.to_string(),
+            })
             .collect();
         Status {
             name: me,

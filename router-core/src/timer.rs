@@ -40,8 +40,13 @@ pub(crate) enum ConnTimer {
     UdpTimeout,
 }
 
-const CONN_TIMERS: [ConnTimer; 5] =
-    [ConnTimer::Handshake, ConnTimer::TcpHeartbeat, ConnTimer::TcpTimeout, ConnTimer::UdpHeartbeat, ConnTimer::UdpTimeout];
+const CONN_TIMERS: [ConnTimer; 5] = [
+    ConnTimer::Handshake,
+    ConnTimer::TcpHeartbeat,
+    ConnTimer::TcpTimeout,
+    ConnTimer::UdpHeartbeat,
+    ConnTimer::UdpTimeout,
+];
 
 /// Deadlines ordered by (time, job), so equal deadlines fire in a fixed order.
 #[derive(Debug, Default)]

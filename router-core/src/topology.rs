@@ -13,14 +13,11 @@ use crate::wire::gossip::{Digest, DigestEntry, DigestHasher, PeerEntry, Summary,
 
 /// Total order on two entries for the same peer: the greater one wins a merge.
 pub fn entry_order(a: &PeerEntry, b: &PeerEntry) -> Ordering {
-    (a.version, a.uid)
-        .cmp(&(b.version, b.uid))
-        .then_with(|| a.nickname.cmp(&b.nickname))
-        .then_with(|| {
-            let ka = a.conns.iter().map(|c| (c.peer, c.established, c.outbound, c.addr));
-            let kb = b.conns.iter().map(|c| (c.peer, c.established, c.outbound, c.addr));
-            ka.cmp(kb)
-        })
+    (a.version, a.uid).cmp(&(b.version, b.uid)).then_with(|| a.nickname.cmp(&b.nickname)).then_with(|| {
+        let ka = a.conns.iter().map(|c| (c.peer, c.established, c.outbound, c.addr));
+        let kb = b.conns.iter().map(|c| (c.peer, c.established, c.outbound, c.addr));
+        ka.cmp(kb)
+    })
 }
 
 /// Order on digest entries, consistent with [`entry_order`] up to content.

@@ -85,7 +85,9 @@ fn an_oversized_frame_is_a_protocol_error() {
     r.handle_stream(Instant::ZERO, c, &bytes);
     let (bytes, ev) = drain(&mut r);
     assert!(
-        ev.iter().any(|e| matches!(e, Event::ConnectionDown { reason: ConnError::Malformed(m), .. } if m.contains("frame length"))),
+        ev.iter().any(
+            |e| matches!(e, Event::ConnectionDown { reason: ConnError::Malformed(m), .. } if m.contains("frame length"))
+        ),
         "{ev:?}"
     );
     assert!(bytes.ends_with(&[0, 0, 0, 2, 2, 8]), "a Refuse(ProtocolError) frame was sent");
@@ -133,7 +135,18 @@ fn the_status_snapshot_serialises_with_every_section() {
     net.run_for(Duration::from_secs(2));
     let st = net.hosts[0].router.status(net.now);
     let v: serde_json::Value = serde_json::to_value(&st).unwrap();
-    for key in ["name", "uid", "version", "peers", "unicast_routes", "broadcast_routes", "macs", "connections", "targets", "stats"] {
+    for key in [
+        "name",
+        "uid",
+        "version",
+        "peers",
+        "unicast_routes",
+        "broadcast_routes",
+        "macs",
+        "connections",
+        "targets",
+        "stats",
+    ] {
         assert!(v.get(key).is_some(), "missing {key}");
     }
     assert_eq!(v["connections"][0]["state"], "established");

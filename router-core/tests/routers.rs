@@ -138,8 +138,14 @@ fn simultaneous_dials_resolve_to_one_connection_both_ends_agree_on() {
     assert_ne!(up0[0].outbound, up1[0].outbound);
     let refused = |h: &Host| {
         h.events.iter().any(|e| {
-            matches!(e, Event::ConnectionDown { reason: ConnError::Refused(RefuseReason::Duplicate)
-                | ConnError::RefusedByPeer(RefuseReason::Duplicate), .. })
+            matches!(
+                e,
+                Event::ConnectionDown {
+                    reason: ConnError::Refused(RefuseReason::Duplicate)
+                        | ConnError::RefusedByPeer(RefuseReason::Duplicate),
+                    ..
+                }
+            )
         })
     };
     assert!(refused(&net.hosts[0]) && refused(&net.hosts[1]));

@@ -43,7 +43,15 @@ fn every_scenario_file_passes() {
             o.wall
         );
         if let Some(v) = o.first_failure() {
-            failed.push(format!("{}: [{}] at {}: {} (replay: weave-sim run {} --seed {})", p.display(), v.check, v.at, v.detail, p.display(), s.seed));
+            failed.push(format!(
+                "{}: [{}] at {}: {} (replay: weave-sim run {} --seed {})",
+                p.display(),
+                v.check,
+                v.at,
+                v.detail,
+                p.display(),
+                s.seed
+            ));
         }
     }
     assert!(failed.is_empty(), "failing scenarios:\n{}", failed.join("\n"));

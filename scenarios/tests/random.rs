@@ -61,7 +61,15 @@ ping_within = "15s"
 
 fn kinds() -> impl Strategy<Value = Vec<FaultKind>> {
     proptest::sample::subsequence(
-        vec![FaultKind::Partition, FaultKind::OneWay, FaultKind::Cut, FaultKind::UdpBlock, FaultKind::Crash, FaultKind::Pause, FaultKind::Move],
+        vec![
+            FaultKind::Partition,
+            FaultKind::OneWay,
+            FaultKind::Cut,
+            FaultKind::UdpBlock,
+            FaultKind::Crash,
+            FaultKind::Pause,
+            FaultKind::Move,
+        ],
         1..=7,
     )
 }

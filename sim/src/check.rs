@@ -201,10 +201,18 @@ impl Checker {
             self.violate(now, "deliver-once", format!("frame {id} reached container {} twice", ct.name));
         }
         if stray {
-            self.violate(now, "right-container", format!("unicast frame {id} for another MAC reached {} without a flood", ct.name));
+            self.violate(
+                now,
+                "right-container",
+                format!("unicast frame {id} for another MAC reached {} without a flood", ct.name),
+            );
         }
         if r == Received::ForeignIp && dst_is_mine {
-            self.violate(now, "subnet-isolation", format!("{} received an IP packet from outside {}/{}", ct.name, ct.subnet.addr, ct.subnet.prefix));
+            self.violate(
+                now,
+                "subnet-isolation",
+                format!("{} received an IP packet from outside {}/{}", ct.name, ct.subnet.addr, ct.subnet.prefix),
+            );
         }
     }
 
@@ -361,7 +369,10 @@ fn choose_probes(w: &mut World) -> Vec<Probe> {
     for a in 0..cs.len() as u32 {
         for b in 0..cs.len() as u32 {
             let (ca, cb) = (&cs[a as usize], &cs[b as usize]);
-            if a != b && ca.subnet == cb.subnet && w.hosts[ca.host].running() && w.hosts[cb.host].running()
+            if a != b
+                && ca.subnet == cb.subnet
+                && w.hosts[ca.host].running()
+                && w.hosts[cb.host].running()
                 && comp[ca.host] == comp[cb.host]
             {
                 pairs.push((a, b));
@@ -412,7 +423,11 @@ pub fn liveness_tick(w: &mut World) {
             let p = choose_probes(w);
             w.checker.probes = Some(p);
         }
-        let due: Vec<(usize, u32, u32)> = w.checker.probes.as_ref().expect("chosen")
+        let due: Vec<(usize, u32, u32)> = w
+            .checker
+            .probes
+            .as_ref()
+            .expect("chosen")
             .iter()
             .enumerate()
             .filter(|(_, p)| !p.ok && (p.seq.is_none() || now - p.sent_at >= PROBE_RETRY))
@@ -435,7 +450,11 @@ pub fn liveness_tick(w: &mut World) {
                 .map(|p| format!("{} -> {}", w.containers[p.from as usize].name, w.containers[p.to as usize].name))
                 .collect();
             let count = probes.iter().filter(|p| !p.ok).count();
-            let detail = format!("{count} of {} container pairs cannot ping {budget:?} after convergence, e.g. {}", probes.len(), failing.join(", "));
+            let detail = format!(
+                "{count} of {} container pairs cannot ping {budget:?} after convergence, e.g. {}",
+                probes.len(),
+                failing.join(", ")
+            );
             w.checker.liveness_failures.push(Violation { at: now, check: "ping", detail });
             w.checker.liveness_done = true;
             return;

@@ -15,7 +15,11 @@ fn pick<'a, T>(r: &mut ChaCha8Rng, v: &'a [T]) -> &'a T {
 fn subset(r: &mut ChaCha8Rng, names: &[String]) -> (Vec<String>, Vec<String>) {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for n in names {
-        if below(r, 2) == 0 { a.push(n.clone()) } else { b.push(n.clone()) }
+        if below(r, 2) == 0 {
+            a.push(n.clone())
+        } else {
+            b.push(n.clone())
+        }
     }
     if a.is_empty() {
         a.push(b.pop().expect("at least one host"));

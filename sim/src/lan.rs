@@ -92,7 +92,15 @@ impl Ids {
     }
 }
 
-fn arp_frame(op: u16, src_mac: Mac, src_ip: Ipv4Addr, dst_mac: Mac, eth_dst: Mac, dst_ip: Ipv4Addr, id: u64) -> Vec<u8> {
+fn arp_frame(
+    op: u16,
+    src_mac: Mac,
+    src_ip: Ipv4Addr,
+    dst_mac: Mac,
+    eth_dst: Mac,
+    dst_ip: Ipv4Addr,
+    id: u64,
+) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + 28 + ID_LEN);
     f.extend_from_slice(&eth_dst.0);
     f.extend_from_slice(&src_mac.0);
@@ -142,7 +150,9 @@ impl Container {
     }
 
     fn udp(&self, dst_mac: Mac, dst: Ipv4Addr, ids: &mut Ids) -> Vec<u8> {
-        let b = PacketBuilder::ethernet2(self.mac.0, dst_mac.0).ipv4(self.ip.octets(), dst.octets(), 64).udp(UDP_PORT, UDP_PORT);
+        let b = PacketBuilder::ethernet2(self.mac.0, dst_mac.0)
+            .ipv4(self.ip.octets(), dst.octets(), 64)
+            .udp(UDP_PORT, UDP_PORT);
         let payload = ids.fresh().to_be_bytes();
         let mut out = Vec::with_capacity(b.size(payload.len()));
         b.write(&mut out, &payload).expect("writing to a Vec cannot fail");

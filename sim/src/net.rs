@@ -212,8 +212,12 @@ impl Underlay {
         if len > c.mtu {
             return Fate::Drop(NetDrop::Mtu);
         }
-        let plain = c.loss == 0.0 && c.burst_enter == 0.0 && c.jitter.0.is_zero() && c.duplicate == 0.0
-            && c.reorder == 0.0 && c.bandwidth_mbps == 0.0;
+        let plain = c.loss == 0.0
+            && c.burst_enter == 0.0
+            && c.jitter.0.is_zero()
+            && c.duplicate == 0.0
+            && c.reorder == 0.0
+            && c.bandwidth_mbps == 0.0;
         if plain {
             return Fate::Deliver { at: now + c.latency.0, dup: None };
         }
@@ -245,7 +249,9 @@ impl Underlay {
             depart = d.busy_until;
         }
         let jitter_us = c.jitter.0.as_micros() as u64;
-        let mut at = depart + c.latency.0 + Duration::from_micros(if jitter_us > 0 { below(&mut d.rng, jitter_us + 1) } else { 0 });
+        let mut at = depart
+            + c.latency.0
+            + Duration::from_micros(if jitter_us > 0 { below(&mut d.rng, jitter_us + 1) } else { 0 });
         if chance(&mut d.rng, c.reorder) {
             at += c.reorder_delay.0;
         }

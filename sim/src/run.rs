@@ -67,7 +67,8 @@ pub fn run(s: &Scenario, seed: u64, trace: Trace) -> (Outcome, World) {
     let end = Instant::ZERO + s.duration.0;
     w.run_until(end);
     // Liveness may need time past the scenario's end; give it its budgets.
-    let budgets = s.checks.converge_within.map_or(Duration::ZERO, |d| d.0) + s.checks.ping_within.map_or(Duration::ZERO, |d| d.0);
+    let budgets =
+        s.checks.converge_within.map_or(Duration::ZERO, |d| d.0) + s.checks.ping_within.map_or(Duration::ZERO, |d| d.0);
     let hard_end = (Instant::ZERO + s.faults_end() + budgets + Duration::from_secs(1)).max(end);
     while !w.checker.liveness_done && !w.checker.stopped() && w.next_time().is_some_and(|t| t <= hard_end) {
         w.step();

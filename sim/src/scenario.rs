@@ -604,8 +604,14 @@ impl Scenario {
         }
         for (name, c) in &self.link_classes {
             let place = format!("link_classes.{name}");
-            for (k, p) in [("loss", c.loss), ("burst_enter", c.burst_enter), ("burst_exit", c.burst_exit),
-                ("burst_loss", c.burst_loss), ("duplicate", c.duplicate), ("reorder", c.reorder)] {
+            for (k, p) in [
+                ("loss", c.loss),
+                ("burst_enter", c.burst_enter),
+                ("burst_exit", c.burst_exit),
+                ("burst_loss", c.burst_loss),
+                ("duplicate", c.duplicate),
+                ("reorder", c.reorder),
+            ] {
                 if !(0.0..=1.0).contains(&p) {
                     return Err(invalid(format!("{place}.{k}"), "a probability between 0 and 1"));
                 }
@@ -652,12 +658,16 @@ impl Scenario {
                     }
                 }
                 FaultAction::Heal => {}
-                FaultAction::Cut { a, b } | FaultAction::Repair { a, b } | FaultAction::UdpBlock { a, b }
+                FaultAction::Cut { a, b }
+                | FaultAction::Repair { a, b }
+                | FaultAction::UdpBlock { a, b }
                 | FaultAction::UdpUnblock { a, b } => {
                     host(place("a"), a)?;
                     host(place("b"), b)?;
                 }
-                FaultAction::Crash { host: h } | FaultAction::Restart { host: h } | FaultAction::Pause { host: h }
+                FaultAction::Crash { host: h }
+                | FaultAction::Restart { host: h }
+                | FaultAction::Pause { host: h }
                 | FaultAction::Resume { host: h } => host(place("host"), h)?,
                 FaultAction::Move { container, to } => {
                     host(place("to"), to)?;
@@ -665,11 +675,15 @@ impl Scenario {
                         return Err(invalid(place("container"), "write containers as host/cN, like h0/c0"));
                     };
                     host(place("container"), h)?;
-                    let n: usize = c.strip_prefix('c').and_then(|n| n.parse().ok()).ok_or_else(|| {
-                        invalid(place("container"), "write containers as host/cN, like h0/c0")
-                    })?;
+                    let n: usize = c
+                        .strip_prefix('c')
+                        .and_then(|n| n.parse().ok())
+                        .ok_or_else(|| invalid(place("container"), "write containers as host/cN, like h0/c0"))?;
                     if n >= self.workload.containers_per_host {
-                        return Err(invalid(place("container"), format!("{h} has {} containers", self.workload.containers_per_host)));
+                        return Err(invalid(
+                            place("container"),
+                            format!("{h} has {} containers", self.workload.containers_per_host),
+                        ));
                     }
                 }
             }
@@ -685,7 +699,10 @@ impl Scenario {
         let mut total = 0u64;
         for (i, s) in self.workload.subnets.iter().enumerate() {
             let Some(sn) = Subnet::parse(s) else {
-                return Err(invalid(format!("workload.subnets[{i}]"), format!("`{s}` is not an IPv4 CIDR with a /8 to /30 prefix")));
+                return Err(invalid(
+                    format!("workload.subnets[{i}]"),
+                    format!("`{s}` is not an IPv4 CIDR with a /8 to /30 prefix"),
+                ));
             };
             total += u64::from(sn.capacity());
         }
@@ -717,7 +734,8 @@ mod tests {
 
     #[test]
     fn durations_parse_in_every_unit() {
-        for (s, us) in [("250ms", 250_000), ("1.5s", 1_500_000), ("2m", 120_000_000), ("7us", 7), ("1h", 3_600_000_000)] {
+        for (s, us) in [("250ms", 250_000), ("1.5s", 1_500_000), ("2m", 120_000_000), ("7us", 7), ("1h", 3_600_000_000)]
+        {
             assert_eq!(s.parse::<Dur>().unwrap().0.as_micros(), us, "{s}");
         }
         assert!("10".parse::<Dur>().is_err());
@@ -749,9 +767,11 @@ mod tests {
 
     #[test]
     fn unknown_fault_keys_are_refused() {
-        let e = Scenario::parse(&format!("{MINIMAL}[[faults]]\nat = \"1s\"\naction = \"crash\"\nhost = \"h0\"\nhots = 1\n"))
-            .unwrap_err()
-            .to_string();
+        let e = Scenario::parse(&format!(
+            "{MINIMAL}[[faults]]\nat = \"1s\"\naction = \"crash\"\nhost = \"h0\"\nhots = 1\n"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("hots"), "{e}");
     }
 

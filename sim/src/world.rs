@@ -11,7 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rand_chacha::ChaCha8Rng;
 use router_core::wire::datagram::{Datagram, Kind};
-use router_core::{Config, ConnEvent, ConnId, Destination, Duration, Event, Instant, Mac, PeerName, Router, TRANSMIT_BUF_MIN};
+use router_core::{
+    Config, ConnEvent, ConnId, Destination, Duration, Event, Instant, Mac, PeerName, Router, TRANSMIT_BUF_MIN,
+};
 use rustc_hash::FxHashMap;
 
 use crate::check::Checker;
@@ -264,7 +266,8 @@ impl World {
     }
 
     fn make_containers(&mut self) {
-        let subnets: Vec<Subnet> = self.scenario.workload.subnets.iter().map(|s| Subnet::parse(s).expect("validated")).collect();
+        let subnets: Vec<Subnet> =
+            self.scenario.workload.subnets.iter().map(|s| Subnet::parse(s).expect("validated")).collect();
         let mut used = vec![0u32; subnets.len()];
         let per = self.scenario.workload.containers_per_host;
         for h in 0..self.hosts.len() {
@@ -284,9 +287,12 @@ impl World {
 
     fn schedule_work(&mut self, c: u32) {
         let w = &self.scenario.workload;
-        for (iv, kind) in [(w.ping_interval, Work::Ping), (w.udp_interval, Work::Udp), (w.broadcast_interval, Work::Broadcast),
-            (w.cross_subnet_interval, Work::Cross)]
-        {
+        for (iv, kind) in [
+            (w.ping_interval, Work::Ping),
+            (w.udp_interval, Work::Udp),
+            (w.broadcast_interval, Work::Broadcast),
+            (w.cross_subnet_interval, Work::Cross),
+        ] {
             let us = iv.0.as_micros() as u64;
             if us > 0 {
                 let phase = below(&mut self.work_rng, us) + 1;
@@ -379,17 +385,39 @@ impl World {
         c.nickname = self.hosts[h as usize].name.clone();
         c.seed = derive(self.seed, "router", (u64::from(h) << 32) | u64::from(self.hosts[h as usize].incarnation));
         c.discovery = s.discovery;
-        if let Some(v) = s.hop_limit { c.hop_limit = v; }
-        if let Some(v) = s.conn_limit { c.conn_limit = v; }
-        if let Some(v) = s.udp_heartbeat { c.udp_heartbeat = v.0; }
-        if let Some(v) = s.udp_timeout { c.udp_timeout = v.0; }
-        if let Some(v) = s.tcp_heartbeat { c.tcp_heartbeat = v.0; }
-        if let Some(v) = s.tcp_timeout { c.tcp_timeout = v.0; }
-        if let Some(v) = s.anti_entropy { c.anti_entropy = v.0; }
-        if let Some(v) = s.gossip_coalesce { c.gossip_coalesce = v.0; }
-        if let Some(v) = s.backoff_min { c.backoff_min = v.0; }
-        if let Some(v) = s.backoff_max { c.backoff_max = v.0; }
-        if let Some(v) = s.mac_expiry { c.mac_expiry = v.0; }
+        if let Some(v) = s.hop_limit {
+            c.hop_limit = v;
+        }
+        if let Some(v) = s.conn_limit {
+            c.conn_limit = v;
+        }
+        if let Some(v) = s.udp_heartbeat {
+            c.udp_heartbeat = v.0;
+        }
+        if let Some(v) = s.udp_timeout {
+            c.udp_timeout = v.0;
+        }
+        if let Some(v) = s.tcp_heartbeat {
+            c.tcp_heartbeat = v.0;
+        }
+        if let Some(v) = s.tcp_timeout {
+            c.tcp_timeout = v.0;
+        }
+        if let Some(v) = s.anti_entropy {
+            c.anti_entropy = v.0;
+        }
+        if let Some(v) = s.gossip_coalesce {
+            c.gossip_coalesce = v.0;
+        }
+        if let Some(v) = s.backoff_min {
+            c.backoff_min = v.0;
+        }
+        if let Some(v) = s.backoff_max {
+            c.backoff_max = v.0;
+        }
+        if let Some(v) = s.mac_expiry {
+            c.mac_expiry = v.0;
+        }
         c
     }
 
@@ -406,7 +434,9 @@ impl World {
         }
         self.hosts[h as usize].router = Some(r);
         let inc = self.hosts[h as usize].incarnation;
-        self.trace.record(now.as_micros(), 1, h, u64::from(inc), || format!("{{\"t\":{},\"ev\":\"start\",\"host\":{h},\"incarnation\":{inc}}}", now.as_micros()));
+        self.trace.record(now.as_micros(), 1, h, u64::from(inc), || {
+            format!("{{\"t\":{},\"ev\":\"start\",\"host\":{h},\"incarnation\":{inc}}}", now.as_micros())
+        });
         // Containers announce themselves, as `weave attach` does.
         for c in self.hosts[h as usize].containers.clone() {
             let f = self.containers[c as usize].gratuitous_arp(&mut self.ids);
@@ -481,7 +511,9 @@ impl World {
         let now = self.now;
         let Some(r) = host.router.as_mut() else { return };
         r.handle_timeout(now);
-        self.trace.record(now.as_micros(), 2, h, 0, || format!("{{\"t\":{},\"ev\":\"timer\",\"host\":{h}}}", now.as_micros()));
+        self.trace.record(now.as_micros(), 2, h, 0, || {
+            format!("{{\"t\":{},\"ev\":\"timer\",\"host\":{h}}}", now.as_micros())
+        });
         self.drain(h);
     }
 
@@ -545,7 +577,11 @@ impl World {
     fn on_udp(&mut self, to: u32, from: u32, bytes: &[u8], dup: bool) {
         let now = self.now;
         self.trace.record(now.as_micros(), 3, to, hash_bytes(bytes), || {
-            format!("{{\"t\":{},\"ev\":\"udp\",\"from\":{from},\"to\":{to},\"len\":{},\"dup\":{dup}}}", now.as_micros(), bytes.len())
+            format!(
+                "{{\"t\":{},\"ev\":\"udp\",\"from\":{from},\"to\":{to},\"len\":{},\"dup\":{dup}}}",
+                now.as_micros(),
+                bytes.len()
+            )
         });
         let Some(r) = self.hosts[to as usize].router.as_mut() else {
             return self.stats.net_drop(NetDrop::HostDown, bytes);
@@ -623,7 +659,9 @@ impl World {
         }
         let Some(r) = host.router.as_mut() else { return };
         r.handle_conn_event(now, conn, ConnEvent::Closed);
-        self.trace.record(now.as_micros(), 4, h, u64::from(conn.0), || format!("{{\"t\":{},\"ev\":\"dial-failed\",\"host\":{h}}}", now.as_micros()));
+        self.trace.record(now.as_micros(), 4, h, u64::from(conn.0), || {
+            format!("{{\"t\":{},\"ev\":\"dial-failed\",\"host\":{h}}}", now.as_micros())
+        });
         self.drain(h);
     }
 
@@ -648,7 +686,9 @@ impl World {
         t.ends[1] = (b, inc, Some(conn));
         t.open[1] = true;
         self.tcp_of.insert((b, inc, conn), (id, 1));
-        self.trace.record(now.as_micros(), 5, b, u64::from(a), || format!("{{\"t\":{},\"ev\":\"accept\",\"host\":{b},\"from\":{a}}}", now.as_micros()));
+        self.trace.record(now.as_micros(), 5, b, u64::from(a), || {
+            format!("{{\"t\":{},\"ev\":\"accept\",\"host\":{b},\"from\":{a}}}", now.as_micros())
+        });
         if path {
             let at = now + self.net.latency(b, a);
             self.push(at, Ev::SynAck { tcp: id });
@@ -665,7 +705,9 @@ impl World {
         }
         let Some(r) = self.hosts[a as usize].router.as_mut() else { return };
         r.handle_conn_event(now, conn.expect("dialler"), ConnEvent::Connected);
-        self.trace.record(now.as_micros(), 6, a, 0, || format!("{{\"t\":{},\"ev\":\"connected\",\"host\":{a}}}", now.as_micros()));
+        self.trace.record(now.as_micros(), 6, a, 0, || {
+            format!("{{\"t\":{},\"ev\":\"connected\",\"host\":{a}}}", now.as_micros())
+        });
         self.drain(a);
     }
 
@@ -737,7 +779,11 @@ impl World {
             Some(bytes) => {
                 r.handle_stream(now, conn, bytes);
                 self.trace.record(now.as_micros(), 7, to_host, hash_bytes(bytes), || {
-                    format!("{{\"t\":{},\"ev\":\"tcp\",\"from\":{from},\"to\":{to},\"len\":{}}}", now.as_micros(), bytes.len())
+                    format!(
+                        "{{\"t\":{},\"ev\":\"tcp\",\"from\":{from},\"to\":{to},\"len\":{}}}",
+                        now.as_micros(),
+                        bytes.len()
+                    )
                 });
             }
             None => {
@@ -897,7 +943,9 @@ impl World {
         let now = self.now;
         self.stats.faults += 1;
         let desc = serde_json::to_string(&f.action).unwrap_or_default();
-        self.trace.record(now.as_micros(), 10, 0, u64::from(i), || format!("{{\"t\":{},\"ev\":\"fault\",\"fault\":{desc}}}", now.as_micros()));
+        self.trace.record(now.as_micros(), 10, 0, u64::from(i), || {
+            format!("{{\"t\":{},\"ev\":\"fault\",\"fault\":{desc}}}", now.as_micros())
+        });
         match &f.action {
             FaultAction::Partition { groups } => {
                 let g: Vec<Vec<u32>> = groups.iter().map(|g| g.iter().map(|h| self.idx(h)).collect()).collect();
@@ -954,7 +1002,8 @@ impl World {
                 let (hname, k) = container.split_once('/').expect("validated");
                 let from = self.idx(hname);
                 let k: usize = k[1..].parse().expect("validated");
-                let c = self.containers.iter().position(|c| c.name == format!("{hname}/c{k}")).expect("validated") as u32;
+                let c =
+                    self.containers.iter().position(|c| c.name == format!("{hname}/c{k}")).expect("validated") as u32;
                 let old = self.containers[c as usize].host as u32;
                 let _ = from;
                 let to = self.idx(to);

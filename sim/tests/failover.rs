@@ -76,10 +76,14 @@ fn a_link_with_thirty_percent_loss_does_not_flap_and_traffic_keeps_flowing() {
     let s = mesh("[link_classes.lossy]\nloss = 0.3\n[[links]]\na = \"h0\"\nb = \"h1\"\nclass = \"lossy\"\n");
     let mut w = World::new(s, 3, Trace::new());
     w.run_until(Instant::from_millis(60_000));
-    let lost: u64 = w.hosts.iter().map(|h| {
-        let s = h.router.as_ref().unwrap().stats();
-        s.links_lost_probe + s.links_lost_heartbeat + s.links_lost_ack
-    }).sum();
+    let lost: u64 = w
+        .hosts
+        .iter()
+        .map(|h| {
+            let s = h.router.as_ref().unwrap().stats();
+            s.links_lost_probe + s.links_lost_heartbeat + s.links_lost_ack
+        })
+        .sum();
     assert_eq!(lost, 0, "the lossy link never went down");
     let (sent, answered) = w.containers.iter().fold((0, 0), |(s, a), c| (s + c.pings_sent, a + c.pings_answered));
     // Pings across the lossy link lose about half their round trips; the others lose none.
@@ -101,7 +105,10 @@ fn a_flapping_link_is_held_back_and_traffic_keeps_flowing() {
         w.run_until(w.now + Duration::from_secs(2));
     }
     let comebacks = ups(&w) - before;
-    assert!(comebacks < flaps, "hysteresis holds a flapping link back: it came back {comebacks} times in {flaps} flaps");
+    assert!(
+        comebacks < flaps,
+        "hysteresis holds a flapping link back: it came back {comebacks} times in {flaps} flaps"
+    );
     let (sent, answered) = w.containers.iter().fold((0, 0), |(s, a), c| (s + c.pings_sent, a + c.pings_answered));
     assert!(answered * 100 >= sent * 90, "{answered} of {sent} pings answered through the flapping");
     // Once the link is stable it is used again.

@@ -323,8 +323,15 @@ mod tests {
         assert_eq!(frames, vec![&bytes[26..]]);
 
         let mut out = vec![0u8; FRAMES_HEADER_LEN];
-        Header { kind: Kind::Frames, flags: 0, hop_limit: 9, src: PeerName::from_u64(1), dst: PeerName::BROADCAST, seq: 0x0102 }
-            .emit(&mut out);
+        Header {
+            kind: Kind::Frames,
+            flags: 0,
+            hop_limit: 9,
+            src: PeerName::from_u64(1),
+            dst: PeerName::BROADCAST,
+            seq: 0x0102,
+        }
+        .emit(&mut out);
         push_frame(&mut out, &bytes[26..]);
         assert_eq!(out, bytes);
     }

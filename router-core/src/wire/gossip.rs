@@ -362,8 +362,12 @@ pub(crate) mod tests {
         let addr = prop_oneof![
             Just(None),
             (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| Some(SocketAddr::new(Ipv4Addr::from(ip).into(), p))),
-            (any::<[u8; 16]>(), any::<u16>())
-                .prop_map(|(ip, p)| Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), p, 0, 0)))),
+            (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, p)| Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(ip),
+                p,
+                0,
+                0
+            )))),
         ];
         (0u64..64, any::<bool>(), any::<bool>(), addr).prop_map(|(p, established, outbound, addr)| ConnInfo {
             peer: PeerName::from_u64(p),

@@ -15,11 +15,23 @@ pub const LATENCY: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone)]
 enum Delivery {
-    Datagram { from: SocketAddr, bytes: Vec<u8> },
-    Stream { conn: ConnId, bytes: Vec<u8> },
-    Conn { conn: ConnId, ev: ConnEvent },
+    Datagram {
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Stream {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    Conn {
+        conn: ConnId,
+        ev: ConnEvent,
+    },
     /// A dial from `(host, conn)` reaches this host.
-    Accept { from_host: usize, from_conn: ConnId },
+    Accept {
+        from_host: usize,
+        from_conn: ConnId,
+    },
 }
 
 pub struct Host {
@@ -85,7 +97,12 @@ impl Net {
 
     pub fn with_config(n: usize, cfg: impl Fn(usize) -> Config) -> Net {
         let hosts = (0..n)
-            .map(|i| Host { router: Router::new(Instant::ZERO, cfg(i)), bridge: Vec::new(), events: Vec::new(), up: true })
+            .map(|i| Host {
+                router: Router::new(Instant::ZERO, cfg(i)),
+                bridge: Vec::new(),
+                events: Vec::new(),
+                up: true,
+            })
             .collect();
         let mut net = Net {
             hosts,
@@ -125,7 +142,8 @@ impl Net {
                 Destination::Bridge => self.hosts[i].bridge.push(bytes),
                 Destination::Udp(to) => {
                     let j = host_of(to);
-                    if j < self.hosts.len() && !self.cut.contains(&key(i, j)) && !self.udp_blocked.contains(&key(i, j)) {
+                    if j < self.hosts.len() && !self.cut.contains(&key(i, j)) && !self.udp_blocked.contains(&key(i, j))
+                    {
                         self.push(at, j, Delivery::Datagram { from: addr(i), bytes });
                     }
                 }
@@ -223,7 +241,8 @@ impl Net {
     /// Cuts the underlay between `a` and `b`: UDP is dropped and TCP connections reset.
     pub fn cut(&mut self, a: usize, b: usize) {
         self.cut.insert(key(a, b));
-        let doomed: Vec<_> = self.pairs.iter().filter(|((h, _), (j, _))| key(*h, *j) == key(a, b)).map(|(k, _)| *k).collect();
+        let doomed: Vec<_> =
+            self.pairs.iter().filter(|((h, _), (j, _))| key(*h, *j) == key(a, b)).map(|(k, _)| *k).collect();
         for (h, c) in doomed {
             self.pairs.remove(&(h, c));
             let at = self.now + LATENCY;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use clap::{Parser, Subcommand};
-use router_core::{Duration, DropReason, Instant};
+use router_core::{DropReason, Duration, Instant};
 use weave_sim::explore::{materialise, shrink};
 use weave_sim::scenario::{Dur, FaultAction, Scenario};
 use weave_sim::{run, Outcome, Trace, World};
@@ -96,7 +96,11 @@ fn print_outcome(o: &Outcome, label: &str, replay: &str) {
     let ratio = o.simulated.as_secs_f64() / o.wall.as_secs_f64().max(1e-9);
     println!(
         "seed      {}   hosts {}   simulated {} in {} wall ({ratio:.0}x real time)   events {}",
-        o.seed, o.hosts, secs(o.simulated), secs(o.wall), o.sim.events
+        o.seed,
+        o.hosts,
+        secs(o.simulated),
+        secs(o.wall),
+        o.sim.events
     );
     println!("checks");
     match &o.safety {
@@ -116,14 +120,32 @@ fn print_outcome(o: &Outcome, label: &str, replay: &str) {
     let r = &o.routers;
     println!(
         "routers   captured {} injected {} sent {} flooded {} relayed {}   datagrams {}   gossip {} B in {} updates",
-        r.frames_captured, r.frames_injected, r.frames_sent, r.frames_flooded, r.frames_relayed, r.datagrams_sent,
-        r.gossip_bytes_sent, r.gossip_updates_sent
+        r.frames_captured,
+        r.frames_injected,
+        r.frames_sent,
+        r.frames_flooded,
+        r.frames_relayed,
+        r.datagrams_sent,
+        r.gossip_bytes_sent,
+        r.gossip_updates_sent
     );
-    let drops: Vec<String> =
-        DropReason::ALL.iter().filter(|&&d| r.drops.get(d) > 0).map(|&d| format!("{} {}", d.as_str(), r.drops.get(d))).collect();
+    let drops: Vec<String> = DropReason::ALL
+        .iter()
+        .filter(|&&d| r.drops.get(d) > 0)
+        .map(|&d| format!("{} {}", d.as_str(), r.drops.get(d)))
+        .collect();
     println!("drops     routers: {}", if drops.is_empty() { "none".into() } else { drops.join(", ") });
-    let net: Vec<String> = o.sim.net_drops.iter().map(|(k, v)| format!("{} {v}", serde_json::to_string(k).unwrap_or_default().trim_matches('"'))).collect();
-    println!("          network: {}   duplicated {}", if net.is_empty() { "none".into() } else { net.join(", ") }, o.sim.duplicated);
+    let net: Vec<String> = o
+        .sim
+        .net_drops
+        .iter()
+        .map(|(k, v)| format!("{} {v}", serde_json::to_string(k).unwrap_or_default().trim_matches('"')))
+        .collect();
+    println!(
+        "          network: {}   duplicated {}",
+        if net.is_empty() { "none".into() } else { net.join(", ") },
+        o.sim.duplicated
+    );
     println!("pings     {} sent, {} answered", o.pings.0, o.pings.1);
     println!("trace     {:016x} ({} events)", o.trace_hash, o.trace_events);
     if o.passed() {
@@ -164,7 +186,10 @@ fn cmd_determinism(file: Option<PathBuf>, seed: Option<u64>) -> Result<bool, Str
     let (ha, hb) = (wa.trace.hashes().unwrap_or_default(), wb.trace.hashes().unwrap_or_default());
     match ha.iter().zip(hb).position(|(x, y)| x != y).or((ha.len() != hb.len()).then(|| ha.len().min(hb.len()))) {
         None => {
-            println!("{label}: deterministic — two runs with seed {seed} gave the same {} events, trace {:016x}", a.trace_events, a.trace_hash);
+            println!(
+                "{label}: deterministic — two runs with seed {seed} gave the same {} events, trace {:016x}",
+                a.trace_events, a.trace_hash
+            );
             Ok(true)
         }
         Some(k) => {
@@ -172,7 +197,10 @@ fn cmd_determinism(file: Option<PathBuf>, seed: Option<u64>) -> Result<bool, Str
                 let (_, w) = run(&s, seed, Trace::new().describing(k as u64));
                 w.trace.described.unwrap_or_else(|| "(past the end of the run)".into())
             };
-            println!("{label}: NOT deterministic — runs differ first at event {k} of {}/{}", a.trace_events, b.trace_events);
+            println!(
+                "{label}: NOT deterministic — runs differ first at event {k} of {}/{}",
+                a.trace_events, b.trace_events
+            );
             println!("  run 1: {}", describe(()));
             println!("  run 2: {}", describe(()));
             Ok(false)
@@ -265,7 +293,10 @@ safety = false
 }
 
 fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
-    println!("{:>7} {:>10} {:>12} {:>12} {:>14} {:>10}", "peers", "simulated", "wall", "events/s", "sim/wall", "peak MiB");
+    println!(
+        "{:>7} {:>10} {:>12} {:>12} {:>14} {:>10}",
+        "peers", "simulated", "wall", "events/s", "sim/wall", "peak MiB"
+    );
     for n in peers {
         let secs_default = match n {
             0..=100 => 3600,
@@ -299,7 +330,8 @@ fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
 
 /// Cuts one link in a settled network and reports the gossip it costs.
 fn gossip_per_link_change(w: &mut World) {
-    let total = |w: &World| w.hosts.iter().filter_map(|h| h.router.as_ref()).map(|r| r.stats().gossip_bytes_sent).sum::<u64>();
+    let total =
+        |w: &World| w.hosts.iter().filter_map(|h| h.router.as_ref()).map(|r| r.stats().gossip_bytes_sent).sum::<u64>();
     let degree = |w: &World, h: usize| w.net.neighbours(h as u32).len();
     let a = 0usize;
     let b = w.net.neighbours(0)[0] as usize;
@@ -345,4 +377,3 @@ fn main() -> ExitCode {
 
 #[allow(dead_code)]
 fn _path_is_used(_: &Path) {}
-

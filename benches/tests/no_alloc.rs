@@ -3,7 +3,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use router_core::{Decision, PeerName, TRANSMIT_BUF_MIN};
+use router_core::{Decision, TRANSMIT_BUF_MIN};
 use weave_benches::{frame, Pair};
 
 struct Counting;
@@ -56,5 +56,4 @@ fn forwarding_learned_unicast_and_receiving_allocate_nothing_per_frame() {
     }
     assert_eq!(ALLOCS.load(Ordering::Relaxed) - before, 0);
     assert_eq!(p.routers[1].stats().frames_injected, 10_100);
-    let _ = PeerName::from_u64(0);
 }

@@ -111,26 +111,24 @@ struct App {
     info: DaemonInfo,
 }
 
-type Tx = App;
-
 fn unavailable() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "the router is shutting down\n").into_response()
 }
 
-async fn snapshot(tx: &Tx) -> Option<Status> {
+async fn snapshot(tx: &App) -> Option<Status> {
     let (reply, rx) = oneshot::channel();
     tx.tx.send(ApiCmd::Status(reply)).await.ok()?;
     rx.await.ok()
 }
 
-async fn status_text(AxState(tx): AxState<Tx>) -> Response {
+async fn status_text(AxState(tx): AxState<App>) -> Response {
     match snapshot(&tx).await {
         Some(s) => text::status(&s).into_response(),
         None => unavailable(),
     }
 }
 
-async fn status_section(AxState(tx): AxState<Tx>, Path(section): Path<String>) -> Response {
+async fn status_section(AxState(tx): AxState<App>, Path(section): Path<String>) -> Response {
     let Some(s) = snapshot(&tx).await else { return unavailable() };
     match section.as_str() {
         "peers" => text::peers(&s).into_response(),
@@ -141,21 +139,21 @@ async fn status_section(AxState(tx): AxState<Tx>, Path(section): Path<String>) -
     }
 }
 
-async fn report(AxState(tx): AxState<Tx>) -> Response {
+async fn report(AxState(tx): AxState<App>) -> Response {
     match snapshot(&tx).await {
         Some(s) => Json(s).into_response(),
         None => unavailable(),
     }
 }
 
-async fn metrics(AxState(tx): AxState<Tx>) -> Response {
+async fn metrics(AxState(tx): AxState<App>) -> Response {
     match snapshot(&tx).await {
         Some(s) => text::metrics(&s).into_response(),
         None => unavailable(),
     }
 }
 
-async fn peers_cmd(tx: Tx, body: PeersBody, connect: bool) -> Response {
+async fn peers_cmd(tx: App, body: PeersBody, connect: bool) -> Response {
     let (reply, rx) = oneshot::channel();
     let cmd = if connect {
         ApiCmd::Connect { peers: body.peers, replace: body.replace, reply }
@@ -172,15 +170,15 @@ async fn peers_cmd(tx: Tx, body: PeersBody, connect: bool) -> Response {
     }
 }
 
-async fn connect(AxState(tx): AxState<Tx>, Json(b): Json<PeersBody>) -> Response {
+async fn connect(AxState(tx): AxState<App>, Json(b): Json<PeersBody>) -> Response {
     peers_cmd(tx, b, true).await
 }
 
-async fn forget(AxState(tx): AxState<Tx>, Json(b): Json<PeersBody>) -> Response {
+async fn forget(AxState(tx): AxState<App>, Json(b): Json<PeersBody>) -> Response {
     peers_cmd(tx, b, false).await
 }
 
-async fn stop(AxState(tx): AxState<Tx>) -> Response {
+async fn stop(AxState(tx): AxState<App>) -> Response {
     let (reply, rx) = oneshot::channel();
     if tx.tx.send(ApiCmd::Stop(reply)).await.is_err() {
         return unavailable();
@@ -189,7 +187,7 @@ async fn stop(AxState(tx): AxState<Tx>) -> Response {
     (StatusCode::OK, "stopping\n").into_response()
 }
 
-async fn config(AxState(app): AxState<Tx>) -> Response {
+async fn config(AxState(app): AxState<App>) -> Response {
     Json(app.info.clone()).into_response()
 }
 
@@ -200,18 +198,18 @@ pub(crate) struct CidrBody {
     pub(crate) cidr: String,
 }
 
-async fn expose_or_hide(app: Tx, body: CidrBody, on: bool) -> Response {
+async fn expose_or_hide(app: App, body: CidrBody, on: bool) -> Response {
     match crate::expose::set(&app.info, &body.cidr, on).await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     }
 }
 
-async fn expose(AxState(app): AxState<Tx>, Json(b): Json<CidrBody>) -> Response {
+async fn expose(AxState(app): AxState<App>, Json(b): Json<CidrBody>) -> Response {
     expose_or_hide(app, b, true).await
 }
 
-async fn hide(AxState(app): AxState<Tx>, Json(b): Json<CidrBody>) -> Response {
+async fn hide(AxState(app): AxState<App>, Json(b): Json<CidrBody>) -> Response {
     expose_or_hide(app, b, false).await
 }
 

@@ -155,24 +155,24 @@ impl Checker {
     }
 
     /// The network duplicated a datagram: its frames may legitimately arrive twice.
-    pub fn on_duplicate(&mut self, bytes: &[u8]) {
+    pub fn on_duplicate(&mut self, now: Instant, bytes: &[u8]) {
         if !self.safety {
             return;
         }
         if let Some((_, ids)) = Self::frame_ids(bytes) {
             for id in ids {
-                self.track(Instant::ZERO, id).duplicated = true;
+                self.track(now, id).duplicated = true;
             }
         }
     }
 
     /// A bridge flooded a unicast frame.
-    pub fn on_flood(&mut self, frame: &[u8]) {
+    pub fn on_flood(&mut self, now: Instant, frame: &[u8]) {
         if !self.safety {
             return;
         }
         if let Some(id) = frame_id(frame) {
-            self.track(Instant::ZERO, id).flooded = true;
+            self.track(now, id).flooded = true;
         }
     }
 

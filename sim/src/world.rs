@@ -120,7 +120,6 @@ pub struct Host {
     timer_at: Option<Instant>,
     /// Hosts its router is told to connect to.
     pub targets: Vec<u32>,
-    ephemeral: u16,
 }
 
 impl Host {
@@ -223,7 +222,6 @@ impl World {
                 timer_gen: 0,
                 timer_at: None,
                 targets: targets[i].clone(),
-                ephemeral: 30_000,
             });
         }
         w.make_containers();
@@ -559,7 +557,7 @@ impl World {
                 self.push(at, Ev::Udp { to: dst, from: h, bytes: copy, dup: false });
                 if let Some(at2) = dup {
                     self.stats.duplicated += 1;
-                    self.checker.on_duplicate(bytes);
+                    self.checker.on_duplicate(self.now, bytes);
                     let copy = self.copy(bytes);
                     self.push(at2, Ev::Udp { to: dst, from: h, bytes: copy, dup: true });
                 }
@@ -678,7 +676,6 @@ impl World {
             self.free_tcp(id);
             return self.push(now + CONNECT_TIMEOUT, Ev::DialFail { host: a, inc: a_inc, conn: a_conn });
         };
-        host.ephemeral = host.ephemeral.wrapping_add(1).max(30_000);
         let remote = SocketAddr::new(IpAddr::V4(host_ip(a)), 30_000 + (id % 30_000) as u16);
         let conn = r.accept(now, remote);
         let inc = host.incarnation;
@@ -824,15 +821,15 @@ impl World {
         match self.hosts[h as usize].bridge.forward(Port::Container(c as usize), &frame) {
             Out::Drop => {}
             Out::One(Port::Router) => self.capture(h, &frame),
-            Out::One(Port::Container(o)) => self.deliver_to_container(o as u32, &frame, false),
+            Out::One(Port::Container(o)) => self.deliver_to_container(o as u32, &frame),
             Out::Flood => {
                 let unicast = frame[0] & 1 == 0;
                 if unicast {
-                    self.checker.on_flood(&frame);
+                    self.checker.on_flood(self.now, &frame);
                 }
                 for o in self.hosts[h as usize].containers.clone() {
                     if o != c {
-                        self.deliver_to_container(o, &frame, unicast);
+                        self.deliver_to_container(o, &frame);
                     }
                 }
                 self.capture(h, &frame);
@@ -856,20 +853,20 @@ impl World {
     fn router_injected(&mut self, h: u32, frame: &[u8]) {
         match self.hosts[h as usize].bridge.forward(Port::Router, frame) {
             Out::Drop | Out::One(Port::Router) => {}
-            Out::One(Port::Container(o)) => self.deliver_to_container(o as u32, frame, false),
+            Out::One(Port::Container(o)) => self.deliver_to_container(o as u32, frame),
             Out::Flood => {
                 let unicast = frame[0] & 1 == 0;
                 if unicast {
-                    self.checker.on_flood(frame);
+                    self.checker.on_flood(self.now, frame);
                 }
                 for o in self.hosts[h as usize].containers.clone() {
-                    self.deliver_to_container(o, frame, unicast);
+                    self.deliver_to_container(o, frame);
                 }
             }
         }
     }
 
-    fn deliver_to_container(&mut self, c: u32, frame: &[u8], _flooded: bool) {
+    fn deliver_to_container(&mut self, c: u32, frame: &[u8]) {
         let now = self.now;
         let mut out = std::mem::take(&mut self.out_frames);
         let received = self.containers[c as usize].receive(frame, &mut self.ids, &mut out);
@@ -1000,12 +997,10 @@ impl World {
             }
             FaultAction::Move { container, to } => {
                 let (hname, k) = container.split_once('/').expect("validated");
-                let from = self.idx(hname);
                 let k: usize = k[1..].parse().expect("validated");
                 let c =
                     self.containers.iter().position(|c| c.name == format!("{hname}/c{k}")).expect("validated") as u32;
                 let old = self.containers[c as usize].host as u32;
-                let _ = from;
                 let to = self.idx(to);
                 if old != to {
                     let mac = self.containers[c as usize].mac;

@@ -64,7 +64,7 @@ fn a_unicast_frame_for_someone_else_is_a_violation_unless_flooded() {
     let mut f = sender.gratuitous_arp(&mut ids);
     f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
     let mut c = Checker::new(&s);
-    c.on_flood(&f);
+    c.on_flood(Instant::ZERO, &f);
     c.on_container(Instant::ZERO, 0, &ct, &f, Received::Ignored);
     assert!(!c.stopped(), "flooded unknown unicast may reach anyone");
     let mut c = Checker::new(&s);

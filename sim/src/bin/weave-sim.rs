@@ -1,15 +1,15 @@
 //! `weave-sim`: run scenarios, check determinism, explore random fault schedules, benchmark.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use clap::{Parser, Subcommand};
 use router_core::{DropReason, Duration, Instant};
-use weave_sim::explore::{materialise, shrink};
-use weave_sim::scenario::{Dur, FaultAction, Scenario};
+use weave_sim::explore::shrink;
+use weave_sim::scenario::{FaultAction, Scenario};
 use weave_sim::{run, Outcome, Trace, World};
 
 /// The scenario run when no file is given: three hosts in a line, the middle one relaying,
@@ -255,7 +255,6 @@ fn cmd_explore(file: Option<PathBuf>, runs: u64, jobs: usize, first: u64, out: P
         path.display(),
         f.seed
     );
-    let _ = materialise;
     Ok(false)
 }
 
@@ -354,7 +353,6 @@ fn gossip_per_link_change(w: &mut World) {
         degree(w, b),
         change as f64 / links as f64
     );
-    let _ = Dur::default();
 }
 
 fn main() -> ExitCode {
@@ -374,6 +372,3 @@ fn main() -> ExitCode {
         }
     }
 }
-
-#[allow(dead_code)]
-fn _path_is_used(_: &Path) {}

@@ -2,11 +2,11 @@
 //! Control framing and message decoding never panic; a decoded message re-encodes to exactly
 //! the bytes it came from (every message has one encoding).
 use libfuzzer_sys::fuzz_target;
-use router_core::wire::control::{split_frame, Message, FRAME_HEADER_LEN};
+use router_core::wire::control::{split_frame, Message, BODY_MAX, FRAME_HEADER_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;
-    while let Ok(Some(n)) = split_frame(rest) {
+    while let Ok(Some(n)) = split_frame(rest, BODY_MAX) {
         let frame = &rest[..FRAME_HEADER_LEN + n];
         if let Ok(m) = Message::parse(&frame[FRAME_HEADER_LEN..]) {
             let mut out = Vec::new();

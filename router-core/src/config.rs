@@ -2,6 +2,7 @@
 
 use core::time::Duration;
 
+use crate::crypto::Password;
 use crate::peer::PeerName;
 
 /// Everything a [`crate::Router`] is told at birth. Defaults suit a real network; the
@@ -72,6 +73,14 @@ pub struct Config {
     pub backoff_max: Duration,
     /// A connection that lived less than this counts as a failure for backoff.
     pub stable_after: Duration,
+    /// The network's password: when set, peers authenticate each other with it (a PAKE in
+    /// the handshake) and everything on the control connections and in UDP is encrypted;
+    /// peers without it, or with another, are refused.
+    pub password: Option<Password>,
+    /// After a peer at some address failed the password check, further connections from that
+    /// address are refused for this long: each try is one online guess, so tries are rate
+    /// limited.
+    pub password_retry: Duration,
 }
 
 impl Config {
@@ -109,6 +118,8 @@ impl Config {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             stable_after: Duration::from_secs(10),
+            password: None,
+            password_retry: Duration::from_secs(1),
         }
     }
 }

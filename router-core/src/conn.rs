@@ -3,9 +3,10 @@
 use core::fmt;
 use std::net::SocketAddr;
 
+use crate::crypto::{Pake, Session};
 use crate::peer::{ConnId, PeerName, PeerUid};
 use crate::time::Instant;
-use crate::wire::control::RefuseReason;
+use crate::wire::control::{Handshake, RefuseReason};
 use crate::wire::DecodeError;
 
 /// Where a connection is in its life.
@@ -17,6 +18,8 @@ pub enum Phase {
     Preamble,
     /// Waiting for the peer's handshake.
     Handshake,
+    /// Password sessions: our key confirmation is sent; waiting for the peer's.
+    Confirm,
     /// Handshake done: gossip flows; UDP heartbeats decide whether the link is established.
     Up,
 }
@@ -41,6 +44,8 @@ pub enum ConnError {
     Replaced,
     /// `forget` or shutdown.
     Forgotten,
+    /// A sealed control record failed authentication: tampered with, or not from the peer.
+    Unauthenticated,
 }
 
 impl fmt::Display for ConnError {
@@ -54,6 +59,9 @@ impl fmt::Display for ConnError {
             ConnError::Timeout => f.write_str("no traffic within the TCP timeout"),
             ConnError::Replaced => f.write_str("replaced by a newer incarnation of the peer"),
             ConnError::Forgotten => f.write_str("forgotten"),
+            ConnError::Unauthenticated => {
+                f.write_str("a control record failed authentication (tampered with on the way, or not from the peer)")
+            }
         }
     }
 }
@@ -79,7 +87,7 @@ pub(crate) struct Remote {
 }
 
 /// One control connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) outbound: bool,
     /// The TCP address of the other end.
@@ -123,6 +131,15 @@ pub(crate) struct Conn {
     pub(crate) recovered_at: Option<Instant>,
     /// Recent link state changes, oldest first (bounded).
     pub(crate) link_log: std::collections::VecDeque<LinkChange>,
+    /// Password sessions: our PAKE run, until the peer's handshake finishes it.
+    pub(crate) pake: Option<Pake>,
+    /// Password sessions: our handshake body as sent (half of the transcript).
+    pub(crate) hs_sent: Vec<u8>,
+    /// Password sessions: the keys, once the PAKE finished. Everything we send after our key
+    /// confirmation is sealed with them.
+    pub(crate) keys: Option<Box<Session>>,
+    /// Password sessions: the peer's handshake, held until its key confirmation checks out.
+    pub(crate) pending: Option<Box<Handshake>>,
 }
 
 /// A link state change, for status and metrics.
@@ -207,6 +224,10 @@ impl Conn {
             rounds_needed: 1,
             recovered_at: None,
             link_log: std::collections::VecDeque::new(),
+            pake: None,
+            hs_sent: Vec::new(),
+            keys: None,
+            pending: None,
         }
     }
 

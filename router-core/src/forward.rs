@@ -2,13 +2,14 @@
 
 use std::net::SocketAddr;
 
+use crate::crypto::OpenError;
 use crate::mac_cache::{Learned, MacOwner};
 use crate::peer::{ConnId, Mac, PeerName};
 use crate::router::Router;
 use crate::stats::DropReason;
 use crate::time::Instant;
 use crate::timer::Timer;
-use crate::wire::datagram::{Datagram, Header, Kind, FLAG_ENCRYPTED, FRAMES_HEADER_LEN, FRAME_MIN};
+use crate::wire::datagram::{Datagram, Header, Kind, FLAG_ENCRYPTED, FRAMES_HEADER_LEN, FRAME_MIN, HEADER_LEN};
 
 /// What the forwarding decision for a captured frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,15 +149,16 @@ impl Router {
             self.stats.drop(DropReason::QueueFull, 1);
             return false;
         }
-        let max = self.config.datagram_max;
+        let max = self.frames_room();
+        let seal = self.seal_for(conn);
         let mut h = *h;
         if h.seq == u64::MAX {
-            h.seq = match self.out.open_seq(to, &h, frame.len(), max) {
+            h.seq = match self.out.open_seq(to, &h, frame.len(), max, seal) {
                 Some(seq) => seq,
                 None => self.new_seq(),
             };
         }
-        self.out.frame(to, &h, frame, max);
+        self.out.frame(to, &h, frame, max, seal);
         self.note_sent(now, conn);
         true
     }
@@ -169,7 +171,8 @@ impl Router {
         if !self.out.has_room(bytes.len()) {
             return self.stats.drop(DropReason::QueueFull, frames);
         }
-        self.out.datagram(to, bytes, Some(hop_limit));
+        let seal = self.seal_for(conn);
+        self.out.datagram(to, bytes, Some(hop_limit), seal);
         self.note_sent(now, conn);
         self.stats.frames_relayed += frames;
     }
@@ -178,6 +181,43 @@ impl Router {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.stats.datagrams_received += 1;
         self.stats.udp_bytes_received += bytes.len() as u64;
+        if self.config.password.is_none() {
+            return self.process_datagram(now, from, bytes);
+        }
+        let mut buf = core::mem::take(&mut self.scratch_open);
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        match self.open_datagram(from, &mut buf) {
+            Ok(n) => self.process_datagram(now, from, &buf[..n]),
+            Err(r) => self.stats.drop(r, 1),
+        }
+        self.scratch_open = buf;
+    }
+
+    /// Authenticates and decrypts a sealed datagram in place with the key of the neighbour
+    /// that sent it: found by its address for frames, by the source name for heartbeats
+    /// (which may come from a new address). Returns the length of the plaintext form.
+    fn open_datagram(&mut self, from: SocketAddr, buf: &mut [u8]) -> Result<usize, DropReason> {
+        let Some(head) = buf.get(..HEADER_LEN) else { return Err(DropReason::Malformed) };
+        if head[2] & FLAG_ENCRYPTED == 0 {
+            return Err(DropReason::Plaintext);
+        }
+        let conn = if head[1] == 1 {
+            let src = PeerName(head[4..10].try_into().expect("6 bytes"));
+            self.by_peer.get(&src)
+        } else {
+            self.by_udp.get(&from)
+        };
+        let keys = conn.and_then(|id| self.conns.get_mut(id)).and_then(|c| c.keys.as_deref_mut());
+        let Some(keys) = keys else { return Err(DropReason::Unauthenticated) };
+        keys.udp_rx.open(buf).map_err(|e| match e {
+            OpenError::Unauthenticated => DropReason::Unauthenticated,
+            OpenError::Replayed => DropReason::Replayed,
+        })
+    }
+
+    /// Handles a datagram in its plaintext form.
+    fn process_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         let Ok(d) = Datagram::new_checked(bytes) else {
             return self.stats.drop(DropReason::Malformed, 1);
         };

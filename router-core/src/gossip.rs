@@ -19,7 +19,7 @@ use crate::wire::gossip::{Digest, PeerEntry, Summary, Update, UPDATE_ROOM};
 
 impl Router {
     pub(crate) fn send_gossip(&mut self, id: ConnId, msg: &Message) {
-        let n = self.out.message(id, msg);
+        let n = self.send_msg(id, msg);
         self.stats.gossip_bytes_sent += n as u64;
         if matches!(msg, Message::GossipUpdate(_)) {
             self.stats.gossip_updates_sent += 1;

@@ -8,10 +8,14 @@ use crate::router::{Event, Router};
 use crate::stats::DropReason;
 use crate::time::Instant;
 use crate::timer::{ConnTimer, Timer};
-use crate::wire::control::{split_frame, Handshake, Message, RefuseReason, FLAG_PASSWORD, FRAME_HEADER_LEN};
+use crate::wire::control::{
+    split_frame, Handshake, Message, RefuseReason, BODY_MAX, CONFIRM_LEN, FRAME_HEADER_LEN, SEALED_BODY_MAX,
+};
 use crate::wire::datagram::{emit_heartbeat, Heartbeat, HEADER_LEN, HEARTBEAT_BODY_LEN};
 use crate::wire::preamble::{self, Preamble, PreambleError};
 
+/// Addresses remembered for the password retry limit.
+const AUTH_BLOCKED_MAX: usize = 4096;
 /// Receive-buffer capacity an idle connection keeps.
 const INBUF_KEEP: usize = 4096;
 
@@ -65,12 +69,26 @@ impl Router {
                 }
                 continue;
             }
-            let msg = match split_frame(avail) {
+            let sealed = c.keys.as_ref().is_some_and(|k| k.rx_on);
+            let max = if sealed { SEALED_BODY_MAX } else { BODY_MAX };
+            let msg = match split_frame(avail, max) {
                 Ok(None) => break,
                 Ok(Some(n)) => {
                     let body = &avail[FRAME_HEADER_LEN..FRAME_HEADER_LEN + n];
                     pos += FRAME_HEADER_LEN + n;
-                    Message::parse(body)
+                    if sealed {
+                        self.scratch_open.clear();
+                        self.scratch_open.extend_from_slice(body);
+                        let keys = c.keys.as_mut().expect("sealed");
+                        if !keys.open_record(&mut self.scratch_open) {
+                            self.stats.control_errors += 1;
+                            tracing::warn!(conn = %id, "control record failed authentication; closing");
+                            return self.close(now, id, ConnError::Unauthenticated, None);
+                        }
+                        Message::parse(&self.scratch_open)
+                    } else {
+                        Message::parse(body)
+                    }
                 }
                 Err(e) => Err(e),
             };
@@ -98,6 +116,7 @@ impl Router {
         match (phase, msg) {
             (_, Message::Refuse(r)) => self.close(now, id, ConnError::RefusedByPeer(r), None),
             (Phase::Handshake, Message::Handshake(h)) => self.handle_handshake(now, id, h),
+            (Phase::Confirm, Message::Confirm(v)) => self.handle_confirm(now, id, &v),
             (Phase::Up, Message::Heartbeat) => {}
             (Phase::Up, Message::UdpAck { seq }) => self.handle_udp_ack(now, id, seq),
             (Phase::Up, Message::GossipSummary(s)) => self.handle_summary(id, s),
@@ -119,15 +138,75 @@ impl Router {
             refuse(RefuseReason::ConnectToSelf)
         } else if h.name == self.config.name {
             refuse(RefuseReason::NameCollision)
-        } else if h.flags & FLAG_PASSWORD != 0 {
+        } else if h.pake.is_some() != self.config.password.is_some() {
             refuse(RefuseReason::PasswordMismatch)
         } else {
             None
         };
         if let Some(r) = verdict {
             tracing::info!(conn = %id, peer = %h.name, reason = %r, "refusing connection");
+            if r == RefuseReason::PasswordMismatch {
+                self.password_failed(now, id);
+            }
             return self.close(now, id, ConnError::Refused(r), Some(r));
         }
+        let Some(theirs) = h.pake else { return self.complete_handshake(now, id, h) };
+        // Password session: finish the PAKE, bind it to both handshakes, confirm the keys.
+        // The confirmation is our last plaintext message; all we send after it is sealed.
+        let c = self.conns.get_mut(&id).expect("handle_message checked the connection");
+        let mut their_bytes = Vec::new();
+        Message::Handshake(h.clone()).emit(&mut their_bytes);
+        let pake = c.pake.take().expect("password connections start a PAKE in open_stream");
+        let Some(keys) = pake.finish(&theirs, &c.hs_sent, &their_bytes[FRAME_HEADER_LEN..]) else {
+            self.stats.control_errors += 1;
+            let why = ConnError::Malformed("PAKE message is not a valid group element".into());
+            return self.close(now, id, why, Some(RefuseReason::ProtocolError));
+        };
+        c.hs_sent = Vec::new();
+        let confirm = keys.confirm_mine;
+        self.out.message(id, &Message::Confirm(confirm), None);
+        c.keys = Some(Box::new(keys));
+        c.pending = Some(Box::new(h));
+        c.phase = Phase::Confirm;
+    }
+
+    /// Password sessions: the peer's key confirmation. A mismatch means the passwords differ
+    /// (the peer sees the same about ours); the connection closes without another word, since
+    /// the peer could not read it.
+    fn handle_confirm(&mut self, now: Instant, id: ConnId, theirs: &[u8; CONFIRM_LEN]) {
+        let c = self.conns.get_mut(&id).expect("handle_message checked the connection");
+        let ok = c.keys.as_mut().is_some_and(|k| k.confirm(theirs));
+        let h = c.pending.take().expect("the Confirm phase holds the peer's handshake");
+        if !ok {
+            tracing::warn!(conn = %id, peer = %h.name, "password mismatch: the peer's key confirmation does not match");
+            self.password_failed(now, id);
+            let r = RefuseReason::PasswordMismatch;
+            return self.close(now, id, ConnError::Refused(r), None);
+        }
+        self.complete_handshake(now, id, *h);
+    }
+
+    /// Counts a failed password check; an inbound peer's address must wait before trying again.
+    fn password_failed(&mut self, now: Instant, id: ConnId) {
+        self.stats.password_mismatches += 1;
+        let c = &self.conns[&id];
+        if c.outbound {
+            return;
+        }
+        let ip = c.remote_addr.ip();
+        if self.auth_blocked.len() >= AUTH_BLOCKED_MAX {
+            self.auth_blocked.retain(|_, until| now < *until);
+            if self.auth_blocked.len() >= AUTH_BLOCKED_MAX {
+                let oldest = self.auth_blocked.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a);
+                oldest.map(|a| self.auth_blocked.remove(&a));
+            }
+        }
+        self.auth_blocked.insert(ip, now + self.config.password_retry);
+    }
+
+    /// The handshake (and, with a password, the key confirmation) is done: settle duplicates
+    /// and bring the connection up.
+    fn complete_handshake(&mut self, now: Instant, id: ConnId, h: Handshake) {
         let c = self.conns.get_mut(&id).expect("handle_message checked the connection");
         let ip = c.remote_addr.ip();
         c.peer = Some(Remote {
@@ -176,7 +255,7 @@ impl Router {
         if !self.conns.contains_key(&id) {
             return;
         }
-        self.out.message(id, &Message::Heartbeat);
+        self.send_msg(id, &Message::Heartbeat);
         self.timers.set(Timer::Conn(id, ConnTimer::TcpHeartbeat), now + self.config.tcp_heartbeat);
     }
 
@@ -200,7 +279,8 @@ impl Router {
         let mut buf = [0u8; HEADER_LEN + HEARTBEAT_BODY_LEN];
         let n = emit_heartbeat(me, p.name, hb, &mut buf);
         let to = p.udp_addr;
-        self.out.datagram(to, &buf[..n], None);
+        let seal = self.seal_for(id);
+        self.out.datagram(to, &buf[..n], None, seal);
     }
 
     /// The heartbeat timer: the evidence check for data we sent, probing bookkeeping, then a
@@ -290,7 +370,7 @@ impl Router {
         let was_rx = c.udp_rx_ok;
         c.udp_rx_ok = true;
         let sent = c.udp_seq;
-        self.out.message(id, &Message::UdpAck { seq: hb.seq });
+        self.send_msg(id, &Message::UdpAck { seq: hb.seq });
         if hb.reply {
             self.emit_udp_heartbeat(id, false);
         }
@@ -419,5 +499,6 @@ fn message_name(m: &Message) -> &'static str {
         Message::GossipSummary(_) => "gossip summary",
         Message::GossipDigest(_) => "gossip digest",
         Message::GossipUpdate(_) => "gossip update",
+        Message::Confirm(_) => "key confirmation",
     }
 }

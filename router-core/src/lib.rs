@@ -31,6 +31,7 @@
 
 mod config;
 mod conn;
+pub mod crypto;
 mod dedup;
 pub mod forward;
 mod gossip;
@@ -50,6 +51,7 @@ pub mod wire;
 
 pub use config::Config;
 pub use conn::{ConnError, LinkChange, LinkReason, Phase};
+pub use crypto::{Password, PasswordError, Random, SeededRandom};
 pub use forward::Decision;
 pub use mac_cache::MacOwner;
 pub use outbox::{Destination, Transmit, TRANSMIT_BUF_MIN};

@@ -3,11 +3,12 @@
 use std::net::SocketAddr;
 
 use crate::conn::{Conn, ConnError, Phase, Target};
+use crate::crypto::Pake;
 use crate::peer::{ConnId, PeerName};
 use crate::router::{CommandError, ConnEvent, Event, Router};
 use crate::time::Instant;
 use crate::timer::{ConnTimer, Timer};
-use crate::wire::control::{Handshake, Message, RefuseReason};
+use crate::wire::control::{Handshake, Message, RefuseReason, FRAME_HEADER_LEN};
 use crate::wire::preamble::Preamble;
 
 const ATTEMPTS_MAX: u32 = 16;
@@ -58,10 +59,14 @@ impl Router {
         let id = self.alloc_conn_id();
         let session = rand_core::RngCore::next_u64(&mut self.rng);
         let full = self.conns.len() >= self.config.conn_limit;
+        let blocked = self.auth_blocked.get(&remote.ip()).is_some_and(|&until| now < until);
         self.conns.insert(id, Conn::new(now, false, remote, session));
         self.open_stream(now, id);
         if full {
             self.close(now, id, ConnError::Refused(RefuseReason::ConnectionLimit), Some(RefuseReason::ConnectionLimit));
+        } else if blocked {
+            let r = RefuseReason::TooManyAttempts;
+            self.close(now, id, ConnError::Refused(r), Some(r));
         }
         self.commit(now);
         id
@@ -85,9 +90,16 @@ impl Router {
         self.commit(now);
     }
 
-    /// Sends our preamble and handshake; arms the handshake deadline.
+    /// Sends our preamble and handshake (with a fresh PAKE message when we have a password);
+    /// arms the handshake deadline.
     fn open_stream(&mut self, now: Instant, id: ConnId) {
-        let session = self.conns[&id].session;
+        let c = self.conns.get_mut(&id).expect("caller inserted the connection");
+        let session = c.session;
+        let pake = self.config.password.as_ref().map(|pw| {
+            let (run, msg) = Pake::start(pw, c.outbound, &mut *self.random);
+            c.pake = Some(run);
+            msg
+        });
         self.out.stream(id, &Preamble::OURS.emit());
         let hs = Message::Handshake(Handshake {
             name: self.config.name,
@@ -97,8 +109,12 @@ impl Router {
             tcp_port: self.config.tcp_port,
             session,
             flags: 0,
+            pake,
         });
-        self.out.message(id, &hs);
+        let n = self.out.message(id, &hs, None);
+        if c.pake.is_some() {
+            c.hs_sent = self.out.last_bytes(n)[FRAME_HEADER_LEN..].to_vec();
+        }
         self.timers.set(Timer::Conn(id, ConnTimer::Handshake), now + self.config.handshake_timeout);
     }
 
@@ -148,7 +164,7 @@ impl Router {
     /// Refuses (when `refusal` is given, on the wire) and closes a connection.
     pub(crate) fn close(&mut self, now: Instant, id: ConnId, why: ConnError, refusal: Option<RefuseReason>) {
         if let Some(r) = refusal {
-            self.out.message(id, &Message::Refuse(r));
+            self.send_msg(id, &Message::Refuse(r));
         }
         self.drop_conn(now, id, why, true);
     }

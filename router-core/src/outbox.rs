@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use crate::crypto::Sealer;
 use crate::peer::ConnId;
 use crate::wire::control::{Message, BODY_MAX, FRAME_HEADER_LEN};
 use crate::wire::datagram::{push_frame, Header, Kind, FRAMES_HEADER_LEN, HEADER_LEN};
@@ -40,6 +41,8 @@ struct Item {
     len: usize,
     /// A frames datagram that more frames may join.
     open: bool,
+    /// Seal the datagram with this connection's UDP key when it leaves.
+    seal: Option<ConnId>,
 }
 
 #[derive(Debug)]
@@ -59,24 +62,36 @@ impl Outbox {
         self.arena.len() + n <= self.data_limit
     }
 
-    fn push(&mut self, dest: Destination, start: usize, open: bool) {
+    fn push(&mut self, dest: Destination, start: usize, open: bool, seal: Option<ConnId>) {
         let len = self.arena.len() - start;
-        self.queue.push_back(Item { dest, start, len, open });
+        self.queue.push_back(Item { dest, start, len, open, seal });
     }
 
     /// Queues a frame for the bridge.
     pub(crate) fn inject(&mut self, frame: &[u8]) {
         let start = self.arena.len();
         self.arena.extend_from_slice(frame);
-        self.push(Destination::Bridge, start, false);
+        self.push(Destination::Bridge, start, false, None);
     }
 
     /// The sequence number of the datagram queued last, if it goes to `to` with the same
     /// header (sequence number aside) and has room for `frame_len` more bytes of frame.
-    pub(crate) fn open_seq(&self, to: SocketAddr, h: &Header, frame_len: usize, datagram_max: usize) -> Option<u64> {
+    pub(crate) fn open_seq(
+        &self,
+        to: SocketAddr,
+        h: &Header,
+        frame_len: usize,
+        datagram_max: usize,
+        seal: Option<ConnId>,
+    ) -> Option<u64> {
         let last = self.queue.back()?;
         let fits = last.len + 2 + frame_len <= datagram_max;
-        if !(last.open && fits && last.dest == Destination::Udp(to) && last.start + last.len == self.arena.len()) {
+        if !(last.open
+            && fits
+            && last.seal == seal
+            && last.dest == Destination::Udp(to)
+            && last.start + last.len == self.arena.len())
+        {
             return None;
         }
         let bytes = &self.arena[last.start..last.start + FRAMES_HEADER_LEN];
@@ -87,12 +102,20 @@ impl Outbox {
     }
 
     /// Queues a frame in a frames datagram to `to`: it joins the datagram queued last when
-    /// that one has exactly this header (sequence number included) and room; otherwise it
-    /// starts a new one. Returns whether a new datagram was started.
-    pub(crate) fn frame(&mut self, to: SocketAddr, h: &Header, frame: &[u8], datagram_max: usize) -> bool {
+    /// that one has exactly this header (sequence number included), the same sealing and
+    /// room; otherwise it starts a new one. Returns whether a new datagram was started.
+    pub(crate) fn frame(
+        &mut self,
+        to: SocketAddr,
+        h: &Header,
+        frame: &[u8],
+        datagram_max: usize,
+        seal: Option<ConnId>,
+    ) -> bool {
         let need = 2 + frame.len();
         if let Some(last) = self.queue.back_mut() {
             if last.open
+                && last.seal == seal
                 && last.dest == Destination::Udp(to)
                 && last.start + last.len == self.arena.len()
                 && last.len + need <= datagram_max
@@ -107,25 +130,33 @@ impl Outbox {
         self.arena.resize(start + FRAMES_HEADER_LEN, 0);
         h.emit(&mut self.arena[start..]);
         push_frame(&mut self.arena, frame);
-        self.push(Destination::Udp(to), start, true);
+        self.push(Destination::Udp(to), start, true, seal);
         true
     }
 
     /// Queues a complete datagram (a heartbeat or a relayed copy) with a new hop limit.
-    pub(crate) fn datagram(&mut self, to: SocketAddr, bytes: &[u8], hop_limit: Option<u8>) {
+    pub(crate) fn datagram(&mut self, to: SocketAddr, bytes: &[u8], hop_limit: Option<u8>, seal: Option<ConnId>) {
         let start = self.arena.len();
         self.arena.extend_from_slice(bytes);
         if let Some(h) = hop_limit {
             self.arena[start + 3] = h;
         }
-        self.push(Destination::Udp(to), start, false);
+        self.push(Destination::Udp(to), start, false, seal);
     }
 
-    /// Queues a control message; consecutive messages to one connection share a transmit.
-    /// Returns the encoded length.
-    pub(crate) fn message(&mut self, conn: ConnId, msg: &Message) -> usize {
+    /// Queues a control message, sealed into a record when `seal` is given; consecutive
+    /// messages to one connection share a transmit. Returns the encoded length (0 if the
+    /// sealing key ran out of nonces and the message was not queued).
+    pub(crate) fn message(&mut self, conn: ConnId, msg: &Message, seal: Option<&mut Sealer>) -> usize {
         let start = self.arena.len();
         msg.emit(&mut self.arena);
+        if let Some(s) = seal {
+            if s.seal_record(&mut self.arena, start).is_err() {
+                tracing::error!(%conn, "control key out of nonces; message not sent");
+                self.arena.truncate(start);
+                return 0;
+            }
+        }
         let len = self.arena.len() - start;
         if let Some(last) = self.queue.back_mut() {
             if last.dest == Destination::Conn(conn)
@@ -136,19 +167,24 @@ impl Outbox {
                 return len;
             }
         }
-        self.push(Destination::Conn(conn), start, false);
+        self.push(Destination::Conn(conn), start, false, None);
         len
+    }
+
+    /// The last `n` bytes queued.
+    pub(crate) fn last_bytes(&self, n: usize) -> &[u8] {
+        &self.arena[self.arena.len() - n..]
     }
 
     /// Queues raw stream bytes (the preamble).
     pub(crate) fn stream(&mut self, conn: ConnId, bytes: &[u8]) {
         let start = self.arena.len();
         self.arena.extend_from_slice(bytes);
-        self.push(Destination::Conn(conn), start, false);
+        self.push(Destination::Conn(conn), start, false, None);
     }
 
-    /// Moves the oldest output into `buf`.
-    pub(crate) fn poll(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+    /// Moves the oldest output into `buf`; also says which connection's key must seal it.
+    pub(crate) fn poll(&mut self, buf: &mut [u8]) -> Option<(Transmit, Option<ConnId>)> {
         let item = self.queue.pop_front()?;
         assert!(buf.len() >= item.len, "poll_transmit buffer shorter than TRANSMIT_BUF_MIN");
         buf[..item.len].copy_from_slice(&self.arena[item.start..item.start + item.len]);
@@ -158,7 +194,7 @@ impl Outbox {
                 self.arena = Vec::new();
             }
         }
-        Some(Transmit { dest: item.dest, len: item.len })
+        Some((Transmit { dest: item.dest, len: item.len }, item.seal))
     }
 
     /// Drops queued output for a closed connection.
@@ -197,18 +233,18 @@ mod tests {
             seq: 7,
         };
         let f = [0x02u8; 60];
-        assert_eq!(o.open_seq(to, &h, 60, 200), None);
-        assert!(o.frame(to, &h, &f, 200));
-        assert_eq!(o.open_seq(to, &Header { seq: 99, ..h }, 60, 200), Some(7));
-        assert!(!o.frame(to, &h, &f, 200));
-        assert_eq!(o.open_seq(to, &h, 60, 200), None, "no room for a third");
-        assert!(o.frame(to, &Header { seq: 8, ..h }, &f, 200));
+        assert_eq!(o.open_seq(to, &h, 60, 200, None), None);
+        assert!(o.frame(to, &h, &f, 200, None));
+        assert_eq!(o.open_seq(to, &Header { seq: 99, ..h }, 60, 200, None), Some(7));
+        assert!(!o.frame(to, &h, &f, 200, None));
+        assert_eq!(o.open_seq(to, &h, 60, 200, None), None, "no room for a third");
+        assert!(o.frame(to, &Header { seq: 8, ..h }, &f, 200, None));
         let mut buf = vec![0u8; TRANSMIT_BUF_MIN];
-        let t = o.poll(&mut buf).unwrap();
+        let (t, _) = o.poll(&mut buf).unwrap();
         assert_eq!(t, Transmit { dest: Destination::Udp(to), len: 24 + 2 * 62 });
         let d = Datagram::new_checked(&buf[..t.len]).unwrap();
         assert_eq!((d.frames().unwrap().count(), d.seq()), (2, 7));
-        assert_eq!(o.poll(&mut buf).unwrap().len, 24 + 62);
+        assert_eq!(o.poll(&mut buf).unwrap().0.len, 24 + 62);
         assert!(o.poll(&mut buf).is_none());
         assert!(o.is_empty());
     }

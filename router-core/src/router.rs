@@ -9,15 +9,17 @@ use rustc_hash::FxHashMap;
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnError, Target};
+use crate::crypto::{Random, SeededRandom};
 use crate::dedup::Dedup;
 use crate::mac_cache::MacCache;
 use crate::outbox::{Destination, Outbox, Transmit};
 use crate::peer::{ConnId, PeerName, PeerUid};
 use crate::routes::Routes;
-use crate::stats::Stats;
+use crate::stats::{DropReason, Stats};
 use crate::time::Instant;
 use crate::timer::{ConnTimer, Timer, TimerTable};
 use crate::topology::Topology;
+use crate::wire::control::Message;
 use crate::wire::gossip::{ConnInfo, PeerEntry};
 
 /// Something the driver must do, or may want to know.
@@ -155,11 +157,31 @@ pub struct Router {
     pub(crate) last_recompute: Option<Instant>,
     /// Peers found unreachable at the last anti-entropy round.
     pub(crate) gc_candidates: BTreeSet<PeerName>,
+    /// Key material (PAKE scalars).
+    pub(crate) random: Box<dyn Random>,
+    /// Addresses that recently failed the password check, and until when they are refused.
+    pub(crate) auth_blocked: BTreeMap<std::net::IpAddr, Instant>,
+    /// A sealed control record or datagram being opened.
+    pub(crate) scratch_open: Vec<u8>,
+}
+
+impl core::fmt::Debug for Router {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Router").field("name", &self.config.name).field("uid", &self.uid).finish_non_exhaustive()
+    }
 }
 
 impl Router {
-    /// A router with no connections, at time `now`.
+    /// A router with no connections, at time `now`, whose key material comes from a stream
+    /// seeded by `config.seed`: deterministic, for simulation and tests. A driver that sets a
+    /// password on a real network uses [`Router::with_random`] with the OS's source.
     pub fn new(now: Instant, config: Config) -> Router {
+        let random = Box::new(SeededRandom::new(config.seed ^ 0x6b65_7973_6565_6421));
+        Router::with_random(now, config, random)
+    }
+
+    /// A router with no connections, at time `now`, taking key material from `random`.
+    pub fn with_random(now: Instant, config: Config, random: Box<dyn Random>) -> Router {
         assert!(config.name.is_valid(), "the broadcast name ff:ff:ff:ff:ff:ff cannot name a peer");
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let uid = PeerUid(rng.next_u64() | 1);
@@ -192,6 +214,9 @@ impl Router {
             route_hold: core::time::Duration::ZERO,
             last_recompute: None,
             gc_candidates: BTreeSet::new(),
+            random,
+            auth_blocked: BTreeMap::new(),
+            scratch_open: Vec::new(),
         };
         r.route_hold = r.config.route_delay_min;
         // A random start: a restarted peer's numbers do not collide with its last life's.
@@ -235,7 +260,23 @@ impl Router {
 
     /// Moves the next output into `buf` (at least [`crate::TRANSMIT_BUF_MIN`] bytes).
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
-        let t = self.out.poll(buf)?;
+        let t = loop {
+            let (mut t, seal) = self.out.poll(buf)?;
+            let Some(id) = seal else { break t };
+            // Sealed as it leaves, so nonces go out in counter order.
+            let Some(keys) = self.conns.get_mut(&id).and_then(|c| c.keys.as_deref_mut()) else {
+                self.stats.drop(DropReason::NoRoute, 1);
+                continue;
+            };
+            match keys.udp_tx.seal_datagram(buf, t.len) {
+                Ok(n) => t.len = n,
+                Err(_) => {
+                    tracing::error!(conn = %id, "UDP key out of nonces; datagram dropped");
+                    continue;
+                }
+            }
+            break t;
+        };
         match t.dest {
             Destination::Udp(_) => {
                 self.stats.datagrams_sent += 1;
@@ -245,6 +286,26 @@ impl Router {
             Destination::Bridge => {}
         }
         Some(t)
+    }
+
+    /// Queues a control message to `id`, sealed once the connection's keys are in place.
+    /// Returns the bytes queued.
+    pub(crate) fn send_msg(&mut self, id: ConnId, msg: &Message) -> usize {
+        let seal = self.conns.get_mut(&id).and_then(|c| c.keys.as_deref_mut()).map(|k| &mut k.tcp_tx);
+        self.out.message(id, msg, seal)
+    }
+
+    /// Which connection's key seals UDP sent over `conn` (none without a password).
+    #[inline]
+    pub(crate) fn seal_for(&self, conn: ConnId) -> Option<ConnId> {
+        self.config.password.is_some().then_some(conn)
+    }
+
+    /// Largest frames datagram we build: room is left for the sealing overhead.
+    #[inline]
+    pub(crate) fn frames_room(&self) -> usize {
+        let overhead = if self.config.password.is_some() { crate::crypto::DATAGRAM_OVERHEAD } else { 0 };
+        self.config.datagram_max - overhead
     }
 
     /// The next event.

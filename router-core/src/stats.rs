@@ -25,15 +25,22 @@ pub enum DropReason {
     QueueFull,
     /// A UDP heartbeat for no connection of ours, or with the wrong session.
     BadHeartbeat,
-    /// An encrypted datagram for which we have no keys.
+    /// An encrypted datagram, and we have no password.
     Encrypted,
+    /// A plaintext datagram, and we require encryption.
+    Plaintext,
+    /// An encrypted datagram that failed authentication: forged, tampered with, truncated, or
+    /// from no connection of ours.
+    Unauthenticated,
+    /// An encrypted datagram whose counter was accepted before or is behind the replay window.
+    Replayed,
     /// A frame that claims to come from ourselves.
     Looped,
 }
 
 impl DropReason {
     /// Every reason, for exporting counters.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::BadSourceMac,
         DropReason::Oversize,
@@ -44,6 +51,9 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::BadHeartbeat,
         DropReason::Encrypted,
+        DropReason::Plaintext,
+        DropReason::Unauthenticated,
+        DropReason::Replayed,
         DropReason::Looped,
     ];
 
@@ -60,6 +70,9 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::BadHeartbeat => "bad_heartbeat",
             DropReason::Encrypted => "encrypted",
+            DropReason::Plaintext => "plaintext",
+            DropReason::Unauthenticated => "unauthenticated",
+            DropReason::Replayed => "replayed",
             DropReason::Looped => "looped",
         }
     }
@@ -153,6 +166,8 @@ pub struct Stats {
     pub links_lost_heartbeat: u64,
     /// Links lost because the peer stopped acknowledging our heartbeats.
     pub links_lost_ack: u64,
+    /// Handshakes that failed because the passwords differ or only one side has one.
+    pub password_mismatches: u64,
     /// Drops by reason.
     pub drops: Drops,
 }
@@ -200,8 +215,10 @@ impl Stats {
             links_lost_probe,
             links_lost_heartbeat,
             links_lost_ack,
+            password_mismatches,
             drops,
         } = o;
+        self.password_mismatches += password_mismatches;
         self.links_established += links_established;
         self.links_lost_probe += links_lost_probe;
         self.links_lost_heartbeat += links_lost_heartbeat;

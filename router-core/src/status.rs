@@ -39,6 +39,8 @@ pub struct Status {
     pub targets: Vec<TargetStatus>,
     /// Recently ended connections and why (newest last).
     pub recent_failures: Vec<FailureStatus>,
+    /// A password is set: peers must know it, and traffic is encrypted.
+    pub encryption: bool,
     /// Counters.
     pub stats: Stats,
 }
@@ -123,6 +125,8 @@ pub struct ConnStatus {
     pub link_changes: Vec<crate::conn::LinkChange>,
     /// Probing the peer (sending data, hearing nothing) since.
     pub probing_since: Option<Instant>,
+    /// Everything on this connection and its UDP is sealed with session keys from the PAKE.
+    pub encrypted: bool,
 }
 
 /// A target address.
@@ -210,7 +214,7 @@ impl Router {
                     phase: c.phase,
                     state: match c.phase {
                         Phase::Dialing => "connecting",
-                        Phase::Preamble | Phase::Handshake => "handshaking",
+                        Phase::Preamble | Phase::Handshake | Phase::Confirm => "handshaking",
                         Phase::Up if !registered => "duplicate",
                         Phase::Up if c.established() => "established",
                         Phase::Up => "awaiting-udp",
@@ -223,6 +227,7 @@ impl Router {
                     established_since: c.established_at,
                     link_changes: c.link_log.iter().copied().collect(),
                     probing_since: c.probing_since,
+                    encrypted: c.keys.as_ref().is_some_and(|k| k.rx_on),
                 }
             })
             .collect();
@@ -262,6 +267,7 @@ impl Router {
             connections,
             targets,
             recent_failures,
+            encryption: self.config.password.is_some(),
             stats: self.stats,
         }
     }

@@ -65,6 +65,7 @@ fn a_peer_using_our_name_is_refused_as_a_collision() {
         tcp_port: 6783,
         session: 1,
         flags: 0,
+        pake: None,
     })
     .emit(&mut bytes);
     // Byte by byte: framing copes with any split of the stream.

@@ -16,6 +16,8 @@ use crate::peer::{PeerName, PeerUid};
 pub const FRAME_HEADER_LEN: usize = 4;
 /// Largest body (type byte included) a peer may send.
 pub const BODY_MAX: usize = 65_536;
+/// Largest sealed record body: a body and its AEAD tag.
+pub const SEALED_BODY_MAX: usize = BODY_MAX + crate::crypto::TAG_LEN;
 /// Longest nickname carried; longer ones are cut.
 pub const NICKNAME_MAX: usize = 64;
 
@@ -26,9 +28,15 @@ const T_UDP_ACK: u8 = 4;
 const T_GOSSIP_SUMMARY: u8 = 5;
 const T_GOSSIP_DIGEST: u8 = 6;
 const T_GOSSIP_UPDATE: u8 = 7;
+const T_CONFIRM: u8 = 8;
 
-/// Handshake flag: the sender requires a password (encrypted sessions).
+/// Handshake flag: the sender requires a password (encrypted sessions); the handshake then
+/// ends with the sender's PAKE message.
 pub const FLAG_PASSWORD: u8 = 0x01;
+/// Length of the PAKE message (SPAKE2 over Ed25519: a side byte and a point).
+pub const PAKE_LEN: usize = crate::crypto::PAKE_MSG_LEN;
+/// Length of a key confirmation.
+pub const CONFIRM_LEN: usize = crate::crypto::CONFIRM_LEN;
 
 /// The first message each side sends after the preamble.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +53,11 @@ pub struct Handshake {
     pub tcp_port: u16,
     /// A random value naming this connection; UDP heartbeats to the sender must echo it.
     pub session: u64,
-    /// Flag bits ([`FLAG_PASSWORD`]); unknown bits are ignored.
+    /// Flag bits; unknown bits are ignored. [`FLAG_PASSWORD`] is set exactly when `pake` is
+    /// present (emitting sets it from `pake`).
     pub flags: u8,
+    /// The sender's SPAKE2 message, when it requires a password.
+    pub pake: Option<[u8; PAKE_LEN]>,
 }
 
 /// Why a connection was refused; sent in a `Refuse` message just before closing.
@@ -71,6 +82,8 @@ pub enum RefuseReason {
     ProtocolError,
     /// One side requires a password and the other does not, or the passwords differ.
     PasswordMismatch,
+    /// A peer at the sender's address failed the password check moments ago; try later.
+    TooManyAttempts,
     /// A code this build does not know.
     Unknown(u8),
 }
@@ -88,6 +101,7 @@ impl RefuseReason {
             RefuseReason::ConnectionLimit => 7,
             RefuseReason::ProtocolError => 8,
             RefuseReason::PasswordMismatch => 9,
+            RefuseReason::TooManyAttempts => 10,
             RefuseReason::Unknown(c) => c,
         }
     }
@@ -104,6 +118,7 @@ impl RefuseReason {
             7 => RefuseReason::ConnectionLimit,
             8 => RefuseReason::ProtocolError,
             9 => RefuseReason::PasswordMismatch,
+            10 => RefuseReason::TooManyAttempts,
             c => RefuseReason::Unknown(c),
         }
     }
@@ -120,7 +135,10 @@ impl core::fmt::Display for RefuseReason {
             RefuseReason::InvalidName => "invalid peer name",
             RefuseReason::ConnectionLimit => "connection limit reached",
             RefuseReason::ProtocolError => "protocol error",
-            RefuseReason::PasswordMismatch => "password mismatch",
+            RefuseReason::PasswordMismatch => {
+                "password mismatch (one side has no password, or the passwords differ): give every peer the same password"
+            }
+            RefuseReason::TooManyAttempts => "a password check from this address failed moments ago; retrying later",
             RefuseReason::Unknown(c) => return write!(f, "unknown refusal code {c}"),
         };
         f.write_str(s)
@@ -147,6 +165,9 @@ pub enum Message {
     GossipDigest(Digest),
     /// Topology entries the receiver may lack.
     GossipUpdate(Update),
+    /// Key confirmation (password sessions): proves the sender derived the same keys. Every
+    /// later message from the sender is sealed.
+    Confirm([u8; CONFIRM_LEN]),
 }
 
 impl Message {
@@ -165,7 +186,8 @@ impl Message {
                 if nickname.len() > NICKNAME_MAX {
                     return Err(DecodeError::TooLong("nickname"));
                 }
-                Message::Handshake(Handshake { name, uid, nickname, udp_port, tcp_port, session, flags })
+                let pake = if flags & FLAG_PASSWORD != 0 { Some(r.array("handshake pake message")?) } else { None };
+                Message::Handshake(Handshake { name, uid, nickname, udp_port, tcp_port, session, flags, pake })
             }
             T_REFUSE => Message::Refuse(RefuseReason::from_code(r.u8("refuse reason")?)),
             T_HEARTBEAT => Message::Heartbeat,
@@ -173,6 +195,7 @@ impl Message {
             T_GOSSIP_SUMMARY => Message::GossipSummary(Summary::parse(&mut r)?),
             T_GOSSIP_DIGEST => Message::GossipDigest(Digest::parse(&mut r)?),
             T_GOSSIP_UPDATE => Message::GossipUpdate(Update::parse(&mut r)?),
+            T_CONFIRM => Message::Confirm(r.array("confirmation")?),
             _ => return Err(DecodeError::Invalid("message type")),
         };
         r.finish()?;
@@ -193,8 +216,12 @@ impl Message {
                 out.put_u16(h.udp_port);
                 out.put_u16(h.tcp_port);
                 out.put_u64(h.session);
-                out.put_u8(h.flags);
+                let pw = if h.pake.is_some() { FLAG_PASSWORD } else { 0 };
+                out.put_u8(h.flags & !FLAG_PASSWORD | pw);
                 out.put_short_str(super::truncate_utf8(&h.nickname, NICKNAME_MAX));
+                if let Some(p) = &h.pake {
+                    out.extend_from_slice(p);
+                }
             }
             Message::Refuse(r) => {
                 out.put_u8(T_REFUSE);
@@ -217,6 +244,10 @@ impl Message {
                 out.put_u8(T_GOSSIP_UPDATE);
                 u.emit(out);
             }
+            Message::Confirm(c) => {
+                out.put_u8(T_CONFIRM);
+                out.extend_from_slice(c);
+            }
         }
         let body = out.len() - start - FRAME_HEADER_LEN;
         assert!(body <= BODY_MAX, "control message of {body} bytes exceeds BODY_MAX");
@@ -228,8 +259,9 @@ impl Message {
 /// Looks for one complete frame at the start of `buf`.
 ///
 /// `Ok(None)`: more bytes are needed. `Ok(Some(n))`: the body is `buf[4..4 + n]`.
-/// `Err`: the length is out of bounds and the stream cannot be resynchronised.
-pub fn split_frame(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+/// `Err`: the length is out of bounds (over `max`: [`BODY_MAX`], or [`SEALED_BODY_MAX`] once
+/// records are sealed) and the stream cannot be resynchronised.
+pub fn split_frame(buf: &[u8], max: usize) -> Result<Option<usize>, DecodeError> {
     let Some(head) = buf.get(..FRAME_HEADER_LEN) else {
         return Ok(None);
     };
@@ -237,7 +269,7 @@ pub fn split_frame(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
     if len == 0 {
         return Err(DecodeError::Invalid("frame length"));
     }
-    if len > BODY_MAX {
+    if len > max {
         return Err(DecodeError::TooLong("frame length"));
     }
     Ok((buf.len() >= FRAME_HEADER_LEN + len).then_some(len))
@@ -249,8 +281,8 @@ mod tests {
     use proptest::prelude::*;
 
     #[rustfmt::skip]
-    const HANDSHAKE: [u8; 4 + 1 + 6 + 8 + 2 + 2 + 8 + 1 + 1 + 2] = [
-        0, 0, 0, 31,                    // length
+    const HANDSHAKE: [u8; 4 + 1 + 6 + 8 + 2 + 2 + 8 + 1 + 1 + 2 + 33] = [
+        0, 0, 0, 64,                    // length
         1,                              // type: handshake
         0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f, // name
         0, 0, 0, 0, 0, 0, 0, 7,         // uid
@@ -259,6 +291,8 @@ mod tests {
         0, 0, 0, 0, 0, 0, 0x12, 0x34,   // session
         0x01,                           // flags: password
         2, b'h', b'1',                  // nickname
+        0x41, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,  // pake message (side A, point)
+        9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,
     ];
 
     fn handshake() -> Message {
@@ -270,12 +304,13 @@ mod tests {
             tcp_port: 6783,
             session: 0x1234,
             flags: FLAG_PASSWORD,
+            pake: Some(core::array::from_fn(|i| if i == 0 { 0x41 } else { 9 })),
         })
     }
 
     #[test]
     fn handshake_matches_the_static_bytes() {
-        assert_eq!(split_frame(&HANDSHAKE), Ok(Some(31)));
+        assert_eq!(split_frame(&HANDSHAKE, BODY_MAX), Ok(Some(64)));
         assert_eq!(Message::parse(&HANDSHAKE[4..]), Ok(handshake()));
         let mut out = Vec::new();
         handshake().emit(&mut out);
@@ -284,7 +319,12 @@ mod tests {
 
     #[test]
     fn small_messages_match_their_static_bytes() {
-        let cases: [(Message, &[u8]); 3] = [
+        let confirm: &[u8] = &[
+            0, 0, 0, 33, 8, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+            7, 7,
+        ];
+        let cases: [(Message, &[u8]); 4] = [
+            (Message::Confirm([7; 32]), confirm),
             (Message::Refuse(RefuseReason::Duplicate), &[0, 0, 0, 2, 2, 5]),
             (Message::Heartbeat, &[0, 0, 0, 1, 3]),
             (Message::UdpAck { seq: 258 }, &[0, 0, 0, 5, 4, 0, 0, 1, 2]),
@@ -299,10 +339,11 @@ mod tests {
 
     #[test]
     fn framing_waits_for_whole_frames_and_refuses_bad_lengths() {
-        assert_eq!(split_frame(&HANDSHAKE[..3]), Ok(None));
-        assert_eq!(split_frame(&HANDSHAKE[..20]), Ok(None));
-        assert_eq!(split_frame(&[0, 0, 0, 0]), Err(DecodeError::Invalid("frame length")));
-        assert_eq!(split_frame(&[0, 1, 0, 1]), Err(DecodeError::TooLong("frame length")));
+        assert_eq!(split_frame(&HANDSHAKE[..3], BODY_MAX), Ok(None));
+        assert_eq!(split_frame(&HANDSHAKE[..20], BODY_MAX), Ok(None));
+        assert_eq!(split_frame(&[0, 0, 0, 0], BODY_MAX), Err(DecodeError::Invalid("frame length")));
+        assert_eq!(split_frame(&[0, 1, 0, 1], BODY_MAX), Err(DecodeError::TooLong("frame length")));
+        assert_eq!(split_frame(&[0, 1, 0, 1], SEALED_BODY_MAX), Ok(None), "a sealed record may carry a tag more");
     }
 
     #[test]
@@ -312,19 +353,25 @@ mod tests {
         assert_eq!(Message::parse(&[3, 0]), Err(DecodeError::TrailingBytes));
         assert!(Message::parse(&HANDSHAKE[4..HANDSHAKE.len() - 1]).is_err());
         let mut bad_utf8 = HANDSHAKE;
-        bad_utf8[HANDSHAKE.len() - 1] = 0xff;
+        bad_utf8[HANDSHAKE.len() - 34] = 0xff;
         assert!(Message::parse(&bad_utf8[4..]).is_err());
+        let mut no_pake = HANDSHAKE;
+        no_pake[4 + 1 + 6 + 8 + 2 + 2 + 8] = 0;
+        assert_eq!(Message::parse(&no_pake[4..]), Err(DecodeError::TrailingBytes));
+        assert!(Message::parse(&[8; 32]).is_err(), "a confirmation is 32 bytes");
     }
 
     proptest! {
         #[test]
         fn handshake_round_trips(name in any::<[u8; 6]>(), uid in any::<u64>(), nick in "[a-z0-9é]{0,20}",
-                                 udp in any::<u16>(), tcp in any::<u16>(), session in any::<u64>(), flags in any::<u8>()) {
+                                 udp in any::<u16>(), tcp in any::<u16>(), session in any::<u64>(), flags in any::<u8>(),
+                                 pake in proptest::option::of(any::<[u8; 33]>())) {
+            let flags = flags & !FLAG_PASSWORD | if pake.is_some() { FLAG_PASSWORD } else { 0 };
             let m = Message::Handshake(Handshake { name: PeerName(name), uid: PeerUid(uid), nickname: nick,
-                udp_port: udp, tcp_port: tcp, session, flags });
+                udp_port: udp, tcp_port: tcp, session, flags, pake });
             let mut out = Vec::new();
             m.emit(&mut out);
-            prop_assert_eq!(split_frame(&out), Ok(Some(out.len() - 4)));
+            prop_assert_eq!(split_frame(&out, BODY_MAX), Ok(Some(out.len() - 4)));
             prop_assert_eq!(Message::parse(&out[4..]), Ok(m));
         }
 

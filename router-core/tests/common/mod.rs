@@ -41,8 +41,23 @@ pub struct Host {
     pub up: bool,
 }
 
+/// Bytes seen on the wire (when tapping).
+#[derive(Debug, Clone)]
+pub struct Tapped {
+    pub from: usize,
+    pub to: usize,
+    pub udp: bool,
+    pub bytes: Vec<u8>,
+}
+
 pub struct Net {
     pub hosts: Vec<Host>,
+    /// Record every datagram and stream write.
+    pub tapping: bool,
+    pub tap: Vec<Tapped>,
+    /// Hold UDP sent from `.0` to `.1` here instead of delivering it.
+    pub hold: Option<(usize, usize)>,
+    pub held: Vec<Vec<u8>>,
     pub now: Instant,
     seq: u64,
     queue: BTreeMap<(Instant, u64), (usize, Delivery)>,
@@ -106,6 +121,10 @@ impl Net {
             .collect();
         let mut net = Net {
             hosts,
+            tapping: false,
+            tap: Vec::new(),
+            hold: None,
+            held: Vec::new(),
             now: Instant::ZERO,
             seq: 0,
             queue: BTreeMap::new(),
@@ -142,13 +161,23 @@ impl Net {
                 Destination::Bridge => self.hosts[i].bridge.push(bytes),
                 Destination::Udp(to) => {
                     let j = host_of(to);
-                    if j < self.hosts.len() && !self.cut.contains(&key(i, j)) && !self.udp_blocked.contains(&key(i, j))
+                    if self.tapping {
+                        self.tap.push(Tapped { from: i, to: j, udp: true, bytes: bytes.clone() });
+                    }
+                    if self.hold == Some((i, j)) {
+                        self.held.push(bytes);
+                    } else if j < self.hosts.len()
+                        && !self.cut.contains(&key(i, j))
+                        && !self.udp_blocked.contains(&key(i, j))
                     {
                         self.push(at, j, Delivery::Datagram { from: addr(i), bytes });
                     }
                 }
                 Destination::Conn(conn) => {
                     if let Some(&(j, cj)) = self.pairs.get(&(i, conn)) {
+                        if self.tapping {
+                            self.tap.push(Tapped { from: i, to: j, udp: false, bytes: bytes.clone() });
+                        }
                         self.push(at, j, Delivery::Stream { conn: cj, bytes });
                     }
                 }
@@ -267,6 +296,11 @@ impl Net {
         self.restarts += 1;
         self.hosts[i] = Host { router: Router::new(self.now, cfg), bridge: Vec::new(), events: Vec::new(), up: true };
         self.drain(i);
+    }
+
+    /// Delivers `bytes` to host `j` now, as a datagram from host `from`.
+    pub fn inject(&mut self, j: usize, from: usize, bytes: &[u8]) {
+        self.deliver(j, Delivery::Datagram { from: addr(from), bytes: bytes.to_vec() });
     }
 
     /// A frame captured on host `i`'s bridge.

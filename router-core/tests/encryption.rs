@@ -267,14 +267,15 @@ proptest! {
                 4 | 5 => net.capture(0, &frame(BROADCAST, mac(0, 1), &[k as u8; 30])),
                 6 => net.run_for(Duration::from_millis(400)),
                 _ => {
-                    // A reconnection: new keys, so counters may start over.
+                    // A reconnection: new keys, so counters may start over. The epoch ends
+                    // once the old connection is gone (the cut), before the new one starts.
+                    net.cut(0, 1);
+                    net.run_for(Duration::from_millis(50));
                     for c in counters_0_to_1(&net) {
                         prop_assert!(seen.insert((epoch, c)), "nonce {} repeated under one key", c);
                     }
                     net.tap.clear();
                     epoch += 1;
-                    net.cut(0, 1);
-                    net.run_for(Duration::from_millis(50));
                     net.heal(0, 1);
                     net.run_for(Duration::from_secs(3));
                 }

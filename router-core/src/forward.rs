@@ -181,6 +181,7 @@ impl Router {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.stats.datagrams_received += 1;
         self.stats.udp_bytes_received += bytes.len() as u64;
+        self.opened_len = 0;
         if self.config.password.is_none() {
             return self.process_datagram(now, from, bytes);
         }
@@ -188,7 +189,10 @@ impl Router {
         buf.clear();
         buf.extend_from_slice(bytes);
         match self.open_datagram(from, &mut buf) {
-            Ok(n) => self.process_datagram(now, from, &buf[..n]),
+            Ok(n) => {
+                self.process_datagram(now, from, &buf[..n]);
+                self.opened_len = n;
+            }
             Err(r) => self.stats.drop(r, 1),
         }
         self.scratch_open = buf;

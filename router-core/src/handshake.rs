@@ -77,15 +77,15 @@ impl Router {
                     let body = &avail[FRAME_HEADER_LEN..FRAME_HEADER_LEN + n];
                     pos += FRAME_HEADER_LEN + n;
                     if sealed {
-                        self.scratch_open.clear();
-                        self.scratch_open.extend_from_slice(body);
+                        self.scratch_record.clear();
+                        self.scratch_record.extend_from_slice(body);
                         let keys = c.keys.as_mut().expect("sealed");
-                        if !keys.open_record(&mut self.scratch_open) {
+                        if !keys.open_record(&mut self.scratch_record) {
                             self.stats.control_errors += 1;
                             tracing::warn!(conn = %id, "control record failed authentication; closing");
                             return self.close(now, id, ConnError::Unauthenticated, None);
                         }
-                        Message::parse(&self.scratch_open)
+                        Message::parse(&self.scratch_record)
                     } else {
                         Message::parse(body)
                     }
@@ -394,11 +394,15 @@ impl Router {
     /// The peer proved it received our heartbeat `seq` (by TCP ack or UDP echo).
     fn tx_proven(&mut self, now: Instant, id: ConnId, seq: u32) {
         let c = self.conns.get_mut(&id).expect("caller checked");
-        c.last_udp_ack = now;
-        if seq > c.proven_seq {
-            c.proven_seq = seq;
-            c.rounds += 1;
+        // Only a heartbeat newer than any proven before shows the path works *now*: a peer
+        // that hears nothing from us keeps echoing the last seq it heard, and that must not
+        // keep our direction alive.
+        if seq <= c.proven_seq {
+            return;
         }
+        c.last_udp_ack = now;
+        c.proven_seq = seq;
+        c.rounds += 1;
         if !c.udp_tx_ok && c.rounds >= c.rounds_needed {
             c.udp_tx_ok = true;
             self.link_changed(now, id, LinkReason::Confirmed);

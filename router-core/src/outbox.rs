@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use crate::crypto::Sealer;
 use crate::peer::ConnId;
-use crate::wire::control::{Message, BODY_MAX, FRAME_HEADER_LEN};
+use crate::wire::control::{Message, FRAME_HEADER_LEN, SEALED_BODY_MAX};
 use crate::wire::datagram::{push_frame, Header, Kind, FRAMES_HEADER_LEN, HEADER_LEN};
 
 /// Where a [`Transmit`] goes.
@@ -32,7 +32,7 @@ pub struct Transmit {
 const ARENA_KEEP: usize = 64 * 1024;
 
 /// A caller's buffer of this size holds any transmit.
-pub const TRANSMIT_BUF_MIN: usize = FRAME_HEADER_LEN + BODY_MAX;
+pub const TRANSMIT_BUF_MIN: usize = FRAME_HEADER_LEN + SEALED_BODY_MAX;
 
 #[derive(Debug, Clone, Copy)]
 struct Item {

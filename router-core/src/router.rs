@@ -161,8 +161,12 @@ pub struct Router {
     pub(crate) random: Box<dyn Random>,
     /// Addresses that recently failed the password check, and until when they are refused.
     pub(crate) auth_blocked: BTreeMap<std::net::IpAddr, Instant>,
-    /// A sealed control record or datagram being opened.
+    /// The datagram being opened (and, after `opened_len` is set, its plaintext form).
     pub(crate) scratch_open: Vec<u8>,
+    /// Length of the plaintext in `scratch_open` of the datagram last opened (0: none).
+    pub(crate) opened_len: usize,
+    /// A sealed control record being opened.
+    pub(crate) scratch_record: Vec<u8>,
 }
 
 impl core::fmt::Debug for Router {
@@ -217,6 +221,8 @@ impl Router {
             random,
             auth_blocked: BTreeMap::new(),
             scratch_open: Vec::new(),
+            opened_len: 0,
+            scratch_record: Vec::new(),
         };
         r.route_hold = r.config.route_delay_min;
         // A random start: a restarted peer's numbers do not collide with its last life's.
@@ -260,14 +266,41 @@ impl Router {
 
     /// Moves the next output into `buf` (at least [`crate::TRANSMIT_BUF_MIN`] bytes).
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        self.poll_transmit_inner(buf, None)
+    }
+
+    /// [`Router::poll_transmit`], also copying the plaintext form of each UDP datagram (before
+    /// sealing) into `plain`, which is cleared for other outputs: for simulators and tests that
+    /// check what travels inside encrypted datagrams.
+    pub fn poll_transmit_with_plaintext(&mut self, buf: &mut [u8], plain: &mut Vec<u8>) -> Option<Transmit> {
+        self.poll_transmit_inner(buf, Some(plain))
+    }
+
+    /// The plaintext form of the datagram the last [`Router::handle_datagram`] opened; empty
+    /// when it was not sealed or failed authentication. For simulators and tests.
+    pub fn last_opened(&self) -> &[u8] {
+        &self.scratch_open[..self.opened_len]
+    }
+
+    fn poll_transmit_inner(&mut self, buf: &mut [u8], mut plain: Option<&mut Vec<u8>>) -> Option<Transmit> {
         let t = loop {
             let (mut t, seal) = self.out.poll(buf)?;
+            if let Some(p) = plain.as_deref_mut() {
+                p.clear();
+                if matches!(t.dest, Destination::Udp(_)) {
+                    p.extend_from_slice(&buf[..t.len]);
+                }
+            }
             let Some(id) = seal else { break t };
             // Sealed as it leaves, so nonces go out in counter order.
             let Some(keys) = self.conns.get_mut(&id).and_then(|c| c.keys.as_deref_mut()) else {
                 self.stats.drop(DropReason::NoRoute, 1);
                 continue;
             };
+            if buf.len() < t.len + crate::crypto::DATAGRAM_OVERHEAD {
+                self.stats.drop(DropReason::Oversize, 1);
+                continue;
+            }
             match keys.udp_tx.seal_datagram(buf, t.len) {
                 Ok(n) => t.len = n,
                 Err(_) => {

@@ -172,6 +172,25 @@ fn udp_blocked_between_two_peers_keeps_the_link_unestablished_and_traffic_relays
     assert_eq!(net.hosts[2].bridge, vec![hello]);
 }
 
+/// UDP lost one way only (0 -> 1): host 1 hears nothing and keeps echoing the last of
+/// host 0's heartbeats it heard. Those stale echoes must not keep host 0's sending direction
+/// alive: both ends drop the link, and bring it back once the path returns.
+#[test]
+fn stale_echoes_do_not_keep_a_dead_direction_alive() {
+    let mut net = Net::new(2);
+    net.connect(0, 1);
+    net.run_for(SETTLE);
+    assert!(net.established(0, 1) && net.established(1, 0));
+    net.hold = Some((0, 1));
+    net.run_for(Duration::from_secs(4));
+    assert!(!net.established(1, 0), "host 1 hears nothing");
+    assert!(!net.established(0, 1), "host 0's direction is not proven by old echoes");
+    net.hold = None;
+    net.held.clear();
+    net.run_for(Duration::from_secs(2));
+    assert!(net.established(0, 1) && net.established(1, 0));
+}
+
 #[test]
 fn connecting_to_ourselves_is_refused_and_not_retried() {
     let mut net = Net::new(1);

@@ -27,11 +27,25 @@ fn load(p: &Path) -> Scenario {
 
 #[test]
 fn every_scenario_file_passes() {
+    suite(false);
+}
+
+/// The same suite with every router given a password: the PAKE handshake, sealed control
+/// records and sealed datagrams, checked in their plaintext form.
+#[test]
+fn every_scenario_file_passes_encrypted() {
+    suite(true);
+}
+
+fn suite(encrypted: bool) {
     let files = files();
     assert!(files.len() >= 11, "the suite has its scenarios");
     let mut failed = Vec::new();
     for p in &files {
-        let s = load(p);
+        let mut s = load(p);
+        if encrypted {
+            s.encrypt();
+        }
         let (o, _) = run(&s, s.seed, Trace::new());
         println!(
             "{:<40} {} hosts, {:>8} events, converged {:?}, pinged {:?}, {:?} wall",
@@ -44,13 +58,14 @@ fn every_scenario_file_passes() {
         );
         if let Some(v) = o.first_failure() {
             failed.push(format!(
-                "{}: [{}] at {}: {} (replay: weave-sim run {} --seed {})",
+                "{}: [{}] at {}: {} (replay: weave-sim run {} --seed {}{})",
                 p.display(),
                 v.check,
                 v.at,
                 v.detail,
                 p.display(),
-                s.seed
+                s.seed,
+                if encrypted { " --encrypt" } else { "" }
             ));
         }
     }
@@ -88,4 +103,31 @@ fn traces_match_the_release_build() {
         checked += 1;
     }
     assert!(checked >= 5);
+}
+
+/// One peer with the wrong password: it is refused (each side says why), never joins anyone's
+/// view, and the others converge among themselves.
+#[test]
+fn a_peer_with_the_wrong_password_is_isolated_and_the_rest_converge() {
+    let s = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("wrong-password.toml"));
+    let (o, mut w) = run(&s, s.seed, Trace::new());
+    assert!(o.passed(), "{:?}", o.first_failure());
+    let now = w.now;
+    let mallory = w.hosts.iter().position(|h| h.name == "mallory").expect("mallory");
+    let names: Vec<_> = w.hosts.iter().map(|h| h.router.as_ref().expect("running").name()).collect();
+    for (i, h) in w.hosts.iter_mut().enumerate() {
+        let r = h.router.as_mut().expect("running");
+        let st = r.status(now);
+        let view: Vec<_> = st.peers.iter().map(|p| p.name).collect();
+        if i == mallory {
+            assert_eq!(view, vec![names[i]], "mallory knows only itself");
+            assert!(st.connections.iter().all(|c| c.state != "established"));
+            assert!(r.stats().password_mismatches >= 5, "refused by each of the five");
+        } else {
+            assert!(!view.contains(&names[mallory]), "{} never hears of mallory", h.name);
+            assert_eq!(view.len(), names.len() - 1, "{} sees the other five", h.name);
+            assert!(r.stats().password_mismatches >= 1, "{} refused mallory", h.name);
+            assert!(st.recent_failures.iter().any(|f| f.reason.contains("password mismatch")), "{} says why", h.name);
+        }
+    }
 }

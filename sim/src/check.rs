@@ -260,7 +260,12 @@ fn expected_graph(w: &World) -> Vec<Vec<u32>> {
         }
         let cands: Vec<u32> = if discovery { w.net.neighbours(a) } else { w.hosts[a as usize].targets.clone() };
         for b in cands {
-            if a != b && w.hosts[b as usize].running() && w.net.udp_up(a, b) && w.net.udp_up(b, a) {
+            if a != b
+                && w.hosts[b as usize].running()
+                && w.net.udp_up(a, b)
+                && w.net.udp_up(b, a)
+                && w.password_of(a) == w.password_of(b)
+            {
                 adj[a as usize].push(b);
                 adj[b as usize].push(a);
             }

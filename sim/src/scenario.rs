@@ -289,6 +289,11 @@ pub struct RouterSettings {
     pub backoff_max: Option<Dur>,
     /// MAC idle expiry.
     pub mac_expiry: Option<Dur>,
+    /// The network's password: every router authenticates its peers with it and encrypts.
+    pub password: Option<String>,
+    /// Per-host passwords overriding `password` (host name → password; "" for none).
+    #[serde(default)]
+    pub passwords: BTreeMap<String, String>,
 }
 
 /// One fault at a time. (Unknown keys are refused by the action's own fields.)
@@ -566,6 +571,14 @@ impl Scenario {
         timeline.max(random).max(self.hosts.start_spread.0)
     }
 
+    /// Gives every router a password unless the scenario already sets passwords: the same
+    /// scenario, run with the PAKE handshake and sealed traffic.
+    pub fn encrypt(&mut self) {
+        if self.router.password.is_none() && self.router.passwords.is_empty() {
+            self.router.password = Some("weave-sim".into());
+        }
+    }
+
     fn validate(&self) -> Result<(), ScenarioError> {
         let names = self.host_names();
         match (&self.hosts.names, self.hosts.count) {
@@ -591,6 +604,12 @@ impl Scenario {
         };
         if self.duration.0.is_zero() {
             return Err(invalid("duration", "must be positive"));
+        }
+        if self.router.password.as_deref() == Some("") {
+            return Err(invalid("router.password", "must not be empty (leave it out for no password)"));
+        }
+        for n in self.router.passwords.keys() {
+            host(format!("router.passwords.{n}"), n)?;
         }
         for (i, [a, b]) in self.underlay.links.iter().enumerate() {
             host(format!("underlay.links[{i}]"), a)?;

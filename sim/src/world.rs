@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use rand_chacha::ChaCha8Rng;
 use router_core::wire::datagram::{Datagram, Kind};
 use router_core::{
-    Config, ConnEvent, ConnId, Destination, Duration, Event, Instant, Mac, PeerName, Router, TRANSMIT_BUF_MIN,
+    Config, ConnEvent, ConnId, Destination, Duration, Event, Instant, Mac, Password, PeerName, Router, TRANSMIT_BUF_MIN,
 };
 use rustc_hash::FxHashMap;
 
@@ -172,6 +172,8 @@ pub struct World {
     out_frames: Vec<Vec<u8>>,
     /// Recycled datagram buffers: no allocation per datagram once warm.
     pool: Vec<Vec<u8>>,
+    /// The plaintext form of the datagram being sent (password sessions).
+    plain: Vec<u8>,
 }
 
 impl World {
@@ -207,6 +209,7 @@ impl World {
             buf: vec![0; TRANSMIT_BUF_MIN],
             out_frames: Vec::new(),
             pool: Vec::new(),
+            plain: Vec::new(),
             scenario,
         };
         let targets = w.connect_plan();
@@ -377,6 +380,13 @@ impl World {
 
     // ---- hosts ----
 
+    /// The password host `h`'s router is given, if any (peers link only when theirs match).
+    pub(crate) fn password_of(&self, h: u32) -> Option<&str> {
+        let s = &self.scenario.router;
+        let name = &self.hosts[h as usize].name;
+        s.passwords.get(name).or(s.password.as_ref()).map(String::as_str).filter(|p| !p.is_empty())
+    }
+
     fn router_config(&self, h: u32) -> Config {
         let s = &self.scenario.router;
         let mut c = Config::new(peer_name(h));
@@ -416,6 +426,7 @@ impl World {
         if let Some(v) = s.mac_expiry {
             c.mac_expiry = v.0;
         }
+        c.password = self.password_of(h).map(|p| Password::new(p.as_bytes()).expect("non-empty"));
         c
     }
 
@@ -520,16 +531,30 @@ impl World {
         // Frames for the bridge are handled after the drain: containers answer them at once,
         // and their answers re-enter this router.
         let mut buf = std::mem::take(&mut self.buf);
+        let mut plain = std::mem::take(&mut self.plain);
         let mut injects = Vec::new();
-        while let Some(t) = self.hosts[h as usize].router.as_mut().and_then(|r| r.poll_transmit(&mut buf)) {
+        loop {
+            let Some(r) = self.hosts[h as usize].router.as_mut() else { break };
+            // Sealed datagrams are checked in their plaintext form.
+            let t = if r.config().password.is_some() {
+                r.poll_transmit_with_plaintext(&mut buf, &mut plain)
+            } else {
+                r.poll_transmit(&mut buf)
+            };
+            let Some(t) = t else { break };
             let bytes = &buf[..t.len];
             match t.dest {
                 Destination::Bridge => injects.push(bytes.to_vec()),
-                Destination::Udp(to) => self.send_udp(h, to, bytes),
+                Destination::Udp(to) => {
+                    let inside = if plain.is_empty() { bytes } else { &plain[..] };
+                    self.send_udp(h, to, bytes, inside)
+                }
                 Destination::Conn(conn) => self.send_stream(h, conn, bytes),
             }
+            plain.clear();
         }
         self.buf = buf;
+        self.plain = plain;
         while let Some(e) = self.hosts[h as usize].router.as_mut().and_then(Router::poll_event) {
             match e {
                 Event::Dial { conn, addr } => self.dial(h, conn, addr),
@@ -545,8 +570,9 @@ impl World {
 
     // ---- UDP ----
 
-    fn send_udp(&mut self, h: u32, to: SocketAddr, bytes: &[u8]) {
-        self.checker.on_send(self.now, h, bytes);
+    /// Sends `bytes` (`inside`: their plaintext form, the same unless sealed).
+    fn send_udp(&mut self, h: u32, to: SocketAddr, bytes: &[u8], inside: &[u8]) {
+        self.checker.on_send(self.now, h, inside);
         let Some(dst) = host_of(to).filter(|&d| d < self.net.len()) else {
             return self.stats.net_drop(NetDrop::NoLink, bytes);
         };
@@ -557,7 +583,7 @@ impl World {
                 self.push(at, Ev::Udp { to: dst, from: h, bytes: copy, dup: false });
                 if let Some(at2) = dup {
                     self.stats.duplicated += 1;
-                    self.checker.on_duplicate(self.now, bytes);
+                    self.checker.on_duplicate(self.now, inside);
                     let copy = self.copy(bytes);
                     self.push(at2, Ev::Udp { to: dst, from: h, bytes: copy, dup: true });
                 }
@@ -585,14 +611,19 @@ impl World {
             return self.stats.net_drop(NetDrop::HostDown, bytes);
         };
         let before = *r.stats();
-        let frames = match Datagram::new_checked(bytes) {
+        let count = |b: &[u8]| match Datagram::new_checked(b) {
             Ok(d) if d.kind() == Kind::Frames => d.frames().map(|f| f.count()).unwrap_or(0),
             _ => 0,
         };
         r.handle_datagram(now, SocketAddr::new(IpAddr::V4(host_ip(from)), PORT), bytes);
+        // A sealed datagram is checked in the plaintext form the router opened; one that
+        // failed to open is a single counted drop.
+        let sealed = r.config().password.is_some();
+        let inside = if sealed { r.last_opened() } else { bytes };
+        let frames = count(inside);
         let after = *r.stats();
         if after.frames_injected + after.frames_relayed > before.frames_injected + before.frames_relayed {
-            self.checker.on_pass(now, to, bytes);
+            self.checker.on_pass(now, to, inside);
         }
         self.checker.on_datagram_accounting(now, to, frames as u64, &before, &after);
         self.drain(to);

@@ -38,6 +38,10 @@ enum Cmd {
         /// Prints the outcome as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Gives every router a password (unless the scenario sets passwords): PAKE
+        /// handshakes and sealed traffic.
+        #[arg(long)]
+        encrypt: bool,
     },
     /// Runs a scenario twice and reports the first event where the runs differ.
     CheckDeterminism {
@@ -129,6 +133,9 @@ fn print_outcome(o: &Outcome, label: &str, replay: &str) {
         r.gossip_bytes_sent,
         r.gossip_updates_sent
     );
+    if r.password_mismatches > 0 {
+        println!("handshakes refused for a password mismatch: {}", r.password_mismatches);
+    }
     let drops: Vec<String> = DropReason::ALL
         .iter()
         .filter(|&&d| r.drops.get(d) > 0)
@@ -155,15 +162,25 @@ fn print_outcome(o: &Outcome, label: &str, replay: &str) {
     }
 }
 
-fn replay_cmd(file: &Option<PathBuf>, seed: u64) -> String {
+fn replay_cmd(file: &Option<PathBuf>, seed: u64, encrypt: bool) -> String {
+    let flag = if encrypt { " --encrypt" } else { "" };
     match file {
-        Some(p) => format!("weave-sim run {} --seed {seed}", p.display()),
-        None => format!("weave-sim run --seed {seed}"),
+        Some(p) => format!("weave-sim run {} --seed {seed}{flag}", p.display()),
+        None => format!("weave-sim run --seed {seed}{flag}"),
     }
 }
 
-fn cmd_run(file: Option<PathBuf>, seed: Option<u64>, trace: Option<PathBuf>, json: bool) -> Result<bool, String> {
-    let (s, label) = load(&file)?;
+fn cmd_run(
+    file: Option<PathBuf>,
+    seed: Option<u64>,
+    trace: Option<PathBuf>,
+    json: bool,
+    encrypt: bool,
+) -> Result<bool, String> {
+    let (mut s, label) = load(&file)?;
+    if encrypt {
+        s.encrypt();
+    }
     let seed = seed.unwrap_or(s.seed);
     let t = match &trace {
         Some(p) => Trace::new().with_file(File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?),
@@ -173,7 +190,7 @@ fn cmd_run(file: Option<PathBuf>, seed: Option<u64>, trace: Option<PathBuf>, jso
     if json {
         println!("{}", serde_json::to_string_pretty(&o).expect("outcomes serialise"));
     } else {
-        print_outcome(&o, &label, &replay_cmd(&file, seed));
+        print_outcome(&o, &label, &replay_cmd(&file, seed, encrypt));
     }
     Ok(o.passed())
 }
@@ -358,7 +375,7 @@ fn gossip_per_link_change(w: &mut World) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Run { file, seed, trace, json } => cmd_run(file, seed, trace, json),
+        Cmd::Run { file, seed, trace, json, encrypt } => cmd_run(file, seed, trace, json, encrypt),
         Cmd::CheckDeterminism { file, seed } => cmd_determinism(file, seed),
         Cmd::Explore { file, runs, jobs, seed, out } => cmd_explore(file, runs, jobs, seed, out),
         Cmd::Bench { peers, seconds } => cmd_bench(peers, seconds),

@@ -533,15 +533,15 @@ impl World {
         let mut buf = std::mem::take(&mut self.buf);
         let mut plain = std::mem::take(&mut self.plain);
         let mut injects = Vec::new();
-        loop {
-            let Some(r) = self.hosts[h as usize].router.as_mut() else { break };
-            // Sealed datagrams are checked in their plaintext form.
-            let t = if r.config().password.is_some() {
-                r.poll_transmit_with_plaintext(&mut buf, &mut plain)
+        // Sealed datagrams are checked in their plaintext form.
+        let poll = |r: &mut Router, buf: &mut Vec<u8>, plain: &mut Vec<u8>| {
+            if r.config().password.is_some() {
+                r.poll_transmit_with_plaintext(buf, plain)
             } else {
-                r.poll_transmit(&mut buf)
-            };
-            let Some(t) = t else { break };
+                r.poll_transmit(buf)
+            }
+        };
+        while let Some(t) = self.hosts[h as usize].router.as_mut().and_then(|r| poll(r, &mut buf, &mut plain)) {
             let bytes = &buf[..t.len];
             match t.dest {
                 Destination::Bridge => injects.push(bytes.to_vec()),

@@ -3,7 +3,9 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use router_core::{Config, Instant, Router};
+use router_core::crypto::DATAGRAM_OVERHEAD;
+use router_core::wire::datagram::{FRAMES_HEADER_LEN, FRAME_PREFIX_LEN};
+use router_core::{Config, Instant, Random, Router};
 use tokio::sync::mpsc;
 use weave_host_io::eventloop::{self, Command, Tokio};
 
@@ -12,6 +14,7 @@ use crate::capture;
 use crate::plumb;
 use crate::state::State;
 use crate::RouterArgs;
+use zeroize::Zeroizing;
 
 /// Resolves `host[:port]` with the default port.
 pub(crate) fn parse_peer(s: &str, default_port: u16) -> Result<SocketAddr, String> {
@@ -29,8 +32,30 @@ pub(crate) fn parse_peer(s: &str, default_port: u16) -> Result<SocketAddr, Strin
         .ok_or_else(|| format!("peer `{s}` has no IPv4 address"))
 }
 
+/// UDP payload the underlay carries without fragmenting (1500 - IP - UDP).
+const DATAGRAM_MAX: usize = 1472;
+
+/// Key material from the operating system.
+struct OsRandom;
+
+impl Random for OsRandom {
+    fn fill(&mut self, dest: &mut [u8]) {
+        // Without the OS's randomness no key can be made safely: stopping is the only answer.
+        getrandom::getrandom(dest).expect("the operating system's random source failed");
+    }
+}
+
 /// Runs the router in the foreground until SIGTERM, SIGINT or `weave stop`.
-pub(crate) async fn run(args: RouterArgs) -> Result<(), String> {
+pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) -> Result<(), String> {
+    let password = password.map(|p| crate::secret::to_password(&p));
+    // The largest frame must fit one datagram: the underlay's 1472 bytes of UDP payload less
+    // our headers (and, encrypted, the counter and tag).
+    let overhead = FRAMES_HEADER_LEN + FRAME_PREFIX_LEN + 14 + if password.is_some() { DATAGRAM_OVERHEAD } else { 0 };
+    let mtu_max = (DATAGRAM_MAX - overhead) as u32;
+    if args.mtu > mtu_max || args.mtu < 576 {
+        let how = if password.is_some() { "with encryption" } else { "without encryption" };
+        return Err(format!("--mtu {} is out of range: between 576 and {mtu_max} {how}", args.mtu));
+    }
     let state = State::open(&args.state_dir)?;
     let name = state.peer_name(args.name)?;
     std::fs::write(state.pid_file(), format!("{}\n", std::process::id()))
@@ -63,8 +88,10 @@ pub(crate) async fn run(args: RouterArgs) -> Result<(), String> {
     getrandom::getrandom(&mut seed).map_err(|e| format!("no randomness: {e}"))?;
     cfg.seed = u64::from_le_bytes(seed);
     // Room for our headers inside the underlay MTU (1500 - IP - UDP).
-    cfg.datagram_max = 1472;
-    let mut router = Router::new(Instant::ZERO, cfg);
+    cfg.datagram_max = DATAGRAM_MAX;
+    let encrypted = password.is_some();
+    cfg.password = password;
+    let mut router = Router::with_random(Instant::ZERO, cfg, Box::new(OsRandom));
     let mut peers = state.peers();
     for p in &args.peers {
         if !peers.contains(p) {
@@ -82,7 +109,7 @@ pub(crate) async fn run(args: RouterArgs) -> Result<(), String> {
             Err(e) => tracing::warn!("{e}"),
         }
     }
-    tracing::info!(%name, port = args.port, bridge = %args.bridge, "router started");
+    tracing::info!(%name, port = args.port, bridge = %args.bridge, encrypted, "router started");
 
     // API requests become commands for the loop.
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);

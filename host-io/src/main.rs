@@ -7,6 +7,7 @@ mod daemon;
 mod expose;
 mod firewall;
 mod plumb;
+mod secret;
 mod state;
 mod text;
 
@@ -37,9 +38,13 @@ pub(crate) struct RouterArgs {
     /// TCP and UDP port.
     #[arg(long, default_value_t = 6783)]
     pub(crate) port: u16,
-    /// File holding the password (encryption); WEAVE_PASSWORD also works. Never give it in argv.
+    /// File holding the network's password: peers must know it, and all traffic is encrypted.
+    /// WEAVE_PASSWORD also works. (A password is never taken from the command line.)
     #[arg(long)]
     pub(crate) password_file: Option<PathBuf>,
+    /// Read the password from standard input (how `weave launch` hands it to the daemon).
+    #[arg(long, hide = true)]
+    pub(crate) password_stdin: bool,
     /// MTU of the bridge and containers' interfaces.
     #[arg(long, default_value_t = 1376)]
     pub(crate) mtu: u32,
@@ -215,16 +220,6 @@ fn daemon_info(api: &ApiArgs) -> Result<api::DaemonInfo, String> {
     serde_json::from_str(&r).map_err(|e| format!("unexpected answer from the router: {e}"))
 }
 
-fn refuse_password(args: &RouterArgs) -> Result<(), String> {
-    if args.password_file.is_some() || std::env::var_os("WEAVE_PASSWORD").is_some() {
-        return Err("encryption is not available in this build yet: a password was given (--password-file or \
-                    WEAVE_PASSWORD) and would be ignored, so the router refuses to start. Launch without a \
-                    password, or use a build with encryption."
-            .into());
-    }
-    Ok(())
-}
-
 fn init_logs(level: &str) {
     use std::io::IsTerminal;
     // netlink-packet-route warns about attributes newer kernels add; they are harmless.
@@ -247,16 +242,18 @@ fn need_root(what: &str) -> Result<(), String> {
 }
 
 fn router(args: RouterArgs) -> Result<(), String> {
-    refuse_password(&args)?;
     need_root("weave router")?;
+    let password = secret::read(&args)?;
     init_logs(&args.log_level);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    rt.block_on(daemon::run(args))
+    rt.block_on(daemon::run(args, password))
 }
 
 fn launch(args: RouterArgs) -> Result<(), String> {
-    refuse_password(&args)?;
     need_root("weave launch")?;
+    // Read here so a bad file fails `launch` itself; handed to the daemon on its stdin, never
+    // in its argv or environment.
+    let password = secret::read(&args)?;
     if get(&args.http_addr, "/report").is_ok() {
         return Err(format!("a weave router already answers on {}: `weave stop` it first", args.http_addr));
     }
@@ -280,13 +277,24 @@ fn launch(args: RouterArgs) -> Result<(), String> {
     if args.no_discovery {
         cmd.arg("--no-discovery");
     }
-    cmd.args(&args.peers);
+    if password.is_some() {
+        cmd.arg("--password-stdin");
+    }
+    cmd.env_remove(secret::ENV).arg("--").args(&args.peers);
     use std::os::unix::process::CommandExt;
-    cmd.process_group(0)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log);
+    let stdin = if password.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() };
+    cmd.process_group(0).stdin(stdin).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start the router: {e}"))?;
+    if let Some(pw) = &password {
+        use std::io::Write;
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        let sent = pipe.write_all(pw).and_then(|()| pipe.flush());
+        drop(pipe);
+        if let Err(e) = sent {
+            let _ = child.kill();
+            return Err(format!("cannot hand the password to the router: {e}"));
+        }
+    }
     for _ in 0..100 {
         std::thread::sleep(Duration::from_millis(100));
         if let Ok(Some(status)) = child.try_wait() {

@@ -17,7 +17,8 @@ pub(crate) fn status(s: &Status) -> String {
     let _ = writeln!(o, "        Service: router");
     let _ = writeln!(o, "       Protocol: weave 1..1");
     let _ = writeln!(o, "           Name: {}{}", s.name, nick(&Some(s.nickname.clone())));
-    let _ = writeln!(o, "     Encryption: disabled");
+    let enc = if s.encryption { "enabled (SPAKE2 password, ChaCha20-Poly1305)" } else { "disabled" };
+    let _ = writeln!(o, "     Encryption: {enc}");
     let _ = writeln!(o, "        Targets: {}", s.targets.iter().filter(|t| !t.discovered).count());
     let _ = writeln!(o, "    Connections: {} ({} established)", s.connections.len(), established);
     let _ = writeln!(o, "          Peers: {} ({} reachable)", s.peers.len(), reachable);
@@ -64,7 +65,8 @@ pub(crate) fn connections(s: &Status) -> String {
             .last()
             .map(|l| format!("  (link {} at {}: {})", if l.established { "up" } else { "down" }, l.at, l.reason))
             .unwrap_or_default();
-        let _ = writeln!(o, "{dir} {:<22} {:<13} {:<32} {udp}{change}", c.remote.to_string(), c.state, peer);
+        let sealed = if c.encrypted { ", encrypted" } else { "" };
+        let _ = writeln!(o, "{dir} {:<22} {:<13} {:<32} {udp}{sealed}{change}", c.remote.to_string(), c.state, peer);
     }
     for f in &s.recent_failures {
         let _ = writeln!(
@@ -155,5 +157,11 @@ pub(crate) fn metrics(s: &Status) -> String {
     for r in DropReason::ALL {
         let _ = writeln!(o, "weave_drops_total{{reason=\"{}\"}} {}", r.as_str(), st.drops.get(r));
     }
+    let _ = writeln!(
+        o,
+        "# HELP weave_password_mismatches_total Handshakes refused because the passwords differ or one side has none.\n\
+         # TYPE weave_password_mismatches_total counter\nweave_password_mismatches_total {}",
+        st.password_mismatches
+    );
     o
 }

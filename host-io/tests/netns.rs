@@ -27,6 +27,14 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// How a test hands `weave launch` the password.
+#[derive(Clone, Copy)]
+enum Secret<'a> {
+    None,
+    File(&'a str),
+    Env(&'a str),
+}
+
 struct Lab {
     id: String,
     hosts: Vec<String>,
@@ -73,15 +81,36 @@ impl Lab {
     }
 
     fn launch(&self, host: usize, peers: &[&str]) -> String {
-        let dir = self.dir.join(format!("h{host}"));
-        let dir = dir.to_str().unwrap().to_string();
-        let mut args = vec!["launch", "--state-dir", &dir, "--nickname"];
-        let nick = format!("h{host}");
-        args.push(&nick);
-        args.extend_from_slice(peers);
-        let o = self.weave(host, &args);
+        self.launch_with(host, peers, Secret::None)
+    }
+
+    /// `weave launch`, with the password (if any) given as `secret` says.
+    fn launch_with(&self, host: usize, peers: &[&str], secret: Secret) -> String {
+        let o = self.try_launch(host, peers, secret);
         assert!(o.status.success(), "launch on h{host}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    fn try_launch(&self, host: usize, peers: &[&str], secret: Secret) -> Output {
+        let dir = self.dir.join(format!("h{host}"));
+        let dir = dir.to_str().unwrap().to_string();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.hosts[host], WEAVE, "launch", "--state-dir", &dir]);
+        cmd.args(["--nickname", &format!("h{host}")]).env_remove("WEAVE_PASSWORD");
+        match secret {
+            Secret::None => {}
+            Secret::File(pw) => {
+                std::fs::create_dir_all(&self.dir).unwrap();
+                let f = self.dir.join(format!("password-h{host}"));
+                std::fs::write(&f, format!("{pw}\n")).unwrap();
+                std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+                cmd.arg("--password-file").arg(f);
+            }
+            Secret::Env(pw) => {
+                cmd.env("WEAVE_PASSWORD", pw);
+            }
+        }
+        cmd.args(peers).output().expect("run weave")
     }
 
     /// A container namespace attached on `host` with `cidrs`.
@@ -219,19 +248,102 @@ fn bad_arguments_and_missing_routers_get_clear_errors() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown status section"), "{o:?}");
 }
 
+/// Everything the daemon exposes to other users of the host: its argv, its environment, its
+/// log.
+fn daemon_exposure(lab: &Lab, host: usize) -> String {
+    let pid = lab.pid(host).expect("pid file");
+    let mut all = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    all.extend(std::fs::read(format!("/proc/{pid}/environ")).unwrap());
+    all.extend(std::fs::read(lab.dir.join(format!("h{host}/router.log"))).unwrap_or_default());
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// "SECRET-PAYLOAD!!" as ping's pattern (hex).
+const PATTERN: &str = "5345435245542d5041594c4f41442121";
+
 #[test]
-fn a_password_is_refused_until_encryption_lands_and_never_echoed() {
+fn two_hosts_with_one_password_ping_and_the_underlay_carries_no_plaintext() {
+    let mut lab = Lab::new(2, &[(0, 1)]);
+    lab.launch_with(0, &[], Secret::File("correct horse battery"));
+    lab.launch_with(1, &["10.201.0.1"], Secret::Env("correct horse battery"));
+    let c0 = lab.container(0, &["10.32.0.1/24"]);
+    lab.container(1, &["10.32.0.2/24"]);
+    assert!(lab.pings(&c0, "10.32.0.2", SETTLE), "encrypted peers carry traffic");
+    let status = String::from_utf8_lossy(&lab.weave(0, &["status"]).stdout).into_owned();
+    assert!(status.contains("Encryption: enabled"), "{status}");
+    let conns = String::from_utf8_lossy(&lab.weave(0, &["status", "connections"]).stdout).into_owned();
+    assert!(conns.contains("established") && conns.contains("encrypted"), "{conns}");
+
+    // Capture the underlay and the bridge while a known payload crosses.
+    let under = lab.dir.join("underlay.pcap");
+    let bridge = lab.dir.join("bridge.pcap");
+    let dump = |iface: &str, file: &PathBuf| {
+        Command::new("ip")
+            .args(["netns", "exec", &lab.hosts[0], "tcpdump", "-U", "-n", "-s", "0", "-i", iface, "-w"])
+            .arg(file)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tcpdump")
+    };
+    let mut tu = dump(&format!("wu0a{}", lab.id), &under);
+    let mut tb = dump("weave", &bridge);
+    std::thread::sleep(Duration::from_millis(800));
+    ok(&["ip", "netns", "exec", &c0, "ping", "-c", "5", "-i", "0.2", "-p", PATTERN, "10.32.0.2"]);
+    std::thread::sleep(Duration::from_millis(500));
+    for t in [&mut tu, &mut tb] {
+        let _ = sh(&["kill", "-INT", &t.id().to_string()]);
+        let _ = t.wait();
+    }
+    let (u, b) = (std::fs::read(&under).unwrap(), std::fs::read(&bridge).unwrap());
+    let needle = b"SECRET-PAYLOAD!!";
+    let has = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(has(&b), "the payload crosses the bridge in the clear (the capture works)");
+    assert!(u.len() > 2000, "the underlay capture saw the encrypted datagrams ({} bytes)", u.len());
+    assert!(!has(&u), "no plaintext payload on the underlay");
+
+    for h in 0..2 {
+        assert!(!daemon_exposure(&lab, h).contains("correct horse"), "h{h}: password in argv, environment or log");
+    }
+}
+
+#[test]
+fn different_passwords_do_not_connect_and_status_says_why() {
+    let mut lab = Lab::new(2, &[(0, 1)]);
+    lab.launch_with(0, &[], Secret::File("alpha-alpha"));
+    lab.launch_with(1, &["10.201.0.1"], Secret::File("bravo-bravo"));
+    let c0 = lab.container(0, &["10.32.0.1/24"]);
+    lab.container(1, &["10.32.0.2/24"]);
+    assert!(!lab.pings(&c0, "10.32.0.2", Duration::from_secs(5)), "no traffic between different passwords");
+    for h in 0..2 {
+        let conns = String::from_utf8_lossy(&lab.weave(h, &["status", "connections"]).stdout).into_owned();
+        assert!(conns.contains("password mismatch"), "h{h} says why: {conns}");
+        assert!(!conns.contains("established"), "h{h}: {conns}");
+        let metrics = ureq_free_metrics(&lab, h);
+        assert!(!metrics.contains("weave_password_mismatches_total 0"), "h{h} counts it");
+        let exposed = daemon_exposure(&lab, h);
+        assert!(!exposed.contains("alpha-alpha") && !exposed.contains("bravo-bravo"), "h{h} leaks a password");
+    }
+}
+
+#[test]
+fn a_bad_password_setting_is_refused_at_launch_and_never_echoed() {
     let lab = Lab::new(1, &[]);
-    let o = Command::new("ip")
-        .args(["netns", "exec", &lab.hosts[0], WEAVE, "launch", "--state-dir"])
-        .arg(lab.dir.join("h0"))
-        .env("WEAVE_PASSWORD", "s3cret-pa55")
-        .output()
-        .unwrap();
+    let o = lab.try_launch(0, &[], Secret::File(""));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("password is empty"), "{o:?}");
+    let o = lab.weave(0, &["launch", "--password-file", "/nonexistent/pw", "--state-dir", "/tmp/x"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read the password file"), "{o:?}");
+    // A password on the command line is not an option at all.
+    let o = lab.weave(0, &["launch", "--password", "s3cret-pa55"]);
+    assert!(!o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("s3cret-pa55"), "{o:?}");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.hosts[0], WEAVE, "launch", "--mtu", "1450", "--state-dir"]);
+    let o = cmd.arg(lab.dir.join("h0")).env("WEAVE_PASSWORD", "s3cret-pa55").output().unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("encryption is not available"), "{err}");
-    assert!(!err.contains("s3cret-pa55"));
+    assert!(err.contains("--mtu 1450 is out of range") && err.contains("with encryption"), "{err}");
+    assert!(!err.contains("s3cret-pa55"), "{err}");
 }
 
 #[test]

@@ -38,6 +38,65 @@ fn forwarding(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same capture-to-datagram path with a password: the frame is sealed on its way out.
+fn forwarding_encrypted(c: &mut Criterion) {
+    let mut p = Pair::established_with(Some("bench"));
+    let now = p.now;
+    p.routers[1].handle_frame(now, &frame([0xff; 6], B_MAC, 60));
+    p.shuttle();
+    let f = frame(B_MAC, A_MAC, 1400);
+    let a = &mut p.routers[0];
+    let mut buf = vec![0u8; TRANSMIT_BUF_MIN];
+    let mut g = c.benchmark_group("forward");
+    g.throughput(Throughput::Bytes(1400));
+    g.bench_function("handle_frame_and_poll_1400B_encrypted", |b| {
+        b.iter(|| {
+            a.handle_frame(now, black_box(&f));
+            while let Some(t) = a.poll_transmit(&mut buf) {
+                black_box(t);
+            }
+        })
+    });
+    g.finish();
+}
+
+/// The two AEADs the data path could use, sealing one 1 400-byte datagram body in place.
+fn aead(c: &mut Criterion) {
+    use aes_gcm::aead::{AeadInPlace, KeyInit};
+    let mut g = c.benchmark_group("aead");
+    g.throughput(Throughput::Bytes(1400));
+    let mut body = vec![0x5au8; 1400];
+    let key = [7u8; 32];
+    let chacha = chacha20poly1305::ChaCha20Poly1305::new(&key.into());
+    let aes = aes_gcm::Aes256Gcm::new(&key.into());
+    let mut n = 0u64;
+    let mut nonce = move || {
+        n += 1;
+        let mut b = [0u8; 12];
+        b[4..].copy_from_slice(&n.to_be_bytes());
+        b
+    };
+    g.bench_function("chacha20poly1305_seal_1400B", |b| {
+        b.iter(|| black_box(chacha.encrypt_in_place_detached(&nonce().into(), &[0; 24], &mut body).unwrap()))
+    });
+    for (name, alg) in [
+        ("ring_chacha20poly1305_seal_1400B", &ring::aead::CHACHA20_POLY1305),
+        ("ring_aes256gcm_seal_1400B", &ring::aead::AES_256_GCM),
+    ] {
+        let k = ring::aead::LessSafeKey::new(ring::aead::UnboundKey::new(alg, &key).unwrap());
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let n = ring::aead::Nonce::assume_unique_for_key(nonce());
+                black_box(k.seal_in_place_separate_tag(n, ring::aead::Aad::from([0u8; 24]), &mut body).unwrap())
+            })
+        });
+    }
+    g.bench_function("aes256gcm_seal_1400B", |b| {
+        b.iter(|| black_box(aes.encrypt_in_place_detached(&nonce().into(), &[0; 24], &mut body).unwrap()))
+    });
+    g.finish();
+}
+
 fn routes(c: &mut Criterion) {
     let view = random_view(1000, 4, 7);
     let me = PeerName::from_u64(1);
@@ -86,5 +145,5 @@ fn gossip(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, forwarding, routes, gossip);
+criterion_group!(benches, forwarding, forwarding_encrypted, aead, routes, gossip);
 criterion_main!(benches);

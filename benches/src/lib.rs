@@ -64,10 +64,16 @@ pub const ADDRS: [&str; 2] = ["10.0.0.1:6783", "10.0.0.2:6783"];
 impl Pair {
     /// Connects A to B and runs until the link is established both ways.
     pub fn established() -> Pair {
+        Pair::established_with(None)
+    }
+
+    /// As [`Pair::established`], both routers with `password` (encrypted) when given.
+    pub fn established_with(password: Option<&str>) -> Pair {
         let routers = [0u64, 1].map(|i| {
             let mut c = Config::new(PeerName::from_u64(i + 1));
             c.seed = i;
             c.discovery = false;
+            c.password = password.map(|p| router_core::Password::new(p).expect("non-empty"));
             Router::new(Instant::ZERO, c)
         });
         let mut p = Pair { routers, now: Instant::ZERO, buf: vec![0; TRANSMIT_BUF_MIN] };

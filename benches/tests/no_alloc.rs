@@ -29,9 +29,16 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// One test (the allocation counter is global): plaintext, then sealed and opened.
 #[test]
-fn forwarding_learned_unicast_and_receiving_allocate_nothing_per_frame() {
-    let mut p = Pair::established();
+fn forwarding_learned_unicast_and_receiving_allocate_nothing_per_frame_plain_or_sealed() {
+    rounds_allocate_nothing(None);
+    rounds_allocate_nothing(Some("pw"));
+}
+
+fn rounds_allocate_nothing(password: Option<&str>) {
+    let mut p = Pair::established_with(password);
+    assert_eq!(p.routers[0].status(p.now).encryption, password.is_some());
     let now = p.now;
     let (a_mac, b_mac) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb]);
     p.routers[1].handle_frame(now, &frame([0xff; 6], b_mac, 60));
@@ -54,6 +61,6 @@ fn forwarding_learned_unicast_and_receiving_allocate_nothing_per_frame() {
     for _ in 0..10_000 {
         round(&mut p);
     }
-    assert_eq!(ALLOCS.load(Ordering::Relaxed) - before, 0);
+    assert_eq!(ALLOCS.load(Ordering::Relaxed) - before, 0, "password: {password:?}");
     assert_eq!(p.routers[1].stats().frames_injected, 10_100);
 }

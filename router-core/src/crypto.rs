@@ -7,19 +7,22 @@
 use core::fmt;
 use std::sync::Arc;
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::ChaCha20Poly1305;
 use hkdf::Hkdf;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore, SeedableRng};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use sha2::{Digest, Sha256};
 use spake2::{Ed25519Group, Identity, Spake2};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
-/// The AEAD every record and datagram is sealed with (chosen by `cargo bench --bench core`:
-/// see the `aead` group).
-type Aead = ChaCha20Poly1305;
+/// The AEAD every record and datagram is sealed with: ChaCha20-Poly1305 from `ring` (see
+/// `docs/security.md` and the `aead` group of `cargo bench -p weave-benches --bench core`).
+type Aead = LessSafeKey;
+
+fn aead(key: &[u8; 32]) -> Aead {
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).expect("32-byte key"))
+}
 
 /// Length of an AEAD tag.
 pub const TAG_LEN: usize = 16;
@@ -231,10 +234,11 @@ impl Session {
     }
 }
 
-fn nonce(counter: u64) -> chacha20poly1305::Nonce {
+fn nonce(counter: u64) -> Nonce {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&counter.to_be_bytes());
-    n.into()
+    // Unique: each key's counter only goes up, and every connection has new keys.
+    Nonce::assume_unique_for_key(n)
 }
 
 /// One direction's sending key and the counter of its next nonce.
@@ -250,7 +254,7 @@ pub(crate) struct Exhausted;
 
 impl Sealer {
     fn new(key: &[u8; 32]) -> Sealer {
-        Sealer { aead: Aead::new(key.into()), next: 0 }
+        Sealer { aead: aead(key), next: 0 }
     }
 
     fn take(&mut self) -> Result<u64, Exhausted> {
@@ -264,8 +268,9 @@ impl Sealer {
     pub(crate) fn seal_record(&mut self, out: &mut Vec<u8>, start: usize) -> Result<(), Exhausted> {
         let n = self.take()?;
         let body = start + 4;
-        let tag = self.aead.encrypt_in_place_detached(&nonce(n), &[], &mut out[body..]).expect("bounded record");
-        out.extend_from_slice(&tag);
+        let tag =
+            self.aead.seal_in_place_separate_tag(nonce(n), Aad::empty(), &mut out[body..]).expect("bounded record");
+        out.extend_from_slice(tag.as_ref());
         let len = (out.len() - body) as u32;
         out[start..body].copy_from_slice(&len.to_be_bytes());
         Ok(())
@@ -282,8 +287,9 @@ impl Sealer {
         buf[HEADER_LEN..body].copy_from_slice(&n.to_be_bytes());
         let (aad, rest) = buf.split_at_mut(body);
         let end = len - HEADER_LEN;
-        let tag = self.aead.encrypt_in_place_detached(&nonce(n), aad, &mut rest[..end]).expect("bounded datagram");
-        rest[end..end + TAG_LEN].copy_from_slice(&tag);
+        let aad = Aad::from(&aad[..]);
+        let tag = self.aead.seal_in_place_separate_tag(nonce(n), aad, &mut rest[..end]).expect("bounded datagram");
+        rest[end..end + TAG_LEN].copy_from_slice(tag.as_ref());
         Ok(len + DATAGRAM_OVERHEAD)
     }
 }
@@ -297,14 +303,13 @@ struct Opener {
 
 impl Opener {
     fn new(key: &[u8; 32]) -> Opener {
-        Opener { aead: Aead::new(key.into()), next: 0 }
+        Opener { aead: aead(key), next: 0 }
     }
 
     fn open(&mut self, body: &mut Vec<u8>) -> bool {
         let Some(split) = body.len().checked_sub(TAG_LEN) else { return false };
         let Some(after) = self.next.checked_add(1) else { return false };
-        let tag = chacha20poly1305::Tag::clone_from_slice(&body[split..]);
-        if self.aead.decrypt_in_place_detached(&nonce(self.next), &[], &mut body[..split], &tag).is_err() {
+        if self.aead.open_in_place(nonce(self.next), Aad::empty(), body).is_err() {
             return false;
         }
         body.truncate(split);
@@ -330,7 +335,7 @@ pub(crate) struct DatagramOpener {
 
 impl DatagramOpener {
     fn new(key: &[u8; 32]) -> DatagramOpener {
-        DatagramOpener { aead: Aead::new(key.into()), window: ReplayWindow::default() }
+        DatagramOpener { aead: aead(key), window: ReplayWindow::default() }
     }
 
     /// Opens the sealed datagram `buf` in place; returns the length of its plaintext form
@@ -346,9 +351,8 @@ impl DatagramOpener {
             return Err(OpenError::Replayed);
         }
         let split = buf.len() - TAG_LEN;
-        let tag = chacha20poly1305::Tag::clone_from_slice(&buf[split..]);
-        let (aad, rest) = buf[..split].split_at_mut(body);
-        if self.aead.decrypt_in_place_detached(&nonce(n), aad, rest, &tag).is_err() {
+        let (aad, rest) = buf.split_at_mut(body);
+        if self.aead.open_in_place(nonce(n), Aad::from(&aad[..]), rest).is_err() {
             return Err(OpenError::Unauthenticated);
         }
         self.window.accept(n);

@@ -85,6 +85,20 @@ fn the_same_seed_gives_the_same_trace_and_another_seed_does_not() {
     }
 }
 
+/// Encrypted runs are as reproducible: key material comes from the seed.
+#[test]
+fn encrypted_runs_are_deterministic_too() {
+    let mut s = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("crash-restart.toml"));
+    s.encrypt();
+    let (a, wa) = run(&s, 7, Trace::new().with_hashes());
+    let (b, wb) = run(&s, 7, Trace::new().with_hashes());
+    assert!(a.passed(), "{:?}", a.first_failure());
+    assert_eq!(wa.trace.hashes(), wb.trace.hashes(), "every event equal");
+    let (plain, _) = run(&load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("crash-restart.toml")), 7, Trace::new());
+    assert_ne!(a.trace_hash, plain.trace_hash, "sealed datagrams are not the plaintext ones");
+    assert_eq!(a.trace_hash, b.trace_hash);
+}
+
 /// Trace hashes recorded with a release build of `weave-sim` (`scenarios/traces.golden`); the
 /// test build (debug assertions and overflow checks on) must reproduce them bit for bit.
 /// After a deliberate behaviour change, regenerate with `scripts/golden-traces`.

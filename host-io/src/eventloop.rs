@@ -29,8 +29,15 @@ pub trait Stack: 'static {
         u: &'a Self::Udp,
         buf: &'a mut [u8],
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a;
+    /// Receives one datagram if one is waiting (`WouldBlock` otherwise).
+    fn try_recv_from(u: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
     /// Sends one datagram without waiting.
     fn try_send_to(u: &Self::Udp, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+    /// Sends datagrams without waiting, as few system calls as the stack allows; returns how
+    /// many went out (the rest found the socket buffer full and are dropped, as UDP may).
+    fn send_batch(u: &Self::Udp, batch: &[(&[u8], SocketAddr)]) -> usize {
+        batch.iter().take_while(|(b, to)| Self::try_send_to(u, b, *to).is_ok()).count()
+    }
     /// Listens on TCP.
     fn listen(a: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
     /// Accepts one connection.
@@ -66,8 +73,33 @@ impl Stack for Tokio {
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
         u.recv_from(buf)
     }
+    fn try_recv_from(u: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        u.try_recv_from(buf)
+    }
     fn try_send_to(u: &Self::Udp, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         u.try_send_to(buf, to)
+    }
+    fn send_batch(u: &Self::Udp, batch: &[(&[u8], SocketAddr)]) -> usize {
+        use std::io::IoSlice;
+        use std::os::fd::AsRawFd;
+
+        use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+        if batch.len() == 1 {
+            return usize::from(u.try_send_to(batch[0].0, batch[0].1).is_ok());
+        }
+        let iovs: Vec<[IoSlice<'_>; 1]> = batch.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
+        let addrs: Vec<Option<SockaddrStorage>> = batch.iter().map(|(_, a)| Some(SockaddrStorage::from(*a))).collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch.len(), None);
+        let none: [ControlMessage<'_>; 0] = [];
+        // One system call for the whole batch. Readiness is not consulted: a full buffer
+        // (EAGAIN) drops the rest of the batch, like a failed try_send_to.
+        match sendmmsg(u.as_raw_fd(), &mut headers, &iovs, addrs, none, MsgFlags::MSG_DONTWAIT) {
+            Ok(r) => r.count(),
+            Err(e) => {
+                tracing::debug!(error = %e, "sendmmsg failed");
+                0
+            }
+        }
     }
     fn listen(a: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send {
         tokio::net::TcpListener::bind(a)
@@ -84,6 +116,9 @@ impl Stack for Tokio {
 
 /// Something to do with the router from outside (the HTTP API); returns true to stop.
 pub type Command = Box<dyn FnOnce(&mut Router, Instant) -> bool + Send>;
+
+/// Most datagrams, or captured frames, handled in one pass of the loop.
+const BATCH: usize = 64;
 
 /// Most TCP connections accepted per second.
 const ACCEPTS_PER_SECOND: u32 = 100;
@@ -134,6 +169,20 @@ fn spawn_conn<T: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
     ConnIo { writer: wtx, reader }
 }
 
+/// Sends the batched datagrams and empties the batch.
+fn flush<S: Stack>(udp: &S::Udp, out: &mut Vec<u8>, batch: &mut Vec<(usize, usize, SocketAddr)>) {
+    if batch.is_empty() {
+        return;
+    }
+    let list: Vec<(&[u8], SocketAddr)> = batch.iter().map(|&(o, n, to)| (&out[o..o + n], to)).collect();
+    let sent = S::send_batch(udp, &list);
+    if sent < list.len() {
+        tracing::debug!(dropped = list.len() - sent, "UDP send buffer full; datagrams dropped");
+    }
+    out.clear();
+    batch.clear();
+}
+
 /// Runs `router` on `port` until `shutdown` completes or a command asks to stop. Frames
 /// captured from the bridge come in on `frames`; frames for the bridge go to `inject`.
 pub async fn run<S: Stack>(
@@ -171,6 +220,9 @@ pub async fn run<S: Stack>(
     let mut conns: HashMap<ConnId, ConnIo> = HashMap::new();
     let mut buf = vec![0u8; TRANSMIT_BUF_MIN];
     let mut udp_buf = vec![0u8; 65_536];
+    // Datagrams waiting to go out together: their bytes, and (offset, length, address).
+    let mut out: Vec<u8> = Vec::with_capacity(BATCH * 2048);
+    let mut batch: Vec<(usize, usize, SocketAddr)> = Vec::with_capacity(BATCH);
     tokio::pin!(shutdown);
     loop {
         let deadline = router.poll_timeout().map(|t| epoch + std::time::Duration::from_micros(t.as_micros()));
@@ -182,10 +234,26 @@ pub async fn run<S: Stack>(
         };
         tokio::select! {
             r = S::recv_from(&udp, &mut udp_buf) => match r {
-                Ok((n, from)) => router.handle_datagram(now(), from, &udp_buf[..n]),
+                Ok((n, from)) => {
+                    let t = now();
+                    router.handle_datagram(t, from, &udp_buf[..n]);
+                    // A burst is handled whole before the outputs go out: one pass of the
+                    // loop per burst, not per datagram.
+                    for _ in 1..BATCH {
+                        let Ok((n, from)) = S::try_recv_from(&udp, &mut udp_buf) else { break };
+                        router.handle_datagram(t, from, &udp_buf[..n]);
+                    }
+                }
                 Err(e) => tracing::debug!(error = %e, "UDP receive error"),
             },
-            Some(f) = frames.recv() => router.handle_frame(now(), &f),
+            Some(f) = frames.recv() => {
+                let t = now();
+                router.handle_frame(t, &f);
+                for _ in 1..BATCH {
+                    let Ok(f) = frames.try_recv() else { break };
+                    router.handle_frame(t, &f);
+                }
+            }
             Some(input) = rx.recv() => match input {
                 Input::Accepted(s, a) => {
                     let id = router.accept(now(), a);
@@ -218,8 +286,10 @@ pub async fn run<S: Stack>(
             match t.dest {
                 Destination::Bridge => inject(bytes),
                 Destination::Udp(to) => {
-                    if let Err(e) = S::try_send_to(&udp, bytes, to) {
-                        tracing::debug!(%to, error = %e, "UDP send failed");
+                    batch.push((out.len(), t.len, to));
+                    out.extend_from_slice(bytes);
+                    if batch.len() == BATCH {
+                        flush::<S>(&udp, &mut out, &mut batch);
                     }
                 }
                 Destination::Conn(id) => {
@@ -229,6 +299,7 @@ pub async fn run<S: Stack>(
                 }
             }
         }
+        flush::<S>(&udp, &mut out, &mut batch);
         while let Some(e) = router.poll_event() {
             match e {
                 Event::Dial { conn, addr } => {

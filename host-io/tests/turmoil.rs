@@ -30,6 +30,9 @@ impl Stack for Turmoil {
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
         u.recv_from(buf)
     }
+    fn try_recv_from(u: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        u.try_recv_from(buf)
+    }
     fn try_send_to(u: &Self::Udp, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         u.try_send_to(buf, to)
     }

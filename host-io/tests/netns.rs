@@ -346,6 +346,29 @@ fn a_bad_password_setting_is_refused_at_launch_and_never_echoed() {
     assert!(!err.contains("s3cret-pa55"), "{err}");
 }
 
+/// Docker sets the FORWARD policy to DROP, and with br_netfilter bridged frames go through
+/// FORWARD: weave's rule lets the bridge's own traffic through. Taking that rule away stops
+/// the traffic, which shows the check is real.
+#[test]
+fn traffic_flows_under_a_forward_drop_policy_with_bridge_netfilter() {
+    let mut lab = Lab::new(2, &[(0, 1)]);
+    for h in &lab.hosts {
+        ok(&["ip", "netns", "exec", h, "sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=1"]);
+        ok(&["ip", "netns", "exec", h, "iptables", "-w", "-P", "FORWARD", "DROP"]);
+    }
+    lab.launch(0, &[]);
+    lab.launch(1, &["10.201.0.1"]);
+    let c0 = lab.container(0, &["10.32.0.1/24"]);
+    lab.container(0, &["10.32.0.3/24"]);
+    lab.container(1, &["10.32.0.2/24"]);
+    assert!(lab.pings(&c0, "10.32.0.2", SETTLE), "across hosts under FORWARD DROP");
+    assert!(lab.pings(&c0, "10.32.0.3", Duration::from_secs(5)), "on one host under FORWARD DROP");
+    for h in &lab.hosts {
+        ok(&["ip", "netns", "exec", h, "iptables", "-w", "-D", "WEAVE", "-i", "weave", "-o", "weave", "-j", "ACCEPT"]);
+    }
+    assert!(!lab.pings(&c0, "10.32.0.2", Duration::from_secs(3)), "without weave's rule the policy drops it");
+}
+
 #[test]
 fn a_silent_drop_on_a_direct_path_is_routed_around_through_the_third_host() {
     // Full mesh of three: h0-h1 on 10.201.0.0/24, h1-h2 on 10.201.1.0/24, h0-h2 on 10.201.2.0/24.

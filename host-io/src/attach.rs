@@ -130,7 +130,8 @@ pub(crate) struct Attachment {
     pub(crate) cidrs: Vec<String>,
 }
 
-fn load(dir: &std::path::Path) -> Vec<Attachment> {
+/// The recorded attachments.
+pub(crate) fn load(dir: &std::path::Path) -> Vec<Attachment> {
     std::fs::read_to_string(dir.join("attachments.json"))
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
@@ -144,6 +145,8 @@ pub(crate) fn record(dir: &std::path::Path, target: &str, mac: &str, cidrs: &[St
     match all.iter_mut().find(|a| a.target == target) {
         Some(a) => {
             a.mac = mac.to_string();
+            // A restarted container lives in a new namespace.
+            a.ns = t.ns;
             for c in cidrs {
                 if !a.cidrs.contains(c) {
                     a.cidrs.push(c.clone());

@@ -74,6 +74,7 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
     if let Err(e) = crate::firewall::install(&args.bridge) {
         tracing::warn!("firewall rules not installed: {e}");
     }
+    crate::docker::watch(args.state_dir.clone(), args.bridge.clone());
 
     let mut cfg = Config::new(name);
     cfg.nickname = args

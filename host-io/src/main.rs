@@ -4,6 +4,7 @@ mod api;
 mod attach;
 mod capture;
 mod daemon;
+mod docker;
 mod expose;
 mod firewall;
 mod plumb;

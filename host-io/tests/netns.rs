@@ -564,3 +564,46 @@ fn weave_run_starts_a_docker_container_on_the_network() {
     let o = lab.weave(0, &["run", "10.32.0.9/24", "--pull=never", "no-such-image-here"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("docker run failed"), "{o:?}");
 }
+
+#[test]
+fn a_container_docker_restarts_is_attached_again() {
+    let image = busybox_image();
+    let mut lab = two_hosts();
+    lab.container(1, &["10.32.0.2/24"]);
+    let name = format!("weave-restart-{}", lab.id);
+    let _cleanup = Container(name.clone());
+    let o = lab.weave(0, &["run", "10.32.0.1/24", "--pull=never", "--name", &name, image]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let pings = |within: Duration| {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if sh(&["docker", "exec", &name, "ping", "-c", "1", "-W", "1", "10.32.0.2"]).status.success() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    };
+    assert!(pings(SETTLE), "reaches the other host before the restart");
+    ok(&["docker", "restart", "-t", "0", &name]);
+    assert!(pings(Duration::from_secs(15)), "attached again after Docker restarted it");
+    // The record follows the container into its new namespace (written just after attaching).
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut ps = String::new();
+    while Instant::now() < end && !(ps.contains(&id) && ps.contains("10.32.0.1/24")) {
+        std::thread::sleep(Duration::from_millis(200));
+        ps = String::from_utf8_lossy(&lab.weave(0, &["ps"]).stdout).into_owned();
+    }
+    assert!(ps.contains(&id) && ps.contains("10.32.0.1/24"), "{ps}");
+    // Removed: its record goes too.
+    ok(&["docker", "rm", "-f", &name]);
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut gone = false;
+    while Instant::now() < end && !gone {
+        let state = std::fs::read_to_string(lab.dir.join("h0/attachments.json")).unwrap_or_default();
+        gone = !state.contains(&id);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(gone, "the removed container's attachment is forgotten");
+}

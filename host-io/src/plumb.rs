@@ -80,11 +80,26 @@ pub(crate) fn mac_of(m: &LinkMessage) -> Option<[u8; 6]> {
     })
 }
 
+/// Whether a link is a Linux bridge.
+fn is_bridge(m: &LinkMessage) -> bool {
+    use netlink_packet_route::link::{InfoKind, LinkInfo};
+    m.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))),
+        _ => false,
+    })
+}
+
 /// Creates the bridge (with `mtu`) and the router's capture port, unless they exist. An
 /// existing bridge with another MTU is an error: the user must `weave reset` first.
 pub(crate) async fn ensure_bridge(h: &Handle, bridge: &str, mtu: u32) -> Result<u32, PlumbError> {
     let br = match link(h, bridge).await? {
         Some(m) => {
+            if !is_bridge(&m) {
+                return Err(PlumbError::Missing(format!(
+                    "a network interface named {bridge} exists and is not a bridge: remove it, or launch with \
+                     --bridge NAME"
+                )));
+            }
             if let Some(cur) = mtu_of(&m) {
                 if cur != mtu {
                     return Err(PlumbError::Missing(format!(

@@ -370,6 +370,34 @@ fn traffic_flows_under_a_forward_drop_policy_with_bridge_netfilter() {
 }
 
 #[test]
+fn launch_refuses_a_bridge_it_did_not_make_and_a_user_who_is_not_root() {
+    let lab = Lab::new(1, &[]);
+    let h = &lab.hosts[0];
+    ok(&["ip", "-n", h, "link", "add", "weave", "mtu", "1400", "type", "bridge"]);
+    let o = lab.try_launch(0, &[], Secret::None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("exists with MTU 1400") && err.contains("weave reset"), "{err}");
+    assert!(String::from_utf8_lossy(&lab.weave(0, &["status"]).stderr).contains("no weave router answers"));
+    ok(&["ip", "-n", h, "link", "del", "weave"]);
+    ok(&["ip", "-n", h, "link", "add", "weave", "type", "veth", "peer", "name", "weave-peer"]);
+    let o = lab.try_launch(0, &[], Secret::None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("is not a bridge"), "{err}");
+    ok(&["ip", "-n", h, "link", "del", "weave"]);
+    // Once the way is clear, the same launch works: the failures left nothing behind.
+    lab.launch(0, &[]);
+    for args in [&["launch"][..], &["attach", "10.32.0.1/24", "netns:x"], &["reset"]] {
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", WEAVE])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("needs root"), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn a_silent_drop_on_a_direct_path_is_routed_around_through_the_third_host() {
     // Full mesh of three: h0-h1 on 10.201.0.0/24, h1-h2 on 10.201.1.0/24, h0-h2 on 10.201.2.0/24.
     let mut lab = Lab::new(3, &[(0, 1), (1, 2), (0, 2)]);

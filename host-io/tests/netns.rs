@@ -488,6 +488,36 @@ fn expose_lets_the_host_reach_containers_and_hide_ends_it_and_ps_lists_them() {
     assert!(!ps.contains(&c0), "{ps}");
 }
 
+/// Containers on Docker's own bridge are not routed into the weave network, even when the
+/// host forwards and has exposed weave; without weave's rule the same packets get through.
+#[test]
+fn nothing_is_forwarded_from_docker0_into_weave() {
+    let mut lab = Lab::new(1, &[]);
+    lab.launch(0, &[]);
+    let c0 = lab.container(0, &["10.32.0.1/24"]);
+    let o = lab.weave(0, &["expose", "10.32.0.254/24"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(&["ip", "-n", &c0, "route", "add", "default", "via", "10.32.0.254"]);
+    let h = lab.hosts[0].clone();
+    let d = format!("wd-{}", lab.id);
+    ok(&["ip", "netns", "add", &d]);
+    lab.containers.push(d.clone());
+    ok(&["ip", "-n", &h, "link", "add", "docker0", "type", "bridge"]);
+    ok(&["ip", "-n", &h, "addr", "add", "172.17.0.1/16", "dev", "docker0"]);
+    ok(&["ip", "-n", &h, "link", "set", "docker0", "up"]);
+    ok(&["ip", "-n", &h, "link", "add", "vd0", "type", "veth", "peer", "name", "eth0", "netns", &d]);
+    ok(&["ip", "-n", &h, "link", "set", "vd0", "master", "docker0", "up"]);
+    ok(&["ip", "-n", &d, "addr", "add", "172.17.0.2/16", "dev", "eth0"]);
+    ok(&["ip", "-n", &d, "link", "set", "eth0", "up"]);
+    ok(&["ip", "-n", &d, "link", "set", "lo", "up"]);
+    ok(&["ip", "-n", &d, "route", "add", "default", "via", "172.17.0.1"]);
+    ok(&["ip", "netns", "exec", &h, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    assert!(lab.pings(&d, "172.17.0.1", Duration::from_secs(3)), "the docker0 side works");
+    assert!(!lab.pings(&d, "10.32.0.1", Duration::from_secs(3)), "docker0 does not reach weave");
+    ok(&["ip", "netns", "exec", &h, "iptables", "-w", "-D", "WEAVE", "-i", "docker0", "-o", "weave", "-j", "DROP"]);
+    assert!(lab.pings(&d, "10.32.0.1", Duration::from_secs(5)), "without weave's rule it would");
+}
+
 #[test]
 fn connect_and_forget_at_run_time() {
     let mut lab = Lab::new(2, &[(0, 1)]);

@@ -32,11 +32,17 @@ impl Dedup {
     /// Records `(src, seq)`; returns false if it was seen before or is too old to tell.
     #[inline]
     pub(crate) fn fresh(&mut self, src: PeerName, seq: u64) -> bool {
-        if !self.windows.contains_key(&src) && self.windows.len() >= self.max {
-            // Forgetting every window lets at most one copy of each in-flight datagram through.
-            self.windows.clear();
-        }
-        let w = self.windows.entry(src).or_insert(Window { top: seq, seen: 0 });
+        // One lookup for a known source (the common case).
+        let w = match self.windows.get_mut(&src) {
+            Some(w) => w,
+            None => {
+                if self.windows.len() >= self.max {
+                    // Forgetting every window lets at most one copy of each in-flight datagram through.
+                    self.windows.clear();
+                }
+                self.windows.entry(src).or_insert(Window { top: seq, seen: 0 })
+            }
+        };
         if seq > w.top {
             let shift = seq - w.top;
             w.seen = if shift >= WINDOW { 0 } else { w.seen << shift };

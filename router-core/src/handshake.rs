@@ -455,6 +455,9 @@ impl Router {
         self.arm_udp_timeout(id);
     }
 
+    /// Arms the UDP timeout at the earliest moment a proven direction could expire. Lazily:
+    /// every heartbeat pushes that moment later, but an armed timer is only ever moved
+    /// earlier; when it fires early, `check_udp_timeout` finds nothing expired and re-arms.
     fn arm_udp_timeout(&mut self, id: ConnId) {
         let c = &self.conns[&id];
         let timeout = self.config.udp_timeout;
@@ -464,7 +467,7 @@ impl Router {
             .map(|(_, t)| t + timeout)
             .min();
         match due {
-            Some(at) => self.timers.set(Timer::Conn(id, ConnTimer::UdpTimeout), at),
+            Some(at) => self.timers.set_if_earlier(Timer::Conn(id, ConnTimer::UdpTimeout), at),
             None => self.timers.cancel(Timer::Conn(id, ConnTimer::UdpTimeout)),
         }
     }

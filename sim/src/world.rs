@@ -79,10 +79,12 @@ pub(crate) enum Ev {
     Prune,
 }
 
+/// A queued event's place in time; the event itself waits in `World::slots` (the heap
+/// moves only these 24 bytes).
 struct Entry {
     at: Instant,
     seq: u64,
-    ev: Ev,
+    slot: u32,
 }
 
 impl PartialEq for Entry {
@@ -148,6 +150,9 @@ pub struct World {
     /// Virtual time.
     pub now: Instant,
     queue: BinaryHeap<Reverse<Entry>>,
+    /// Queued events by slot; `free` lists the empty slots.
+    slots: Vec<Option<Ev>>,
+    free: Vec<u32>,
     seq: u64,
     /// Hosts, in scenario order.
     pub hosts: Vec<Host>,
@@ -193,6 +198,8 @@ impl World {
             seed,
             now: Instant::ZERO,
             queue: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             seq: 0,
             hosts: Vec::with_capacity(n as usize),
             containers: Vec::new(),
@@ -304,7 +311,17 @@ impl World {
 
     pub(crate) fn push(&mut self, at: Instant, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse(Entry { at: at.max(self.now), seq: self.seq, ev }));
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = Some(ev);
+                s
+            }
+            None => {
+                self.slots.push(Some(ev));
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 queued events")
+            }
+        };
+        self.queue.push(Reverse(Entry { at: at.max(self.now), seq: self.seq, slot }));
     }
 
     /// The time of the next event.
@@ -316,9 +333,11 @@ impl World {
     pub fn step(&mut self) -> bool {
         let Some(Reverse(e)) = self.queue.pop() else { return false };
         debug_assert!(e.at >= self.now, "time never goes back");
+        let ev = self.slots[e.slot as usize].take().expect("a queued slot holds its event");
+        self.free.push(e.slot);
         self.now = e.at;
         self.stats.events += 1;
-        self.dispatch(e.ev);
+        self.dispatch(ev);
         true
     }
 

@@ -33,6 +33,9 @@ fn open(dev: &str) -> Result<Capture<Active>, pcap::Error> {
 pub(crate) fn start(dev: &str, tx: mpsc::Sender<Vec<u8>>) -> Result<Injector, pcap::Error> {
     let mut cap = open(dev)?;
     cap.direction(Direction::In)?;
+    // The same, in the kernel: without it every frame we inject is copied into the capture
+    // ring and wakes the capture thread, only to be discarded in user space.
+    cap.filter("inbound", true)?;
     let inject = open(dev)?;
     let dev = dev.to_string();
     std::thread::Builder::new()

@@ -1,11 +1,13 @@
 //! Capture and injection on the router's bridge port, with pcap.
 //!
-//! A blocking thread reads frames arriving at the port (promiscuous, immediate mode, inbound
-//! only, so frames we inject are not read back) and hands them to the event loop; injection
-//! writes on a second handle.
+//! The event loop reads frames arriving at the port (promiscuous, immediate mode, inbound
+//! only, so frames we inject are not read back) from a non-blocking handle; injection writes
+//! on a second handle.
+
+use std::os::fd::{AsRawFd, RawFd};
 
 use pcap::{Active, Capture, Direction};
-use tokio::sync::mpsc;
+use tokio::io::unix::AsyncFd;
 
 /// Writes frames into the bridge.
 pub(crate) struct Injector {
@@ -29,36 +31,63 @@ fn open(dev: &str) -> Result<Capture<Active>, pcap::Error> {
     Capture::from_device(dev)?.promisc(true).immediate_mode(true).snaplen(65_535).buffer_size(4 << 20).timeout(0).open()
 }
 
-/// Starts capturing on `dev`; frames go to `tx`. Returns the injector.
-pub(crate) fn start(dev: &str, tx: mpsc::Sender<Vec<u8>>) -> Result<Injector, pcap::Error> {
-    let mut cap = open(dev)?;
+/// Frames captured on the bridge port, read by the event loop itself: the capture handle is
+/// non-blocking and its descriptor sits in tokio's reactor, so a frame costs no thread
+/// hand-off, no wakeup of another thread and no allocation.
+pub(crate) struct Captured {
+    fd: AsyncFd<Handle>,
+    /// The last read found the ring empty: readiness must be cleared before waiting again.
+    drained: bool,
+}
+
+impl weave_host_io::eventloop::Frames for Captured {
+    async fn ready(&mut self) {
+        let drained = self.drained;
+        let Ok(mut g) = self.fd.readable_mut().await else { return std::future::pending().await };
+        if drained {
+            // Clear, then let the loop look once more: a frame that arrived between the empty
+            // read and this clear would otherwise wait for the next one.
+            g.clear_ready();
+            drop(g);
+            self.drained = false;
+        }
+    }
+
+    fn next(&mut self) -> Option<&[u8]> {
+        match self.fd.get_mut().0.next_packet() {
+            Ok(p) => Some(p.data),
+            Err(e) => {
+                if !matches!(e, pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) {
+                    tracing::warn!(error = %e, "capture read failed");
+                }
+                self.drained = true;
+                None
+            }
+        }
+    }
+}
+
+/// Opens capture (inbound frames only) and injection on `dev`; must run inside the tokio
+/// runtime that will read the frames.
+pub(crate) fn open_port(dev: &str) -> Result<(Captured, Injector), pcap::Error> {
+    let mut cap = open(dev)?.setnonblock()?;
     cap.direction(Direction::In)?;
     // The same, in the kernel: without it every frame we inject is copied into the capture
-    // ring and wakes the capture thread, only to be discarded in user space.
+    // ring and wakes the reader, only to be discarded in user space.
     cap.filter("inbound", true)?;
+    // The capture handle lives inside the AsyncFd, so its descriptor stays open exactly as
+    // long as it is registered (the I/O-safety concern behind `new`'s deprecation).
+    #[allow(deprecated)]
+    let fd = AsyncFd::new(Handle(cap)).map_err(|e| pcap::Error::IoError(e.kind()))?;
     let inject = open(dev)?;
-    let dev = dev.to_string();
-    std::thread::Builder::new()
-        .name("capture".into())
-        .spawn(move || loop {
-            match cap.next_packet() {
-                Ok(p) => {
-                    if tx.blocking_send(p.data.to_vec()).is_err() {
-                        break;
-                    }
-                }
-                // No timeout is set (reads block: no CPU while idle); be robust anyway.
-                Err(pcap::Error::TimeoutExpired) => {
-                    if tx.is_closed() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(device = %dev, error = %e, "capture stopped");
-                    break;
-                }
-            }
-        })
-        .map_err(|e| pcap::Error::IoError(e.kind()))?;
-    Ok(Injector { cap: inject, errors: 0 })
+    Ok((Captured { fd, drained: false }, Injector { cap: inject, errors: 0 }))
+}
+
+/// The capture handle, registered with tokio by its descriptor.
+struct Handle(Capture<Active>);
+
+impl AsRawFd for Handle {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
 }

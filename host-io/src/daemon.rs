@@ -65,9 +65,8 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
         .await
         .map_err(|e| format!("setting up bridge {}: {e}", args.bridge))?;
 
-    let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(4096);
-    let mut injector =
-        capture::start(plumb::PCAP_PORT, frames_tx).map_err(|e| format!("capture on {}: {e}", plumb::PCAP_PORT))?;
+    let (frames, mut injector) =
+        capture::open_port(plumb::PCAP_PORT).map_err(|e| format!("capture on {}: {e}", plumb::PCAP_PORT))?;
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCmd>(64);
     let info = api::DaemonInfo { state_dir: args.state_dir.clone(), bridge: args.bridge.clone() };
     let http = api::serve(args.http_addr, api_tx, info).await?;
@@ -132,7 +131,7 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
             _ = term.recv() => {}
         }
     };
-    eventloop::run::<Tokio>(router, args.port, frames_rx, |f| injector.inject(f), cmd_rx, shutdown)
+    eventloop::run::<Tokio>(router, args.port, frames, |f| injector.inject(f), cmd_rx, shutdown)
         .await
         .map_err(|e| format!("cannot open port {}: {e}", args.port))?;
     tracing::info!("router stopping");

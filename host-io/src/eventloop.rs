@@ -117,6 +117,48 @@ impl Stack for Tokio {
 /// Something to do with the router from outside (the HTTP API); returns true to stop.
 pub type Command = Box<dyn FnOnce(&mut Router, Instant) -> bool + Send>;
 
+/// Where captured frames come from: the bridge port (pcap, in the daemon) or a channel
+/// (tests).
+pub trait Frames {
+    /// Waits until a frame may be waiting.
+    fn ready(&mut self) -> impl Future<Output = ()> + Send;
+    /// The next captured frame, if one is waiting now.
+    fn next(&mut self) -> Option<&[u8]>;
+}
+
+/// Frames handed over on a channel.
+#[derive(Debug)]
+pub struct ChannelFrames {
+    rx: mpsc::Receiver<Vec<u8>>,
+    held: Option<Vec<u8>>,
+    cur: Vec<u8>,
+}
+
+impl ChannelFrames {
+    /// Frames sent on `rx`'s channel.
+    pub fn new(rx: mpsc::Receiver<Vec<u8>>) -> Self {
+        ChannelFrames { rx, held: None, cur: Vec::new() }
+    }
+}
+
+impl Frames for ChannelFrames {
+    async fn ready(&mut self) {
+        if self.held.is_none() {
+            match self.rx.recv().await {
+                Some(f) => self.held = Some(f),
+                None => std::future::pending().await,
+            }
+        }
+    }
+    fn next(&mut self) -> Option<&[u8]> {
+        self.cur = match self.held.take() {
+            Some(f) => f,
+            None => self.rx.try_recv().ok()?,
+        };
+        Some(&self.cur)
+    }
+}
+
 /// Most datagrams, or captured frames, handled in one pass of the loop.
 const BATCH: usize = 64;
 
@@ -188,7 +230,7 @@ fn flush<S: Stack>(udp: &S::Udp, out: &mut Vec<u8>, batch: &mut Vec<(usize, usiz
 pub async fn run<S: Stack>(
     mut router: Router,
     port: u16,
-    mut frames: mpsc::Receiver<Vec<u8>>,
+    mut frames: impl Frames,
     mut inject: impl FnMut(&[u8]),
     mut commands: mpsc::Receiver<Command>,
     shutdown: impl Future<Output = ()>,
@@ -246,12 +288,11 @@ pub async fn run<S: Stack>(
                 }
                 Err(e) => tracing::debug!(error = %e, "UDP receive error"),
             },
-            Some(f) = frames.recv() => {
+            () = frames.ready() => {
                 let t = now();
-                router.handle_frame(t, &f);
-                for _ in 1..BATCH {
-                    let Ok(f) = frames.try_recv() else { break };
-                    router.handle_frame(t, &f);
+                for _ in 0..BATCH {
+                    let Some(f) = frames.next() else { break };
+                    router.handle_frame(t, f);
                 }
             }
             Some(input) = rx.recv() => match input {

@@ -88,7 +88,15 @@ fn scenario(seed: u64) -> Deliveries {
                 let (_cmd_tx, cmd_rx) = mpsc::channel::<Command>(1);
                 let t0 = tokio::time::Instant::now();
                 let inject = move |f: &[u8]| injected.borrow_mut()[i].push((t0.elapsed().as_millis(), f[14]));
-                eventloop::run::<Turmoil>(router, 6783, rx, inject, cmd_rx, std::future::pending()).await?;
+                eventloop::run::<Turmoil>(
+                    router,
+                    6783,
+                    eventloop::ChannelFrames::new(rx),
+                    inject,
+                    cmd_rx,
+                    std::future::pending(),
+                )
+                .await?;
                 Ok(())
             }
         });

@@ -24,13 +24,15 @@ pub trait Stack: 'static {
     type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
     /// Binds UDP.
     fn bind_udp(a: SocketAddr) -> impl Future<Output = io::Result<Self::Udp>> + Send;
-    /// Receives one datagram.
-    fn recv_from<'a>(
+    /// Receives one datagram or, where the stack coalesces them (UDP GRO), several from one
+    /// source of one size back to back: returns the length, the source and the size of each
+    /// datagram (the last may be shorter).
+    fn recv<'a>(
         u: &'a Self::Udp,
         buf: &'a mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a;
-    /// Receives one datagram if one is waiting (`WouldBlock` otherwise).
-    fn try_recv_from(u: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr, usize)>> + Send + 'a;
+    /// As [`Stack::recv`], if something is waiting (`WouldBlock` otherwise).
+    fn try_recv(u: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)>;
     /// Sends one datagram without waiting.
     fn try_send_to(u: &Self::Udp, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
     /// Sends datagrams without waiting, as few system calls as the stack allows; returns how
@@ -65,16 +67,15 @@ impl Stack for Tokio {
         if setsockopt(&u, sockopt::SndBufForce, &BUF).is_err() {
             let _ = setsockopt(&u, sockopt::SndBuf, &BUF);
         }
+        // Let the kernel coalesce a burst of equal datagrams into one read (UDP GRO).
+        let _ = setsockopt(&u, sockopt::UdpGroSegment, &true);
         Ok(u)
     }
-    fn recv_from<'a>(
-        u: &'a Self::Udp,
-        buf: &'a mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
-        u.recv_from(buf)
+    async fn recv(u: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+        u.async_io(tokio::io::Interest::READABLE, || recv_gro(u, buf)).await
     }
-    fn try_recv_from(u: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        u.try_recv_from(buf)
+    fn try_recv(u: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+        u.try_io(tokio::io::Interest::READABLE, || recv_gro(u, buf))
     }
     fn try_send_to(u: &Self::Udp, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         u.try_send_to(buf, to)
@@ -86,6 +87,9 @@ impl Stack for Tokio {
         use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
         if batch.len() == 1 {
             return usize::from(u.try_send_to(batch[0].0, batch[0].1).is_ok());
+        }
+        if GSO.load(std::sync::atomic::Ordering::Relaxed) {
+            return send_gso(u, batch);
         }
         let iovs: Vec<[IoSlice<'_>; 1]> = batch.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
         let addrs: Vec<Option<SockaddrStorage>> = batch.iter().map(|(_, a)| Some(SockaddrStorage::from(*a))).collect();
@@ -116,6 +120,95 @@ impl Stack for Tokio {
 
 /// Something to do with the router from outside (the HTTP API); returns true to stop.
 pub type Command = Box<dyn FnOnce(&mut Router, Instant) -> bool + Send>;
+
+/// UDP segmentation offload works on this host (cleared at the first refusal).
+static GSO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Most datagrams in one segmentation-offload send, and their most bytes in all.
+const GSO_SEGMENTS_MAX: usize = 64;
+const GSO_BYTES_MAX: usize = 65_000;
+
+/// One `recvmsg`, with the GRO segment size when the kernel coalesced datagrams.
+fn recv_gro(u: &tokio::net::UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(i32);
+    let msg = recvmsg::<SockaddrStorage>(u.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)?;
+    let n = msg.bytes;
+    let mut seg = n;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::UdpGroSegments(s) = c {
+                seg = usize::try_from(s).unwrap_or(n).max(1);
+            }
+        }
+    }
+    let from = msg.address.and_then(|a| {
+        a.as_sockaddr_in()
+            .map(|v4| SocketAddr::V4((*v4).into()))
+            .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
+    });
+    let from = from.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without an IP source"))?;
+    Ok((n, from, seg))
+}
+
+/// Sends a batch with UDP segmentation offload: each run of datagrams to one address, all of
+/// one size but the last (which may be shorter), goes down the stack as one buffer that the
+/// kernel cuts into datagrams at the last moment. Returns how many datagrams went out.
+fn send_gso(u: &tokio::net::UdpSocket, batch: &[(&[u8], SocketAddr)]) -> usize {
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrStorage};
+    let mut sent = 0;
+    let mut i = 0;
+    while i < batch.len() {
+        let (first, to) = batch[i];
+        let seg = first.len();
+        let mut j = i + 1;
+        let mut bytes = seg;
+        while j < batch.len()
+            && j - i < GSO_SEGMENTS_MAX
+            && batch[j].1 == to
+            && batch[j].0.len() <= seg
+            && bytes + batch[j].0.len() <= GSO_BYTES_MAX
+        {
+            bytes += batch[j].0.len();
+            j += 1;
+            if batch[j - 1].0.len() < seg {
+                break; // only the last may be shorter
+            }
+        }
+        let run = &batch[i..j];
+        let ok = if run.len() == 1 {
+            u.try_send_to(first, to).is_ok()
+        } else {
+            let iovs: Vec<IoSlice<'_>> = run.iter().map(|(b, _)| IoSlice::new(b)).collect();
+            let seg16 = u16::try_from(seg).unwrap_or(u16::MAX);
+            let cmsg = [ControlMessage::UdpGsoSegments(&seg16)];
+            let addr = SockaddrStorage::from(to);
+            match sendmsg(u.as_raw_fd(), &iovs, &cmsg, MsgFlags::MSG_DONTWAIT, Some(&addr)) {
+                Ok(_) => true,
+                Err(nix::errno::Errno::EAGAIN) => false,
+                Err(e) => {
+                    // The device or kernel cannot segment: send one by one from now on.
+                    tracing::info!(error = %e, "UDP segmentation offload refused; sending datagrams one by one");
+                    GSO.store(false, std::sync::atomic::Ordering::Relaxed);
+                    return sent + run.iter().take_while(|(b, a)| u.try_send_to(b, *a).is_ok()).count();
+                }
+            }
+        };
+        if !ok {
+            return sent;
+        }
+        sent += run.len();
+        i = j;
+    }
+    sent
+}
 
 /// Where captured frames come from: the bridge port (pcap, in the daemon) or a channel
 /// (tests).
@@ -211,6 +304,17 @@ fn spawn_conn<T: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
     ConnIo { writer: wtx, reader }
 }
 
+/// Hands the router what one read returned: one datagram, or several coalesced ones of
+/// `seg` bytes each (the last may be shorter). An empty datagram is handed over as such.
+fn handle_received(router: &mut Router, now: Instant, from: SocketAddr, bytes: &[u8], seg: usize) {
+    if bytes.is_empty() {
+        return router.handle_datagram(now, from, bytes);
+    }
+    for d in bytes.chunks(seg.max(1)) {
+        router.handle_datagram(now, from, d);
+    }
+}
+
 /// Sends the batched datagrams and empties the batch.
 fn flush<S: Stack>(udp: &S::Udp, out: &mut Vec<u8>, batch: &mut Vec<(usize, usize, SocketAddr)>) {
     if batch.is_empty() {
@@ -275,15 +379,15 @@ pub async fn run<S: Stack>(
             }
         };
         tokio::select! {
-            r = S::recv_from(&udp, &mut udp_buf) => match r {
-                Ok((n, from)) => {
+            r = S::recv(&udp, &mut udp_buf) => match r {
+                Ok((n, from, seg)) => {
                     let t = now();
-                    router.handle_datagram(t, from, &udp_buf[..n]);
+                    handle_received(&mut router, t, from, &udp_buf[..n], seg);
                     // A burst is handled whole before the outputs go out: one pass of the
                     // loop per burst, not per datagram.
                     for _ in 1..BATCH {
-                        let Ok((n, from)) = S::try_recv_from(&udp, &mut udp_buf) else { break };
-                        router.handle_datagram(t, from, &udp_buf[..n]);
+                        let Ok((n, from, seg)) = S::try_recv(&udp, &mut udp_buf) else { break };
+                        handle_received(&mut router, t, from, &udp_buf[..n], seg);
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "UDP receive error"),
@@ -370,4 +474,24 @@ pub async fn run<S: Stack>(
         c.reader.abort();
     }
     Ok(router)
+}
+
+#[cfg(test)]
+mod tests {
+    use router_core::{Config, DropReason, PeerName};
+
+    use super::*;
+
+    #[test]
+    fn a_coalesced_read_is_handed_over_datagram_by_datagram() {
+        let mut r = Router::new(Instant::ZERO, Config::new(PeerName::from_u64(1)));
+        let from: SocketAddr = "10.0.0.2:6783".parse().unwrap();
+        // Three datagrams of 20 bytes and a last one of 7, read as one (UDP GRO): none is
+        // valid, each is dropped and counted on its own.
+        handle_received(&mut r, Instant::ZERO, from, &[0u8; 67], 20);
+        assert_eq!(r.stats().datagrams_received, 4);
+        assert_eq!(r.stats().drops.get(DropReason::Malformed), 4);
+        handle_received(&mut r, Instant::ZERO, from, &[], 0);
+        assert_eq!(r.stats().datagrams_received, 5, "an empty datagram is one datagram");
+    }
 }

@@ -24,14 +24,13 @@ impl Stack for Turmoil {
     fn bind_udp(a: SocketAddr) -> impl Future<Output = io::Result<Self::Udp>> + Send {
         turmoil::net::UdpSocket::bind(a)
     }
-    fn recv_from<'a>(
-        u: &'a Self::Udp,
-        buf: &'a mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a {
-        u.recv_from(buf)
+    async fn recv(u: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+        let (n, from) = u.recv_from(buf).await?;
+        Ok((n, from, n.max(1)))
     }
-    fn try_recv_from(u: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        u.try_recv_from(buf)
+    fn try_recv(u: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+        let (n, from) = u.try_recv_from(buf)?;
+        Ok((n, from, n.max(1)))
     }
     fn try_send_to(u: &Self::Udp, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         u.try_send_to(buf, to)

@@ -197,8 +197,9 @@ impl Router {
         if self.auth_blocked.len() >= AUTH_BLOCKED_MAX {
             self.auth_blocked.retain(|_, until| now < *until);
             if self.auth_blocked.len() >= AUTH_BLOCKED_MAX {
-                let oldest = self.auth_blocked.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a);
-                oldest.map(|a| self.auth_blocked.remove(&a));
+                if let Some(oldest) = self.auth_blocked.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a) {
+                    self.auth_blocked.remove(&oldest);
+                }
             }
         }
         self.auth_blocked.insert(ip, now + self.config.password_retry);

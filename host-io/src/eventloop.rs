@@ -315,6 +315,17 @@ fn handle_received(router: &mut Router, now: Instant, from: SocketAddr, bytes: &
     }
 }
 
+/// Injects the batched frames and empties the batch.
+fn flush_bridge(inject: &mut impl FnMut(&[&[u8]]), bytes: &mut Vec<u8>, list: &mut Vec<(usize, usize)>) {
+    if list.is_empty() {
+        return;
+    }
+    let frames: Vec<&[u8]> = list.iter().map(|&(o, n)| &bytes[o..o + n]).collect();
+    inject(&frames);
+    bytes.clear();
+    list.clear();
+}
+
 /// Sends the batched datagrams and empties the batch.
 fn flush<S: Stack>(udp: &S::Udp, out: &mut Vec<u8>, batch: &mut Vec<(usize, usize, SocketAddr)>) {
     if batch.is_empty() {
@@ -330,12 +341,13 @@ fn flush<S: Stack>(udp: &S::Udp, out: &mut Vec<u8>, batch: &mut Vec<(usize, usiz
 }
 
 /// Runs `router` on `port` until `shutdown` completes or a command asks to stop. Frames
-/// captured from the bridge come in on `frames`; frames for the bridge go to `inject`.
+/// captured from the bridge come in on `frames`; frames for the bridge go to `inject`, a
+/// batch at a time.
 pub async fn run<S: Stack>(
     mut router: Router,
     port: u16,
     mut frames: impl Frames,
-    mut inject: impl FnMut(&[u8]),
+    mut inject: impl FnMut(&[&[u8]]),
     mut commands: mpsc::Receiver<Command>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<Router> {
@@ -369,6 +381,9 @@ pub async fn run<S: Stack>(
     // Datagrams waiting to go out together: their bytes, and (offset, length, address).
     let mut out: Vec<u8> = Vec::with_capacity(BATCH * 2048);
     let mut batch: Vec<(usize, usize, SocketAddr)> = Vec::with_capacity(BATCH);
+    // Frames waiting to go into the bridge together: their bytes, and (offset, length).
+    let mut into_bridge: Vec<u8> = Vec::with_capacity(BATCH * 2048);
+    let mut bridge: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
     tokio::pin!(shutdown);
     loop {
         let deadline = router.poll_timeout().map(|t| epoch + std::time::Duration::from_micros(t.as_micros()));
@@ -429,7 +444,13 @@ pub async fn run<S: Stack>(
         while let Some(t) = router.poll_transmit(&mut buf) {
             let bytes = &buf[..t.len];
             match t.dest {
-                Destination::Bridge => inject(bytes),
+                Destination::Bridge => {
+                    bridge.push((into_bridge.len(), t.len));
+                    into_bridge.extend_from_slice(bytes);
+                    if bridge.len() == BATCH {
+                        flush_bridge(&mut inject, &mut into_bridge, &mut bridge);
+                    }
+                }
                 Destination::Udp(to) => {
                     batch.push((out.len(), t.len, to));
                     out.extend_from_slice(bytes);
@@ -445,6 +466,7 @@ pub async fn run<S: Stack>(
             }
         }
         flush::<S>(&udp, &mut out, &mut batch);
+        flush_bridge(&mut inject, &mut into_bridge, &mut bridge);
         while let Some(e) = router.poll_event() {
             match e {
                 Event::Dial { conn, addr } => {

@@ -86,7 +86,11 @@ fn scenario(seed: u64) -> Deliveries {
                 }
                 let (_cmd_tx, cmd_rx) = mpsc::channel::<Command>(1);
                 let t0 = tokio::time::Instant::now();
-                let inject = move |f: &[u8]| injected.borrow_mut()[i].push((t0.elapsed().as_millis(), f[14]));
+                let inject = move |fs: &[&[u8]]| {
+                    for f in fs {
+                        injected.borrow_mut()[i].push((t0.elapsed().as_millis(), f[14]));
+                    }
+                };
                 eventloop::run::<Turmoil>(
                     router,
                     6783,

@@ -197,7 +197,7 @@ fn send_gso(u: &tokio::net::UdpSocket, batch: &[(&[u8], SocketAddr)]) -> usize {
                     // The device or kernel cannot segment: send one by one from now on.
                     tracing::info!(error = %e, "UDP segmentation offload refused; sending datagrams one by one");
                     GSO.store(false, std::sync::atomic::Ordering::Relaxed);
-                    return sent + run.iter().take_while(|(b, a)| u.try_send_to(b, *a).is_ok()).count();
+                    return sent + batch[i..].iter().take_while(|(b, a)| u.try_send_to(b, *a).is_ok()).count();
                 }
             }
         };

@@ -102,8 +102,8 @@ pub(crate) fn attach(bridge: &str, cidrs: &[String], target: &str) -> Result<Str
                 for c in &cidrs {
                     plumb::add_addr(&h, idx, c.ip, c.prefix).await?;
                 }
-                // Checksums are computed in the container, frames never exceed the MTU.
-                plumb::offloads_off(CONTAINER_IF)?;
+                // Offloads stay on: the router completes what the container's stack leaves to
+                // the NIC (checksums, segmentation) when it captures the frame.
                 h.link().set(idx).up().execute().await.map_err(|source| PlumbError::Netlink {
                     what: "bringing ethwe up".into(),
                     source: Box::new(source),

@@ -54,7 +54,8 @@ impl Injector {
 }
 
 fn open(dev: &str) -> Result<Capture<Active>, pcap::Error> {
-    Capture::from_device(dev)?.promisc(true).immediate_mode(true).snaplen(65_535).buffer_size(4 << 20).timeout(0).open()
+    // Room for a whole 64 KiB segment from a container that offloads segmentation to us.
+    Capture::from_device(dev)?.promisc(true).immediate_mode(true).snaplen(70_000).buffer_size(8 << 20).timeout(0).open()
 }
 
 /// Frames captured on the bridge port, read by the event loop itself: the capture handle is
@@ -62,6 +63,14 @@ fn open(dev: &str) -> Result<Capture<Active>, pcap::Error> {
 /// hand-off, no wakeup of another thread and no allocation.
 pub(crate) struct Captured {
     fd: AsyncFd<Handle>,
+    /// The bridge's MTU: large TCP segments are cut to it.
+    mtu: usize,
+    /// The completed frames of the last capture (`segment::complete`), and which of them the
+    /// loop has taken.
+    pending: Vec<u8>,
+    ranges: Vec<(usize, usize)>,
+    taken: usize,
+    scratch: Vec<u8>,
     /// The last read found the ring empty: readiness must be cleared before waiting again.
     drained: bool,
 }
@@ -80,22 +89,36 @@ impl weave_host_io::eventloop::Frames for Captured {
     }
 
     fn next(&mut self) -> Option<&[u8]> {
-        match self.fd.get_mut().0.next_packet() {
-            Ok(p) => Some(p.data),
-            Err(e) => {
-                if !matches!(e, pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) {
-                    tracing::warn!(error = %e, "capture read failed");
+        while self.taken == self.ranges.len() {
+            self.pending.clear();
+            self.ranges.clear();
+            self.taken = 0;
+            match self.fd.get_mut().0.next_packet() {
+                Ok(p) => {
+                    let (pending, ranges) = (&mut self.pending, &mut self.ranges);
+                    crate::segment::complete(p.data, self.mtu, &mut self.scratch, |f| {
+                        ranges.push((pending.len(), f.len()));
+                        pending.extend_from_slice(f);
+                    });
                 }
-                self.drained = true;
-                None
+                Err(e) => {
+                    if !matches!(e, pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) {
+                        tracing::warn!(error = %e, "capture read failed");
+                    }
+                    self.drained = true;
+                    return None;
+                }
             }
         }
+        let (o, n) = self.ranges[self.taken];
+        self.taken += 1;
+        Some(&self.pending[o..o + n])
     }
 }
 
 /// Opens capture (inbound frames only) and injection on `dev`; must run inside the tokio
 /// runtime that will read the frames.
-pub(crate) fn open_port(dev: &str) -> Result<(Captured, Injector), pcap::Error> {
+pub(crate) fn open_port(dev: &str, mtu: u32) -> Result<(Captured, Injector), pcap::Error> {
     let mut cap = open(dev)?.setnonblock()?;
     cap.direction(Direction::In)?;
     // The same, in the kernel: without it every frame we inject is copied into the capture
@@ -106,7 +129,16 @@ pub(crate) fn open_port(dev: &str) -> Result<(Captured, Injector), pcap::Error> 
     #[allow(deprecated)]
     let fd = AsyncFd::new(Handle(cap)).map_err(|e| pcap::Error::IoError(e.kind()))?;
     let inject = open(dev)?;
-    Ok((Captured { fd, drained: false }, Injector { cap: inject, errors: 0 }))
+    let captured = Captured {
+        fd,
+        mtu: mtu as usize,
+        pending: Vec::new(),
+        ranges: Vec::new(),
+        taken: 0,
+        scratch: Vec::new(),
+        drained: false,
+    };
+    Ok((captured, Injector { cap: inject, errors: 0 }))
 }
 
 /// The capture handle, registered with tokio by its descriptor.

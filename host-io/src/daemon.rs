@@ -66,7 +66,7 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
         .map_err(|e| format!("setting up bridge {}: {e}", args.bridge))?;
 
     let (frames, mut injector) =
-        capture::open_port(plumb::PCAP_PORT).map_err(|e| format!("capture on {}: {e}", plumb::PCAP_PORT))?;
+        capture::open_port(plumb::PCAP_PORT, args.mtu).map_err(|e| format!("capture on {}: {e}", plumb::PCAP_PORT))?;
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCmd>(64);
     let info = api::DaemonInfo { state_dir: args.state_dir.clone(), bridge: args.bridge.clone() };
     let http = api::serve(args.http_addr, api_tx, info).await?;

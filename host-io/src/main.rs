@@ -9,6 +9,7 @@ mod expose;
 mod firewall;
 mod plumb;
 mod secret;
+mod segment;
 mod state;
 mod text;
 

@@ -141,30 +141,47 @@ pub(crate) async fn ensure_bridge(h: &Handle, bridge: &str, mtu: u32) -> Result<
         .map_err(nl("attaching the capture port"))?;
     h.link().set(pp.header.index).mtu(mtu).up().execute().await.map_err(nl("bringing the capture port up"))?;
     h.link().set(br).up().execute().await.map_err(nl(format!("bringing {bridge} up")))?;
-    offloads_off(PCAP_PORT)?;
-    offloads_off(BRIDGE_PORT)?;
+    offloads_tcp_only(BRIDGE_PORT)?;
     Ok(br)
 }
 
-/// Turns off checksum and segmentation offloads on `dev`, so frames the router captures are
-/// complete (real checksums, at most one MTU each), through the `ethtool` command.
-pub(crate) fn offloads_off(dev: &str) -> Result<(), PlumbError> {
-    let out = std::process::Command::new("ethtool")
-        .args(["-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off"])
-        .output()
-        .map_err(|source| PlumbError::Io { what: "running ethtool (install the ethtool package)".into(), source })?;
-    // ethtool exits non-zero when one feature cannot change (fixed on veths); what matters
-    // is that tx checksumming ended up off.
+/// Segmentation offloads other than TCP's: frames of these kinds must reach the capture
+/// port already cut to the MTU, because only TCP segments can be cut without knowing the
+/// sender's segment size.
+const NON_TCP_SEGMENTATION: [&str; 9] = [
+    "tx-udp-segmentation",
+    "tx-gso-list",
+    "tx-sctp-segmentation",
+    "tx-gre-segmentation",
+    "tx-gre-csum-segmentation",
+    "tx-ipxip4-segmentation",
+    "tx-ipxip6-segmentation",
+    "tx-udp_tnl-segmentation",
+    "tx-udp_tnl-csum-segmentation",
+];
+
+/// Leaves TCP segmentation and checksum offload on for frames going to the router (it cuts
+/// large TCP segments and completes checksums itself, `segment.rs`) and turns every other
+/// segmentation offload off on `dev`, the bridge's port towards the router: the bridge then
+/// cuts such frames in software before they reach it. Through the `ethtool` command; one
+/// feature at a time, since older kernels lack some.
+pub(crate) fn offloads_tcp_only(dev: &str) -> Result<(), PlumbError> {
+    for f in NON_TCP_SEGMENTATION {
+        let _ = std::process::Command::new("ethtool").args(["-K", dev, f, "off"]).output().map_err(|source| {
+            PlumbError::Io { what: "running ethtool (install the ethtool package)".into(), source }
+        })?;
+    }
     let check = std::process::Command::new("ethtool")
         .args(["-k", dev])
         .output()
         .map_err(|source| PlumbError::Io { what: "running ethtool".into(), source })?;
     let text = String::from_utf8_lossy(&check.stdout);
-    if text.lines().any(|l| l.trim_start().starts_with("tx-checksumming: on")) {
-        return Err(PlumbError::Missing(format!(
-            "cannot turn tx checksumming off on {dev}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+    let still_on: Vec<&str> = NON_TCP_SEGMENTATION
+        .into_iter()
+        .filter(|f| text.lines().any(|l| l.trim_start().starts_with(&format!("{f}: on"))))
+        .collect();
+    if !still_on.is_empty() {
+        return Err(PlumbError::Missing(format!("cannot turn off {} on {dev}", still_on.join(", "))));
     }
     Ok(())
 }

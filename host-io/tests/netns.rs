@@ -576,6 +576,41 @@ fn a_tcp_transfer_between_containers_arrives_byte_for_byte() {
     assert!(got == data, "and in order, unchanged");
 }
 
+/// A container that hands its stack one large buffer to send as many UDP datagrams (UDP
+/// segmentation offload, as QUIC stacks do): the datagrams must arrive, each on its own.
+/// (Only TCP segments reach the router uncut; the bridge cuts everything else.)
+#[test]
+fn udp_sent_with_segmentation_offload_arrives_datagram_by_datagram() {
+    let mut lab = two_hosts();
+    let c0 = lab.container(0, &["10.32.0.1/24"]);
+    let c1 = lab.container(1, &["10.32.0.2/24"]);
+    assert!(lab.pings(&c0, "10.32.0.2", SETTLE));
+    let receiver = Command::new("ip")
+        .args(["netns", "exec", &c1, "python3", "-c"])
+        .arg(
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('10.32.0.2', 9999))\n\
+             s.settimeout(3)\nsizes = []\ntry:\n    while True:\n        sizes.append(len(s.recv(65535)))\n\
+             except OSError:\n    pass\nprint(len(sizes), sum(sizes))",
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // UDP_SEGMENT (103): 10 datagrams of 1000 bytes from one 10 000-byte send.
+    ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &c0,
+        "python3",
+        "-c",
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_UDP, 103, 1000)\ns.sendto(b'x' * 10000, ('10.32.0.2', 9999))",
+    ]);
+    let out = receiver.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10 10000", "ten datagrams of 1000 bytes");
+}
+
 /// A local image: `FROM scratch` and Debian's static busybox (no registry is needed).
 fn busybox_image() -> &'static str {
     const IMAGE: &str = "weave-test-busybox";

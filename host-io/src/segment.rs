@@ -256,6 +256,23 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a container puts on the bridge, completing it never panics and never
+        /// emits a frame longer than it was given.
+        #[test]
+        fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+                                        flips in proptest::collection::vec((0usize..3000, proptest::prelude::any::<u8>()), 0..8),
+                                        mtu in 0usize..2000) {
+            let mut f = if bytes.len() > 100 { tcp4(&bytes, 9, false) } else { bytes.clone() };
+            for (i, x) in flips {
+                if let Some(b) = f.get_mut(i) {
+                    *b ^= x;
+                }
+            }
+            complete(&f, mtu, &mut Vec::new(), |s| assert!(s.len() <= f.len().max(ETH + 60)));
+        }
+    }
+
     #[test]
     fn other_frames_pass_unchanged() {
         let arp = [0xffu8; 42];

@@ -338,7 +338,7 @@ impl Router {
     #[inline]
     pub(crate) fn frames_room(&self) -> usize {
         let overhead = if self.config.password.is_some() { crate::crypto::DATAGRAM_OVERHEAD } else { 0 };
-        self.config.datagram_max - overhead
+        self.config.datagram_max.saturating_sub(overhead)
     }
 
     /// The next event.

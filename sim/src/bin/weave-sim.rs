@@ -67,6 +67,10 @@ enum Cmd {
         /// Where to write the shrunk scenario.
         #[arg(long, default_value = "explore-failures")]
         out: PathBuf,
+        /// Gives every router a password (unless the scenario sets passwords); a shrunk
+        /// failure keeps it.
+        #[arg(long)]
+        encrypt: bool,
     },
     /// Measures events per second and simulated-to-wall time at 100, 1,000 and 10,000 peers.
     Bench {
@@ -225,8 +229,18 @@ fn cmd_determinism(file: Option<PathBuf>, seed: Option<u64>) -> Result<bool, Str
     }
 }
 
-fn cmd_explore(file: Option<PathBuf>, runs: u64, jobs: usize, first: u64, out: PathBuf) -> Result<bool, String> {
-    let (s, label) = load(&file)?;
+fn cmd_explore(
+    file: Option<PathBuf>,
+    runs: u64,
+    jobs: usize,
+    first: u64,
+    out: PathBuf,
+    encrypt: bool,
+) -> Result<bool, String> {
+    let (mut s, label) = load(&file)?;
+    if encrypt {
+        s.encrypt();
+    }
     let bar = indicatif::ProgressBar::new(runs);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}").expect("valid template"),
@@ -377,7 +391,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Run { file, seed, trace, json, encrypt } => cmd_run(file, seed, trace, json, encrypt),
         Cmd::CheckDeterminism { file, seed } => cmd_determinism(file, seed),
-        Cmd::Explore { file, runs, jobs, seed, out } => cmd_explore(file, runs, jobs, seed, out),
+        Cmd::Explore { file, runs, jobs, seed, out, encrypt } => cmd_explore(file, runs, jobs, seed, out, encrypt),
         Cmd::Bench { peers, seconds } => cmd_bench(peers, seconds),
     };
     match r {

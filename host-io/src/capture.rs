@@ -78,7 +78,13 @@ pub(crate) struct Captured {
 impl weave_host_io::eventloop::Frames for Captured {
     async fn ready(&mut self) {
         let drained = self.drained;
-        let Ok(mut g) = self.fd.readable_mut().await else { return std::future::pending().await };
+        let mut g = match self.fd.readable_mut().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "capture port unusable; no more frames will be captured");
+                return std::future::pending().await;
+            }
+        };
         if drained {
             // Clear, then let the loop look once more: a frame that arrived between the empty
             // read and this clear would otherwise wait for the next one.

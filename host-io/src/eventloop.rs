@@ -130,13 +130,21 @@ const GSO_BYTES_MAX: usize = 65_000;
 
 /// One `recvmsg`, with the GRO segment size when the kernel coalesced datagrams.
 fn recv_gro(u: &tokio::net::UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
-    use std::io::IoSliceMut;
     use std::os::fd::AsRawFd;
+
+    thread_local! {
+        /// Room for the GRO control message, allocated once per thread, not per read.
+        static CMSG: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(nix::cmsg_space!(i32));
+    }
+    CMSG.with_borrow_mut(|cmsg| recv_gro_with(u.as_raw_fd(), buf, cmsg))
+}
+
+fn recv_gro_with(fd: std::os::fd::RawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io::Result<(usize, SocketAddr, usize)> {
+    use std::io::IoSliceMut;
 
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
     let mut iov = [IoSliceMut::new(buf)];
-    let mut cmsg = nix::cmsg_space!(i32);
-    let msg = recvmsg::<SockaddrStorage>(u.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)?;
+    let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(cmsg), MsgFlags::MSG_DONTWAIT)?;
     let n = msg.bytes;
     let mut seg = n;
     if let Ok(cmsgs) = msg.cmsgs() {

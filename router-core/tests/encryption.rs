@@ -103,14 +103,20 @@ fn an_address_that_failed_the_password_check_waits_before_its_next_guess() {
     assert!((2..=6).contains(&guesses), "about one guess a second: {guesses}");
 }
 
-/// Two encrypted hosts with a learned unicast path 0 -> 1 whose datagrams are held back.
-fn held_link() -> (Net, Vec<Vec<u8>>) {
+/// Two encrypted hosts, linked, where host 0 has learned that `mac(1, 1)` lives behind host 1.
+fn learned_pair() -> Net {
     let mut net = with_passwords(&[Some("pw"), Some("pw")]);
     net.connect(0, 1);
     net.run_for(Duration::from_secs(3));
     assert!(net.established(0, 1));
     net.capture(1, &frame(BROADCAST, mac(1, 1), b"hello"));
     net.run_for(Duration::from_millis(10));
+    net
+}
+
+/// Two encrypted hosts with a learned unicast path 0 -> 1 whose datagrams are held back.
+fn held_link() -> (Net, Vec<Vec<u8>>) {
+    let mut net = learned_pair();
     net.hold = Some((0, 1));
     for n in 0..4u8 {
         net.capture(0, &frame(mac(1, 1), mac(0, 1), &[n; 40]));
@@ -221,11 +227,7 @@ fn counters_0_to_1(net: &Net) -> Vec<u64> {
 
 #[test]
 fn nonces_never_repeat_across_a_million_frames() {
-    let mut net = with_passwords(&[Some("pw"), Some("pw")]);
-    net.connect(0, 1);
-    net.run_for(Duration::from_secs(3));
-    net.capture(1, &frame(BROADCAST, mac(1, 1), b"hello"));
-    net.run_for(Duration::from_millis(10));
+    let mut net = learned_pair();
     net.tapping = true;
     let frames = 1 << 20;
     let mut f = frame(mac(1, 1), mac(0, 1), &[0; 64]);
@@ -253,11 +255,7 @@ proptest! {
     /// the receiver accepts each exactly once.
     #[test]
     fn nonces_never_repeat_under_any_traffic(ops in proptest::collection::vec(0u8..8, 1..300)) {
-        let mut net = with_passwords(&[Some("pw"), Some("pw")]);
-        net.connect(0, 1);
-        net.run_for(Duration::from_secs(3));
-        net.capture(1, &frame(BROADCAST, mac(1, 1), b"hello"));
-        net.run_for(Duration::from_millis(10));
+        let mut net = learned_pair();
         net.tapping = true;
         let mut epoch = 0u64;
         let mut seen = BTreeSet::new();

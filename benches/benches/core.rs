@@ -2,6 +2,7 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented functions
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use router_core::routes::Routes;
@@ -115,7 +116,7 @@ fn gossip(c: &mut Criterion) {
     let old = random_view(1000, 4, 7);
     let mut newer = old.clone();
     for e in newer.values_mut() {
-        e.version += 1;
+        Arc::make_mut(e).version += 1;
     }
     let mut bytes = Vec::new();
     // 1000 entries of ~110 bytes fit in two update messages; encode them as the wire carries them.

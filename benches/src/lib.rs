@@ -1,8 +1,10 @@
 //! Fixtures shared by the benchmarks and the allocation test.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use router_core::topology::View;
 use router_core::wire::gossip::{ConnInfo, PeerEntry};
 use router_core::{
     Config, ConnEvent, Destination, Duration, Event, Instant, PeerName, PeerUid, Router, TRANSMIT_BUF_MIN,
@@ -10,7 +12,7 @@ use router_core::{
 
 /// A random view of `n` peers where each peer links to about `degree` others, both ends
 /// advertising every link as established. Deterministic for a seed.
-pub fn random_view(n: u64, degree: u64, seed: u64) -> BTreeMap<PeerName, PeerEntry> {
+pub fn random_view(n: u64, degree: u64, seed: u64) -> View {
     let mut x = seed | 1;
     let mut next = move || {
         x ^= x << 13;
@@ -44,7 +46,8 @@ pub fn random_view(n: u64, degree: u64, seed: u64) -> BTreeMap<PeerName, PeerEnt
                     addr: Some(SocketAddr::from(([10, 0, (j >> 8) as u8, j as u8], 6783))),
                 })
                 .collect();
-            (name, PeerEntry { name, uid: PeerUid(i as u64), version: 1, nickname: format!("host-{i}"), conns })
+            let e = PeerEntry { name, uid: PeerUid(i as u64), version: 1, nickname: format!("host-{i}"), conns };
+            (name, Arc::new(e))
         })
         .collect()
 }

@@ -4,6 +4,7 @@ use core::time::Duration;
 
 use crate::crypto::Password;
 use crate::peer::PeerName;
+use crate::topology::EntryPool;
 
 /// Everything a [`crate::Router`] is told at birth. Defaults suit a real network; the
 /// simulator and tests shorten the timers.
@@ -81,6 +82,9 @@ pub struct Config {
     /// address are refused for this long: each try is one online guess, so tries are rate
     /// limited.
     pub password_retry: Duration,
+    /// Where peer entries are kept: [`EntryPool::shared`] lets many routers in one process
+    /// (a simulator) share one copy of each entry. The default shares nothing.
+    pub entry_pool: EntryPool,
 }
 
 impl Config {
@@ -120,6 +124,7 @@ impl Config {
             stable_after: Duration::from_secs(10),
             password: None,
             password_retry: Duration::from_secs(1),
+            entry_pool: EntryPool::default(),
         }
     }
 }

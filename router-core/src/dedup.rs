@@ -13,8 +13,20 @@ const RESTART_GAP: u64 = 1 << 32;
 #[derive(Debug, Clone, Copy)]
 struct Window {
     top: u64,
-    /// Bit `i` set: `top - i` was seen.
-    seen: u128,
+    /// Bit `i` set: `top - i` was seen. Two words rather than a `u128`, whose 16-byte
+    /// alignment would make each table slot half as large again (every router holds one per
+    /// flooding source).
+    seen: [u64; 2],
+}
+
+impl Window {
+    fn new(top: u64, seen: u128) -> Self {
+        Window { top, seen: [seen as u64, (seen >> 64) as u64] }
+    }
+
+    fn seen(&self) -> u128 {
+        u128::from(self.seen[0]) | (u128::from(self.seen[1]) << 64)
+    }
 }
 
 /// Per-source sliding windows of recently seen sequence numbers.
@@ -40,28 +52,27 @@ impl Dedup {
                     // Forgetting every window lets at most one copy of each in-flight datagram through.
                     self.windows.clear();
                 }
-                self.windows.entry(src).or_insert(Window { top: seq, seen: 0 })
+                self.windows.entry(src).or_insert(Window::new(seq, 0))
             }
         };
         if seq > w.top {
             let shift = seq - w.top;
-            w.seen = if shift >= WINDOW { 0 } else { w.seen << shift };
-            w.top = seq;
-            w.seen |= 1;
+            let seen = if shift >= WINDOW { 0 } else { w.seen() << shift };
+            *w = Window::new(seq, seen | 1);
             return true;
         }
         let back = w.top - seq;
         if back >= WINDOW {
             if back >= RESTART_GAP {
-                *w = Window { top: seq, seen: 1 };
+                *w = Window::new(seq, 1);
                 return true;
             }
             return false;
         }
         let bit = 1u128 << back;
-        let fresh = w.seen & bit == 0;
-        w.seen |= bit;
-        fresh
+        let seen = w.seen();
+        *w = Window::new(w.top, seen | bit);
+        seen & bit == 0
     }
 
     /// Forgets a source (it left the topology).

@@ -8,12 +8,13 @@
 
 use core::cmp::Ordering;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::peer::{ConnId, PeerName};
 use crate::router::Router;
 use crate::time::Instant;
 use crate::timer::Timer;
-use crate::topology::{entry_order, merge_entry};
+use crate::topology::entry_order;
 use crate::wire::control::Message;
 use crate::wire::gossip::{Digest, PeerEntry, Summary, Update, UPDATE_ROOM};
 
@@ -27,7 +28,7 @@ impl Router {
     }
 
     /// Sends `entries` to `id` in as many update messages as they need.
-    fn send_entries(&mut self, id: ConnId, entries: Vec<PeerEntry>) {
+    fn send_entries(&mut self, id: ConnId, entries: Vec<Arc<PeerEntry>>) {
         let mut chunk = Vec::new();
         let mut size = 0;
         for e in entries {
@@ -54,7 +55,7 @@ impl Router {
     }
 
     pub(crate) fn handle_digest(&mut self, id: ConnId, d: &Digest) {
-        let newer: Vec<PeerEntry> = self.topology.newer_than(d).into_iter().cloned().collect();
+        let newer: Vec<Arc<PeerEntry>> = self.topology.newer_than(d).into_iter().cloned().collect();
         if !newer.is_empty() {
             self.send_entries(id, newer);
         }
@@ -75,7 +76,9 @@ impl Router {
                 self.stats.gossip_entries_refused += 1;
                 continue;
             }
-            if merge_entry(&mut self.topology.peers, e) {
+            let wins = self.topology.peers.get(&name).is_none_or(|cur| entry_order(&e, cur) == Ordering::Greater);
+            if wins {
+                self.topology.peers.insert(name, self.config.entry_pool.intern(e));
                 self.topology.changed();
                 self.stats.gossip_entries_merged += 1;
                 self.dirty.insert(name, Some(from));
@@ -88,13 +91,13 @@ impl Router {
     /// or a stale copy: make ours win by jumping past its version.
     fn defend_own_entry(&mut self, theirs: &PeerEntry) {
         let Some(ours) = self.topology.peers.get(&self.config.name) else { return };
-        if entry_order(theirs, ours) == Ordering::Less || theirs == ours {
+        if entry_order(theirs, ours) == Ordering::Less || *theirs == **ours {
             return;
         }
         self.version = self.version.max(theirs.version) + 1;
-        let mut entry = ours.clone();
+        let mut entry = PeerEntry::clone(ours);
         entry.version = self.version;
-        self.topology.peers.insert(self.config.name, entry);
+        self.topology.peers.insert(self.config.name, self.config.entry_pool.intern(Arc::new(entry)));
         self.topology.changed();
         self.dirty.insert(self.config.name, None);
         self.routes_dirty = true;
@@ -105,7 +108,7 @@ impl Router {
         let dirty = std::mem::take(&mut self.dirty);
         let conns: Vec<ConnId> = self.by_peer.values().copied().collect();
         for id in conns {
-            let entries: Vec<PeerEntry> = dirty
+            let entries: Vec<Arc<PeerEntry>> = dirty
                 .iter()
                 .filter(|(_, origin)| **origin != Some(id))
                 .filter_map(|(n, _)| self.topology.peers.get(n).cloned())

@@ -18,7 +18,7 @@ use crate::routes::Routes;
 use crate::stats::{DropReason, Stats};
 use crate::time::Instant;
 use crate::timer::{ConnTimer, Timer, TimerTable};
-use crate::topology::Topology;
+use crate::topology::{Topology, View};
 use crate::wire::control::Message;
 use crate::wire::gossip::{ConnInfo, PeerEntry};
 
@@ -260,7 +260,7 @@ impl Router {
     }
 
     /// Every peer entry in our view, ours included.
-    pub fn topology(&self) -> &BTreeMap<PeerName, PeerEntry> {
+    pub fn topology(&self) -> &View {
         &self.topology.peers
     }
 
@@ -436,7 +436,7 @@ impl Router {
         self.version += 1;
         let entry =
             PeerEntry { name: me, uid: self.uid, version: self.version, nickname: self.config.nickname.clone(), conns };
-        self.topology.peers.insert(me, entry);
+        self.topology.peers.insert(me, self.config.entry_pool.intern(std::sync::Arc::new(entry)));
         self.topology.changed();
         self.dirty.insert(me, None);
         self.routes_dirty = true;

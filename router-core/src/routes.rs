@@ -8,11 +8,10 @@
 //! reachable peer gets each flood exactly once. Computing them needs one search from each
 //! neighbour (done on first use after a change), not one per source.
 
-use std::collections::BTreeMap;
-
 use rustc_hash::FxHashMap;
 
 use crate::peer::PeerName;
+use crate::topology::View;
 use crate::wire::gossip::PeerEntry;
 
 const NONE: u32 = u32::MAX;
@@ -28,9 +27,14 @@ pub struct Routes {
     me: u32,
     next_hop: Vec<u32>,
     dist: Vec<u32>,
-    /// For our `k`-th neighbour, its next hop towards every peer; computed on first use.
-    neighbour_hops: Vec<Option<Vec<u32>>>,
+    /// Our children in every peer's broadcast tree, as bitsets over our neighbours: bit `k`
+    /// of the `stride` words from `s * stride` is set when our `k`-th neighbour's next hop
+    /// towards `s` is us. One load per flood; computed on first use after a change.
+    child_masks: Vec<u32>,
+    stride: usize,
+    masks_ready: bool,
     children: Vec<PeerName>,
+    /// BFS work space, released after each computation (it is as large as the view).
     scratch_parent: Vec<u32>,
     scratch_queue: Vec<u32>,
 }
@@ -42,7 +46,7 @@ fn established_to(e: &PeerEntry, peer: PeerName) -> bool {
 impl Routes {
     /// Computes unicast routes from `me` over `view`. Links count only when both ends
     /// advertise them as established.
-    pub fn build(view: &BTreeMap<PeerName, PeerEntry>, me: PeerName) -> Routes {
+    pub fn build(view: &View, me: PeerName) -> Routes {
         let mut r = Routes::default();
         r.rebuild(view, me);
         r
@@ -50,7 +54,7 @@ impl Routes {
 
     /// Recomputes in place, reusing the previous allocations (and the name index, when the
     /// set of peers did not change).
-    pub fn rebuild(&mut self, view: &BTreeMap<PeerName, PeerEntry>, me: PeerName) {
+    pub fn rebuild(&mut self, view: &View, me: PeerName) {
         let same_names = self.names.len() == view.len() && self.names.iter().zip(view.keys()).all(|(a, b)| a == b);
         if !same_names {
             self.names.clear();
@@ -61,7 +65,7 @@ impl Routes {
                 self.index.insert(*n, u32::try_from(i).expect("fewer than 2^32 peers"));
             }
         }
-        let entries: Vec<&PeerEntry> = view.values().collect();
+        let entries: Vec<&PeerEntry> = view.values().map(|e| &**e).collect();
         self.offsets.clear();
         self.edges.clear();
         self.offsets.push(0);
@@ -76,9 +80,14 @@ impl Routes {
         }
         self.me = self.index.get(&me).copied().unwrap_or(NONE);
         self.compute_unicast();
-        self.neighbour_hops.clear();
-        let deg = if self.me == NONE { 0 } else { self.neighbours(self.me).len() };
-        self.neighbour_hops.resize(deg, None);
+        self.masks_ready = false;
+        self.child_masks.clear();
+        self.release_scratch();
+    }
+
+    fn release_scratch(&mut self) {
+        self.scratch_parent = Vec::new();
+        self.scratch_queue = Vec::new();
     }
 
     fn neighbours(&self, i: u32) -> &[u32] {
@@ -178,22 +187,43 @@ impl Routes {
         if self.me == NONE || self.dist[s as usize] == NONE {
             return &self.children;
         }
-        let deg = self.neighbours(self.me).len();
-        for k in 0..deg {
-            let j = self.neighbours(self.me)[k];
-            if j == s {
-                continue;
-            }
-            if self.neighbour_hops[k].is_none() {
-                let mut hops = Vec::new();
-                self.next_hops_from(j, &mut hops);
-                self.neighbour_hops[k] = Some(hops);
-            }
-            if self.neighbour_hops[k].as_ref().expect("computed above")[s as usize] == self.me {
-                self.children.push(self.names[j as usize]);
+        if !self.masks_ready {
+            self.compute_child_masks();
+        }
+        let at = s as usize * self.stride;
+        let mine = &self.edges[self.offsets[self.me as usize] as usize..];
+        for (w, &word) in self.child_masks[at..at + self.stride].iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let k = w * 32 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.children.push(self.names[mine[k] as usize]);
             }
         }
         &self.children
+    }
+
+    /// One search from each neighbour: where its next hop towards a peer is us, it is our
+    /// child in that peer's tree.
+    fn compute_child_masks(&mut self) {
+        let n = self.names.len();
+        let deg = self.neighbours(self.me).len();
+        self.stride = deg.div_ceil(32);
+        self.child_masks.clear();
+        self.child_masks.resize(n * self.stride, 0);
+        let mut hops = Vec::new();
+        for k in 0..deg {
+            let j = self.neighbours(self.me)[k];
+            self.next_hops_from(j, &mut hops);
+            let (word, bit) = (k / 32, 1u32 << (k % 32));
+            for (s, &h) in hops.iter().enumerate() {
+                if h == self.me && s != j as usize {
+                    self.child_masks[s * self.stride + word] |= bit;
+                }
+            }
+        }
+        self.masks_ready = true;
+        self.release_scratch();
     }
 
     /// Our parent in `src`'s broadcast tree: our own next hop towards `src`.
@@ -218,10 +248,11 @@ pub(crate) mod tests {
     use crate::peer::PeerUid;
     use crate::wire::gossip::ConnInfo;
     use proptest::prelude::*;
-    use std::collections::{BTreeSet, VecDeque};
+    use std::collections::{BTreeMap, BTreeSet, VecDeque};
+    use std::sync::Arc;
 
     /// A view where each undirected edge is advertised as established by both ends.
-    pub(crate) fn view_of(n: u64, edges: &[(u64, u64)]) -> BTreeMap<PeerName, PeerEntry> {
+    pub(crate) fn view_of(n: u64, edges: &[(u64, u64)]) -> View {
         let mut adj: BTreeMap<u64, BTreeSet<u64>> = (0..n).map(|i| (i, BTreeSet::new())).collect();
         for &(a, b) in edges {
             if a != b {
@@ -241,7 +272,7 @@ pub(crate) mod tests {
                         addr: None,
                     })
                     .collect();
-                (name, PeerEntry { name, uid: PeerUid(i), version: 1, nickname: String::new(), conns })
+                (name, Arc::new(PeerEntry { name, uid: PeerUid(i), version: 1, nickname: String::new(), conns }))
             })
             .collect()
     }
@@ -263,7 +294,7 @@ pub(crate) mod tests {
     #[test]
     fn one_sided_links_are_not_used() {
         let mut v = view_of(2, &[(0, 1)]);
-        v.get_mut(&p(1)).unwrap().conns[0].established = false;
+        Arc::make_mut(v.get_mut(&p(1)).unwrap()).conns[0].established = false;
         let r = Routes::build(&v, p(0));
         assert_eq!(r.next_hop(p(1)), None);
         assert_eq!(r.reachable().collect::<Vec<_>>(), vec![p(0)]);
@@ -283,7 +314,7 @@ pub(crate) mod tests {
         })
     }
 
-    fn bfs_dist(v: &BTreeMap<PeerName, PeerEntry>, from: PeerName) -> BTreeMap<PeerName, u32> {
+    fn bfs_dist(v: &View, from: PeerName) -> BTreeMap<PeerName, u32> {
         let mut d = BTreeMap::from([(from, 0)]);
         let mut q = VecDeque::from([from]);
         while let Some(u) = q.pop_front() {

@@ -6,10 +6,17 @@
 //! associative and idempotent, which the property tests check.
 
 use core::cmp::Ordering;
+use core::fmt;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use crate::peer::PeerName;
+use rustc_hash::FxHashMap;
+
+use crate::peer::{PeerName, PeerUid};
 use crate::wire::gossip::{Digest, DigestEntry, DigestHasher, PeerEntry, Summary, DIGEST_ENTRIES_MAX};
+
+/// A view of the topology: every known peer's entry by name. Entries are immutable and shared.
+pub type View = BTreeMap<PeerName, Arc<PeerEntry>>;
 
 /// Total order on two entries for the same peer: the greater one wins a merge.
 pub fn entry_order(a: &PeerEntry, b: &PeerEntry) -> Ordering {
@@ -26,7 +33,7 @@ fn digest_order(a: &DigestEntry, b: &DigestEntry) -> Ordering {
 }
 
 /// Merges one entry into a view. Returns whether the view changed.
-pub fn merge_entry(view: &mut BTreeMap<PeerName, PeerEntry>, e: PeerEntry) -> bool {
+pub fn merge_entry(view: &mut View, e: Arc<PeerEntry>) -> bool {
     match view.get_mut(&e.name) {
         Some(cur) if entry_order(&e, cur) != Ordering::Greater => false,
         Some(cur) => {
@@ -43,8 +50,70 @@ pub fn merge_entry(view: &mut BTreeMap<PeerName, PeerEntry>, e: PeerEntry) -> bo
 /// Every peer's entry as this router knows it, ours included.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Topology {
-    pub(crate) peers: BTreeMap<PeerName, PeerEntry>,
+    pub(crate) peers: View,
     summary: Option<Summary>,
+}
+
+/// Shares identical peer entries between routers in one process.
+///
+/// Every router holds every peer's entry. A simulator running thousands of routers in one
+/// process would hold thousands of copies of each, and those copies were most of its memory.
+/// Routers given one [`EntryPool::shared`] pool keep one copy per (name, incarnation,
+/// version): an entry decoded from gossip is swapped for the pooled copy when their contents
+/// are equal. Sharing changes no behaviour (entries are immutable). The default pool shares
+/// nothing, which is right for a process with one router.
+#[derive(Clone, Default)]
+pub struct EntryPool(Option<Arc<Mutex<PoolTable>>>);
+
+#[derive(Default)]
+struct PoolTable {
+    entries: FxHashMap<(PeerName, PeerUid, u64), Weak<PeerEntry>>,
+    /// Size after the last sweep of dead entries; the next sweep waits until it doubles.
+    swept: usize,
+}
+
+impl EntryPool {
+    /// A pool to hand to every router of one process.
+    pub fn shared() -> Self {
+        EntryPool(Some(Arc::default()))
+    }
+
+    /// The pooled copy of `e`, or `e` itself (now pooled) when there is none.
+    pub fn intern(&self, e: Arc<PeerEntry>) -> Arc<PeerEntry> {
+        let Some(table) = &self.0 else { return e };
+        // Nothing panics while the lock is held, but a poisoned table is still consistent.
+        let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (e.name, e.uid, e.version);
+        if let Some(have) = t.entries.get(&key).and_then(Weak::upgrade) {
+            // Equal keys with different contents come only from a misbehaving peer: keep
+            // that copy apart rather than mix the two.
+            return if have == e { have } else { e };
+        }
+        t.entries.insert(key, Arc::downgrade(&e));
+        if t.entries.len() > 2 * t.swept + 1024 {
+            t.entries.retain(|_, w| w.strong_count() > 0);
+            t.swept = t.entries.len();
+        }
+        e
+    }
+
+    /// Distinct entries alive in the pool (0 for a pool that shares nothing).
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |t| {
+            t.lock().unwrap_or_else(PoisonError::into_inner).entries.values().filter(|w| w.strong_count() > 0).count()
+        })
+    }
+
+    /// Whether the pool holds no live entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for EntryPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "EntryPool(shared)" } else { "EntryPool(private)" })
+    }
 }
 
 impl Topology {
@@ -69,7 +138,7 @@ impl Topology {
 
     /// The whole digest, in chunks that each fit one message and together cover every name.
     pub(crate) fn digests(&self) -> Vec<Digest> {
-        let entries: Vec<DigestEntry> = self.peers.values().map(PeerEntry::digest).collect();
+        let entries: Vec<DigestEntry> = self.peers.values().map(|e| e.digest()).collect();
         let chunks: Vec<&[DigestEntry]> =
             if entries.is_empty() { vec![&[][..]] } else { entries.chunks(DIGEST_ENTRIES_MAX).collect() };
         let last = chunks.len() - 1;
@@ -90,7 +159,7 @@ impl Topology {
     }
 
     /// The entries the digest's sender lacks or holds older, within the digest's range.
-    pub(crate) fn newer_than(&self, d: &Digest) -> Vec<&PeerEntry> {
+    pub(crate) fn newer_than(&self, d: &Digest) -> Vec<&Arc<PeerEntry>> {
         let mut theirs = d.entries.iter().peekable();
         let mut out = Vec::new();
         for e in self.peers.range(d.lo..=d.hi).map(|(_, e)| e) {
@@ -151,20 +220,19 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::PeerUid;
     use crate::wire::gossip::tests::arb_entry;
     use crate::wire::gossip::ConnInfo;
     use proptest::prelude::*;
 
-    fn view(entries: &[PeerEntry]) -> BTreeMap<PeerName, PeerEntry> {
+    fn view(entries: &[PeerEntry]) -> View {
         let mut v = BTreeMap::new();
         for e in entries {
-            merge_entry(&mut v, e.clone());
+            merge_entry(&mut v, Arc::new(e.clone()));
         }
         v
     }
 
-    fn join(a: &BTreeMap<PeerName, PeerEntry>, b: &BTreeMap<PeerName, PeerEntry>) -> BTreeMap<PeerName, PeerEntry> {
+    fn join(a: &View, b: &View) -> View {
         let mut out = a.clone();
         for e in b.values() {
             merge_entry(&mut out, e.clone());
@@ -229,11 +297,45 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_pool_keeps_one_copy_of_equal_entries() {
+        let pool = EntryPool::shared();
+        let a = pool.intern(Arc::new(entry(1, 2, &[3])));
+        // The same entry decoded again (by another router) becomes the pooled copy.
+        let b = pool.intern(Arc::new(entry(1, 2, &[3])));
+        assert!(Arc::ptr_eq(&a, &b));
+        // Same name, incarnation and version but other contents: kept apart, never mixed.
+        let odd = pool.intern(Arc::new(entry(1, 2, &[4])));
+        assert!(!Arc::ptr_eq(&a, &odd));
+        assert_eq!(odd.conns[0].peer, PeerName::from_u64(4));
+        // Another version is another entry.
+        let c = pool.intern(Arc::new(entry(1, 3, &[3])));
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(pool.len(), 2);
+        // Entries no router holds any more are not kept alive by the pool.
+        drop((a, b, c));
+        assert_eq!(pool.len(), 0);
+        for n in 0..5000 {
+            drop(pool.intern(Arc::new(entry(n, 1, &[]))));
+        }
+        let t = pool.0.as_ref().unwrap().lock().unwrap();
+        assert!(t.entries.len() <= 2100, "dead entries are swept: {} left", t.entries.len());
+    }
+
+    #[test]
+    fn a_private_pool_shares_nothing() {
+        let pool = EntryPool::default();
+        let a = pool.intern(Arc::new(entry(1, 2, &[3])));
+        let b = pool.intern(Arc::new(entry(1, 2, &[3])));
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(pool.is_empty());
+    }
+
+    #[test]
     fn newer_version_wins_and_older_is_ignored() {
         let mut v = BTreeMap::new();
-        assert!(merge_entry(&mut v, entry(1, 2, &[])));
-        assert!(!merge_entry(&mut v, entry(1, 1, &[2])));
-        assert!(merge_entry(&mut v, entry(1, 3, &[2])));
+        assert!(merge_entry(&mut v, Arc::new(entry(1, 2, &[]))));
+        assert!(!merge_entry(&mut v, Arc::new(entry(1, 1, &[2]))));
+        assert!(merge_entry(&mut v, Arc::new(entry(1, 3, &[2]))));
         assert_eq!(v[&PeerName::from_u64(1)].version, 3);
     }
 
@@ -241,7 +343,7 @@ mod tests {
     fn digests_cover_every_name_when_chunked() {
         let mut t = Topology::default();
         for n in 0..(DIGEST_ENTRIES_MAX as u64 * 2 + 5) {
-            t.peers.insert(PeerName::from_u64(n * 3 + 1), entry(n * 3 + 1, 1, &[]));
+            t.peers.insert(PeerName::from_u64(n * 3 + 1), Arc::new(entry(n * 3 + 1, 1, &[])));
         }
         let ds = t.digests();
         assert_eq!(ds.len(), 3);
@@ -257,7 +359,7 @@ mod tests {
     fn unreachable_peers_are_collected() {
         let mut t = Topology::default();
         for e in [entry(1, 1, &[2]), entry(2, 1, &[1, 3]), entry(3, 1, &[2]), entry(4, 1, &[5]), entry(5, 1, &[4])] {
-            t.peers.insert(e.name, e);
+            t.peers.insert(e.name, Arc::new(e));
         }
         let gone = t.collect_garbage(PeerName::from_u64(1));
         assert_eq!(gone, vec![PeerName::from_u64(4), PeerName::from_u64(5)]);

@@ -310,7 +310,7 @@ pub fn converged(w: &mut World) -> Result<(), String> {
         }
         // Views of the component's entries agree.
         let names: Vec<PeerName> = members.iter().map(|&m| peer_name(m)).collect();
-        let view_of = |w: &World, h: u32| -> Vec<Option<router_core::wire::gossip::PeerEntry>> {
+        let view_of = |w: &World, h: u32| -> Vec<Option<std::sync::Arc<router_core::wire::gossip::PeerEntry>>> {
             let t = w.hosts[h as usize].router.as_ref().expect("running").topology();
             names.iter().map(|p| t.get(p).cloned()).collect()
         };
@@ -319,7 +319,7 @@ pub fn converged(w: &mut World) -> Result<(), String> {
             let other = view_of(w, m);
             if other != first {
                 let k = first.iter().zip(&other).position(|(x, y)| x != y).expect("views differ somewhere");
-                let show = |e: &Option<router_core::wire::gossip::PeerEntry>| match e {
+                let show = |e: &Option<std::sync::Arc<router_core::wire::gossip::PeerEntry>>| match e {
                     Some(e) => format!("version {} with {} links", e.version, e.conns.len()),
                     None => "nothing".into(),
                 };

@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rand_chacha::ChaCha8Rng;
+use router_core::topology::EntryPool;
 use router_core::wire::datagram::{Datagram, Kind};
 use router_core::{
     Config, ConnEvent, ConnId, Destination, Duration, Event, Instant, Mac, Password, PeerName, Router, TRANSMIT_BUF_MIN,
@@ -179,6 +180,8 @@ pub struct World {
     pool: Vec<Vec<u8>>,
     /// The plaintext form of the datagram being sent (password sessions).
     plain: Vec<u8>,
+    /// One copy of each peer entry for every router of this world.
+    entries: EntryPool,
 }
 
 impl World {
@@ -217,6 +220,7 @@ impl World {
             out_frames: Vec::new(),
             pool: Vec::new(),
             plain: Vec::new(),
+            entries: EntryPool::shared(),
             scenario,
         };
         let targets = w.connect_plan();
@@ -410,6 +414,7 @@ impl World {
         let s = &self.scenario.router;
         let mut c = Config::new(peer_name(h));
         c.nickname = self.hosts[h as usize].name.clone();
+        c.entry_pool = self.entries.clone();
         c.seed = derive(self.seed, "router", (u64::from(h) << 32) | u64::from(self.hosts[h as usize].incarnation));
         c.discovery = s.discovery;
         if let Some(v) = s.hop_limit {

@@ -10,6 +10,7 @@
 //! Lists are strictly ascending by name, so every value has exactly one encoding.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -230,8 +231,9 @@ impl PeerEntry {
 /// Topology entries, strictly ascending by name.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Update {
-    /// The entries.
-    pub entries: Vec<PeerEntry>,
+    /// The entries (shared: the same entry goes out over many connections and, in a
+    /// simulator, sits in many routers' views; see [`crate::topology::EntryPool`]).
+    pub entries: Vec<Arc<PeerEntry>>,
 }
 
 /// Room for entries in one update message: the body limit less the type byte and count.
@@ -243,13 +245,13 @@ impl Update {
         if count * ENTRY_MIN_LEN > r.remaining() {
             return Err(DecodeError::Truncated("update entries"));
         }
-        let mut entries: Vec<PeerEntry> = Vec::with_capacity(count);
+        let mut entries: Vec<Arc<PeerEntry>> = Vec::with_capacity(count);
         for _ in 0..count {
             let e = PeerEntry::parse(r)?;
             if entries.last().is_some_and(|p| p.name >= e.name) {
                 return Err(DecodeError::Invalid("update order"));
             }
-            entries.push(e);
+            entries.push(Arc::new(e));
         }
         Ok(Update { entries })
     }
@@ -285,7 +287,7 @@ pub(crate) mod tests {
 
     fn update() -> Message {
         Message::GossipUpdate(Update {
-            entries: vec![PeerEntry {
+            entries: vec![Arc::new(PeerEntry {
                 name: PeerName::from_u64(1),
                 uid: PeerUid(9),
                 version: 3,
@@ -299,7 +301,7 @@ pub(crate) mod tests {
                     },
                     ConnInfo { peer: PeerName::from_u64(3), established: false, outbound: false, addr: None },
                 ],
-            }],
+            })],
         })
     }
 
@@ -394,7 +396,7 @@ pub(crate) mod tests {
         fn update_round_trips(mut entries in proptest::collection::vec(arb_entry(), 0..20)) {
             entries.sort_by_key(|e| e.name);
             entries.dedup_by_key(|e| e.name);
-            let m = Message::GossipUpdate(Update { entries });
+            let m = Message::GossipUpdate(Update { entries: entries.into_iter().map(Arc::new).collect() });
             let mut out = Vec::new();
             m.emit(&mut out);
             prop_assert_eq!(Message::parse(&out[4..]), Ok(m));

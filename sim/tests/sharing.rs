@@ -1,0 +1,34 @@
+//! Routers of one simulated world share one copy of each peer entry: the memory of a large
+//! simulation grows with the number of distinct entries, not with routers times peers.
+
+use std::sync::Arc;
+
+use router_core::Instant;
+use weave_sim::{Scenario, Trace, World};
+
+#[test]
+fn converged_routers_hold_the_same_copy_of_every_entry() {
+    let s = Scenario::parse(
+        r#"
+name = "ring of 12"
+duration = "30s"
+[hosts]
+count = 12
+[underlay]
+shape = "ring"
+[router]
+connect = "underlay"
+"#,
+    )
+    .unwrap();
+    let mut w = World::new(s, 5, Trace::new());
+    w.run_until(Instant::from_millis(20_000));
+    let views: Vec<_> = w.hosts.iter().map(|h| h.router.as_ref().expect("running").topology().clone()).collect();
+    assert_eq!(views[0].len(), 12, "the ring converged");
+    for v in &views[1..] {
+        assert_eq!(v, &views[0], "every router holds the same view");
+        for (name, e) in v {
+            assert!(Arc::ptr_eq(e, &views[0][name]), "{name}: a router holds its own copy of a shared entry");
+        }
+    }
+}

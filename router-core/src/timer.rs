@@ -1,6 +1,7 @@
 //! One table for every periodic job; [`TimerTable::next`] is the exact next deadline.
 
-use std::collections::BTreeSet;
+use core::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 
 use rustc_hash::FxHashMap;
@@ -49,24 +50,34 @@ const CONN_TIMERS: [ConnTimer; 5] = [
 ];
 
 /// Deadlines ordered by (time, job), so equal deadlines fire in a fixed order.
+///
+/// Re-arming is the common operation (every heartbeat, every datagram's liveness deadline),
+/// so it only records the new deadline and pushes it onto a heap: the entry it replaces stays
+/// in the heap, stale, until it reaches the top and is discarded. The top is always a live
+/// entry, so [`TimerTable::next`] is exact.
 #[derive(Debug, Default)]
 pub(crate) struct TimerTable {
-    by_deadline: BTreeSet<(Instant, Timer)>,
-    by_timer: FxHashMap<Timer, Instant>,
+    heap: BinaryHeap<Reverse<(Instant, Timer)>>,
+    armed: FxHashMap<Timer, Instant>,
 }
 
 impl TimerTable {
     /// Arms `timer` at `at`, replacing any earlier setting.
     pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
-        if let Some(old) = self.by_timer.insert(timer, at) {
-            self.by_deadline.remove(&(old, timer));
+        if self.armed.insert(timer, at) == Some(at) {
+            return;
         }
-        self.by_deadline.insert((at, timer));
+        self.heap.push(Reverse((at, timer)));
+        if self.heap.len() > 2 * self.armed.len() + 16 {
+            // Too many stale entries: rebuild from the live ones.
+            self.heap = self.armed.iter().map(|(&t, &at)| Reverse((at, t))).collect();
+        }
+        self.discard_stale();
     }
 
     /// Arms `timer` at `at` unless it is already armed earlier.
     pub(crate) fn set_if_earlier(&mut self, timer: Timer, at: Instant) {
-        match self.by_timer.get(&timer) {
+        match self.armed.get(&timer) {
             Some(&old) if old <= at => {}
             _ => self.set(timer, at),
         }
@@ -74,8 +85,8 @@ impl TimerTable {
 
     /// Disarms `timer`.
     pub(crate) fn cancel(&mut self, timer: Timer) {
-        if let Some(old) = self.by_timer.remove(&timer) {
-            self.by_deadline.remove(&(old, timer));
+        if self.armed.remove(&timer).is_some() {
+            self.discard_stale();
         }
     }
 
@@ -88,35 +99,118 @@ impl TimerTable {
 
     /// When `timer` fires, if armed.
     pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
-        self.by_timer.get(&timer).copied()
+        self.armed.get(&timer).copied()
     }
 
     /// The earliest deadline.
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.by_deadline.first().map(|&(at, _)| at)
+        self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Removes and returns the earliest job due at or before `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
-        let &(at, timer) = self.by_deadline.first()?;
+        let &Reverse((at, timer)) = self.heap.peek()?;
         if at > now {
             return None;
         }
-        self.by_deadline.pop_first();
-        self.by_timer.remove(&timer);
+        self.heap.pop();
+        self.armed.remove(&timer);
+        self.discard_stale();
         Some(timer)
+    }
+
+    /// Pops heap entries that no longer match their job's deadline, so the top is live.
+    fn discard_stale(&mut self) {
+        while let Some(&Reverse((at, timer))) = self.heap.peek() {
+            if self.armed.get(&timer) == Some(&at) {
+                return;
+            }
+            self.heap.pop();
+        }
     }
 
     /// Number of armed jobs.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.by_timer.len()
+        self.armed.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// The obvious table: every job once, ordered by (deadline, job).
+    #[derive(Default)]
+    struct Model {
+        by_deadline: BTreeSet<(Instant, Timer)>,
+        by_timer: BTreeMap<Timer, Instant>,
+    }
+
+    impl Model {
+        fn set(&mut self, t: Timer, at: Instant) {
+            if let Some(old) = self.by_timer.insert(t, at) {
+                self.by_deadline.remove(&(old, t));
+            }
+            self.by_deadline.insert((at, t));
+        }
+        fn cancel(&mut self, t: Timer) {
+            if let Some(old) = self.by_timer.remove(&t) {
+                self.by_deadline.remove(&(old, t));
+            }
+        }
+        fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+            let &(at, t) = self.by_deadline.first()?;
+            (at <= now).then(|| {
+                self.by_deadline.pop_first();
+                self.by_timer.remove(&t);
+                t
+            })
+        }
+    }
+
+    fn job(i: u8) -> Timer {
+        match i % 8 {
+            0 => Timer::GossipFlush,
+            1 => Timer::AntiEntropy,
+            2 => Timer::Routes,
+            k => Timer::Conn(ConnId(u32::from(i / 8)), CONN_TIMERS[usize::from(k - 3)]),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn behaves_like_an_ordered_set_of_jobs(ops in proptest::collection::vec((0u8..4, 0u8..24, 0u64..50), 1..300)) {
+            let (mut t, mut m) = (TimerTable::default(), Model::default());
+            let mut now = 0;
+            for (op, j, d) in ops {
+                let (job, at) = (job(j), Instant::from_millis(now + d));
+                match op {
+                    0 => { t.set(job, at); m.set(job, at); }
+                    1 => {
+                        t.set_if_earlier(job, at);
+                        if m.by_timer.get(&job).is_none_or(|&old| at < old) { m.set(job, at); }
+                    }
+                    2 => { t.cancel(job); m.cancel(job); }
+                    _ => {
+                        now += d;
+                        let now = Instant::from_millis(now);
+                        loop {
+                            let (a, b) = (t.pop_due(now), m.pop_due(now));
+                            prop_assert_eq!(a, b);
+                            if a.is_none() { break; }
+                        }
+                    }
+                }
+                prop_assert_eq!(t.next(), m.by_deadline.first().map(|&(at, _)| at));
+                prop_assert_eq!(t.get(job), m.by_timer.get(&job).copied());
+                prop_assert_eq!(t.len(), m.by_timer.len());
+                prop_assert!(t.heap.len() <= 2 * t.armed.len() + 17, "stale entries are bounded");
+            }
+        }
+    }
 
     #[test]
     fn fires_in_deadline_order_and_rearming_moves_a_job() {

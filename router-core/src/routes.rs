@@ -8,22 +8,72 @@
 //! reachable peer gets each flood exactly once. Computing them needs one search from each
 //! neighbour (done on first use after a change), not one per source.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use crate::peer::PeerName;
+#[cfg(doc)]
+use crate::topology::EntryPool;
 use crate::topology::View;
 use crate::wire::gossip::PeerEntry;
 
 const NONE: u32 = u32::MAX;
 
-/// Unicast next hops and broadcast trees for one view of the topology.
-#[derive(Debug, Clone, Default)]
-pub struct Routes {
+/// What the routes need of a view that does not depend on whose routes they are: the names,
+/// their index and the established adjacency. Routers whose views are equal share one (see
+/// [`EntryPool`]).
+#[derive(Debug, Default)]
+pub struct Graph {
+    /// The view's entries, to tell whether a pooled graph was built from an equal view.
+    entries: Vec<Arc<PeerEntry>>,
     names: Vec<PeerName>,
     index: FxHashMap<PeerName, u32>,
     /// Adjacency in compressed rows: neighbours of `i` are `edges[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<u32>,
     edges: Vec<u32>,
+}
+
+impl Graph {
+    /// The graph of `view`. Links count only when both ends advertise them as established.
+    pub fn build(view: &View) -> Graph {
+        let entries: Vec<Arc<PeerEntry>> = view.values().cloned().collect();
+        let names: Vec<PeerName> = view.keys().copied().collect();
+        let mut index = FxHashMap::default();
+        index.reserve(names.len());
+        for (i, n) in names.iter().enumerate() {
+            index.insert(*n, u32::try_from(i).expect("fewer than 2^32 peers"));
+        }
+        let mut offsets = Vec::with_capacity(names.len() + 1);
+        let mut edges = Vec::new();
+        offsets.push(0);
+        for e in &entries {
+            for c in e.conns.iter().filter(|c| c.established) {
+                let Some(&j) = index.get(&c.peer) else { continue };
+                if established_to(&entries[j as usize], e.name) {
+                    edges.push(j);
+                }
+            }
+            offsets.push(u32::try_from(edges.len()).expect("fewer than 2^32 links"));
+        }
+        Graph { entries, names, index, offsets, edges }
+    }
+
+    /// Whether this graph was built from exactly these entries.
+    pub(crate) fn built_from(&self, view: &View) -> bool {
+        self.entries.len() == view.len() && self.entries.iter().zip(view.values()).all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+
+    fn neighbours(&self, i: u32) -> &[u32] {
+        let i = i as usize;
+        &self.edges[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+}
+
+/// Unicast next hops and broadcast trees for one view of the topology.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    graph: Arc<Graph>,
     me: u32,
     next_hop: Vec<u32>,
     dist: Vec<u32>,
@@ -52,37 +102,24 @@ impl Routes {
         r
     }
 
-    /// Recomputes in place, reusing the previous allocations (and the name index, when the
-    /// set of peers did not change).
+    /// Recomputes in place over `view`.
     pub fn rebuild(&mut self, view: &View, me: PeerName) {
-        let same_names = self.names.len() == view.len() && self.names.iter().zip(view.keys()).all(|(a, b)| a == b);
-        if !same_names {
-            self.names.clear();
-            self.names.extend(view.keys().copied());
-            self.index.clear();
-            self.index.reserve(self.names.len());
-            for (i, n) in self.names.iter().enumerate() {
-                self.index.insert(*n, u32::try_from(i).expect("fewer than 2^32 peers"));
-            }
-        }
-        let entries: Vec<&PeerEntry> = view.values().map(|e| &**e).collect();
-        self.offsets.clear();
-        self.edges.clear();
-        self.offsets.push(0);
-        for e in &entries {
-            for c in e.conns.iter().filter(|c| c.established) {
-                let Some(&j) = self.index.get(&c.peer) else { continue };
-                if established_to(entries[j as usize], e.name) {
-                    self.edges.push(j);
-                }
-            }
-            self.offsets.push(u32::try_from(self.edges.len()).expect("fewer than 2^32 links"));
-        }
-        self.me = self.index.get(&me).copied().unwrap_or(NONE);
+        self.rebuild_on(Arc::new(Graph::build(view)), me);
+    }
+
+    /// Recomputes in place over a graph (perhaps shared with other routers).
+    pub(crate) fn rebuild_on(&mut self, graph: Arc<Graph>, me: PeerName) {
+        self.graph = graph;
+        self.me = self.graph.index.get(&me).copied().unwrap_or(NONE);
         self.compute_unicast();
         self.masks_ready = false;
         self.child_masks.clear();
         self.release_scratch();
+    }
+
+    /// Whether `self` and `other` were computed over one shared graph (see [`EntryPool`]).
+    pub fn shares_graph_with(&self, other: &Routes) -> bool {
+        Arc::ptr_eq(&self.graph, &other.graph)
     }
 
     fn release_scratch(&mut self) {
@@ -91,13 +128,12 @@ impl Routes {
     }
 
     fn neighbours(&self, i: u32) -> &[u32] {
-        let i = i as usize;
-        &self.edges[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+        self.graph.neighbours(i)
     }
 
     /// BFS from `root` into `scratch_parent` (NONE = unvisited, root's parent = root).
     fn bfs(&mut self, root: u32) {
-        let n = self.names.len();
+        let n = self.graph.names.len();
         let mut parent = std::mem::take(&mut self.scratch_parent);
         let mut queue = std::mem::take(&mut self.scratch_queue);
         parent.clear();
@@ -122,7 +158,7 @@ impl Routes {
     /// Next hops from `root` towards every peer, from the BFS in the scratch buffers.
     fn next_hops_from(&mut self, root: u32, out: &mut Vec<u32>) {
         out.clear();
-        out.resize(self.names.len(), NONE);
+        out.resize(self.graph.names.len(), NONE);
         self.bfs(root);
         // The queue holds peers in BFS order, so parents come before children.
         for k in 0..self.scratch_queue.len() {
@@ -133,7 +169,7 @@ impl Routes {
     }
 
     fn compute_unicast(&mut self) {
-        let n = self.names.len();
+        let n = self.graph.names.len();
         self.dist.clear();
         self.dist.resize(n, NONE);
         let mut hops = std::mem::take(&mut self.next_hop);
@@ -154,36 +190,36 @@ impl Routes {
 
     /// The neighbour to send to for `dst`, or `None` if `dst` is unreachable (or ourselves).
     pub fn next_hop(&self, dst: PeerName) -> Option<PeerName> {
-        let &i = self.index.get(&dst)?;
+        let &i = self.graph.index.get(&dst)?;
         match self.next_hop[i as usize] {
             NONE => None,
             h if h == self.me => None,
-            h => Some(self.names[h as usize]),
+            h => Some(self.graph.names[h as usize]),
         }
     }
 
     /// Hops from us to `dst` over established links.
     pub fn distance(&self, dst: PeerName) -> Option<u32> {
-        let &i = self.index.get(&dst)?;
+        let &i = self.graph.index.get(&dst)?;
         Some(self.dist[i as usize]).filter(|&d| d != NONE)
     }
 
     /// Every peer reachable over established links, us included, in name order.
     pub fn reachable(&self) -> impl Iterator<Item = PeerName> + '_ {
-        self.names.iter().zip(&self.dist).filter(|(_, &d)| d != NONE).map(|(n, _)| *n)
+        self.graph.names.iter().zip(&self.dist).filter(|(_, &d)| d != NONE).map(|(n, _)| *n)
     }
 
     /// Our established neighbours (both ends agree), in name order.
     pub fn neighbours_of_me(&self) -> impl Iterator<Item = PeerName> + '_ {
         let n: &[u32] = if self.me == NONE { &[] } else { self.neighbours(self.me) };
-        n.iter().map(|&j| self.names[j as usize])
+        n.iter().map(|&j| self.graph.names[j as usize])
     }
 
     /// Our children in `src`'s broadcast tree: the neighbours whose next hop towards `src`
     /// is us. Floods from `src` are forwarded to them.
     pub fn broadcast_children(&mut self, src: PeerName) -> &[PeerName] {
         self.children.clear();
-        let Some(&s) = self.index.get(&src) else { return &self.children };
+        let Some(&s) = self.graph.index.get(&src) else { return &self.children };
         if self.me == NONE || self.dist[s as usize] == NONE {
             return &self.children;
         }
@@ -191,13 +227,13 @@ impl Routes {
             self.compute_child_masks();
         }
         let at = s as usize * self.stride;
-        let mine = &self.edges[self.offsets[self.me as usize] as usize..];
+        let mine = self.graph.neighbours(self.me);
         for (w, &word) in self.child_masks[at..at + self.stride].iter().enumerate() {
             let mut bits = word;
             while bits != 0 {
                 let k = w * 32 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                self.children.push(self.names[mine[k] as usize]);
+                self.children.push(self.graph.names[mine[k] as usize]);
             }
         }
         &self.children
@@ -206,7 +242,7 @@ impl Routes {
     /// One search from each neighbour: where its next hop towards a peer is us, it is our
     /// child in that peer's tree.
     fn compute_child_masks(&mut self) {
-        let n = self.names.len();
+        let n = self.graph.names.len();
         let deg = self.neighbours(self.me).len();
         self.stride = deg.div_ceil(32);
         self.child_masks.clear();
@@ -233,12 +269,12 @@ impl Routes {
 
     /// Number of peers in the view.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.graph.names.len()
     }
 
     /// Whether the view is empty.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.graph.names.is_empty()
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use rustc_hash::FxHashMap;
 
 use crate::peer::{PeerName, PeerUid};
+use crate::routes::Graph;
 use crate::wire::gossip::{Digest, DigestEntry, DigestHasher, PeerEntry, Summary, DIGEST_ENTRIES_MAX};
 
 /// A view of the topology: every known peer's entry by name. Entries are immutable and shared.
@@ -60,8 +61,10 @@ pub(crate) struct Topology {
 /// process would hold thousands of copies of each, and those copies were most of its memory.
 /// Routers given one [`EntryPool::shared`] pool keep one copy per (name, incarnation,
 /// version): an entry decoded from gossip is swapped for the pooled copy when their contents
-/// are equal. Sharing changes no behaviour (entries are immutable). The default pool shares
-/// nothing, which is right for a process with one router.
+/// are equal. Routers whose views are equal also share the view's route graph (names, index,
+/// adjacency); only what depends on the router itself (next hops, distances, broadcast
+/// children) stays its own. Sharing changes no behaviour (both are immutable). The default
+/// pool shares nothing, which is right for a process with one router.
 #[derive(Clone, Default)]
 pub struct EntryPool(Option<Arc<Mutex<PoolTable>>>);
 
@@ -70,6 +73,9 @@ struct PoolTable {
     entries: FxHashMap<(PeerName, PeerUid, u64), Weak<PeerEntry>>,
     /// Size after the last sweep of dead entries; the next sweep waits until it doubles.
     swept: usize,
+    /// Route graphs by the summary hash of the view they were built from.
+    graphs: FxHashMap<u64, Weak<Graph>>,
+    graphs_swept: usize,
 }
 
 impl EntryPool {
@@ -95,6 +101,28 @@ impl EntryPool {
             t.swept = t.entries.len();
         }
         e
+    }
+
+    /// The route graph of `view`, whose summary hash is `key`: the pooled one when an equal
+    /// view already has one, else a new one (pooled).
+    pub(crate) fn graph(&self, view: &View, key: u64) -> Arc<Graph> {
+        let Some(table) = &self.0 else { return Arc::new(Graph::build(view)) };
+        if let Some(g) = table.lock().unwrap_or_else(PoisonError::into_inner).graphs.get(&key).and_then(Weak::upgrade) {
+            if g.built_from(view) {
+                return g;
+            }
+        }
+        // Built without the lock held; views that collide on the key keep their own graphs.
+        let g = Arc::new(Graph::build(view));
+        let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+        if t.graphs.get(&key).is_none_or(|w| w.strong_count() == 0) {
+            t.graphs.insert(key, Arc::downgrade(&g));
+            if t.graphs.len() > 2 * t.graphs_swept + 64 {
+                t.graphs.retain(|_, w| w.strong_count() > 0);
+                t.graphs_swept = t.graphs.len();
+            }
+        }
+        g
     }
 
     /// Distinct entries alive in the pool (0 for a pool that shares nothing).

@@ -31,4 +31,11 @@ connect = "underlay"
             assert!(Arc::ptr_eq(e, &views[0][name]), "{name}: a router holds its own copy of a shared entry");
         }
     }
+    // Equal views share one route graph; each router's own next hops differ.
+    let first = w.hosts[0].router.as_mut().unwrap().routes().clone();
+    for h in 1..w.hosts.len() {
+        let r = w.hosts[h].router.as_mut().unwrap().routes();
+        assert!(r.shares_graph_with(&first), "host {h} built its own graph of an equal view");
+        assert_eq!(r.distance(weave_sim::world::peer_name(h as u32)), Some(0));
+    }
 }

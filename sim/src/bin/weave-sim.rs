@@ -289,9 +289,10 @@ fn cmd_explore(
     Ok(false)
 }
 
-fn peak_rss_mib() -> Option<f64> {
+/// A memory figure of this process from /proc/self/status (`VmHWM` peak, `VmRSS` now), in MiB.
+fn rss_mib(field: &str) -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: f64 = s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
 
@@ -324,8 +325,8 @@ safety = false
 
 fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
     println!(
-        "{:>7} {:>10} {:>12} {:>12} {:>14} {:>10}",
-        "peers", "simulated", "wall", "events/s", "sim/wall", "peak MiB"
+        "{:>7} {:>10} {:>12} {:>12} {:>14} {:>10} {:>10}",
+        "peers", "simulated", "wall", "events/s", "sim/wall", "peak MiB", "now MiB"
     );
     for n in peers {
         let secs_default = match n {
@@ -344,12 +345,13 @@ fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
         let wall = t0.elapsed().as_secs_f64();
         let events = w.stats.events - e0;
         println!(
-            "{n:>7} {:>9}s {:>11.2}s {:>12.0} {:>13.0}x {:>10.0}",
+            "{n:>7} {:>9}s {:>11.2}s {:>12.0} {:>13.0}x {:>10.0} {:>10.0}",
             s.duration.0.as_secs(),
             wall,
             events as f64 / wall,
             s.duration.0.as_secs_f64() / wall,
-            peak_rss_mib().unwrap_or(0.0)
+            rss_mib("VmHWM:").unwrap_or(0.0),
+            rss_mib("VmRSS:").unwrap_or(0.0)
         );
         if n == 1000 {
             gossip_per_link_change(&mut w);

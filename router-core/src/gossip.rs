@@ -14,7 +14,7 @@ use crate::peer::{ConnId, PeerName};
 use crate::router::Router;
 use crate::time::Instant;
 use crate::timer::Timer;
-use crate::topology::entry_order;
+use crate::topology::{entry_order, merge_pooled};
 use crate::wire::control::Message;
 use crate::wire::gossip::{Digest, PeerEntry, Summary, Update, UPDATE_ROOM};
 
@@ -76,9 +76,7 @@ impl Router {
                 self.stats.gossip_entries_refused += 1;
                 continue;
             }
-            let wins = self.topology.peers.get(&name).is_none_or(|cur| entry_order(&e, cur) == Ordering::Greater);
-            if wins {
-                self.topology.peers.insert(name, self.config.entry_pool.intern(e));
+            if merge_pooled(&mut self.topology.peers, e, &self.config.entry_pool) {
                 self.topology.changed();
                 self.stats.gossip_entries_merged += 1;
                 self.dirty.insert(name, Some(from));

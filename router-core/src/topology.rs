@@ -35,17 +35,16 @@ fn digest_order(a: &DigestEntry, b: &DigestEntry) -> Ordering {
 
 /// Merges one entry into a view. Returns whether the view changed.
 pub fn merge_entry(view: &mut View, e: Arc<PeerEntry>) -> bool {
-    match view.get_mut(&e.name) {
-        Some(cur) if entry_order(&e, cur) != Ordering::Greater => false,
-        Some(cur) => {
-            *cur = e;
-            true
-        }
-        None => {
-            view.insert(e.name, e);
-            true
-        }
+    merge_pooled(view, e, &EntryPool::default())
+}
+
+/// [`merge_entry`], keeping the pooled copy of an entry that wins.
+pub(crate) fn merge_pooled(view: &mut View, e: Arc<PeerEntry>, pool: &EntryPool) -> bool {
+    if view.get(&e.name).is_some_and(|cur| entry_order(&e, cur) != Ordering::Greater) {
+        return false;
     }
+    view.insert(e.name, pool.intern(e));
+    true
 }
 
 /// Every peer's entry as this router knows it, ours included.

@@ -458,9 +458,13 @@ impl Router {
         }
         self.routes_dirty = false;
         self.timers.cancel(Timer::Routes);
-        let key = self.topology.summary().hash;
-        let graph = self.config.entry_pool.graph(&self.topology.peers, key);
-        self.routes.rebuild_on(graph, self.config.name);
+        if self.config.entry_pool.is_shared() {
+            let key = self.topology.summary().hash;
+            let graph = self.config.entry_pool.graph(&self.topology.peers, key);
+            self.routes.rebuild_on(graph, self.config.name);
+        } else {
+            self.routes.rebuild(&self.topology.peers, self.config.name);
+        }
         self.stats.route_recomputes += 1;
         let now_reachable: BTreeSet<PeerName> = self.routes.reachable().filter(|&p| p != self.config.name).collect();
         let lost: Vec<PeerName> = self.reachable.difference(&now_reachable).copied().collect();

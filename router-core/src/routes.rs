@@ -25,7 +25,8 @@ const NONE: u32 = u32::MAX;
 /// [`EntryPool`]).
 #[derive(Debug, Default)]
 pub struct Graph {
-    /// The view's entries, to tell whether a pooled graph was built from an equal view.
+    /// For a pooled graph, the view's entries, to tell whether it was built from an equal
+    /// view; empty otherwise.
     entries: Vec<Arc<PeerEntry>>,
     names: Vec<PeerName>,
     index: FxHashMap<PeerName, u32>,
@@ -37,26 +38,46 @@ pub struct Graph {
 impl Graph {
     /// The graph of `view`. Links count only when both ends advertise them as established.
     pub fn build(view: &View) -> Graph {
-        let entries: Vec<Arc<PeerEntry>> = view.values().cloned().collect();
-        let names: Vec<PeerName> = view.keys().copied().collect();
-        let mut index = FxHashMap::default();
-        index.reserve(names.len());
-        for (i, n) in names.iter().enumerate() {
-            index.insert(*n, u32::try_from(i).expect("fewer than 2^32 peers"));
+        let mut g = Graph::default();
+        g.rebuild(view);
+        g
+    }
+
+    /// [`Graph::build`] for sharing: also keeps the entries, which [`Graph::built_from`]
+    /// checks against a view before the graph is reused for it.
+    pub(crate) fn build_shared(view: &View) -> Graph {
+        let mut g = Graph::build(view);
+        g.entries.extend(view.values().cloned());
+        g
+    }
+
+    /// Rebuilds in place, reusing the allocations (and the name index, when the set of peers
+    /// did not change).
+    fn rebuild(&mut self, view: &View) {
+        let same_names = self.names.len() == view.len() && self.names.iter().zip(view.keys()).all(|(a, b)| a == b);
+        if !same_names {
+            self.names.clear();
+            self.names.extend(view.keys().copied());
+            self.index.clear();
+            self.index.reserve(self.names.len());
+            for (i, n) in self.names.iter().enumerate() {
+                self.index.insert(*n, u32::try_from(i).expect("fewer than 2^32 peers"));
+            }
         }
-        let mut offsets = Vec::with_capacity(names.len() + 1);
-        let mut edges = Vec::new();
-        offsets.push(0);
+        let entries: Vec<&PeerEntry> = view.values().map(|e| &**e).collect();
+        self.entries.clear();
+        self.offsets.clear();
+        self.edges.clear();
+        self.offsets.push(0);
         for e in &entries {
             for c in e.conns.iter().filter(|c| c.established) {
-                let Some(&j) = index.get(&c.peer) else { continue };
-                if established_to(&entries[j as usize], e.name) {
-                    edges.push(j);
+                let Some(&j) = self.index.get(&c.peer) else { continue };
+                if established_to(entries[j as usize], e.name) {
+                    self.edges.push(j);
                 }
             }
-            offsets.push(u32::try_from(edges.len()).expect("fewer than 2^32 links"));
+            self.offsets.push(u32::try_from(self.edges.len()).expect("fewer than 2^32 links"));
         }
-        Graph { entries, names, index, offsets, edges }
     }
 
     /// Whether this graph was built from exactly these entries.
@@ -102,9 +123,14 @@ impl Routes {
         r
     }
 
-    /// Recomputes in place over `view`.
+    /// Recomputes in place over `view`, reusing the graph's allocations when no other routes
+    /// share it.
     pub fn rebuild(&mut self, view: &View, me: PeerName) {
-        self.rebuild_on(Arc::new(Graph::build(view)), me);
+        match Arc::get_mut(&mut self.graph) {
+            Some(g) => g.rebuild(view),
+            None => self.graph = Arc::new(Graph::build(view)),
+        }
+        self.rebuild_on(Arc::clone(&self.graph), me);
     }
 
     /// Recomputes in place over a graph (perhaps shared with other routers).

@@ -102,8 +102,13 @@ impl EntryPool {
         e
     }
 
+    /// Whether routers given this pool share with each other.
+    pub fn is_shared(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// The route graph of `view`, whose summary hash is `key`: the pooled one when an equal
-    /// view already has one, else a new one (pooled).
+    /// view already has one, else a new one (pooled; private from a pool that shares nothing).
     pub(crate) fn graph(&self, view: &View, key: u64) -> Arc<Graph> {
         let Some(table) = &self.0 else { return Arc::new(Graph::build(view)) };
         if let Some(g) = table.lock().unwrap_or_else(PoisonError::into_inner).graphs.get(&key).and_then(Weak::upgrade) {
@@ -112,7 +117,7 @@ impl EntryPool {
             }
         }
         // Built without the lock held; views that collide on the key keep their own graphs.
-        let g = Arc::new(Graph::build(view));
+        let g = Arc::new(Graph::build_shared(view));
         let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
         if t.graphs.get(&key).is_none_or(|w| w.strong_count() == 0) {
             t.graphs.insert(key, Arc::downgrade(&g));

@@ -130,12 +130,17 @@ impl Routes {
             Some(g) => g.rebuild(view),
             None => self.graph = Arc::new(Graph::build(view)),
         }
-        self.rebuild_on(Arc::clone(&self.graph), me);
+        self.recompute(me);
     }
 
     /// Recomputes in place over a graph (perhaps shared with other routers).
     pub(crate) fn rebuild_on(&mut self, graph: Arc<Graph>, me: PeerName) {
         self.graph = graph;
+        self.recompute(me);
+    }
+
+    /// Everything that depends on who we are, over the current graph.
+    fn recompute(&mut self, me: PeerName) {
         self.me = self.graph.index.get(&me).copied().unwrap_or(NONE);
         self.compute_unicast();
         self.masks_ready = false;

@@ -36,6 +36,9 @@ pub struct Config {
     pub peers_max: usize,
     /// Bytes of queued output after which data frames are dropped.
     pub outbox_limit: usize,
+    /// Capacity of the output buffer kept once everything queued has been sent: more is
+    /// freed. A process running thousands of routers (a simulator) keeps less.
+    pub outbox_keep: usize,
     /// A connection's preamble and handshake must finish within this.
     pub handshake_timeout: Duration,
     /// TCP heartbeat period.
@@ -104,6 +107,7 @@ impl Config {
             mac_table_max: 65_536,
             peers_max: 65_536,
             outbox_limit: 8 << 20,
+            outbox_keep: 64 << 10,
             handshake_timeout: Duration::from_secs(10),
             tcp_heartbeat: Duration::from_secs(10),
             tcp_timeout: Duration::from_secs(60),

@@ -28,9 +28,6 @@ pub struct Transmit {
     pub len: usize,
 }
 
-/// Arena capacity kept once the queue drains (a gossip burst may have grown it).
-const ARENA_KEEP: usize = 64 * 1024;
-
 /// A caller's buffer of this size holds any transmit.
 pub const TRANSMIT_BUF_MIN: usize = FRAME_HEADER_LEN + SEALED_BODY_MAX;
 
@@ -50,11 +47,13 @@ pub(crate) struct Outbox {
     arena: Vec<u8>,
     queue: VecDeque<Item>,
     data_limit: usize,
+    /// Arena capacity kept once the queue drains (a gossip burst may have grown it).
+    keep: usize,
 }
 
 impl Outbox {
-    pub(crate) fn new(data_limit: usize) -> Self {
-        Outbox { arena: Vec::new(), queue: VecDeque::new(), data_limit }
+    pub(crate) fn new(data_limit: usize, keep: usize) -> Self {
+        Outbox { arena: Vec::new(), queue: VecDeque::new(), data_limit, keep }
     }
 
     /// Whether data of `n` more bytes may be queued.
@@ -190,8 +189,9 @@ impl Outbox {
         buf[..item.len].copy_from_slice(&self.arena[item.start..item.start + item.len]);
         if self.queue.is_empty() {
             self.arena.clear();
-            if self.arena.capacity() > ARENA_KEEP {
+            if self.arena.capacity() > self.keep {
                 self.arena = Vec::new();
+                self.queue = VecDeque::new();
             }
         }
         Some((Transmit { dest: item.dest, len: item.len }, item.seal))
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn frames_to_one_peer_share_a_datagram_up_to_the_limit() {
-        let mut o = Outbox::new(1 << 20);
+        let mut o = Outbox::new(1 << 20, 64 << 10);
         let to: SocketAddr = "10.0.0.2:6783".parse().unwrap();
         let h = Header {
             kind: Kind::Frames,

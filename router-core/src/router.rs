@@ -144,7 +144,6 @@ pub struct Router {
     pub(crate) stats: Stats,
     /// Entries to send in the next triggered gossip, with the connection each came from.
     pub(crate) dirty: BTreeMap<PeerName, Option<ConnId>>,
-    pub(crate) reachable: BTreeSet<PeerName>,
     pub(crate) recent_failures: VecDeque<(Instant, SocketAddr, Option<PeerName>, ConnError)>,
     pub(crate) scratch_peers: Vec<PeerName>,
     /// The topology changed since discovery last looked for peers to dial.
@@ -191,7 +190,7 @@ impl Router {
         let uid = PeerUid(rng.next_u64() | 1);
         let mut r = Router {
             macs: MacCache::new(config.mac_expiry, config.mac_table_max),
-            out: Outbox::new(config.outbox_limit),
+            out: Outbox::new(config.outbox_limit, config.outbox_keep),
             config,
             rng,
             uid,
@@ -209,7 +208,6 @@ impl Router {
             events: VecDeque::new(),
             stats: Stats::default(),
             dirty: BTreeMap::new(),
-            reachable: BTreeSet::new(),
             recent_failures: VecDeque::new(),
             scratch_peers: Vec::new(),
             discovery_pending: false,
@@ -343,7 +341,12 @@ impl Router {
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        // A first convergence queues one event per peer; do not keep that room for life.
+        if e.is_none() && self.events.capacity() > 64 {
+            self.events = VecDeque::new();
+        }
+        e
     }
 
     /// The earliest deadline; call [`Router::handle_timeout`] then.
@@ -458,6 +461,7 @@ impl Router {
         }
         self.routes_dirty = false;
         self.timers.cancel(Timer::Routes);
+        let before = self.routes.reach();
         if self.config.entry_pool.is_shared() {
             let key = self.topology.summary().hash;
             let graph = self.config.entry_pool.graph(&self.topology.peers, key);
@@ -466,9 +470,8 @@ impl Router {
             self.routes.rebuild(&self.topology.peers, self.config.name);
         }
         self.stats.route_recomputes += 1;
-        let now_reachable: BTreeSet<PeerName> = self.routes.reachable().filter(|&p| p != self.config.name).collect();
-        let lost: Vec<PeerName> = self.reachable.difference(&now_reachable).copied().collect();
-        let found: Vec<PeerName> = now_reachable.difference(&self.reachable).copied().collect();
+        let (lost, found) = before.changes(&self.routes, self.config.name);
+        drop(before);
         for p in lost {
             self.macs.forget_peer(p);
             self.push_event(Event::PeerUnreachable(p));
@@ -476,7 +479,6 @@ impl Router {
         for p in found {
             self.push_event(Event::PeerReachable(p));
         }
-        self.reachable = now_reachable;
         self.discovery_pending = true;
         self.push_event(Event::TopologyChanged);
     }

@@ -91,17 +91,90 @@ impl Graph {
     }
 }
 
+/// Per peer, which of our neighbours is the next hop towards it: its position among our
+/// neighbours (one byte when we have fewer than 254, else four), or [`Hops::SELF`] /
+/// [`Hops::NONE`].
+#[derive(Debug, Clone)]
+enum Hops {
+    Narrow(Vec<u8>),
+    Wide(Vec<u32>),
+}
+
+impl Default for Hops {
+    fn default() -> Self {
+        Hops::Narrow(Vec::new())
+    }
+}
+
+impl Hops {
+    const NONE: u32 = u32::MAX;
+    const SELF: u32 = u32::MAX - 1;
+
+    /// `n` peers, all unreachable, for a router with `degree` neighbours; reuses `self`'s
+    /// allocation when the width stays.
+    fn reset(&mut self, n: usize, degree: usize) {
+        let narrow = degree < usize::from(u8::MAX - 1);
+        match self {
+            Hops::Narrow(v) if narrow => {
+                v.clear();
+                v.resize(n, u8::MAX);
+            }
+            Hops::Wide(v) if !narrow => {
+                v.clear();
+                v.resize(n, u32::MAX);
+            }
+            _ if narrow => *self = Hops::Narrow(vec![u8::MAX; n]),
+            _ => *self = Hops::Wide(vec![u32::MAX; n]),
+        }
+    }
+
+    fn get(&self, i: usize) -> u32 {
+        match self {
+            Hops::Narrow(v) => match v[i] {
+                u8::MAX => Hops::NONE,
+                0xfe => Hops::SELF,
+                k => u32::from(k),
+            },
+            Hops::Wide(v) => v[i],
+        }
+    }
+
+    fn set(&mut self, i: usize, k: u32) {
+        match self {
+            Hops::Narrow(v) => {
+                v[i] = match k {
+                    Hops::NONE => u8::MAX,
+                    Hops::SELF => 0xfe,
+                    k => u8::try_from(k).expect("narrow only below 254 neighbours"),
+                }
+            }
+            Hops::Wide(v) => v[i] = k,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Hops::Narrow(v) => v.len(),
+            Hops::Wide(v) => v.len(),
+        }
+    }
+}
+
 /// Unicast next hops and broadcast trees for one view of the topology.
+///
+/// What a router keeps of its own is small: a next hop per peer (one byte with fewer than
+/// 254 neighbours) and, once something floods, one child bitset per peer (one byte per eight
+/// neighbours). The graph may be shared with other routers; search space is borrowed only
+/// while computing.
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
     graph: Arc<Graph>,
     me: u32,
-    next_hop: Vec<u32>,
-    dist: Vec<u32>,
+    hops: Hops,
     /// Our children in every peer's broadcast tree, as bitsets over our neighbours: bit `k`
-    /// of the `stride` words from `s * stride` is set when our `k`-th neighbour's next hop
+    /// of the `stride` bytes from `s * stride` is set when our `k`-th neighbour's next hop
     /// towards `s` is us. One load per flood; computed on first use after a change.
-    child_masks: Vec<u32>,
+    child_masks: Vec<u8>,
     stride: usize,
     masks_ready: bool,
     children: Vec<PeerName>,
@@ -112,6 +185,57 @@ pub struct Routes {
 
 fn established_to(e: &PeerEntry, peer: PeerName) -> bool {
     e.conns.binary_search_by_key(&peer, |c| c.peer).is_ok_and(|i| e.conns[i].established)
+}
+
+/// Which peers a [`Routes`] reached, kept across a recomputation to tell what changed.
+#[derive(Debug)]
+pub(crate) struct Reach {
+    graph: Arc<Graph>,
+    hops: Hops,
+}
+
+impl Reach {
+    /// Peers reachable before and not in `now` (lost), and the other way round (found);
+    /// `me` is in neither.
+    pub(crate) fn changes(&self, now: &Routes, me: PeerName) -> (Vec<PeerName>, Vec<PeerName>) {
+        let (mut lost, mut found) = (Vec::new(), Vec::new());
+        if Arc::ptr_eq(&self.graph, &now.graph) && same_reach(&self.hops, &now.hops) {
+            return (lost, found);
+        }
+        let before = reachable_in(&self.graph, &self.hops).filter(|&p| p != me);
+        let after = reachable_in(&now.graph, &now.hops).filter(|&p| p != me);
+        let (mut b, mut a) = (before.peekable(), after.peekable());
+        loop {
+            match (b.peek(), a.peek()) {
+                (None, None) => break,
+                (Some(&x), Some(&y)) if x == y => {
+                    b.next();
+                    a.next();
+                }
+                (Some(&x), Some(&y)) if x < y => {
+                    lost.push(x);
+                    b.next();
+                }
+                (Some(&x), None) => {
+                    lost.push(x);
+                    b.next();
+                }
+                (_, Some(&y)) => {
+                    found.push(y);
+                    a.next();
+                }
+            }
+        }
+        (lost, found)
+    }
+}
+
+fn same_reach(a: &Hops, b: &Hops) -> bool {
+    a.len() == b.len() && (0..a.len()).all(|i| (a.get(i) == Hops::NONE) == (b.get(i) == Hops::NONE))
+}
+
+fn reachable_in<'a>(g: &'a Graph, hops: &'a Hops) -> impl Iterator<Item = PeerName> + 'a {
+    g.names.iter().enumerate().filter(|&(i, _)| hops.get(i) != Hops::NONE).map(|(_, n)| *n)
 }
 
 impl Routes {
@@ -139,12 +263,17 @@ impl Routes {
         self.recompute(me);
     }
 
+    /// What is reachable now, to compare with after the next recomputation.
+    pub(crate) fn reach(&self) -> Reach {
+        Reach { graph: Arc::clone(&self.graph), hops: self.hops.clone() }
+    }
+
     /// Everything that depends on who we are, over the current graph.
     fn recompute(&mut self, me: PeerName) {
         self.me = self.graph.index.get(&me).copied().unwrap_or(NONE);
         self.compute_unicast();
         self.masks_ready = false;
-        self.child_masks.clear();
+        self.child_masks = Vec::new();
         self.release_scratch();
     }
 
@@ -186,12 +315,13 @@ impl Routes {
         self.scratch_queue = queue;
     }
 
-    /// Next hops from `root` towards every peer, from the BFS in the scratch buffers.
-    fn next_hops_from(&mut self, root: u32, out: &mut Vec<u32>) {
+    /// For every peer, the neighbour of `root` through which `root` reaches it (`root`
+    /// itself for `root`), from a BFS left in the scratch buffers. Parents come before
+    /// children in the queue.
+    fn first_steps_from(&mut self, root: u32, out: &mut Vec<u32>) {
         out.clear();
         out.resize(self.graph.names.len(), NONE);
         self.bfs(root);
-        // The queue holds peers in BFS order, so parents come before children.
         for k in 0..self.scratch_queue.len() {
             let v = self.scratch_queue[k];
             let p = self.scratch_parent[v as usize];
@@ -201,43 +331,70 @@ impl Routes {
 
     fn compute_unicast(&mut self) {
         let n = self.graph.names.len();
-        self.dist.clear();
-        self.dist.resize(n, NONE);
-        let mut hops = std::mem::take(&mut self.next_hop);
+        let mut hops = std::mem::take(&mut self.hops);
         if self.me == NONE {
-            hops.clear();
-            hops.resize(n, NONE);
-            self.next_hop = hops;
+            hops.reset(n, 0);
+            self.hops = hops;
             return;
         }
-        self.next_hops_from(self.me, &mut hops);
-        self.next_hop = hops;
-        for k in 0..self.scratch_queue.len() {
-            let v = self.scratch_queue[k];
-            let p = self.scratch_parent[v as usize];
-            self.dist[v as usize] = if v == self.me { 0 } else { self.dist[p as usize] + 1 };
+        let mine = self.graph.neighbours(self.me);
+        hops.reset(n, mine.len());
+        let mut steps = Vec::new();
+        self.first_steps_from(self.me, &mut steps);
+        let mine = self.graph.neighbours(self.me);
+        for (i, &v) in steps.iter().enumerate() {
+            let k = match v {
+                NONE => Hops::NONE,
+                v if v == self.me => Hops::SELF,
+                // Our neighbours are sorted by index, as the graph lists them.
+                v => mine.binary_search(&v).map_or(Hops::NONE, |k| k as u32),
+            };
+            hops.set(i, k);
         }
+        self.hops = hops;
     }
 
     /// The neighbour to send to for `dst`, or `None` if `dst` is unreachable (or ourselves).
     pub fn next_hop(&self, dst: PeerName) -> Option<PeerName> {
         let &i = self.graph.index.get(&dst)?;
-        match self.next_hop[i as usize] {
-            NONE => None,
-            h if h == self.me => None,
-            h => Some(self.graph.names[h as usize]),
+        match self.hops.get(i as usize) {
+            Hops::NONE | Hops::SELF => None,
+            k => Some(self.graph.names[self.neighbours(self.me)[k as usize] as usize]),
         }
     }
 
-    /// Hops from us to `dst` over established links.
+    /// Hops from us to every reachable peer over established links (us at 0), in name order.
+    /// One search over the graph: O(peers + links).
+    pub fn distances(&self) -> Vec<(PeerName, u32)> {
+        if self.me == NONE {
+            return Vec::new();
+        }
+        let n = self.graph.names.len();
+        let mut dist = vec![NONE; n];
+        let mut queue = vec![self.me];
+        dist[self.me as usize] = 0;
+        let mut head = 0;
+        while let Some(&u) = queue.get(head) {
+            head += 1;
+            for &v in self.neighbours(u) {
+                if dist[v as usize] == NONE {
+                    dist[v as usize] = dist[u as usize] + 1;
+                    queue.push(v);
+                }
+            }
+        }
+        self.graph.names.iter().zip(dist).filter(|&(_, d)| d != NONE).map(|(n, d)| (*n, d)).collect()
+    }
+
+    /// Hops from us to `dst` over established links: one search, so for many peers use
+    /// [`Routes::distances`].
     pub fn distance(&self, dst: PeerName) -> Option<u32> {
-        let &i = self.graph.index.get(&dst)?;
-        Some(self.dist[i as usize]).filter(|&d| d != NONE)
+        self.distances().into_iter().find(|&(p, _)| p == dst).map(|(_, d)| d)
     }
 
     /// Every peer reachable over established links, us included, in name order.
     pub fn reachable(&self) -> impl Iterator<Item = PeerName> + '_ {
-        self.graph.names.iter().zip(&self.dist).filter(|(_, &d)| d != NONE).map(|(n, _)| *n)
+        reachable_in(&self.graph, &self.hops)
     }
 
     /// Our established neighbours (both ends agree), in name order.
@@ -251,7 +408,7 @@ impl Routes {
     pub fn broadcast_children(&mut self, src: PeerName) -> &[PeerName] {
         self.children.clear();
         let Some(&s) = self.graph.index.get(&src) else { return &self.children };
-        if self.me == NONE || self.dist[s as usize] == NONE {
+        if self.me == NONE || self.hops.get(s as usize) == Hops::NONE {
             return &self.children;
         }
         if !self.masks_ready {
@@ -259,10 +416,10 @@ impl Routes {
         }
         let at = s as usize * self.stride;
         let mine = self.graph.neighbours(self.me);
-        for (w, &word) in self.child_masks[at..at + self.stride].iter().enumerate() {
-            let mut bits = word;
+        for (w, &byte) in self.child_masks[at..at + self.stride].iter().enumerate() {
+            let mut bits = byte;
             while bits != 0 {
-                let k = w * 32 + bits.trailing_zeros() as usize;
+                let k = w * 8 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 self.children.push(self.graph.names[mine[k] as usize]);
             }
@@ -275,17 +432,17 @@ impl Routes {
     fn compute_child_masks(&mut self) {
         let n = self.graph.names.len();
         let deg = self.neighbours(self.me).len();
-        self.stride = deg.div_ceil(32);
+        self.stride = deg.div_ceil(8);
         self.child_masks.clear();
         self.child_masks.resize(n * self.stride, 0);
         let mut hops = Vec::new();
         for k in 0..deg {
             let j = self.neighbours(self.me)[k];
-            self.next_hops_from(j, &mut hops);
-            let (word, bit) = (k / 32, 1u32 << (k % 32));
+            self.first_steps_from(j, &mut hops);
+            let (byte, bit) = (k / 8, 1u8 << (k % 8));
             for (s, &h) in hops.iter().enumerate() {
                 if h == self.me && s != j as usize {
-                    self.child_masks[s * self.stride + word] |= bit;
+                    self.child_masks[s * self.stride + byte] |= bit;
                 }
             }
         }
@@ -365,6 +522,43 @@ pub(crate) mod tests {
         let r = Routes::build(&v, p(0));
         assert_eq!(r.next_hop(p(1)), None);
         assert_eq!(r.reachable().collect::<Vec<_>>(), vec![p(0)]);
+    }
+
+    #[test]
+    fn a_hub_with_hundreds_of_neighbours_routes_and_floods_to_each() {
+        // 300 spokes: more neighbours than one-byte next hops can name.
+        let edges: Vec<(u64, u64)> = (1..=300).map(|i| (0, i)).chain([(1, 2)]).collect();
+        let v = view_of(301, &edges);
+        let mut hub = Routes::build(&v, p(0));
+        assert!(matches!(hub.hops, Hops::Wide(_)));
+        for i in 1..=300 {
+            assert_eq!(hub.next_hop(p(i)), Some(p(i)));
+        }
+        // A flood from spoke 1 reaches every spoke but 1 and 2 (2 hears it from 1 directly).
+        let children = hub.broadcast_children(p(1)).to_vec();
+        assert_eq!(children.len(), 298);
+        assert!(!children.contains(&p(1)) && !children.contains(&p(2)));
+        let spoke = Routes::build(&v, p(7));
+        assert!(matches!(spoke.hops, Hops::Narrow(_)));
+        assert_eq!(spoke.next_hop(p(250)), Some(p(0)));
+        assert_eq!(spoke.distance(p(250)), Some(2));
+    }
+
+    #[test]
+    fn reach_changes_name_peers_lost_and_found() {
+        let v = view_of(4, &[(0, 1), (1, 2), (2, 3)]);
+        let mut r = Routes::build(&v, p(0));
+        let before = r.reach();
+        // Cut 1 - 2: peers 2 and 3 are lost.
+        let cut = view_of(4, &[(0, 1), (2, 3)]);
+        r.rebuild(&cut, p(0));
+        assert_eq!(before.changes(&r, p(0)), (vec![p(2), p(3)], vec![]));
+        let before = r.reach();
+        r.rebuild(&v, p(0));
+        assert_eq!(before.changes(&r, p(0)), (vec![], vec![p(2), p(3)]));
+        let before = r.reach();
+        r.rebuild(&v, p(0));
+        assert_eq!(before.changes(&r, p(0)), (vec![], vec![]));
     }
 
     /// A random connected graph: a random spanning tree plus extra edges.

@@ -166,7 +166,8 @@ impl Router {
     pub fn status(&mut self, now: Instant) -> Status {
         self.recompute_if_dirty();
         let me = self.config.name;
-        let reachable: Vec<PeerName> = self.routes.reachable().collect();
+        let distances = self.routes.distances();
+        let reachable: Vec<PeerName> = distances.iter().map(|&(p, _)| p).collect();
         let peers = self
             .topology
             .peers
@@ -184,7 +185,8 @@ impl Router {
             .iter()
             .filter_map(|&dst| {
                 let via = self.routes.next_hop(dst)?;
-                Some(UnicastRoute { dst, via, hops: self.routes.distance(dst)? })
+                let hops = distances[reachable.binary_search(&dst).ok()?].1;
+                Some(UnicastRoute { dst, via, hops })
             })
             .collect();
         let broadcast_routes = reachable

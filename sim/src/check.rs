@@ -336,13 +336,14 @@ pub fn converged(w: &mut World) -> Result<(), String> {
         // Routes are shortest over the links that really work; nothing else is reachable.
         for &m in &members {
             let truth = bfs(&adj, m);
-            let routes = w.hosts[m as usize].router.as_mut().expect("running").routes();
+            let dist: BTreeMap<_, _> =
+                w.hosts[m as usize].router.as_mut().expect("running").routes().distances().into_iter().collect();
             for b in 0..n {
                 if b == m {
                     continue;
                 }
                 let want = (truth[b as usize] != u32::MAX).then_some(truth[b as usize]);
-                let got = routes.distance(peer_name(b));
+                let got = dist.get(&peer_name(b)).copied();
                 if got != want {
                     return Err(format!(
                         "{} sees {} at {:?} hops, the network has it at {:?}",

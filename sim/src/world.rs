@@ -415,6 +415,8 @@ impl World {
         let mut c = Config::new(peer_name(h));
         c.nickname = self.hosts[h as usize].name.clone();
         c.entry_pool = self.entries.clone();
+        // Thousands of routers share this process: keep little idle output room each.
+        c.outbox_keep = 4 << 10;
         c.seed = derive(self.seed, "router", (u64::from(h) << 32) | u64::from(self.hosts[h as usize].incarnation));
         c.discovery = s.discovery;
         if let Some(v) = s.hop_limit {

@@ -1,14 +1,13 @@
 //! Core benchmarks: forwarding decision, route recomputation, gossip merge.
 #![allow(missing_docs)] // criterion_group! generates undocumented functions
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use router_core::routes::Routes;
-use router_core::topology::merge_entry;
+use router_core::topology::{merge_entry, View};
 use router_core::wire::control::Message;
-use router_core::wire::gossip::Update;
+use router_core::wire::gossip::{PeerEntry, Update};
 use router_core::{Decision, PeerName, TRANSMIT_BUF_MIN};
 use weave_benches::{frame, random_view, Pair};
 
@@ -114,10 +113,14 @@ fn routes(c: &mut Criterion) {
 
 fn gossip(c: &mut Criterion) {
     let old = random_view(1000, 4, 7);
-    let mut newer = old.clone();
-    for e in newer.values_mut() {
-        Arc::make_mut(e).version += 1;
-    }
+    let newer: View = old
+        .values()
+        .map(|e| {
+            let mut e = PeerEntry::clone(e);
+            e.version += 1;
+            Arc::new(e)
+        })
+        .collect();
     let mut bytes = Vec::new();
     // 1000 entries of ~110 bytes fit in two update messages; encode them as the wire carries them.
     let entries: Vec<_> = newer.values().cloned().collect();
@@ -127,7 +130,7 @@ fn gossip(c: &mut Criterion) {
     c.bench_function("gossip/decode_and_merge_update_1000_peers", |b| {
         b.iter_batched(
             || old.clone(),
-            |mut view: BTreeMap<_, _>| {
+            |mut view: View| {
                 let mut rest = &bytes[..];
                 let mut merged = 0;
                 while !rest.is_empty() {

@@ -47,7 +47,7 @@ pub fn random_view(n: u64, degree: u64, seed: u64) -> View {
                 })
                 .collect();
             let e = PeerEntry { name, uid: PeerUid(i as u64), version: 1, nickname: format!("host-{i}"), conns };
-            (name, Arc::new(e))
+            Arc::new(e)
         })
         .collect()
 }

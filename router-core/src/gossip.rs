@@ -95,7 +95,7 @@ impl Router {
         self.version = self.version.max(theirs.version) + 1;
         let mut entry = PeerEntry::clone(ours);
         entry.version = self.version;
-        self.topology.peers.insert(self.config.name, self.config.entry_pool.intern(Arc::new(entry)));
+        self.topology.peers.insert(self.config.entry_pool.intern(Arc::new(entry)));
         self.topology.changed();
         self.dirty.insert(self.config.name, None);
         self.routes_dirty = true;

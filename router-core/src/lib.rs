@@ -47,6 +47,7 @@ pub mod status;
 mod time;
 mod timer;
 pub mod topology;
+mod view;
 pub mod wire;
 
 pub use config::Config;

@@ -439,7 +439,7 @@ impl Router {
         self.version += 1;
         let entry =
             PeerEntry { name: me, uid: self.uid, version: self.version, nickname: self.config.nickname.clone(), conns };
-        self.topology.peers.insert(me, self.config.entry_pool.intern(std::sync::Arc::new(entry)));
+        self.topology.peers.insert(self.config.entry_pool.intern(std::sync::Arc::new(entry)));
         self.topology.changed();
         self.dirty.insert(me, None);
         self.routes_dirty = true;
@@ -463,6 +463,7 @@ impl Router {
         self.timers.cancel(Timer::Routes);
         let before = self.routes.reach();
         if self.config.entry_pool.is_shared() {
+            self.topology.peers.share(&self.config.entry_pool);
             let key = self.topology.summary().hash;
             let graph = self.config.entry_pool.graph(&self.topology.peers, key);
             self.routes.rebuild_on(graph, self.config.name);

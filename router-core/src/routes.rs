@@ -16,6 +16,7 @@ use crate::peer::PeerName;
 #[cfg(doc)]
 use crate::topology::EntryPool;
 use crate::topology::View;
+use crate::view::Leaf;
 use crate::wire::gossip::PeerEntry;
 
 const NONE: u32 = u32::MAX;
@@ -25,9 +26,9 @@ const NONE: u32 = u32::MAX;
 /// [`EntryPool`]).
 #[derive(Debug, Default)]
 pub struct Graph {
-    /// For a pooled graph, the view's entries, to tell whether it was built from an equal
+    /// For a pooled graph, the view's leaves, to tell whether it was built from an equal
     /// view; empty otherwise.
-    entries: Vec<Arc<PeerEntry>>,
+    leaves: Vec<Arc<Leaf>>,
     names: Vec<PeerName>,
     index: FxHashMap<PeerName, u32>,
     /// Adjacency in compressed rows: neighbours of `i` are `edges[offsets[i]..offsets[i + 1]]`.
@@ -43,11 +44,11 @@ impl Graph {
         g
     }
 
-    /// [`Graph::build`] for sharing: also keeps the entries, which [`Graph::built_from`]
-    /// checks against a view before the graph is reused for it.
+    /// [`Graph::build`] for sharing: also keeps the view's leaves, which
+    /// [`Graph::built_from`] checks against a view before the graph is reused for it.
     pub(crate) fn build_shared(view: &View) -> Graph {
         let mut g = Graph::build(view);
-        g.entries.extend(view.values().cloned());
+        g.leaves.extend(view.leaves().iter().cloned());
         g
     }
 
@@ -65,7 +66,7 @@ impl Graph {
             }
         }
         let entries: Vec<&PeerEntry> = view.values().map(|e| &**e).collect();
-        self.entries.clear();
+        self.leaves.clear();
         self.offsets.clear();
         self.edges.clear();
         self.offsets.push(0);
@@ -82,7 +83,7 @@ impl Graph {
 
     /// Whether this graph was built from exactly these entries.
     pub(crate) fn built_from(&self, view: &View) -> bool {
-        self.entries.len() == view.len() && self.entries.iter().zip(view.values()).all(|(a, b)| Arc::ptr_eq(a, b))
+        view.same_leaves(&self.leaves)
     }
 
     fn neighbours(&self, i: u32) -> &[u32] {
@@ -496,7 +497,7 @@ pub(crate) mod tests {
                         addr: None,
                     })
                     .collect();
-                (name, Arc::new(PeerEntry { name, uid: PeerUid(i), version: 1, nickname: String::new(), conns }))
+                Arc::new(PeerEntry { name, uid: PeerUid(i), version: 1, nickname: String::new(), conns })
             })
             .collect()
     }
@@ -518,7 +519,9 @@ pub(crate) mod tests {
     #[test]
     fn one_sided_links_are_not_used() {
         let mut v = view_of(2, &[(0, 1)]);
-        Arc::make_mut(v.get_mut(&p(1)).unwrap()).conns[0].established = false;
+        let mut one_sided = PeerEntry::clone(&v[&p(1)]);
+        one_sided.conns[0].established = false;
+        v.insert(Arc::new(one_sided));
         let r = Routes::build(&v, p(0));
         assert_eq!(r.next_hop(p(1)), None);
         assert_eq!(r.reachable().collect::<Vec<_>>(), vec![p(0)]);

@@ -7,17 +7,17 @@
 
 use core::cmp::Ordering;
 use core::fmt;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use rustc_hash::FxHashMap;
 
 use crate::peer::{PeerName, PeerUid};
 use crate::routes::Graph;
+use crate::view::Leaf;
 use crate::wire::gossip::{Digest, DigestEntry, DigestHasher, PeerEntry, Summary, DIGEST_ENTRIES_MAX};
 
-/// A view of the topology: every known peer's entry by name. Entries are immutable and shared.
-pub type View = BTreeMap<PeerName, Arc<PeerEntry>>;
+pub use crate::view::View;
 
 /// Total order on two entries for the same peer: the greater one wins a merge.
 pub fn entry_order(a: &PeerEntry, b: &PeerEntry) -> Ordering {
@@ -43,7 +43,7 @@ pub(crate) fn merge_pooled(view: &mut View, e: Arc<PeerEntry>, pool: &EntryPool)
     if view.get(&e.name).is_some_and(|cur| entry_order(&e, cur) != Ordering::Greater) {
         return false;
     }
-    view.insert(e.name, pool.intern(e));
+    view.insert(pool.intern(e));
     true
 }
 
@@ -75,6 +75,9 @@ struct PoolTable {
     /// Route graphs by the summary hash of the view they were built from.
     graphs: FxHashMap<u64, Weak<Graph>>,
     graphs_swept: usize,
+    /// View leaves by [`Leaf::key`].
+    leaves: FxHashMap<u64, Weak<Leaf>>,
+    leaves_swept: usize,
 }
 
 impl EntryPool {
@@ -100,6 +103,25 @@ impl EntryPool {
             t.swept = t.entries.len();
         }
         e
+    }
+
+    /// The pooled copy of a leaf equal to `l`, or `l` itself (now pooled) when there is none.
+    pub(crate) fn leaf(&self, l: Arc<Leaf>) -> Arc<Leaf> {
+        let Some(table) = &self.0 else { return l };
+        let key = l.key();
+        let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+        match t.leaves.get(&key).and_then(Weak::upgrade) {
+            Some(have) if have.same_as(&l) => return have,
+            // Another leaf under this key (a collision): keep ours apart.
+            Some(_) => return l,
+            None => {}
+        }
+        t.leaves.insert(key, Arc::downgrade(&l));
+        if t.leaves.len() > 2 * t.leaves_swept + 1024 {
+            t.leaves.retain(|_, w| w.strong_count() > 0);
+            t.leaves_swept = t.leaves.len();
+        }
+        l
     }
 
     /// Whether routers given this pool share with each other.
@@ -194,7 +216,7 @@ impl Topology {
     pub(crate) fn newer_than(&self, d: &Digest) -> Vec<&Arc<PeerEntry>> {
         let mut theirs = d.entries.iter().peekable();
         let mut out = Vec::new();
-        for e in self.peers.range(d.lo..=d.hi).map(|(_, e)| e) {
+        for e in self.peers.range(d.lo, d.hi) {
             while theirs.next_if(|t| t.name < e.name).is_some() {}
             match theirs.peek() {
                 Some(t) if t.name == e.name => {
@@ -257,7 +279,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn view(entries: &[PeerEntry]) -> View {
-        let mut v = BTreeMap::new();
+        let mut v = View::new();
         for e in entries {
             merge_entry(&mut v, Arc::new(e.clone()));
         }
@@ -364,7 +386,7 @@ mod tests {
 
     #[test]
     fn newer_version_wins_and_older_is_ignored() {
-        let mut v = BTreeMap::new();
+        let mut v = View::new();
         assert!(merge_entry(&mut v, Arc::new(entry(1, 2, &[]))));
         assert!(!merge_entry(&mut v, Arc::new(entry(1, 1, &[2]))));
         assert!(merge_entry(&mut v, Arc::new(entry(1, 3, &[2]))));
@@ -375,7 +397,7 @@ mod tests {
     fn digests_cover_every_name_when_chunked() {
         let mut t = Topology::default();
         for n in 0..(DIGEST_ENTRIES_MAX as u64 * 2 + 5) {
-            t.peers.insert(PeerName::from_u64(n * 3 + 1), Arc::new(entry(n * 3 + 1, 1, &[])));
+            t.peers.insert(Arc::new(entry(n * 3 + 1, 1, &[])));
         }
         let ds = t.digests();
         assert_eq!(ds.len(), 3);
@@ -391,7 +413,7 @@ mod tests {
     fn unreachable_peers_are_collected() {
         let mut t = Topology::default();
         for e in [entry(1, 1, &[2]), entry(2, 1, &[1, 3]), entry(3, 1, &[2]), entry(4, 1, &[5]), entry(5, 1, &[4])] {
-            t.peers.insert(e.name, Arc::new(e));
+            t.peers.insert(Arc::new(e));
         }
         let gone = t.collect_garbage(PeerName::from_u64(1));
         assert_eq!(gone, vec![PeerName::from_u64(4), PeerName::from_u64(5)]);

@@ -27,9 +27,10 @@ connect = "underlay"
     assert_eq!(views[0].len(), 12, "the ring converged");
     for v in &views[1..] {
         assert_eq!(v, &views[0], "every router holds the same view");
-        for (name, e) in v {
-            assert!(Arc::ptr_eq(e, &views[0][name]), "{name}: a router holds its own copy of a shared entry");
+        for e in v.values() {
+            assert!(Arc::ptr_eq(e, &views[0][&e.name]), "{}: a router holds its own copy of a shared entry", e.name);
         }
+        assert!(v.shares_leaves_with(&views[0]), "a router holds its own copy of a shared part of the view");
     }
     // Equal views share one route graph; each router's own next hops differ.
     let first = w.hosts[0].router.as_mut().unwrap().routes().clone();

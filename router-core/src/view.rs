@@ -1,0 +1,353 @@
+//! A view of the topology: every known peer's entry, in name order.
+//!
+//! Entries are kept in short sorted runs ("leaves") behind shared pointers. Where a run ends
+//! depends only on the names in it: a leaf ends at each name whose hash is a multiple of
+//! [`LEAF_SPAN`] (content-defined chunking). So two views holding the same entries are cut
+//! into the same leaves whatever order the entries arrived in, and with an [`EntryPool`]
+//! shared between routers, equal leaves are one allocation: thousands of routers that agree
+//! on most of the topology hold most of it once. Changing an entry copies one leaf (about
+//! [`LEAF_SPAN`] pointers) unless the leaf is this view's alone.
+
+use core::fmt;
+use std::sync::Arc;
+
+use crate::peer::PeerName;
+use crate::topology::EntryPool;
+use crate::wire::gossip::{DigestHasher, PeerEntry};
+
+/// Expected entries per leaf.
+pub(crate) const LEAF_SPAN: u64 = 32;
+
+/// A sorted run of entries; see the module documentation.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Leaf {
+    entries: Vec<Arc<PeerEntry>>,
+}
+
+impl Leaf {
+    fn last_name(&self) -> PeerName {
+        self.entries.last().expect("leaves are never empty").name
+    }
+
+    /// A hash of the entries' names, incarnations and versions (equal leaves hash equal).
+    pub(crate) fn key(&self) -> u64 {
+        let mut h = DigestHasher::default();
+        for e in &self.entries {
+            h.add(&e.digest());
+        }
+        h.finish()
+    }
+
+    /// Whether both hold the very same entries (pointer equality).
+    pub(crate) fn same_as(&self, other: &Leaf) -> bool {
+        self.entries.len() == other.entries.len()
+            && self.entries.iter().zip(&other.entries).all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
+
+/// Whether a leaf ends at `name`.
+fn ends_leaf(name: PeerName) -> bool {
+    // splitmix64's finaliser: names that differ in one bit land far apart.
+    let mut z = name.to_u64().wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    z % LEAF_SPAN == 0
+}
+
+/// Every known peer's entry by name, ours included. Entries are immutable and shared.
+#[derive(Clone, Default)]
+pub struct View {
+    /// Invariant: no leaf is empty; every leaf but the last ends at a name for which
+    /// [`ends_leaf`] holds, and no other name in a leaf does.
+    leaves: Vec<Arc<Leaf>>,
+    len: usize,
+}
+
+impl View {
+    /// An empty view.
+    pub fn new() -> Self {
+        View::default()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the view holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The leaf that holds `name` if anything does.
+    fn leaf_for(&self, name: &PeerName) -> usize {
+        self.leaves.partition_point(|l| l.last_name() < *name)
+    }
+
+    /// The entry for `name`.
+    pub fn get(&self, name: &PeerName) -> Option<&Arc<PeerEntry>> {
+        let leaf = self.leaves.get(self.leaf_for(name))?;
+        let i = leaf.entries.binary_search_by_key(name, |e| e.name).ok()?;
+        Some(&leaf.entries[i])
+    }
+
+    /// Whether there is an entry for `name`.
+    pub fn contains_key(&self, name: &PeerName) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Leaf `i`, for changing: copied first unless this view alone holds it.
+    fn leaf_mut(&mut self, i: usize) -> &mut Leaf {
+        let l = &mut self.leaves[i];
+        // A pooled leaf has weak references and is never changed in place.
+        if Arc::get_mut(l).is_none() {
+            *l = Arc::new(Leaf::clone(l));
+        }
+        Arc::get_mut(l).expect("just made unique")
+    }
+
+    /// Puts `e` under its name; returns the entry it replaced.
+    pub fn insert(&mut self, e: Arc<PeerEntry>) -> Option<Arc<PeerEntry>> {
+        let name = e.name;
+        let mut i = self.leaf_for(&name);
+        if i == self.leaves.len() {
+            // Past every name: the last leaf grows, unless it is closed.
+            match self.leaves.last() {
+                Some(last) if !ends_leaf(last.last_name()) => i -= 1,
+                _ => {
+                    self.leaves.push(Arc::new(Leaf { entries: vec![e] }));
+                    self.len += 1;
+                    return None;
+                }
+            }
+        }
+        let leaf = self.leaf_mut(i);
+        match leaf.entries.binary_search_by_key(&name, |e| e.name) {
+            Ok(at) => Some(std::mem::replace(&mut leaf.entries[at], e)),
+            Err(at) => {
+                leaf.entries.insert(at, e);
+                if ends_leaf(name) && at + 1 < leaf.entries.len() {
+                    let rest = leaf.entries.split_off(at + 1);
+                    self.leaves.insert(i + 1, Arc::new(Leaf { entries: rest }));
+                }
+                self.len += 1;
+                None
+            }
+        }
+    }
+
+    /// Removes the entry for `name`; returns it.
+    pub fn remove(&mut self, name: &PeerName) -> Option<Arc<PeerEntry>> {
+        let i = self.leaf_for(name);
+        let at = self.leaves.get(i)?.entries.binary_search_by_key(name, |e| e.name).ok()?;
+        let leaf = self.leaf_mut(i);
+        let gone = leaf.entries.remove(at);
+        let empty = leaf.entries.is_empty();
+        if ends_leaf(*name) && i + 1 < self.leaves.len() {
+            // The leaf lost its end: it runs on into the next one.
+            let next = self.leaves.remove(i + 1);
+            self.leaf_mut(i).entries.extend(next.entries.iter().cloned());
+        } else if empty {
+            self.leaves.remove(i);
+        }
+        self.len -= 1;
+        Some(gone)
+    }
+
+    /// Every entry, in name order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Arc<PeerEntry>> + '_ {
+        self.leaves.iter().flat_map(|l| l.entries.iter())
+    }
+
+    /// Every name, in order.
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &PeerName> + '_ {
+        self.values().map(|e| &e.name)
+    }
+
+    /// The entries with names in `lo..=hi`, in order.
+    pub fn range(&self, lo: PeerName, hi: PeerName) -> impl Iterator<Item = &Arc<PeerEntry>> + '_ {
+        let first = self.leaf_for(&lo);
+        self.leaves[first..]
+            .iter()
+            .flat_map(|l| l.entries.iter())
+            .skip_while(move |e| e.name < lo)
+            .take_while(move |e| e.name <= hi)
+    }
+
+    /// Swaps every leaf this view alone holds for the pooled copy of an equal one, pooling it
+    /// when there is none. Nothing changes for a pool that shares nothing.
+    pub fn share(&mut self, pool: &EntryPool) {
+        if !pool.is_shared() {
+            return;
+        }
+        for l in &mut self.leaves {
+            // Pooled leaves (weak references) and leaves held elsewhere are shared already.
+            if Arc::weak_count(l) == 0 && Arc::strong_count(l) == 1 {
+                *l = pool.leaf(Arc::clone(l));
+            }
+        }
+    }
+
+    /// Whether both views hold the very same leaves.
+    pub(crate) fn same_leaves(&self, leaves: &[Arc<Leaf>]) -> bool {
+        self.leaves.len() == leaves.len() && self.leaves.iter().zip(leaves).all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+
+    pub(crate) fn leaves(&self) -> &[Arc<Leaf>] {
+        &self.leaves
+    }
+
+    /// Whether `self` and `other` share all their leaves (one allocation each).
+    pub fn shares_leaves_with(&self, other: &View) -> bool {
+        self.same_leaves(&other.leaves)
+    }
+}
+
+impl PartialEq for View {
+    fn eq(&self, other: &View) -> bool {
+        self.len == other.len && self.values().zip(other.values()).all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+    }
+}
+
+impl Eq for View {}
+
+impl fmt::Debug for View {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.values().map(|e| (e.name, e))).finish()
+    }
+}
+
+impl core::ops::Index<&PeerName> for View {
+    type Output = Arc<PeerEntry>;
+
+    fn index(&self, name: &PeerName) -> &Arc<PeerEntry> {
+        self.get(name).expect("no entry for this name in the view")
+    }
+}
+
+impl FromIterator<Arc<PeerEntry>> for View {
+    fn from_iter<I: IntoIterator<Item = Arc<PeerEntry>>>(iter: I) -> Self {
+        let mut v = View::new();
+        for e in iter {
+            v.insert(e);
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::PeerUid;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn entry(name: u64, version: u64) -> Arc<PeerEntry> {
+        let name = PeerName::from_u64(name);
+        Arc::new(PeerEntry { name, uid: PeerUid(1), version, nickname: String::new(), conns: vec![] })
+    }
+
+    fn check_invariant(v: &View) {
+        let mut count = 0;
+        for (i, l) in v.leaves.iter().enumerate() {
+            assert!(!l.entries.is_empty());
+            for (k, e) in l.entries.iter().enumerate() {
+                let last_of_leaf = k + 1 == l.entries.len();
+                if !last_of_leaf {
+                    assert!(!ends_leaf(e.name), "a leaf boundary inside a leaf");
+                } else if i + 1 < v.leaves.len() {
+                    assert!(ends_leaf(e.name), "a leaf ends at no boundary");
+                }
+            }
+            count += l.entries.len();
+        }
+        assert_eq!(count, v.len);
+        let names: Vec<_> = v.keys().copied().collect();
+        assert!(names.windows(2).all(|w| w[0] < w[1]), "names in order");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u64, u64),
+        Remove(u64),
+    }
+
+    fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
+        proptest::collection::vec(
+            prop_oneof![(0u64..400, 1u64..4).prop_map(|(n, v)| Op::Insert(n, v)), (0u64..400).prop_map(Op::Remove)],
+            0..600,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn behaves_as_an_ordered_map(ops in arb_ops()) {
+            let mut v = View::new();
+            let mut model: BTreeMap<PeerName, Arc<PeerEntry>> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(n, ver) => {
+                        let e = entry(n, ver);
+                        prop_assert_eq!(v.insert(e.clone()), model.insert(e.name, e));
+                    }
+                    Op::Remove(n) => {
+                        let n = PeerName::from_u64(n);
+                        prop_assert_eq!(v.remove(&n), model.remove(&n));
+                    }
+                }
+                check_invariant(&v);
+            }
+            prop_assert!(v.values().eq(model.values()));
+            for n in 0..400 {
+                let n = PeerName::from_u64(n);
+                prop_assert_eq!(v.get(&n), model.get(&n));
+            }
+            let (lo, hi) = (PeerName::from_u64(100), PeerName::from_u64(250));
+            prop_assert!(v.range(lo, hi).eq(model.range(lo..=hi).map(|(_, e)| e)));
+        }
+
+        #[test]
+        fn equal_contents_make_equal_leaves_whatever_the_order(mut names in proptest::collection::vec(0u64..5000, 0..300), seed in any::<u64>()) {
+            let entries: BTreeMap<u64, Arc<PeerEntry>> = names.iter().map(|&n| (n, entry(n, 1))).collect();
+            let a: View = entries.values().cloned().collect();
+            // Another order, with detours: extra entries inserted, then removed.
+            names.sort_by_key(|n| n.wrapping_mul(seed | 1).rotate_left(17));
+            let mut b = View::new();
+            for &n in &names {
+                b.insert(entry(n + 5000, 1));
+                b.insert(entries[&n].clone());
+            }
+            for &n in &names {
+                b.remove(&PeerName::from_u64(n + 5000));
+            }
+            check_invariant(&b);
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(a.leaves.len(), b.leaves.len());
+            for (x, y) in a.leaves.iter().zip(&b.leaves) {
+                prop_assert!(x.same_as(y));
+            }
+        }
+    }
+
+    #[test]
+    fn a_shared_pool_makes_equal_views_hold_one_copy_of_each_leaf() {
+        let pool = EntryPool::shared();
+        let entries: Vec<_> = (0..1000).map(|n| entry(n, 1)).collect();
+        let mut a: View = entries.iter().cloned().collect();
+        let mut b: View = entries.iter().rev().cloned().collect();
+        assert!(!a.shares_leaves_with(&b));
+        a.share(&pool);
+        b.share(&pool);
+        assert!(a.shares_leaves_with(&b));
+        // A change copies one leaf; the rest stay shared.
+        b.insert(entry(500, 2));
+        let shared = a.leaves.iter().zip(&b.leaves).filter(|(x, y)| Arc::ptr_eq(x, y)).count();
+        assert_eq!(shared, a.leaves.len() - 1);
+        assert_eq!(a.get(&PeerName::from_u64(500)).unwrap().version, 1, "the other view is untouched");
+        // A private pool shares nothing.
+        let mut c: View = entries.iter().cloned().collect();
+        c.share(&EntryPool::default());
+        assert!(!c.shares_leaves_with(&a));
+    }
+}

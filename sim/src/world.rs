@@ -136,8 +136,10 @@ impl Host {
 /// to the other; `None` is a FIN.
 pub(crate) struct Tcp {
     ends: [(u32, u32, Option<ConnId>); 2],
-    queues: [std::collections::VecDeque<Option<Vec<u8>>>; 2],
+    /// Per direction, what is on its way and when it arrives (`None`: the close), in order.
+    queues: [std::collections::VecDeque<(Instant, Option<Vec<u8>>)>; 2],
     scheduled: [bool; 2],
+    /// The latest arrival scheduled per direction: nothing overtakes it.
     last_at: [Instant; 2],
     open: [bool; 2],
 }
@@ -512,13 +514,12 @@ impl World {
             for d in 0..2 {
                 if t.ends[d].0 == h && t.ends[d].1 == inc && t.open[1 - d] {
                     t.queues[d].clear();
-                    t.queues[d].push_back(None);
                     resets.push((id, d as u8));
                 }
             }
         }
         for (id, d) in resets {
-            self.schedule_seg(id, d);
+            self.queue_seg(id, d, None);
         }
         self.start_host(h);
     }
@@ -768,8 +769,16 @@ impl World {
     fn send_stream(&mut self, h: u32, conn: ConnId, bytes: &[u8]) {
         let inc = self.hosts[h as usize].incarnation;
         let Some(&(id, dir)) = self.tcp_of.get(&(h, inc, conn)) else { return };
-        let t = self.tcps[id as usize].as_mut().expect("mapped");
-        t.queues[dir as usize].push_back(Some(bytes.to_vec()));
+        self.queue_seg(id, dir, Some(bytes.to_vec()));
+    }
+
+    /// Sends on a stream: segments are pipelined, each arriving one latency after it was
+    /// sent and never before the one ahead of it.
+    fn queue_seg(&mut self, id: u32, dir: u8, seg: Option<Vec<u8>>) {
+        let Some(t) = self.tcps[id as usize].as_mut() else { return };
+        let (from, to) = (t.ends[dir as usize].0, t.ends[1 - dir as usize].0);
+        let due = self.now + self.net.latency(from, to);
+        t.queues[dir as usize].push_back((due, seg));
         self.schedule_seg(id, dir);
     }
 
@@ -780,8 +789,7 @@ impl World {
         t.open[dir as usize] = false;
         t.ends[dir as usize].2 = None;
         if t.open[1 - dir as usize] {
-            t.queues[dir as usize].push_back(None);
-            self.schedule_seg(id, dir);
+            self.queue_seg(id, dir, None);
         } else {
             self.free_tcp(id);
         }
@@ -790,7 +798,8 @@ impl World {
     fn schedule_seg(&mut self, id: u32, dir: u8) {
         let Some(t) = self.tcps[id as usize].as_mut() else { return };
         let d = dir as usize;
-        if t.scheduled[d] || t.queues[d].is_empty() {
+        let Some(&(due, _)) = t.queues[d].front() else { return };
+        if t.scheduled[d] {
             return;
         }
         let (from, to) = (t.ends[d].0, t.ends[1 - d].0);
@@ -798,7 +807,7 @@ impl World {
             self.stalled.insert(id);
             return;
         }
-        let at = (self.now + self.net.latency(from, to)).max(t.last_at[d]);
+        let at = due.max(t.last_at[d]).max(self.now);
         t.last_at[d] = at;
         t.scheduled[d] = true;
         self.push(at, Ev::Seg { tcp: id, dir });
@@ -815,7 +824,7 @@ impl World {
             return;
         }
         let (to_host, to_inc, to_conn) = t.ends[1 - d];
-        let Some(seg) = t.queues[d].pop_front() else { return };
+        let Some((_, seg)) = t.queues[d].pop_front() else { return };
         let alive = t.open[1 - d] && self.hosts[to_host as usize].incarnation == to_inc;
         let Some(conn) = to_conn.filter(|_| alive) else {
             if seg.is_none() && !t.open[1 - d] {
@@ -862,6 +871,13 @@ impl World {
     fn unstall(&mut self) {
         let ids: Vec<u32> = std::mem::take(&mut self.stalled).into_iter().collect();
         for id in ids {
+            // What waited is sent again now and takes a latency from here.
+            if let Some(t) = self.tcps[id as usize].as_mut() {
+                for d in 0..2 {
+                    let (from, to) = (t.ends[d].0, t.ends[1 - d].0);
+                    t.last_at[d] = t.last_at[d].max(self.now + self.net.latency(from, to));
+                }
+            }
             for dir in 0..2 {
                 self.schedule_seg(id, dir);
             }

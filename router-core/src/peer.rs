@@ -8,8 +8,21 @@ use serde::{Serialize, Serializer};
 /// A peer's 48-bit name, stable across restarts, shown as `aa:bb:cc:dd:ee:ff`.
 ///
 /// The all-ones name is reserved: on the wire it means "broadcast along the source's tree".
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct PeerName(pub [u8; 6]);
+
+// The bytes' order, compared as one word: searches of sorted names are hot.
+impl Ord for PeerName {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.to_u64().cmp(&other.to_u64())
+    }
+}
+
+impl PartialOrd for PeerName {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 // Hashing as one word is several times faster than six bytes in the hot lookup tables.
 impl core::hash::Hash for PeerName {
@@ -164,6 +177,14 @@ impl fmt::Display for ConnId {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn names_order_as_their_bytes(a in any::<[u8; 6]>(), b in any::<[u8; 6]>()) {
+            prop_assert_eq!(PeerName(a).cmp(&PeerName(b)), a.cmp(&b));
+        }
+    }
 
     #[test]
     fn names_print_and_parse_as_colon_hex() {

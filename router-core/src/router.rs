@@ -464,7 +464,7 @@ impl Router {
         let before = self.routes.reach();
         if self.config.entry_pool.is_shared() {
             self.topology.peers.share(&self.config.entry_pool);
-            let key = self.topology.summary().hash;
+            let key = self.topology.peers.leaf_key();
             let graph = self.config.entry_pool.graph(&self.topology.peers, key);
             self.routes.rebuild_on(graph, self.config.name);
         } else {

@@ -108,7 +108,7 @@ impl EntryPool {
     /// The pooled copy of a leaf equal to `l`, or `l` itself (now pooled) when there is none.
     pub(crate) fn leaf(&self, l: Arc<Leaf>) -> Arc<Leaf> {
         let Some(table) = &self.0 else { return l };
-        let key = l.key();
+        let key = l.key;
         let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
         match t.leaves.get(&key).and_then(Weak::upgrade) {
             Some(have) if have.same_as(&l) => return have,
@@ -129,7 +129,7 @@ impl EntryPool {
         self.0.is_some()
     }
 
-    /// The route graph of `view`, whose summary hash is `key`: the pooled one when an equal
+    /// The route graph of `view`, whose [`View::leaf_key`] is `key`: the pooled one when an equal
     /// view already has one, else a new one (pooled; private from a pool that shares nothing).
     pub(crate) fn graph(&self, view: &View, key: u64) -> Arc<Graph> {
         let Some(table) = &self.0 else { return Arc::new(Graph::build(view)) };

@@ -21,16 +21,28 @@ pub(crate) const LEAF_SPAN: u64 = 32;
 /// A sorted run of entries; see the module documentation.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Leaf {
+    /// The entries' names, for searching without touching the entries.
+    names: Vec<PeerName>,
     entries: Vec<Arc<PeerEntry>>,
+    /// [`Leaf::key`], set when the leaf is pooled (zero before).
+    pub(crate) key: u64,
 }
 
 impl Leaf {
+    fn new(entries: Vec<Arc<PeerEntry>>) -> Self {
+        Leaf { names: entries.iter().map(|e| e.name).collect(), entries, key: 0 }
+    }
+
+    fn find(&self, name: &PeerName) -> Result<usize, usize> {
+        self.names.binary_search(name)
+    }
+
     fn last_name(&self) -> PeerName {
-        self.entries.last().expect("leaves are never empty").name
+        *self.names.last().expect("leaves are never empty")
     }
 
     /// A hash of the entries' names, incarnations and versions (equal leaves hash equal).
-    pub(crate) fn key(&self) -> u64 {
+    pub(crate) fn content_key(&self) -> u64 {
         let mut h = DigestHasher::default();
         for e in &self.entries {
             h.add(&e.digest());
@@ -61,6 +73,8 @@ pub struct View {
     /// Invariant: no leaf is empty; every leaf but the last ends at a name for which
     /// [`ends_leaf`] holds, and no other name in a leaf does.
     leaves: Vec<Arc<Leaf>>,
+    /// The last name of each leaf.
+    ends: Vec<PeerName>,
     len: usize,
 }
 
@@ -82,13 +96,13 @@ impl View {
 
     /// The leaf that holds `name` if anything does.
     fn leaf_for(&self, name: &PeerName) -> usize {
-        self.leaves.partition_point(|l| l.last_name() < *name)
+        self.ends.partition_point(|n| n < name)
     }
 
     /// The entry for `name`.
     pub fn get(&self, name: &PeerName) -> Option<&Arc<PeerEntry>> {
         let leaf = self.leaves.get(self.leaf_for(name))?;
-        let i = leaf.entries.binary_search_by_key(name, |e| e.name).ok()?;
+        let i = leaf.find(name).ok()?;
         Some(&leaf.entries[i])
     }
 
@@ -102,9 +116,11 @@ impl View {
         let l = &mut self.leaves[i];
         // A pooled leaf has weak references and is never changed in place.
         if Arc::get_mut(l).is_none() {
-            *l = Arc::new(Leaf::clone(l));
+            *l = Arc::new(Leaf { key: 0, ..Leaf::clone(l) });
         }
-        Arc::get_mut(l).expect("just made unique")
+        let l = Arc::get_mut(l).expect("just made unique");
+        l.key = 0;
+        l
     }
 
     /// Puts `e` under its name; returns the entry it replaced.
@@ -113,23 +129,29 @@ impl View {
         let mut i = self.leaf_for(&name);
         if i == self.leaves.len() {
             // Past every name: the last leaf grows, unless it is closed.
-            match self.leaves.last() {
-                Some(last) if !ends_leaf(last.last_name()) => i -= 1,
+            match self.ends.last() {
+                Some(&last) if !ends_leaf(last) => i -= 1,
                 _ => {
-                    self.leaves.push(Arc::new(Leaf { entries: vec![e] }));
+                    self.leaves.push(Arc::new(Leaf::new(vec![e])));
+                    self.ends.push(name);
                     self.len += 1;
                     return None;
                 }
             }
         }
         let leaf = self.leaf_mut(i);
-        match leaf.entries.binary_search_by_key(&name, |e| e.name) {
+        match leaf.find(&name) {
             Ok(at) => Some(std::mem::replace(&mut leaf.entries[at], e)),
             Err(at) => {
                 leaf.entries.insert(at, e);
+                leaf.names.insert(at, name);
                 if ends_leaf(name) && at + 1 < leaf.entries.len() {
-                    let rest = leaf.entries.split_off(at + 1);
-                    self.leaves.insert(i + 1, Arc::new(Leaf { entries: rest }));
+                    let rest =
+                        Leaf { names: leaf.names.split_off(at + 1), entries: leaf.entries.split_off(at + 1), key: 0 };
+                    self.leaves.insert(i + 1, Arc::new(rest));
+                    self.ends.insert(i, name);
+                } else {
+                    self.ends[i] = leaf.last_name();
                 }
                 self.len += 1;
                 None
@@ -140,16 +162,22 @@ impl View {
     /// Removes the entry for `name`; returns it.
     pub fn remove(&mut self, name: &PeerName) -> Option<Arc<PeerEntry>> {
         let i = self.leaf_for(name);
-        let at = self.leaves.get(i)?.entries.binary_search_by_key(name, |e| e.name).ok()?;
+        let at = self.leaves.get(i)?.find(name).ok()?;
         let leaf = self.leaf_mut(i);
         let gone = leaf.entries.remove(at);
-        let empty = leaf.entries.is_empty();
+        leaf.names.remove(at);
         if ends_leaf(*name) && i + 1 < self.leaves.len() {
             // The leaf lost its end: it runs on into the next one.
             let next = self.leaves.remove(i + 1);
-            self.leaf_mut(i).entries.extend(next.entries.iter().cloned());
-        } else if empty {
+            self.ends.remove(i);
+            let leaf = self.leaf_mut(i);
+            leaf.entries.extend(next.entries.iter().cloned());
+            leaf.names.extend_from_slice(&next.names);
+        } else if self.leaves[i].entries.is_empty() {
             self.leaves.remove(i);
+            self.ends.remove(i);
+        } else {
+            self.ends[i] = self.leaves[i].last_name();
         }
         self.len -= 1;
         Some(gone)
@@ -183,10 +211,21 @@ impl View {
         }
         for l in &mut self.leaves {
             // Pooled leaves (weak references) and leaves held elsewhere are shared already.
-            if Arc::weak_count(l) == 0 && Arc::strong_count(l) == 1 {
+            if let Some(mine) = Arc::get_mut(l) {
+                mine.key = mine.content_key();
                 *l = pool.leaf(Arc::clone(l));
             }
         }
+    }
+
+    /// A hash of the whole view's contents from its leaves' keys: cheap, but meaningful only
+    /// after [`View::share`] with a shared pool (private leaves have no key yet).
+    pub(crate) fn leaf_key(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for l in &self.leaves {
+            h = (h ^ l.key).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+        }
+        h ^ self.len as u64
     }
 
     /// Whether both views hold the very same leaves.
@@ -263,6 +302,8 @@ mod tests {
             count += l.entries.len();
         }
         assert_eq!(count, v.len);
+        assert!(v.leaves.iter().map(|l| l.last_name()).eq(v.ends.iter().copied()), "ends match");
+        assert!(v.leaves.iter().all(|l| l.entries.iter().map(|e| e.name).eq(l.names.iter().copied())), "names match");
         let names: Vec<_> = v.keys().copied().collect();
         assert!(names.windows(2).all(|w| w[0] < w[1]), "names in order");
     }

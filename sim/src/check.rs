@@ -308,11 +308,19 @@ pub fn converged(w: &mut World) -> Result<(), String> {
         for &m in &members {
             comp[m as usize] = a;
         }
-        // Views of the component's entries agree.
-        let names: Vec<PeerName> = members.iter().map(|&m| peer_name(m)).collect();
+        // Views of the component's entries agree (one ordered walk of each view).
+        let mut names: Vec<(PeerName, u32)> = members.iter().map(|&m| (peer_name(m), m)).collect();
+        names.sort_unstable();
         let view_of = |w: &World, h: u32| -> Vec<Option<std::sync::Arc<router_core::wire::gossip::PeerEntry>>> {
             let t = w.hosts[h as usize].router.as_ref().expect("running").topology();
-            names.iter().map(|p| t.get(p).cloned()).collect()
+            let mut entries = t.values().peekable();
+            names
+                .iter()
+                .map(|(p, _)| {
+                    while entries.next_if(|e| e.name < *p).is_some() {}
+                    entries.next_if(|e| e.name == *p).cloned()
+                })
+                .collect()
         };
         let first = view_of(w, a);
         for &m in &members[1..] {
@@ -327,7 +335,7 @@ pub fn converged(w: &mut World) -> Result<(), String> {
                     "{} and {} hold different views: for {} one has {}, the other {}",
                     w.hosts[a as usize].name,
                     w.hosts[m as usize].name,
-                    w.hosts[members[k] as usize].name,
+                    w.hosts[names[k].1 as usize].name,
                     show(&first[k]),
                     show(&other[k])
                 ));

@@ -434,6 +434,9 @@ pub struct Workload {
     pub broadcast_interval: Dur,
     /// Each container also pings an address in another subnet this often (must never work).
     pub cross_subnet_interval: Dur,
+    /// The fraction of containers that run the traffic above (spread evenly); the others only
+    /// answer.
+    pub active: f64,
 }
 
 impl Default for Workload {
@@ -445,6 +448,7 @@ impl Default for Workload {
             udp_interval: Dur(Duration::ZERO),
             broadcast_interval: Dur(Duration::ZERO),
             cross_subnet_interval: Dur(Duration::ZERO),
+            active: 1.0,
         }
     }
 }
@@ -732,6 +736,9 @@ impl Scenario {
         if containers > total {
             return Err(invalid("workload.subnets", format!("{containers} containers do not fit")));
         }
+        if !(0.0..=1.0).contains(&self.workload.active) {
+            return Err(invalid("workload.active", "a fraction from 0 to 1"));
+        }
         Ok(())
     }
 }
@@ -775,6 +782,7 @@ mod tests {
             ("[[faults]]\nat = \"1s\"\naction = \"crash\"\nhost = \"h9\"\n", "faults[0].host: no host named `h9`"),
             ("[link_classes.default]\nloss = 1.5\n", "link_classes.default.loss"),
             ("[workload]\nsubnets = [\"10.0.0.0/33\"]\n", "workload.subnets[0]"),
+            ("[workload]\nactive = 1.5\n", "workload.active"),
             ("[[faults]]\nat = \"1m\"\naction = \"heal\"\n", "faults[0].at: after the end"),
             ("[[faults]]\nat = \"1s\"\naction = \"explode\"\n", "unknown variant `explode`"),
         ];

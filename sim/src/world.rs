@@ -161,6 +161,9 @@ pub struct World {
     pub hosts: Vec<Host>,
     /// Containers.
     pub containers: Vec<Container>,
+    /// Containers by subnet (ascending), and each container's place in that list.
+    subnet_members: Vec<Vec<u32>>,
+    subnet_of: Vec<(u32, u32)>,
     /// The underlay.
     pub net: Underlay,
     tcps: Vec<Option<Tcp>>,
@@ -208,6 +211,8 @@ impl World {
             seq: 0,
             hosts: Vec::with_capacity(n as usize),
             containers: Vec::new(),
+            subnet_members: Vec::new(),
+            subnet_of: Vec::new(),
             net,
             tcps: Vec::new(),
             free_tcps: Vec::new(),
@@ -294,9 +299,25 @@ impl World {
                 let name = format!("{}/c{k}", self.hosts[h].name);
                 self.containers.push(Container::new(name, mac, sn.host(used[si]), sn, h));
                 self.hosts[h].containers.push(idx as u32);
-                self.schedule_work(idx as u32);
+                // Equal subnets listed twice are one subnet.
+                let g = subnets.iter().position(|&o| o == sn).expect("listed");
+                if self.subnet_members.len() <= g {
+                    self.subnet_members.resize(g + 1, Vec::new());
+                }
+                self.subnet_of.push((g as u32, self.subnet_members[g].len() as u32));
+                self.subnet_members[g].push(idx as u32);
+                if self.active(idx) {
+                    self.schedule_work(idx as u32);
+                }
             }
         }
+    }
+
+    /// Whether container `i` runs the periodic workload: a fraction `active` of them, spread
+    /// evenly over the containers.
+    fn active(&self, i: usize) -> bool {
+        let a = self.scenario.workload.active;
+        a >= 1.0 || ((i + 1) as f64 * a).floor() > (i as f64 * a).floor()
     }
 
     fn schedule_work(&mut self, c: u32) {
@@ -965,24 +986,36 @@ impl World {
         if !self.hosts[h].running() {
             return;
         }
-        let sn = self.containers[c as usize].subnet;
-        let peers: Vec<u32> = (0..self.containers.len() as u32)
-            .filter(|&o| o != c && (self.containers[o as usize].subnet == sn) == (kind != Work::Cross))
-            .collect();
         let mut out = Vec::new();
         let now = self.now;
-        match kind {
-            Work::Broadcast => self.containers[c as usize].broadcast(&mut self.ids, &mut out),
-            _ if peers.is_empty() => {}
-            _ => {
-                let o = peers[below(&mut self.work_rng, peers.len() as u64) as usize];
-                let ip = self.containers[o as usize].ip;
-                let me = &mut self.containers[c as usize];
-                if kind == Work::Udp {
-                    me.send_udp(ip, &mut self.ids, &mut out);
-                } else {
-                    me.ping(now, ip, &mut self.ids, &mut out);
-                }
+        let target = match kind {
+            Work::Broadcast => {
+                self.containers[c as usize].broadcast(&mut self.ids, &mut out);
+                None
+            }
+            Work::Cross => {
+                let sn = self.containers[c as usize].subnet;
+                let others: Vec<u32> =
+                    (0..self.containers.len() as u32).filter(|&o| self.containers[o as usize].subnet != sn).collect();
+                (!others.is_empty()).then(|| others[below(&mut self.work_rng, others.len() as u64) as usize])
+            }
+            Work::Ping | Work::Udp => {
+                // A random other member of our subnet.
+                let (g, at) = self.subnet_of[c as usize];
+                let members = &self.subnet_members[g as usize];
+                (members.len() > 1).then(|| {
+                    let k = below(&mut self.work_rng, members.len() as u64 - 1) as usize;
+                    members[if k < at as usize { k } else { k + 1 }]
+                })
+            }
+        };
+        if let Some(o) = target {
+            let ip = self.containers[o as usize].ip;
+            let me = &mut self.containers[c as usize];
+            if kind == Work::Udp {
+                me.send_udp(ip, &mut self.ids, &mut out);
+            } else {
+                me.ping(now, ip, &mut self.ids, &mut out);
             }
         }
         for f in out {

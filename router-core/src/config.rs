@@ -69,6 +69,12 @@ pub struct Config {
     pub route_delay_min: Duration,
     /// ...and, while changes keep coming, up to this long (the wait doubles each time).
     pub route_delay_max: Duration,
+    /// Compute routes only when something needs them (a frame to forward or relay, a status
+    /// report, anti-entropy) once the hold after a change has ended, rather than as soon as
+    /// it ends. A simulator of thousands of routers, most of them idle, skips computing routes
+    /// nobody uses; a real router leaves it off so that peers found and lost are reported as
+    /// soon as the topology changes.
+    pub lazy_routes: bool,
     /// Period of anti-entropy (summary exchange) and garbage collection.
     pub anti_entropy: Duration,
     /// First reconnect delay.
@@ -122,6 +128,7 @@ impl Config {
             gossip_coalesce: Duration::from_millis(10),
             route_delay_min: Duration::from_millis(2),
             route_delay_max: Duration::from_millis(200),
+            lazy_routes: false,
             anti_entropy: Duration::from_secs(30),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),

@@ -37,7 +37,7 @@ fn macs(frame: &[u8]) -> (Mac, Mac) {
 
 impl Router {
     /// Learns from and decides the fate of a frame captured on the local bridge, without
-    /// queueing anything. Never allocates.
+    /// queueing anything. Never allocates (unless `lazy_routes` has a recomputation due).
     pub fn decide(&mut self, now: Instant, frame: &[u8]) -> Decision {
         if frame.len() < FRAME_MIN {
             return Decision::Drop(DropReason::Malformed);
@@ -55,14 +55,17 @@ impl Router {
         }
         match self.macs.lookup(dst) {
             Some(MacOwner::Local) => Decision::Local,
-            Some(MacOwner::Peer(p)) => match self.routes.next_hop(p) {
-                Some(via) => Decision::Unicast { dst: p, via },
-                None => {
-                    // Its peer is gone: forget it, and flood so that wherever it went finds it.
-                    self.macs.remove(dst);
-                    Decision::Flood
+            Some(MacOwner::Peer(p)) => {
+                self.fresh_routes(now);
+                match self.routes.next_hop(p) {
+                    Some(via) => Decision::Unicast { dst: p, via },
+                    None => {
+                        // Its peer is gone: forget it, and flood so that wherever it went finds it.
+                        self.macs.remove(dst);
+                        Decision::Flood
+                    }
                 }
-            },
+            }
             None => Decision::Flood,
         }
     }
@@ -85,6 +88,7 @@ impl Router {
                 let h = self.header(me, PeerName::BROADCAST, Some(seq));
                 let mut children = std::mem::take(&mut self.scratch_peers);
                 children.clear();
+                self.fresh_routes(now);
                 children.extend_from_slice(self.routes.broadcast_children(me));
                 for &c in &children {
                     self.send_frame(now, c, &h, frame);
@@ -259,6 +263,7 @@ impl Router {
             }
             let mut children = std::mem::take(&mut self.scratch_peers);
             children.clear();
+            self.fresh_routes(now);
             children.extend_from_slice(self.routes.broadcast_children(src));
             if !children.is_empty() && hops <= 1 {
                 self.stats.drop(DropReason::HopLimit, count * children.len() as u64);
@@ -271,6 +276,7 @@ impl Router {
         } else if hops <= 1 {
             self.stats.drop(DropReason::HopLimit, count);
         } else {
+            self.fresh_routes(now);
             match self.routes.next_hop(dst) {
                 Some(via) => self.relay(now, via, bytes, hops - 1, count),
                 None => self.stats.drop(DropReason::NoRoute, count),

@@ -154,6 +154,8 @@ pub struct Router {
     /// The current wait before recomputing routes after a change.
     pub(crate) route_hold: core::time::Duration,
     pub(crate) last_recompute: Option<Instant>,
+    /// With `lazy_routes`: the hold after a change has ended; the next user recomputes.
+    pub(crate) routes_due: bool,
     /// Peers found unreachable at the last anti-entropy round.
     pub(crate) gc_candidates: BTreeSet<PeerName>,
     /// Key material (PAKE scalars).
@@ -215,6 +217,7 @@ impl Router {
             dedup: Dedup::new(DEDUP_SOURCES_MAX),
             route_hold: core::time::Duration::ZERO,
             last_recompute: None,
+            routes_due: false,
             gc_candidates: BTreeSet::new(),
             random,
             auth_blocked: BTreeMap::new(),
@@ -361,6 +364,7 @@ impl Router {
                 Timer::GossipFlush => self.flush_gossip(),
                 Timer::AntiEntropy => self.anti_entropy(now),
                 Timer::MacSweep => self.sweep_macs(now),
+                Timer::Routes if self.config.lazy_routes => self.routes_due = true,
                 Timer::Routes => self.recompute_throttled(now),
                 Timer::Redial(addr) => self.redial(now, addr),
                 Timer::Conn(id, ct) => self.conn_timer(now, id, ct),
@@ -406,8 +410,11 @@ impl Router {
             self.own_dirty = false;
             self.rebuild_own_entry();
         }
-        if self.routes_dirty && self.timers.get(Timer::Routes).is_none() {
+        if self.routes_dirty && !self.routes_due && self.timers.get(Timer::Routes).is_none() {
             self.timers.set(Timer::Routes, now + self.route_hold);
+        }
+        if self.topology.unshared && self.config.entry_pool.is_shared() {
+            self.topology.share(&self.config.entry_pool);
         }
         if !self.dirty.is_empty() {
             self.timers.set_if_earlier(Timer::GossipFlush, now + self.config.gossip_coalesce);
@@ -455,7 +462,15 @@ impl Router {
         self.recompute_if_dirty();
     }
 
+    /// With `lazy_routes`, recomputes routes that are due before they are used.
+    pub(crate) fn fresh_routes(&mut self, now: Instant) {
+        if self.routes_due {
+            self.recompute_throttled(now);
+        }
+    }
+
     pub(crate) fn recompute_if_dirty(&mut self) {
+        self.routes_due = false;
         if !self.routes_dirty {
             return;
         }
@@ -463,7 +478,7 @@ impl Router {
         self.timers.cancel(Timer::Routes);
         let before = self.routes.reach();
         if self.config.entry_pool.is_shared() {
-            self.topology.peers.share(&self.config.entry_pool);
+            self.topology.share(&self.config.entry_pool);
             let key = self.topology.peers.leaf_key();
             let graph = self.config.entry_pool.graph(&self.topology.peers, key);
             self.routes.rebuild_on(graph, self.config.name);

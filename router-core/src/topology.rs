@@ -52,6 +52,8 @@ pub(crate) fn merge_pooled(view: &mut View, e: Arc<PeerEntry>, pool: &EntryPool)
 pub(crate) struct Topology {
     pub(crate) peers: View,
     summary: Option<Summary>,
+    /// Changed since the last [`Topology::share`].
+    pub(crate) unshared: bool,
 }
 
 /// Shares identical peer entries between routers in one process.
@@ -174,6 +176,13 @@ impl Topology {
     /// Must be called after every change to `peers`.
     pub(crate) fn changed(&mut self) {
         self.summary = None;
+        self.unshared = true;
+    }
+
+    /// Swaps the view's changed parts for pooled copies (see [`View::share`]).
+    pub(crate) fn share(&mut self, pool: &EntryPool) {
+        self.peers.share(pool);
+        self.unshared = false;
     }
 
     /// The summary of the whole view (cached until the next change).
@@ -321,8 +330,8 @@ mod tests {
                 e
             }).collect() };
             let (a, b) = (honest(a), honest(b));
-            let ta = Topology { peers: view(&a), summary: None };
-            let mut tb = Topology { peers: view(&b), summary: None };
+            let ta = Topology { peers: view(&a), ..Topology::default() };
+            let mut tb = Topology { peers: view(&b), ..Topology::default() };
             // b sends its digest; a answers with what b lacks; after merging, b holds a ⊔ b.
             for d in tb.digests() {
                 for e in ta.newer_than(&d) {

@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use crate::peer::PeerName;
 use crate::topology::EntryPool;
-use crate::wire::gossip::{DigestHasher, PeerEntry};
+use crate::wire::gossip::PeerEntry;
+use core::hash::Hasher;
+use rustc_hash::FxHasher;
 
 /// Expected entries per leaf.
 pub(crate) const LEAF_SPAN: u64 = 32;
@@ -43,9 +45,11 @@ impl Leaf {
 
     /// A hash of the entries' names, incarnations and versions (equal leaves hash equal).
     pub(crate) fn content_key(&self) -> u64 {
-        let mut h = DigestHasher::default();
+        let mut h = FxHasher::default();
         for e in &self.entries {
-            h.add(&e.digest());
+            h.write_u64(e.name.to_u64());
+            h.write_u64(e.uid.0);
+            h.write_u64(e.version);
         }
         h.finish()
     }
@@ -76,6 +80,10 @@ pub struct View {
     /// The last name of each leaf.
     ends: Vec<PeerName>,
     len: usize,
+    /// Leaves changed since the last [`View::share`], unless `reshaped` (leaves were added or
+    /// removed: every leaf is looked at).
+    touched: Vec<u32>,
+    reshaped: bool,
 }
 
 impl View {
@@ -113,6 +121,13 @@ impl View {
 
     /// Leaf `i`, for changing: copied first unless this view alone holds it.
     fn leaf_mut(&mut self, i: usize) -> &mut Leaf {
+        if self.touched.len() >= self.leaves.len() {
+            // As good as all of them (and bounded where nothing is ever shared).
+            self.touched.clear();
+            self.reshaped = true;
+        } else {
+            self.touched.push(i as u32);
+        }
         let l = &mut self.leaves[i];
         // A pooled leaf has weak references and is never changed in place.
         if Arc::get_mut(l).is_none() {
@@ -133,6 +148,7 @@ impl View {
                 Some(&last) if !ends_leaf(last) => i -= 1,
                 _ => {
                     self.leaves.push(Arc::new(Leaf::new(vec![e])));
+                    self.reshaped = true;
                     self.ends.push(name);
                     self.len += 1;
                     return None;
@@ -149,6 +165,7 @@ impl View {
                     let rest =
                         Leaf { names: leaf.names.split_off(at + 1), entries: leaf.entries.split_off(at + 1), key: 0 };
                     self.leaves.insert(i + 1, Arc::new(rest));
+                    self.reshaped = true;
                     self.ends.insert(i, name);
                 } else {
                     self.ends[i] = leaf.last_name();
@@ -169,6 +186,7 @@ impl View {
         if ends_leaf(*name) && i + 1 < self.leaves.len() {
             // The leaf lost its end: it runs on into the next one.
             let next = self.leaves.remove(i + 1);
+            self.reshaped = true;
             self.ends.remove(i);
             let leaf = self.leaf_mut(i);
             leaf.entries.extend(next.entries.iter().cloned());
@@ -176,6 +194,7 @@ impl View {
         } else if self.leaves[i].entries.is_empty() {
             self.leaves.remove(i);
             self.ends.remove(i);
+            self.reshaped = true;
         } else {
             self.ends[i] = self.leaves[i].last_name();
         }
@@ -209,13 +228,24 @@ impl View {
         if !pool.is_shared() {
             return;
         }
-        for l in &mut self.leaves {
+        let mut touched = std::mem::take(&mut self.touched);
+        if std::mem::take(&mut self.reshaped) {
+            touched.clear();
+            touched.extend(0..self.leaves.len() as u32);
+        } else {
+            touched.sort_unstable();
+            touched.dedup();
+        }
+        for &i in &touched {
+            let l = &mut self.leaves[i as usize];
             // Pooled leaves (weak references) and leaves held elsewhere are shared already.
             if let Some(mine) = Arc::get_mut(l) {
                 mine.key = mine.content_key();
                 *l = pool.leaf(Arc::clone(l));
             }
         }
+        touched.clear();
+        self.touched = touched;
     }
 
     /// A hash of the whole view's contents from its leaves' keys: cheap, but meaningful only
@@ -386,6 +416,14 @@ mod tests {
         let shared = a.leaves.iter().zip(&b.leaves).filter(|(x, y)| Arc::ptr_eq(x, y)).count();
         assert_eq!(shared, a.leaves.len() - 1);
         assert_eq!(a.get(&PeerName::from_u64(500)).unwrap().version, 1, "the other view is untouched");
+        // Sharing again pools the changed leaf: a view built afresh with the same entries
+        // holds the very same leaves.
+        b.share(&pool);
+        let newer = b.get(&PeerName::from_u64(500)).unwrap().clone();
+        let mut d: View =
+            entries.iter().map(|e| if e.name == newer.name { newer.clone() } else { e.clone() }).collect();
+        d.share(&pool);
+        assert!(d.shares_leaves_with(&b));
         // A private pool shares nothing.
         let mut c: View = entries.iter().cloned().collect();
         c.share(&EntryPool::default());

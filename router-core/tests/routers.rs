@@ -97,6 +97,37 @@ fn routes_move_to_the_relay_when_a_link_is_cut_and_back_when_it_heals() {
 }
 
 #[test]
+fn lazy_routes_wait_for_a_frame_and_still_route_around_a_cut() {
+    let lazy = |i: usize| {
+        let mut c = config(i, i as u64 + 1);
+        c.lazy_routes = true;
+        c
+    };
+    let mut net = Net::with_config(3, lazy);
+    net.connect(0, 1);
+    net.connect(1, 2);
+    net.connect(0, 2);
+    // Shorter than the anti-entropy period, which computes routes whatever happens.
+    net.run_for(Duration::from_secs(3));
+    for i in 0..3 {
+        assert_eq!(net.hosts[i].router.stats().route_recomputes, 0, "host {i} computed routes nobody used");
+    }
+    let (a, c) = (mac(0, 1), mac(2, 1));
+    net.capture(2, &frame(BROADCAST, c, b"learn me"));
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(net.hosts[0].bridge.len(), 1, "the flood reached host 0");
+    assert_eq!(net.hosts[1].bridge.len(), 1, "the flood reached host 1");
+    assert_eq!(net.hosts[2].router.stats().route_recomputes, 1, "the flooding host computed its routes once");
+    net.cut(0, 2);
+    net.run_for(SETTLE);
+    net.capture(0, &frame(c, a, b"via 1"));
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(net.hosts[2].bridge.len(), 1, "the unicast took the relay");
+    assert_eq!(net.hosts[1].router.stats().frames_relayed, 1);
+    assert_eq!(net.hosts[0].router.routes().next_hop(name(2)), Some(name(1)));
+}
+
+#[test]
 fn a_restarted_peer_with_a_new_uid_is_taken_in() {
     let mut net = Net::new(3);
     net.connect(0, 1);

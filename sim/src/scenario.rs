@@ -267,6 +267,9 @@ pub struct RouterSettings {
     /// Dial peers learned from gossip.
     #[serde(default)]
     pub discovery: bool,
+    /// Compute routes only when a frame needs them (`router_core::Config::lazy_routes`).
+    #[serde(default)]
+    pub lazy_routes: bool,
     /// Hop limit of originated frames.
     pub hop_limit: Option<u8>,
     /// Connection limit.

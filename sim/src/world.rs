@@ -442,6 +442,7 @@ impl World {
         c.outbox_keep = 4 << 10;
         c.seed = derive(self.seed, "router", (u64::from(h) << 32) | u64::from(self.hosts[h as usize].incarnation));
         c.discovery = s.discovery;
+        c.lazy_routes = s.lazy_routes;
         if let Some(v) = s.hop_limit {
             c.hop_limit = v;
         }

@@ -247,7 +247,11 @@ impl Container {
         if !self.subnet.contains(spa) || spa == self.ip {
             return Received::Ignored;
         }
-        self.arp.insert(spa, sha);
+        // As Linux does: a neighbour is learned from a request for us or a reply; a request
+        // for someone else only refreshes what we already know.
+        if tpa == self.ip || self.arp.contains_key(&spa) {
+            self.arp.insert(spa, sha);
+        }
         if op == 1 && tpa == self.ip {
             out.push(arp_frame(2, self.mac, self.ip, sha, sha, spa, ids.fresh()));
         }
@@ -276,7 +280,27 @@ pub enum Port {
 /// A learning bridge: MAC → port.
 #[derive(Debug, Default, Clone)]
 pub struct Bridge {
-    fdb: FxHashMap<Mac, Port>,
+    /// MAC → port: a container's index, or [`ROUTER_PORT`].
+    fdb: FxHashMap<Mac, u32>,
+}
+
+const ROUTER_PORT: u32 = u32::MAX;
+
+impl Port {
+    fn code(self) -> u32 {
+        match self {
+            Port::Container(i) => u32::try_from(i).expect("fewer than 2^32 - 1 containers"),
+            Port::Router => ROUTER_PORT,
+        }
+    }
+
+    fn from_code(c: u32) -> Port {
+        if c == ROUTER_PORT {
+            Port::Router
+        } else {
+            Port::Container(c as usize)
+        }
+    }
 }
 
 /// Where the bridge sends a frame.
@@ -296,14 +320,14 @@ impl Bridge {
         let dst = Mac(frame[0..6].try_into().expect("frames have a header"));
         let src = Mac(frame[6..12].try_into().expect("frames have a header"));
         if !src.is_group() {
-            self.fdb.insert(src, from);
+            self.fdb.insert(src, from.code());
         }
         if dst.is_group() {
             return Out::Flood;
         }
         match self.fdb.get(&dst) {
-            Some(&p) if p == from => Out::Drop,
-            Some(&p) => Out::One(p),
+            Some(&p) if p == from.code() => Out::Drop,
+            Some(&p) => Out::One(Port::from_code(p)),
             None => Out::Flood,
         }
     }
@@ -345,6 +369,26 @@ mod tests {
         // Every frame carried a distinct id at its end.
         let ids_seen: Vec<_> = [&req, &reply, &echo, &pong].iter().map(|f| frame_id(f).unwrap()).collect();
         assert_eq!(ids_seen, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_request_for_someone_else_teaches_nothing_but_one_for_us_does() {
+        let (mut a, mut b) = pair();
+        let sn = a.subnet;
+        let mut c = Container::new("c".into(), Mac([2, 0, 0, 0, 0, 3]), sn.host(3), sn, 2);
+        let mut ids = Ids::default();
+        let mut out = Vec::new();
+        // a asks for c: b hears the broadcast but learns nothing; c learns a.
+        a.ping(Instant::ZERO, c.ip, &mut ids, &mut out);
+        let req = out.pop().unwrap();
+        assert_eq!(b.receive(&req, &mut ids, &mut out), Received::Arp);
+        assert!(out.is_empty() && b.arp.is_empty(), "b answered or learned a request for c");
+        assert_eq!(c.receive(&req, &mut ids, &mut out), Received::Arp);
+        assert_eq!(c.arp.get(&a.ip), Some(&a.mac));
+        // Once b knows a, a's next broadcast request refreshes it.
+        b.arp.insert(a.ip, Mac([2, 0, 0, 0, 0, 9]));
+        assert_eq!(b.receive(&req, &mut ids, &mut out), Received::Arp);
+        assert_eq!(b.arp.get(&a.ip), Some(&a.mac));
     }
 
     #[test]

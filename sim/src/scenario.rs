@@ -440,6 +440,8 @@ pub struct Workload {
     /// The fraction of containers that run the traffic above (spread evenly); the others only
     /// answer.
     pub active: f64,
+    /// When the traffic above starts.
+    pub start: Dur,
 }
 
 impl Default for Workload {
@@ -452,6 +454,7 @@ impl Default for Workload {
             broadcast_interval: Dur(Duration::ZERO),
             cross_subnet_interval: Dur(Duration::ZERO),
             active: 1.0,
+            start: Dur(Duration::ZERO),
         }
     }
 }

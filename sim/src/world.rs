@@ -322,6 +322,7 @@ impl World {
 
     fn schedule_work(&mut self, c: u32) {
         let w = &self.scenario.workload;
+        let start = w.start.0;
         for (iv, kind) in [
             (w.ping_interval, Work::Ping),
             (w.udp_interval, Work::Udp),
@@ -331,7 +332,7 @@ impl World {
             let us = iv.0.as_micros() as u64;
             if us > 0 {
                 let phase = below(&mut self.work_rng, us) + 1;
-                self.push(Instant::from_micros(phase), Ev::Work { container: c, kind });
+                self.push(Instant::ZERO + start + Duration::from_micros(phase), Ev::Work { container: c, kind });
             }
         }
     }

@@ -296,37 +296,61 @@ fn rss_mib(field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn bench_scenario(peers: usize, seconds: u64) -> Scenario {
+/// Peers joining per second in a bench network above 1,000 peers.
+const JOIN_RATE: usize = 100;
+/// Pinging containers in a bench network above 1,000 peers.
+const PINGERS: usize = 1000;
+
+/// The bench network: `peers` hosts on a random underlay of degree 4, one container each,
+/// pinging a random container every 10 s. Up to 1,000 peers everything starts at once and
+/// every container pings. Above that, a network grows the way a large one does: peers join at
+/// [`JOIN_RATE`] a second, routers compute routes when a frame needs them
+/// (`lazy_routes`), and [`PINGERS`] containers spread over the hosts ping (every router
+/// still learns their MACs from the ARP floods) once the network has formed. The second
+/// value is the warm-up.
+fn bench_scenario(peers: usize, seconds: u64) -> (Scenario, Duration) {
+    let large = peers > 1000;
+    let spread = if large { (peers / JOIN_RATE) as u64 } else { 0 };
+    let active = if large { PINGERS as f64 / peers as f64 } else { 1.0 };
+    let warmup = spread + 30;
     let text = format!(
         r#"
 name = "bench {peers} peers"
 duration = "{seconds}s"
 [hosts]
 count = {peers}
+start_spread = "{spread}s"
 [underlay]
 shape = "random"
 degree = 4
 [router]
 connect = "underlay"
 tcp_timeout = "60s"
+lazy_routes = {large}
+backoff_max = "{backoff}s"
 [workload]
 containers_per_host = 1
 subnets = ["10.0.0.0/8"]
 ping_interval = "10s"
+active = {active:?}
+start = "{start}s"
 [checks]
 safety = false
-"#
+"#,
+        backoff = if large { 5 } else { 60 },
+        // Small networks ping from the start, as before; large ones once formed.
+        start = if large { warmup } else { 0 },
     );
     let mut s = Scenario::parse(&text).expect("bench scenario is valid");
     s.checks.converge_within = None;
     s.checks.ping_within = None;
-    s
+    (s, Duration::from_secs(warmup))
 }
 
 fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
     println!(
-        "{:>7} {:>10} {:>12} {:>12} {:>14} {:>10} {:>10}",
-        "peers", "simulated", "wall", "events/s", "sim/wall", "peak MiB", "now MiB"
+        "{:>7} {:>10} {:>12} {:>12} {:>14} {:>10} {:>10} {:>14}",
+        "peers", "simulated", "wall", "events/s", "sim/wall", "peak MiB", "now MiB", "forming (wall)"
     );
     for n in peers {
         let secs_default = match n {
@@ -334,24 +358,27 @@ fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
             101..=1000 => 300,
             _ => 60,
         };
-        let s = bench_scenario(n, seconds.unwrap_or(secs_default));
+        let (s, warmup) = bench_scenario(n, seconds.unwrap_or(secs_default));
         // Warm up: let the network form before measuring steady state.
         let mut w = World::new(s.clone(), 1, Trace::new());
-        let warm = Instant::from_millis(30_000);
+        let warm = Instant::ZERO + warmup;
+        let t0 = std::time::Instant::now();
         w.run_until(warm);
+        let formed = t0.elapsed().as_secs_f64();
         let e0 = w.stats.events;
         let t0 = std::time::Instant::now();
         w.run_until(warm + s.duration.0);
         let wall = t0.elapsed().as_secs_f64();
         let events = w.stats.events - e0;
         println!(
-            "{n:>7} {:>9}s {:>11.2}s {:>12.0} {:>13.0}x {:>10.0} {:>10.0}",
+            "{n:>7} {:>9}s {:>11.2}s {:>12.0} {:>13.0}x {:>10.0} {:>10.0} {:>5}s ({formed:.0}s)",
             s.duration.0.as_secs(),
             wall,
             events as f64 / wall,
             s.duration.0.as_secs_f64() / wall,
             rss_mib("VmHWM:").unwrap_or(0.0),
-            rss_mib("VmRSS:").unwrap_or(0.0)
+            rss_mib("VmRSS:").unwrap_or(0.0),
+            warmup.as_secs()
         );
         if n == 1000 {
             gossip_per_link_change(&mut w);

@@ -34,3 +34,10 @@ fn a_fraction_of_active_containers_send_and_the_rest_only_answer() {
     assert!(senders.iter().all(|&i| quarter[i] >= 9));
     assert_eq!(pings_per_container("active = 0").iter().sum::<u64>(), 0);
 }
+
+#[test]
+fn traffic_waits_for_its_start() {
+    let late = pings_per_container("start = \"6s\"");
+    // Pings at 6 s plus a phase under 1 s, then every second, up to 10.5 s: four or five each.
+    assert!(late.iter().all(|&n| (4..=5).contains(&n)), "{late:?}");
+}

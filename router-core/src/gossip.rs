@@ -72,7 +72,7 @@ impl Router {
                 continue;
             }
             let name = e.name;
-            if !self.topology.peers.contains_key(&name) && self.topology.peers.len() >= self.config.peers_max {
+            if self.topology.peers.len() >= self.config.peers_max && !self.topology.peers.contains_key(&name) {
                 self.stats.gossip_entries_refused += 1;
                 continue;
             }

@@ -40,11 +40,7 @@ pub fn merge_entry(view: &mut View, e: Arc<PeerEntry>) -> bool {
 
 /// [`merge_entry`], keeping the pooled copy of an entry that wins.
 pub(crate) fn merge_pooled(view: &mut View, e: Arc<PeerEntry>, pool: &EntryPool) -> bool {
-    if view.get(&e.name).is_some_and(|cur| entry_order(&e, cur) != Ordering::Greater) {
-        return false;
-    }
-    view.insert(pool.intern(e));
-    true
+    view.merge(e, entry_order, pool)
 }
 
 /// Every peer's entry as this router knows it, ours included.

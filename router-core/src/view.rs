@@ -176,6 +176,26 @@ impl View {
         }
     }
 
+    /// Puts `e` in unless the entry under its name wins over it by `order`; returns whether
+    /// it went in. One search where the name is known already (the common case).
+    pub(crate) fn merge(
+        &mut self,
+        e: Arc<PeerEntry>,
+        order: impl Fn(&PeerEntry, &PeerEntry) -> core::cmp::Ordering,
+        pool: &EntryPool,
+    ) -> bool {
+        let i = self.leaf_for(&e.name);
+        let Some(at) = self.leaves.get(i).and_then(|l| l.find(&e.name).ok()) else {
+            self.insert(pool.intern(e));
+            return true;
+        };
+        if order(&e, &self.leaves[i].entries[at]) != core::cmp::Ordering::Greater {
+            return false;
+        }
+        self.leaf_mut(i).entries[at] = pool.intern(e);
+        true
+    }
+
     /// Removes the entry for `name`; returns it.
     pub fn remove(&mut self, name: &PeerName) -> Option<Arc<PeerEntry>> {
         let i = self.leaf_for(name);

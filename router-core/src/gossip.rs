@@ -120,9 +120,12 @@ impl Router {
     /// Periodic repair: collect unreachable peers, then compare summaries with every neighbour.
     pub(crate) fn anti_entropy(&mut self, now: Instant) {
         // Everyone reachable over established links is reachable by advertised connections:
-        // then there is nothing to collect and the full search is skipped.
-        self.recompute_if_dirty();
-        let all_reachable = self.routes.reachable().count() == self.topology.peers.len();
+        // then there is nothing to collect and the full search is skipped. Lazy routes are
+        // not computed for this: the search is cheaper than routes nobody else wants.
+        let all_reachable = !self.config.lazy_routes && {
+            self.recompute_if_dirty();
+            self.routes.reachable().count() == self.topology.peers.len()
+        };
         let unreachable = if all_reachable { BTreeSet::new() } else { self.topology.unreachable(self.config.name) };
         // A peer is collected only when it was unreachable at the previous round too: entries
         // that arrive out of order (a healing partition) are not thrown away half-way.

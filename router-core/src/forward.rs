@@ -55,17 +55,14 @@ impl Router {
         }
         match self.macs.lookup(dst) {
             Some(MacOwner::Local) => Decision::Local,
-            Some(MacOwner::Peer(p)) => {
-                self.fresh_routes(now);
-                match self.routes.next_hop(p) {
-                    Some(via) => Decision::Unicast { dst: p, via },
-                    None => {
-                        // Its peer is gone: forget it, and flood so that wherever it went finds it.
-                        self.macs.remove(dst);
-                        Decision::Flood
-                    }
+            Some(MacOwner::Peer(p)) => match self.routes_now(now).next_hop(p) {
+                Some(via) => Decision::Unicast { dst: p, via },
+                None => {
+                    // Its peer is gone: forget it, and flood so that wherever it went finds it.
+                    self.macs.remove(dst);
+                    Decision::Flood
                 }
-            }
+            },
             None => Decision::Flood,
         }
     }
@@ -88,8 +85,7 @@ impl Router {
                 let h = self.header(me, PeerName::BROADCAST, Some(seq));
                 let mut children = std::mem::take(&mut self.scratch_peers);
                 children.clear();
-                self.fresh_routes(now);
-                children.extend_from_slice(self.routes.broadcast_children(me));
+                children.extend_from_slice(self.routes_now(now).broadcast_children(me));
                 for &c in &children {
                     self.send_frame(now, c, &h, frame);
                 }
@@ -263,8 +259,7 @@ impl Router {
             }
             let mut children = std::mem::take(&mut self.scratch_peers);
             children.clear();
-            self.fresh_routes(now);
-            children.extend_from_slice(self.routes.broadcast_children(src));
+            children.extend_from_slice(self.routes_now(now).broadcast_children(src));
             if !children.is_empty() && hops <= 1 {
                 self.stats.drop(DropReason::HopLimit, count * children.len() as u64);
             } else {
@@ -276,8 +271,7 @@ impl Router {
         } else if hops <= 1 {
             self.stats.drop(DropReason::HopLimit, count);
         } else {
-            self.fresh_routes(now);
-            match self.routes.next_hop(dst) {
+            match self.routes_now(now).next_hop(dst) {
                 Some(via) => self.relay(now, via, bytes, hops - 1, count),
                 None => self.stats.drop(DropReason::NoRoute, count),
             }

@@ -462,11 +462,12 @@ impl Router {
         self.recompute_if_dirty();
     }
 
-    /// With `lazy_routes`, recomputes routes that are due before they are used.
-    pub(crate) fn fresh_routes(&mut self, now: Instant) {
+    /// The routes for forwarding at `now`: with `lazy_routes`, recomputed first when due.
+    pub(crate) fn routes_now(&mut self, now: Instant) -> &mut Routes {
         if self.routes_due {
             self.recompute_throttled(now);
         }
+        &mut self.routes
     }
 
     pub(crate) fn recompute_if_dirty(&mut self) {

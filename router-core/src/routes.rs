@@ -152,13 +152,6 @@ impl Hops {
             Hops::Wide(v) => v[i] = k,
         }
     }
-
-    fn len(&self) -> usize {
-        match self {
-            Hops::Narrow(v) => v.len(),
-            Hops::Wide(v) => v.len(),
-        }
-    }
 }
 
 /// Unicast next hops and broadcast trees for one view of the topology.
@@ -188,11 +181,11 @@ fn established_to(e: &PeerEntry, peer: PeerName) -> bool {
     e.conns.binary_search_by_key(&peer, |c| c.peer).is_ok_and(|i| e.conns[i].established)
 }
 
-/// Which peers a [`Routes`] reached, kept across a recomputation to tell what changed.
+/// Which peers a [`Routes`] reached, kept across a recomputation to tell what changed. It
+/// holds names, not the graph, so that a graph no one else holds is still rebuilt in place.
 #[derive(Debug)]
 pub(crate) struct Reach {
-    graph: Arc<Graph>,
-    hops: Hops,
+    names: Vec<PeerName>,
 }
 
 impl Reach {
@@ -200,12 +193,8 @@ impl Reach {
     /// `me` is in neither.
     pub(crate) fn changes(&self, now: &Routes, me: PeerName) -> (Vec<PeerName>, Vec<PeerName>) {
         let (mut lost, mut found) = (Vec::new(), Vec::new());
-        if Arc::ptr_eq(&self.graph, &now.graph) && same_reach(&self.hops, &now.hops) {
-            return (lost, found);
-        }
-        let before = reachable_in(&self.graph, &self.hops).filter(|&p| p != me);
-        let after = reachable_in(&now.graph, &now.hops).filter(|&p| p != me);
-        let (mut b, mut a) = (before.peekable(), after.peekable());
+        let mut b = self.names.iter().copied().filter(|&p| p != me).peekable();
+        let mut a = now.reachable().filter(|&p| p != me).peekable();
         loop {
             match (b.peek(), a.peek()) {
                 (None, None) => break,
@@ -229,10 +218,6 @@ impl Reach {
         }
         (lost, found)
     }
-}
-
-fn same_reach(a: &Hops, b: &Hops) -> bool {
-    a.len() == b.len() && (0..a.len()).all(|i| (a.get(i) == Hops::NONE) == (b.get(i) == Hops::NONE))
 }
 
 fn reachable_in<'a>(g: &'a Graph, hops: &'a Hops) -> impl Iterator<Item = PeerName> + 'a {
@@ -266,7 +251,7 @@ impl Routes {
 
     /// What is reachable now, to compare with after the next recomputation.
     pub(crate) fn reach(&self) -> Reach {
-        Reach { graph: Arc::clone(&self.graph), hops: self.hops.clone() }
+        Reach { names: self.reachable().collect() }
     }
 
     /// Everything that depends on who we are, over the current graph.
@@ -338,8 +323,7 @@ impl Routes {
             self.hops = hops;
             return;
         }
-        let mine = self.graph.neighbours(self.me);
-        hops.reset(n, mine.len());
+        hops.reset(n, self.graph.neighbours(self.me).len());
         let mut steps = Vec::new();
         self.first_steps_from(self.me, &mut steps);
         let mine = self.graph.neighbours(self.me);

@@ -2,8 +2,7 @@
 //! number) it has already seen, so a frame passes each peer at most once, even when routes
 //! change while it is in flight or the underlay duplicates it.
 
-use rustc_hash::FxHashMap;
-
+use crate::dense::DenseMap;
 use crate::peer::PeerName;
 
 const WINDOW: u64 = 128;
@@ -32,13 +31,13 @@ impl Window {
 /// Per-source sliding windows of recently seen sequence numbers.
 #[derive(Debug, Clone)]
 pub(crate) struct Dedup {
-    windows: FxHashMap<PeerName, Window>,
+    windows: DenseMap<PeerName, Window>,
     max: usize,
 }
 
 impl Dedup {
     pub(crate) fn new(max: usize) -> Self {
-        Dedup { windows: FxHashMap::default(), max }
+        Dedup { windows: DenseMap::default(), max }
     }
 
     /// Records `(src, seq)`; returns false if it was seen before or is too old to tell.
@@ -52,7 +51,7 @@ impl Dedup {
                     // Forgetting every window lets at most one copy of each in-flight datagram through.
                     self.windows.clear();
                 }
-                self.windows.entry(src).or_insert(Window::new(seq, 0))
+                self.windows.get_or_insert_with(src, || Window::new(seq, 0))
             }
         };
         if seq > w.top {

@@ -33,6 +33,7 @@ mod config;
 mod conn;
 pub mod crypto;
 mod dedup;
+mod dense;
 pub mod forward;
 mod gossip;
 mod handshake;

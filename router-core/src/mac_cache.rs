@@ -5,8 +5,7 @@
 
 use core::time::Duration;
 
-use rustc_hash::FxHashMap;
-
+use crate::dense::DenseMap;
 use crate::peer::{Mac, PeerName};
 use crate::time::Instant;
 
@@ -43,14 +42,14 @@ pub(crate) enum Learned {
 /// The MAC table.
 #[derive(Debug, Clone)]
 pub(crate) struct MacCache {
-    map: FxHashMap<Mac, Entry>,
+    map: DenseMap<Mac, Entry>,
     expiry: Duration,
     max: usize,
 }
 
 impl MacCache {
     pub(crate) fn new(expiry: Duration, max: usize) -> Self {
-        MacCache { map: FxHashMap::default(), expiry, max }
+        MacCache { map: DenseMap::default(), expiry, max }
     }
 
     /// Records that `mac` was seen at `owner`.

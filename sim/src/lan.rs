@@ -8,7 +8,6 @@ use std::net::Ipv4Addr;
 
 use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use router_core::{Instant, Mac};
-use rustc_hash::FxHashMap;
 
 use crate::scenario::Subnet;
 
@@ -50,6 +49,39 @@ pub enum Received {
     ForeignIp,
 }
 
+/// A small map kept as one sorted vector: the neighbour caches and bridge tables of
+/// thousands of simulated hosts, each with about as many entries as there are active
+/// containers, take a third of the room of hash tables (no empty slots, no padding: keys and
+/// values here are byte arrays). Lookups are binary searches; a new key shifts the entries
+/// after it.
+#[derive(Debug, Clone)]
+struct Sorted<K, V>(Vec<(K, V)>);
+
+impl<K, V> Default for Sorted<K, V> {
+    fn default() -> Self {
+        Sorted(Vec::new())
+    }
+}
+
+impl<K: Ord, V> Sorted<K, V> {
+    fn get(&self, k: &K) -> Option<&V> {
+        self.0.binary_search_by(|e| e.0.cmp(k)).ok().map(|i| &self.0[i].1)
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        match self.0.binary_search_by(|e| e.0.cmp(&k)) {
+            Ok(i) => self.0[i].1 = v,
+            Err(i) => self.0.insert(i, (k, v)),
+        }
+    }
+
+    fn remove(&mut self, k: &K) {
+        if let Ok(i) = self.0.binary_search_by(|e| e.0.cmp(k)) {
+            self.0.remove(i);
+        }
+    }
+}
+
 /// A virtual container.
 #[derive(Debug, Clone)]
 pub struct Container {
@@ -65,7 +97,7 @@ pub struct Container {
     pub host: usize,
     /// How many times it moved.
     pub moves: u32,
-    arp: FxHashMap<Ipv4Addr, Mac>,
+    arp: Sorted<Ipv4Addr, Mac>,
     pending: Vec<(Ipv4Addr, Pending)>,
     next_seq: u16,
     /// Outstanding pings: seq → (target, sent at).
@@ -125,7 +157,7 @@ impl Container {
             subnet,
             host,
             moves: 0,
-            arp: FxHashMap::default(),
+            arp: Sorted::default(),
             pending: Vec::new(),
             next_seq: 0,
             outstanding: BTreeMap::new(),
@@ -276,8 +308,8 @@ pub enum Port {
 /// A learning bridge: MAC → port.
 #[derive(Debug, Default, Clone)]
 pub struct Bridge {
-    /// MAC → port: a container's index, or [`ROUTER_PORT`].
-    fdb: FxHashMap<Mac, u32>,
+    /// MAC → port: a container's index, or [`ROUTER_PORT`] (bytes, so an entry is 10 bytes).
+    fdb: Sorted<Mac, [u8; 4]>,
 }
 
 const ROUTER_PORT: u32 = u32::MAX;
@@ -316,14 +348,14 @@ impl Bridge {
         let dst = Mac(frame[0..6].try_into().expect("frames have a header"));
         let src = Mac(frame[6..12].try_into().expect("frames have a header"));
         if !src.is_group() {
-            self.fdb.insert(src, from.code());
+            self.fdb.insert(src, from.code().to_ne_bytes());
         }
         if dst.is_group() {
             return Out::Flood;
         }
-        match self.fdb.get(&dst) {
-            Some(&p) if p == from.code() => Out::Drop,
-            Some(&p) => Out::One(Port::from_code(p)),
+        match self.fdb.get(&dst).map(|&p| u32::from_ne_bytes(p)) {
+            Some(p) if p == from.code() => Out::Drop,
+            Some(p) => Out::One(Port::from_code(p)),
             None => Out::Flood,
         }
     }

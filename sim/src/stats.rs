@@ -11,12 +11,29 @@ use crate::net::NetDrop;
 pub struct SimStats {
     /// Events processed.
     pub events: u64,
+    /// Events processed, by kind.
+    pub kinds: EventKinds,
     /// Faults applied.
     pub faults: u64,
     /// Datagrams the network duplicated.
     pub duplicated: u64,
     /// Datagrams the network dropped, by reason.
     pub net_drops: BTreeMap<NetDrop, u64>,
+}
+
+/// Events processed, by kind.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct EventKinds {
+    /// Router timers.
+    pub timers: u64,
+    /// Datagrams arriving.
+    pub udp: u64,
+    /// TCP segments, handshakes and failed dials.
+    pub tcp: u64,
+    /// Container traffic (pings, UDP, broadcasts).
+    pub work: u64,
+    /// Host starts, faults and the simulator's own checks.
+    pub other: u64,
 }
 
 impl SimStats {

@@ -365,6 +365,14 @@ impl World {
         self.free.push(e.slot);
         self.now = e.at;
         self.stats.events += 1;
+        let k = &mut self.stats.kinds;
+        *match ev {
+            Ev::Timer { .. } => &mut k.timers,
+            Ev::Udp { .. } => &mut k.udp,
+            Ev::Syn { .. } | Ev::SynAck { .. } | Ev::DialFail { .. } | Ev::Seg { .. } => &mut k.tcp,
+            Ev::Work { .. } => &mut k.work,
+            Ev::Start(_) | Ev::Fault(_) | Ev::Liveness | Ev::Prune => &mut k.other,
+        } += 1;
         self.dispatch(ev);
         true
     }

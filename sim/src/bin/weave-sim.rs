@@ -366,6 +366,7 @@ fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
         w.run_until(warm);
         let formed = t0.elapsed().as_secs_f64();
         let e0 = w.stats.events;
+        let k0 = w.stats.kinds;
         let t0 = std::time::Instant::now();
         w.run_until(warm + s.duration.0);
         let wall = t0.elapsed().as_secs_f64();
@@ -379,6 +380,17 @@ fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
             rss_mib("VmHWM:").unwrap_or(0.0),
             rss_mib("VmRSS:").unwrap_or(0.0),
             warmup.as_secs()
+        );
+        let (k, secs) = (w.stats.kinds, s.duration.0.as_secs_f64());
+        let rate = |a: u64, b: u64| (a - b) as f64 / secs;
+        println!(
+            "{:>7} events per simulated second: {:.0} datagrams, {:.0} timers, {:.0} TCP, {:.0} container traffic, {:.0} other",
+            "",
+            rate(k.udp, k0.udp),
+            rate(k.timers, k0.timers),
+            rate(k.tcp, k0.tcp),
+            rate(k.work, k0.work),
+            rate(k.other, k0.other)
         );
         if n == 1000 {
             gossip_per_link_change(&mut w);

@@ -271,12 +271,20 @@ impl Router {
     }
 
     /// Queues one heartbeat to the peer (a probe when `reply` is set).
-    fn emit_udp_heartbeat(&mut self, id: ConnId, reply: bool) {
+    fn emit_udp_heartbeat(&mut self, now: Instant, id: ConnId, reply: bool) {
         let me = self.config.name;
+        // A proof older than one and a half periods means an echo went missing; and while the
+        // next echo could come too late for the timeout, every heartbeat asks.
+        let (period, timeout) = (self.config.udp_heartbeat, self.config.udp_timeout);
+        let stale = (period + period / 2).min(timeout.saturating_sub(period));
         let Some(c) = self.conns.get_mut(&id) else { return };
         let Some(p) = c.peer.as_ref() else { return };
         c.udp_seq = c.udp_seq.wrapping_add(1).max(1);
-        let hb = Heartbeat { session: p.session, seq: c.udp_seq, echo: c.udp_rx_seq, reply };
+        // Ask for a TCP ack while our direction is unproven or its last proof is getting old
+        // (the peer's echoes travel over UDP and may be lost); otherwise the echo in the
+        // peer's next heartbeat is proof enough, and an idle link costs no TCP traffic.
+        let ack = !c.udp_tx_ok || now >= c.last_udp_ack + stale;
+        let hb = Heartbeat { session: p.session, seq: c.udp_seq, echo: c.udp_rx_seq, reply, ack };
         let mut buf = [0u8; HEADER_LEN + HEARTBEAT_BODY_LEN];
         let n = emit_heartbeat(me, p.name, hb, &mut buf);
         let to = p.udp_addr;
@@ -324,7 +332,7 @@ impl Router {
             } else {
                 self.config.udp_heartbeat_fast
             };
-            self.emit_udp_heartbeat(id, probing);
+            self.emit_udp_heartbeat(now, id, probing);
             self.conns.get_mut(&id).expect("checked").next_heartbeat = now + period;
         }
         let c = &self.conns[&id];
@@ -371,9 +379,13 @@ impl Router {
         let was_rx = c.udp_rx_ok;
         c.udp_rx_ok = true;
         let sent = c.udp_seq;
-        self.send_msg(id, &Message::UdpAck { seq: hb.seq });
+        // Our heartbeats echo `seq`; they prove the peer's direction only if they arrive, so
+        // acknowledge over TCP when asked, for probes, and while our own direction is unproven.
+        if hb.ack || hb.reply || !c.udp_tx_ok {
+            self.send_msg(id, &Message::UdpAck { seq: hb.seq });
+        }
         if hb.reply {
-            self.emit_udp_heartbeat(id, false);
+            self.emit_udp_heartbeat(now, id, false);
         }
         if hb.echo != 0 && hb.echo <= sent {
             self.tx_proven(now, id, hb.echo);

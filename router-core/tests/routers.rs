@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use router_core::{ConnError, Duration, Event, MacOwner, RefuseReason};
+use router_core::{Config, ConnError, Duration, Event, MacOwner, RefuseReason};
 
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -298,4 +298,44 @@ proptest! {
             prop_assert_eq!(&h.bridge, &vec![hello.clone()]);
         }
     }
+}
+
+/// The types of the control messages in a tap of stream writes (4-byte length, then type).
+fn control_types(tap: &[Tapped], from: usize) -> Vec<u8> {
+    let mut types = Vec::new();
+    for t in tap.iter().filter(|t| !t.udp && t.from == from) {
+        let mut b = &t.bytes[..];
+        while b.len() >= 5 {
+            let len = u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
+            types.push(b[4]);
+            b = &b[(4 + len).min(b.len())..];
+        }
+    }
+    types
+}
+
+/// Once both directions are proven, each side's heartbeats echo the other's: an idle link
+/// sends no per-heartbeat acknowledgement over TCP, and stays up.
+#[test]
+fn an_idle_established_link_proves_itself_by_echoes_without_tcp_acks() {
+    const UDP_ACK: u8 = 4;
+    // The default timeout (5 s) leaves room for an echo a period late; the tests' 1 s does not.
+    let mut net = Net::with_config(2, |i| Config { udp_timeout: Duration::from_secs(5), ..config(i, 1) });
+    net.tapping = true;
+    net.connect(0, 1);
+    net.run_for(SETTLE);
+    assert!(net.established(0, 1) && net.established(1, 0));
+    // Establishing asked for acks: they went over TCP.
+    assert!(control_types(&net.tap, 1).contains(&UDP_ACK));
+    net.tap.clear();
+    net.run_for(Duration::from_secs(60));
+    assert!(net.established(0, 1) && net.established(1, 0));
+    let heartbeats = net.tap.iter().filter(|t| t.udp && t.from == 0).count();
+    assert!(heartbeats >= 55, "{heartbeats} heartbeats in a minute");
+    for side in 0..2 {
+        let acks = control_types(&net.tap, side).iter().filter(|&&t| t == UDP_ACK).count();
+        assert!(acks <= 2, "host {side} sent {acks} TCP acks for {heartbeats} heartbeats");
+    }
+    let events = &net.hosts[0].events;
+    assert!(!events.iter().any(|e| matches!(e, Event::LinkLost { .. })), "{events:?}");
 }

@@ -4,7 +4,7 @@
 //! 0       version (1)
 //! 1       kind: 1 heartbeat, 2 frames
 //! 2       flags: bit0 encrypted (reserved for the encrypted form; other bits zero)
-//! 3       hop limit (frames); heartbeat flags (heartbeats: bit0 reply requested)
+//! 3       hop limit (frames); heartbeat flags (heartbeats: bit0 reply requested, bit1 ack requested)
 //! 4..10   source peer: the heartbeat's sender, or the peer whose bridge captured the frames
 //! 10..16  destination peer, or ff:ff:ff:ff:ff:ff to flood along the source's broadcast tree
 //! 16..    body
@@ -31,6 +31,8 @@ pub const FRAMES_HEADER_LEN: usize = HEADER_LEN + 8;
 pub const HEARTBEAT_BODY_LEN: usize = 16;
 /// Heartbeat flag: answer with a heartbeat at once (a probe).
 pub const HEARTBEAT_REPLY: u8 = 0x01;
+/// Heartbeat flag: the sender's direction is unproven; acknowledge this heartbeat over TCP.
+pub const HEARTBEAT_ACK: u8 = 0x02;
 /// Per-frame overhead inside a frames datagram.
 pub const FRAME_PREFIX_LEN: usize = 2;
 /// The shortest Ethernet frame carried (a bare header).
@@ -147,6 +149,7 @@ impl<T: AsRef<[u8]>> Datagram<T> {
             seq: u32::from_be_bytes(b[8..12].try_into().expect("length checked in new_checked")),
             echo: u32::from_be_bytes(b[12..16].try_into().expect("length checked in new_checked")),
             reply: self.buffer.as_ref()[field::HOP_LIMIT] & HEARTBEAT_REPLY != 0,
+            ack: self.buffer.as_ref()[field::HOP_LIMIT] & HEARTBEAT_ACK != 0,
         })
     }
 
@@ -213,6 +216,9 @@ pub struct Heartbeat {
     pub echo: u32,
     /// A probe: the receiver answers at once with a heartbeat of its own.
     pub reply: bool,
+    /// The sender's direction is unproven (or its proof is getting old): the receiver
+    /// acknowledges over TCP at once rather than only echoing in its next heartbeat.
+    pub ack: bool,
 }
 
 /// The common header as a value.
@@ -257,7 +263,7 @@ impl Header {
 
 /// Writes a complete heartbeat datagram into `out`, returning its length.
 pub fn emit_heartbeat(src: PeerName, dst: PeerName, hb: Heartbeat, out: &mut [u8]) -> usize {
-    let flags = if hb.reply { HEARTBEAT_REPLY } else { 0 };
+    let flags = if hb.reply { HEARTBEAT_REPLY } else { 0 } | if hb.ack { HEARTBEAT_ACK } else { 0 };
     Header { kind: Kind::Heartbeat, flags: 0, hop_limit: flags, src, dst, seq: 0 }.emit(out);
     out[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&hb.session.to_be_bytes());
     out[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&hb.seq.to_be_bytes());
@@ -279,7 +285,7 @@ mod tests {
 
     #[rustfmt::skip]
     const HEARTBEAT: [u8; 32] = [
-        1, 1, 0, 1,                     // version, kind, flags, heartbeat flags: reply requested
+        1, 1, 0, 3,                     // version, kind, flags, heartbeat flags: reply and ack requested
         0, 0, 0, 0, 0, 1,
         0, 0, 0, 0, 0, 2,
         0, 0, 0, 0, 0, 0, 0xab, 0xcd,   // session
@@ -293,7 +299,7 @@ mod tests {
         assert_eq!(d.kind(), Kind::Heartbeat);
         assert_eq!(d.src(), PeerName::from_u64(1));
         assert_eq!(d.dst(), PeerName::from_u64(2));
-        let hb = Heartbeat { session: 0xabcd, seq: 7, echo: 5, reply: true };
+        let hb = Heartbeat { session: 0xabcd, seq: 7, echo: 5, reply: true, ack: true };
         assert_eq!(d.heartbeat(), Some(hb));
         let mut out = [0u8; 32];
         let n = emit_heartbeat(PeerName::from_u64(1), PeerName::from_u64(2), hb, &mut out);
@@ -371,9 +377,9 @@ mod tests {
         }
 
         #[test]
-        fn heartbeats_round_trip(session in any::<u64>(), seq in any::<u32>(), echo in any::<u32>(), reply in any::<bool>()) {
+        fn heartbeats_round_trip(session in any::<u64>(), seq in any::<u32>(), echo in any::<u32>(), reply in any::<bool>(), ack in any::<bool>()) {
             let mut out = [0u8; 32];
-            let hb = Heartbeat { session, seq, echo, reply };
+            let hb = Heartbeat { session, seq, echo, reply, ack };
             emit_heartbeat(PeerName::from_u64(1), PeerName::from_u64(2), hb, &mut out);
             prop_assert_eq!(Datagram::new_checked(&out[..]).unwrap().heartbeat(), Some(hb));
         }

@@ -334,10 +334,45 @@ impl Router {
             };
             self.emit_udp_heartbeat(now, id, probing);
             self.conns.get_mut(&id).expect("checked").next_heartbeat = now + period;
+            if !probing && period == self.config.udp_heartbeat {
+                self.beat_along(now, id);
+            }
         }
+        self.arm_udp_heartbeat(now, id);
+    }
+
+    /// Arms the heartbeat timer: the next heartbeat, or the evidence check for data sent.
+    fn arm_udp_heartbeat(&mut self, now: Instant, id: ConnId) {
+        let probe_after = self.config.probe_after;
         let c = &self.conns[&id];
         let next = c.sent_unheard.map_or(c.next_heartbeat, |t| c.next_heartbeat.min(t + probe_after));
         self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), next.max(now));
+    }
+
+    /// Idle links beat together: a regular heartbeat takes along every other established,
+    /// unprobed link's that is due within half a period. After a period or two all of a
+    /// router's links share one phase, and it wakes once a period rather than once per link.
+    fn beat_along(&mut self, now: Instant, first: ConnId) {
+        let period = self.config.udp_heartbeat;
+        let soon = now + period / 2;
+        let along: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|&(&id, c)| {
+                id != first
+                    && c.peer.is_some()
+                    && c.udp_tx_ok
+                    && c.probing_since.is_none()
+                    && c.next_heartbeat > now
+                    && c.next_heartbeat <= soon
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in along {
+            self.emit_udp_heartbeat(now, id, false);
+            self.conns.get_mut(&id).expect("listed").next_heartbeat = now + period;
+            self.arm_udp_heartbeat(now, id);
+        }
     }
 
     /// We are sending data to this neighbour: if nothing comes back from it within

@@ -339,3 +339,31 @@ fn an_idle_established_link_proves_itself_by_echoes_without_tcp_acks() {
     let events = &net.hosts[0].events;
     assert!(!events.iter().any(|e| matches!(e, Event::LinkLost { .. })), "{events:?}");
 }
+
+/// A hub's idle links beat together: its heartbeats to three neighbours go out at one
+/// moment a period (one wake-up), not at three, and every link still beats every period.
+#[test]
+fn a_routers_idle_links_share_one_heartbeat_phase() {
+    let mut net = Net::with_config(4, |i| Config { udp_timeout: Duration::from_secs(5), ..config(i, 7) });
+    // Links come up a third of a period apart, so their own phases differ.
+    for leaf in 1..4 {
+        net.connect(0, leaf);
+        net.run_for(Duration::from_millis(330));
+    }
+    net.run_for(SETTLE + Duration::from_secs(3));
+    net.tapping = true;
+    let mut slots = 0;
+    let mut beats = 0;
+    for _ in 0..1000 {
+        net.tap.clear();
+        net.run_for(Duration::from_millis(10));
+        let n = net.tap.iter().filter(|t| t.udp && t.from == 0 && t.bytes[1] == 1).count();
+        beats += n;
+        slots += usize::from(n > 0);
+    }
+    assert!(beats >= 30, "{beats} heartbeats in 10 s over three links");
+    assert!(slots <= 11, "heartbeats went out in {slots} separate moments in 10 s");
+    for leaf in 1..4 {
+        assert!(net.established(0, leaf));
+    }
+}

@@ -123,6 +123,8 @@ pub(crate) struct Conn {
     pub(crate) sent_unheard: Option<Instant>,
     /// When the next regular heartbeat is due.
     pub(crate) next_heartbeat: Instant,
+    /// When the next probe is due, while probing.
+    pub(crate) next_probe: Instant,
     /// Round trips proven since the link last failed.
     pub(crate) rounds: u32,
     /// Round trips needed to (re-)establish the link.
@@ -220,6 +222,7 @@ impl Conn {
             probing_since: None,
             sent_unheard: None,
             next_heartbeat: now,
+            next_probe: now,
             rounds: 0,
             rounds_needed: 1,
             recovered_at: None,

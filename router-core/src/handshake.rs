@@ -296,6 +296,7 @@ impl Router {
     /// heartbeat when one is due, then the next deadline.
     pub(crate) fn send_udp_heartbeat(&mut self, now: Instant, id: ConnId) {
         let (probe_after, probe_timeout) = (self.config.probe_after, self.config.probe_timeout);
+        let period = self.config.udp_heartbeat;
         let Some(c) = self.conns.get_mut(&id) else { return };
         if c.peer.is_none() {
             return;
@@ -308,12 +309,20 @@ impl Router {
                 c.sent_unheard = None;
                 if c.probing_since.is_none() && c.established() {
                     c.probing_since = Some(now);
+                    c.next_probe = now;
                 }
             }
         }
         if let Some(since) = c.probing_since {
             if c.last_heard() > since {
                 c.probing_since = None;
+                // The probes stood in for the regular beats due meanwhile: skip those, so the
+                // link keeps its phase (the one its router's other links share).
+                if c.next_heartbeat <= now {
+                    let p = period.as_micros().max(1);
+                    let behind = (now - c.next_heartbeat).as_micros() / p + 1;
+                    c.next_heartbeat += period * u32::try_from(behind).unwrap_or(u32::MAX);
+                }
             } else if now - since >= probe_timeout {
                 // We kept sending and heard nothing at all: the path is silently dead.
                 c.probing_since = None;
@@ -323,29 +332,30 @@ impl Router {
             }
         }
         let c = &self.conns[&id];
-        let probing = c.probing_since.is_some();
-        if probing || now >= c.next_heartbeat {
-            let period = if probing {
-                self.config.probe_interval
-            } else if c.udp_tx_ok {
-                self.config.udp_heartbeat
-            } else {
-                self.config.udp_heartbeat_fast
-            };
-            self.emit_udp_heartbeat(now, id, probing);
+        if c.probing_since.is_some() {
+            if now >= c.next_probe {
+                self.emit_udp_heartbeat(now, id, true);
+                self.conns.get_mut(&id).expect("checked").next_probe = now + self.config.probe_interval;
+            }
+        } else if now >= c.next_heartbeat {
+            let fast = !c.udp_tx_ok;
+            let period = if fast { self.config.udp_heartbeat_fast } else { period };
+            self.emit_udp_heartbeat(now, id, false);
             self.conns.get_mut(&id).expect("checked").next_heartbeat = now + period;
-            if !probing && period == self.config.udp_heartbeat {
+            if !fast {
                 self.beat_along(now, id);
             }
         }
         self.arm_udp_heartbeat(now, id);
     }
 
-    /// Arms the heartbeat timer: the next heartbeat, or the evidence check for data sent.
+    /// Arms the heartbeat timer: the next probe or heartbeat, or the evidence check for
+    /// data sent.
     fn arm_udp_heartbeat(&mut self, now: Instant, id: ConnId) {
         let probe_after = self.config.probe_after;
         let c = &self.conns[&id];
-        let next = c.sent_unheard.map_or(c.next_heartbeat, |t| c.next_heartbeat.min(t + probe_after));
+        let beat = if c.probing_since.is_some() { c.next_probe } else { c.next_heartbeat };
+        let next = c.sent_unheard.map_or(beat, |t| beat.min(t + probe_after));
         self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), next.max(now));
     }
 

@@ -273,6 +273,16 @@ enum Input<T> {
     Closed(ConnId),
 }
 
+/// What woke the event loop.
+enum Woke<T> {
+    Udp(io::Result<(usize, SocketAddr, usize)>),
+    Frames,
+    Input(Input<T>),
+    Command(Command),
+    Timer,
+    Shutdown,
+}
+
 struct ConnIo {
     writer: mpsc::UnboundedSender<Vec<u8>>,
     reader: JoinHandle<()>,
@@ -393,6 +403,7 @@ pub async fn run<S: Stack>(
     let mut into_bridge: Vec<u8> = Vec::with_capacity(BATCH * 2048);
     let mut bridge: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
     tokio::pin!(shutdown);
+    let mut udp_first = true;
     loop {
         let deadline = router.poll_timeout().map(|t| epoch + std::time::Duration::from_micros(t.as_micros()));
         let sleep = async {
@@ -401,8 +412,32 @@ pub async fn run<S: Stack>(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            r = S::recv(&udp, &mut udp_buf) => match r {
+        // Branches are tried in a fixed order (not at random, as `select!` would), so a run
+        // under a simulated network replays exactly; the data sources take turns coming first.
+        let woke = if udp_first {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => Woke::Shutdown,
+                Some(cmd) = commands.recv() => Woke::Command(cmd),
+                Some(input) = rx.recv() => Woke::Input(input),
+                () = sleep => Woke::Timer,
+                r = S::recv(&udp, &mut udp_buf) => Woke::Udp(r),
+                () = frames.ready() => Woke::Frames,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => Woke::Shutdown,
+                Some(cmd) = commands.recv() => Woke::Command(cmd),
+                Some(input) = rx.recv() => Woke::Input(input),
+                () = sleep => Woke::Timer,
+                () = frames.ready() => Woke::Frames,
+                r = S::recv(&udp, &mut udp_buf) => Woke::Udp(r),
+            }
+        };
+        udp_first = !udp_first;
+        match woke {
+            Woke::Udp(r) => match r {
                 Ok((n, from, seg)) => {
                     let t = now();
                     handle_received(&mut router, t, from, &udp_buf[..n], seg);
@@ -415,14 +450,14 @@ pub async fn run<S: Stack>(
                 }
                 Err(e) => tracing::debug!(error = %e, "UDP receive error"),
             },
-            () = frames.ready() => {
+            Woke::Frames => {
                 let t = now();
                 for _ in 0..BATCH {
                     let Some(f) = frames.next() else { break };
                     router.handle_frame(t, f);
                 }
             }
-            Some(input) = rx.recv() => match input {
+            Woke::Input(input) => match input {
                 Input::Accepted(s, a) => {
                     let id = router.accept(now(), a);
                     conns.insert(id, spawn_conn(id, s, tx.clone()));
@@ -441,13 +476,13 @@ pub async fn run<S: Stack>(
                     router.handle_conn_event(now(), id, ConnEvent::Closed);
                 }
             },
-            Some(cmd) = commands.recv() => {
+            Woke::Command(cmd) => {
                 if cmd(&mut router, now()) {
                     break;
                 }
             }
-            () = sleep => router.handle_timeout(now()),
-            () = &mut shutdown => break,
+            Woke::Timer => router.handle_timeout(now()),
+            Woke::Shutdown => break,
         }
         while let Some(t) = router.poll_transmit(&mut buf) {
             let bytes = &buf[..t.len];

@@ -413,14 +413,16 @@ pub async fn run<S: Stack>(
             }
         };
         // Branches are tried in a fixed order (not at random, as `select!` would), so a run
-        // under a simulated network replays exactly; the data sources take turns coming first.
+        // under a simulated network replays exactly. Timers come first (one pass handles all
+        // that are due, so they cannot starve the rest, and a burst of input cannot delay a
+        // heartbeat); the two data sources take turns coming first.
         let woke = if udp_first {
             tokio::select! {
                 biased;
                 () = &mut shutdown => Woke::Shutdown,
+                () = sleep => Woke::Timer,
                 Some(cmd) = commands.recv() => Woke::Command(cmd),
                 Some(input) = rx.recv() => Woke::Input(input),
-                () = sleep => Woke::Timer,
                 r = S::recv(&udp, &mut udp_buf) => Woke::Udp(r),
                 () = frames.ready() => Woke::Frames,
             }
@@ -428,9 +430,9 @@ pub async fn run<S: Stack>(
             tokio::select! {
                 biased;
                 () = &mut shutdown => Woke::Shutdown,
+                () = sleep => Woke::Timer,
                 Some(cmd) = commands.recv() => Woke::Command(cmd),
                 Some(input) = rx.recv() => Woke::Input(input),
-                () = sleep => Woke::Timer,
                 () = frames.ready() => Woke::Frames,
                 r = S::recv(&udp, &mut udp_buf) => Woke::Udp(r),
             }

@@ -283,6 +283,24 @@ enum Woke<T> {
     Shutdown,
 }
 
+/// The next datagram or burst of captured frames, whichever is ready, `udp_first` deciding
+/// when both are.
+async fn next_data<S: Stack, T>(udp: &S::Udp, buf: &mut [u8], frames: &mut impl Frames, udp_first: bool) -> Woke<T> {
+    if udp_first {
+        tokio::select! {
+            biased;
+            r = S::recv(udp, buf) => Woke::Udp(r),
+            () = frames.ready() => Woke::Frames,
+        }
+    } else {
+        tokio::select! {
+            biased;
+            () = frames.ready() => Woke::Frames,
+            r = S::recv(udp, buf) => Woke::Udp(r),
+        }
+    }
+}
+
 struct ConnIo {
     writer: mpsc::UnboundedSender<Vec<u8>>,
     reader: JoinHandle<()>,
@@ -416,26 +434,13 @@ pub async fn run<S: Stack>(
         // under a simulated network replays exactly. Timers come first (one pass handles all
         // that are due, so they cannot starve the rest, and a burst of input cannot delay a
         // heartbeat); the two data sources take turns coming first.
-        let woke = if udp_first {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => Woke::Shutdown,
-                () = sleep => Woke::Timer,
-                Some(cmd) = commands.recv() => Woke::Command(cmd),
-                Some(input) = rx.recv() => Woke::Input(input),
-                r = S::recv(&udp, &mut udp_buf) => Woke::Udp(r),
-                () = frames.ready() => Woke::Frames,
-            }
-        } else {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => Woke::Shutdown,
-                () = sleep => Woke::Timer,
-                Some(cmd) = commands.recv() => Woke::Command(cmd),
-                Some(input) = rx.recv() => Woke::Input(input),
-                () = frames.ready() => Woke::Frames,
-                r = S::recv(&udp, &mut udp_buf) => Woke::Udp(r),
-            }
+        let woke = tokio::select! {
+            biased;
+            () = &mut shutdown => Woke::Shutdown,
+            () = sleep => Woke::Timer,
+            Some(cmd) = commands.recv() => Woke::Command(cmd),
+            Some(input) = rx.recv() => Woke::Input(input),
+            w = next_data::<S, _>(&udp, &mut udp_buf, &mut frames, udp_first) => w,
         };
         udp_first = !udp_first;
         match woke {

@@ -413,8 +413,8 @@ impl Router {
         if self.routes_dirty && !self.routes_due && self.timers.get(Timer::Routes).is_none() {
             self.timers.set(Timer::Routes, now + self.route_hold);
         }
-        if self.topology.unshared && self.config.entry_pool.is_shared() {
-            self.topology.share(&self.config.entry_pool);
+        if self.topology.peers.unshared() && self.config.entry_pool.is_shared() {
+            self.topology.peers.share(&self.config.entry_pool);
         }
         if !self.dirty.is_empty() {
             self.timers.set_if_earlier(Timer::GossipFlush, now + self.config.gossip_coalesce);
@@ -479,7 +479,7 @@ impl Router {
         self.timers.cancel(Timer::Routes);
         let before = self.routes.reach();
         if self.config.entry_pool.is_shared() {
-            self.topology.share(&self.config.entry_pool);
+            self.topology.peers.share(&self.config.entry_pool);
             let key = self.topology.peers.leaf_key();
             let graph = self.config.entry_pool.graph(&self.topology.peers, key);
             self.routes.rebuild_on(graph, self.config.name);

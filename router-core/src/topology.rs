@@ -48,8 +48,6 @@ pub(crate) fn merge_pooled(view: &mut View, e: Arc<PeerEntry>, pool: &EntryPool)
 pub(crate) struct Topology {
     pub(crate) peers: View,
     summary: Option<Summary>,
-    /// Changed since the last [`Topology::share`].
-    pub(crate) unshared: bool,
 }
 
 /// Shares identical peer entries between routers in one process.
@@ -172,13 +170,6 @@ impl Topology {
     /// Must be called after every change to `peers`.
     pub(crate) fn changed(&mut self) {
         self.summary = None;
-        self.unshared = true;
-    }
-
-    /// Swaps the view's changed parts for pooled copies (see [`View::share`]).
-    pub(crate) fn share(&mut self, pool: &EntryPool) {
-        self.peers.share(pool);
-        self.unshared = false;
     }
 
     /// The summary of the whole view (cached until the next change).

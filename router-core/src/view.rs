@@ -242,6 +242,11 @@ impl View {
             .take_while(move |e| e.name <= hi)
     }
 
+    /// Whether a leaf changed since the last [`View::share`].
+    pub(crate) fn unshared(&self) -> bool {
+        self.reshaped || !self.touched.is_empty()
+    }
+
     /// Swaps every leaf this view alone holds for the pooled copy of an equal one, pooling it
     /// when there is none. Nothing changes for a pool that shares nothing.
     pub fn share(&mut self, pool: &EntryPool) {

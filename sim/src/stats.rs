@@ -34,6 +34,9 @@ pub struct EventKinds {
     pub work: u64,
     /// Host starts, faults and the simulator's own checks.
     pub other: u64,
+    /// Router wake-ups that were moved before they came due: popped and discarded, not
+    /// counted as events.
+    pub superseded: u64,
 }
 
 impl SimStats {

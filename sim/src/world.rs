@@ -364,6 +364,12 @@ impl World {
         let ev = self.slots[e.slot as usize].take().expect("a queued slot holds its event");
         self.free.push(e.slot);
         self.now = e.at;
+        if let Ev::Timer { host, gen } = ev {
+            if gen != self.hosts[host as usize].timer_gen {
+                self.stats.kinds.superseded += 1;
+                return true;
+            }
+        }
         self.stats.events += 1;
         let k = &mut self.stats.kinds;
         *match ev {

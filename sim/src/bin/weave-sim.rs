@@ -384,13 +384,14 @@ fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
         let (k, secs) = (w.stats.kinds, s.duration.0.as_secs_f64());
         let rate = |a: u64, b: u64| (a - b) as f64 / secs;
         println!(
-            "{:>7} events per simulated second: {:.0} datagrams, {:.0} timers, {:.0} TCP, {:.0} container traffic, {:.0} other",
+            "{:>7} events per simulated second: {:.0} datagrams, {:.0} timers, {:.0} TCP, {:.0} container traffic, {:.0} other; {:.0} superseded wake-ups discarded",
             "",
             rate(k.udp, k0.udp),
             rate(k.timers, k0.timers),
             rate(k.tcp, k0.tcp),
             rate(k.work, k0.work),
-            rate(k.other, k0.other)
+            rate(k.other, k0.other),
+            rate(k.superseded, k0.superseded)
         );
         if n == 1000 {
             gossip_per_link_change(&mut w);

@@ -121,6 +121,8 @@ pub(crate) struct Conn {
     pub(crate) probing_since: Option<Instant>,
     /// The first data sent to the peer since we last heard from it.
     pub(crate) sent_unheard: Option<Instant>,
+    /// When we last answered a frames datagram that asked for a heartbeat (rate limit).
+    pub(crate) answered_at: Option<Instant>,
     /// When the next regular heartbeat is due.
     pub(crate) next_heartbeat: Instant,
     /// When the next probe is due, while probing.
@@ -221,6 +223,7 @@ impl Conn {
             proven_seq: 0,
             probing_since: None,
             sent_unheard: None,
+            answered_at: None,
             next_heartbeat: now,
             next_probe: now,
             rounds: 0,

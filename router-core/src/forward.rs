@@ -159,7 +159,9 @@ impl Router {
             };
         }
         self.out.frame(to, &h, frame, max, seal);
-        self.note_sent(now, conn);
+        if self.note_sent(now, conn) {
+            self.out.ask_answer();
+        }
         true
     }
 
@@ -173,7 +175,9 @@ impl Router {
         }
         let seal = self.seal_for(conn);
         self.out.datagram(to, bytes, Some(hop_limit), seal);
-        self.note_sent(now, conn);
+        if self.note_sent(now, conn) {
+            self.out.ask_answer();
+        }
         self.stats.frames_relayed += frames;
     }
 
@@ -241,6 +245,9 @@ impl Router {
         };
         let c = self.conns.get_mut(&conn).expect("by_udp holds open connections");
         c.last_udp_rx = now;
+        if d.answer_requested() {
+            self.answer_data(now, conn);
+        }
         let (src, dst, hops) = (d.src(), d.dst(), d.hop_limit());
         let me = self.config.name;
         if src == me {

@@ -304,7 +304,11 @@ impl Router {
         // Data went out and nothing came back within `probe_after`: start probing.
         if let Some(t) = c.sent_unheard {
             if c.last_heard() >= t {
-                c.sent_unheard = None;
+                // Answered. It ends at its deadline, not before: watches, and so requests
+                // for answers, start at most once per `probe_after`.
+                if now >= t + probe_after {
+                    c.sent_unheard = None;
+                }
             } else if now >= t + probe_after {
                 c.sent_unheard = None;
                 if c.probing_since.is_none() && c.established() {
@@ -355,7 +359,9 @@ impl Router {
         let probe_after = self.config.probe_after;
         let c = &self.conns[&id];
         let beat = if c.probing_since.is_some() { c.next_probe } else { c.next_heartbeat };
-        let next = c.sent_unheard.map_or(beat, |t| beat.min(t + probe_after));
+        // A watch already answered needs no wake-up at its deadline.
+        let watch = c.sent_unheard.filter(|&t| c.last_heard() < t);
+        let next = watch.map_or(beat, |t| beat.min(t + probe_after));
         self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), next.max(now));
     }
 
@@ -386,15 +392,36 @@ impl Router {
     }
 
     /// We are sending data to this neighbour: if nothing comes back from it within
-    /// `probe_after`, the heartbeat timer starts probing.
+    /// `probe_after`, the heartbeat timer starts probing. Returns whether this send starts
+    /// such a watch: then the datagram asks the neighbour for a heartbeat at once, which
+    /// settles the watch without a probe when the path works (one small datagram, where a
+    /// probe costs a heartbeat each way, an acknowledgement over TCP and a timer).
     #[inline]
-    pub(crate) fn note_sent(&mut self, now: Instant, id: ConnId) {
+    pub(crate) fn note_sent(&mut self, now: Instant, id: ConnId) -> bool {
         let probe_after = self.config.probe_after;
-        let Some(c) = self.conns.get_mut(&id) else { return };
-        if c.sent_unheard.is_none() && c.probing_since.is_none() {
+        let Some(c) = self.conns.get_mut(&id) else { return false };
+        // A watch ends when its deadline passes; one answered before that ends here, at the
+        // next send after the deadline, without a wake-up of its own.
+        let over = c.sent_unheard.is_none_or(|t| now >= t + probe_after && c.last_heard() >= t);
+        if over && c.probing_since.is_none() {
             c.sent_unheard = Some(now);
             self.timers.set_if_earlier(Timer::Conn(id, ConnTimer::UdpHeartbeat), now + probe_after);
+            return true;
         }
+        false
+    }
+
+    /// A frames datagram from this neighbour asked for a heartbeat: send one at once (at
+    /// most one per half `probe_after`; an honest neighbour asks at most once per
+    /// `probe_after`).
+    pub(crate) fn answer_data(&mut self, now: Instant, id: ConnId) {
+        let gap = self.config.probe_after / 2;
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if c.answered_at.is_some_and(|t| now < t + gap) {
+            return;
+        }
+        c.answered_at = Some(now);
+        self.emit_udp_heartbeat(now, id, false);
     }
 
     /// A UDP heartbeat arrived: the peer-to-us direction works. Acknowledge it over TCP, and
@@ -423,6 +450,8 @@ impl Router {
         }
         let was_rx = c.udp_rx_ok;
         c.udp_rx_ok = true;
+        // An open watch on data we sent is answered: its deadline needs no wake-up.
+        let answered = c.sent_unheard.is_some() && c.probing_since.is_none();
         let sent = c.udp_seq;
         // Our heartbeats echo `seq`; they prove the peer's direction only if they arrive, so
         // acknowledge over TCP when asked, for probes, and while our own direction is unproven.
@@ -437,6 +466,9 @@ impl Router {
         }
         if !was_rx {
             self.link_changed(now, id, LinkReason::Confirmed);
+        }
+        if answered && self.conns.contains_key(&id) {
+            self.arm_udp_heartbeat(now, id);
         }
     }
 

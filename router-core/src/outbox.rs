@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use crate::crypto::Sealer;
 use crate::peer::ConnId;
 use crate::wire::control::{Message, FRAME_HEADER_LEN, SEALED_BODY_MAX};
-use crate::wire::datagram::{push_frame, Header, Kind, FRAMES_HEADER_LEN, HEADER_LEN};
+use crate::wire::datagram::{push_frame, Header, Kind, FLAG_ANSWER, FRAMES_HEADER_LEN, HEADER_LEN};
 
 /// Where a [`Transmit`] goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,6 +40,9 @@ struct Item {
     open: bool,
     /// Seal the datagram with this connection's UDP key when it leaves.
     seal: Option<ConnId>,
+    /// A frames datagram that asks its next hop for a heartbeat at once ([`FLAG_ANSWER`]);
+    /// set as it leaves, so that frames batched into it compare headers without it.
+    answer: bool,
 }
 
 #[derive(Debug)]
@@ -63,7 +66,7 @@ impl Outbox {
 
     fn push(&mut self, dest: Destination, start: usize, open: bool, seal: Option<ConnId>) {
         let len = self.arena.len() - start;
-        self.queue.push_back(Item { dest, start, len, open, seal });
+        self.queue.push_back(Item { dest, start, len, open, seal, answer: false });
     }
 
     /// Queues a frame for the bridge.
@@ -133,14 +136,25 @@ impl Outbox {
         true
     }
 
-    /// Queues a complete datagram (a heartbeat or a relayed copy) with a new hop limit.
+    /// Queues a complete datagram (a heartbeat or a relayed copy) with a new hop limit. A
+    /// relayed copy does not pass on the previous hop's request for an answer.
     pub(crate) fn datagram(&mut self, to: SocketAddr, bytes: &[u8], hop_limit: Option<u8>, seal: Option<ConnId>) {
         let start = self.arena.len();
         self.arena.extend_from_slice(bytes);
         if let Some(h) = hop_limit {
             self.arena[start + 3] = h;
+            self.arena[start + 2] &= !FLAG_ANSWER;
         }
         self.push(Destination::Udp(to), start, false, seal);
+    }
+
+    /// The datagram queued last (the one the last frame joined or started, or the last
+    /// relayed copy) asks its next hop for a heartbeat at once.
+    pub(crate) fn ask_answer(&mut self) {
+        if let Some(last) = self.queue.back_mut() {
+            debug_assert!(matches!(last.dest, Destination::Udp(_)), "only datagrams ask for answers");
+            last.answer = true;
+        }
     }
 
     /// Queues a control message, sealed into a record when `seal` is given; consecutive
@@ -187,6 +201,9 @@ impl Outbox {
         let item = self.queue.pop_front()?;
         assert!(buf.len() >= item.len, "poll_transmit buffer shorter than TRANSMIT_BUF_MIN");
         buf[..item.len].copy_from_slice(&self.arena[item.start..item.start + item.len]);
+        if item.answer {
+            buf[2] |= FLAG_ANSWER;
+        }
         if self.queue.is_empty() {
             self.arena.clear();
             if self.arena.capacity() > self.keep {
@@ -247,5 +264,39 @@ mod tests {
         assert_eq!(o.poll(&mut buf).unwrap().0.len, 24 + 62);
         assert!(o.poll(&mut buf).is_none());
         assert!(o.is_empty());
+    }
+
+    #[test]
+    fn a_request_for_an_answer_is_per_hop_and_does_not_split_a_batch() {
+        let mut o = Outbox::new(1 << 20, 64 << 10);
+        let to: SocketAddr = "10.0.0.2:6783".parse().unwrap();
+        let h = Header {
+            kind: Kind::Frames,
+            flags: 0,
+            hop_limit: 8,
+            src: PeerName::from_u64(1),
+            dst: PeerName::from_u64(2),
+            seq: 7,
+        };
+        let f = [0x02u8; 60];
+        assert!(o.frame(to, &h, &f, 1000, None));
+        o.ask_answer();
+        assert!(!o.frame(to, &h, &f, 1000, None), "the second frame joins the asking datagram");
+        let mut buf = vec![0u8; TRANSMIT_BUF_MIN];
+        let (t, _) = o.poll(&mut buf).unwrap();
+        let asked = buf[..t.len].to_vec();
+        let d = Datagram::new_checked(&asked[..]).unwrap();
+        assert!(d.answer_requested());
+        assert_eq!(d.frames().unwrap().count(), 2);
+        // Relayed, it asks nothing of the next hop unless the relay asks for itself.
+        o.datagram(to, &asked, Some(7), None);
+        let (t, _) = o.poll(&mut buf).unwrap();
+        let d = Datagram::new_checked(&buf[..t.len]).unwrap();
+        assert!(!d.answer_requested());
+        assert_eq!(d.hop_limit(), 7);
+        o.datagram(to, &asked, Some(7), None);
+        o.ask_answer();
+        let (t, _) = o.poll(&mut buf).unwrap();
+        assert!(Datagram::new_checked(&buf[..t.len]).unwrap().answer_requested());
     }
 }

@@ -3,7 +3,8 @@
 //! ```text
 //! 0       version (1)
 //! 1       kind: 1 heartbeat, 2 frames
-//! 2       flags: bit0 encrypted (reserved for the encrypted form; other bits zero)
+//! 2       flags: bit0 sealed; bit1 answer requested (frames only: the sending hop heard
+//!         nothing from us lately and asks for a heartbeat at once); other bits zero
 //! 3       hop limit (frames); heartbeat flags (heartbeats: bit0 reply requested, bit1 ack requested)
 //! 4..10   source peer: the heartbeat's sender, or the peer whose bridge captured the frames
 //! 10..16  destination peer, or ff:ff:ff:ff:ff:ff to flood along the source's broadcast tree
@@ -37,8 +38,12 @@ pub const HEARTBEAT_ACK: u8 = 0x02;
 pub const FRAME_PREFIX_LEN: usize = 2;
 /// The shortest Ethernet frame carried (a bare header).
 pub const FRAME_MIN: usize = 14;
-/// Flag: the body is encrypted (reserved; not produced by this version).
+/// Flag: the datagram is sealed (encrypted and authenticated hop by hop).
 pub const FLAG_ENCRYPTED: u8 = 0x01;
+/// Flag, frames only: the hop that sent this datagram has heard nothing from us since it
+/// began sending; answer at once with a heartbeat, so that it need not probe. Set and cleared
+/// by each hop for itself.
+pub const FLAG_ANSWER: u8 = 0x02;
 
 mod field {
     pub(super) const VERSION: usize = 0;
@@ -85,7 +90,8 @@ impl<T: AsRef<[u8]>> Datagram<T> {
         if b[field::VERSION] != VERSION {
             return Err(DecodeError::Version(b[field::VERSION]));
         }
-        if b[field::FLAGS] & !FLAG_ENCRYPTED != 0 {
+        let known = if b[field::KIND] == 2 { FLAG_ENCRYPTED | FLAG_ANSWER } else { FLAG_ENCRYPTED };
+        if b[field::FLAGS] & !known != 0 {
             return Err(DecodeError::Invalid("datagram flags"));
         }
         match b[field::KIND] {
@@ -108,6 +114,11 @@ impl<T: AsRef<[u8]>> Datagram<T> {
     /// Flag bits.
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[field::FLAGS]
+    }
+
+    /// Whether the sending hop asks for a heartbeat at once ([`FLAG_ANSWER`]).
+    pub fn answer_requested(&self) -> bool {
+        self.flags() & FLAG_ANSWER != 0
     }
 
     /// Remaining hops.
@@ -360,6 +371,23 @@ mod tests {
         k[1] = 3;
         assert!(Datagram::new_checked(&k[..]).is_err());
         assert!(Datagram::new_checked(&HEARTBEAT[..31]).is_err());
+    }
+
+    #[test]
+    fn only_frames_may_ask_for_an_answer_and_unknown_flags_are_refused() {
+        let mut asking = frames_bytes();
+        asking[2] = FLAG_ANSWER;
+        let d = Datagram::new_checked(&asking[..]).unwrap();
+        assert!(d.answer_requested());
+        assert!(!Datagram::new_checked(&frames_bytes()[..]).unwrap().answer_requested());
+        let mut hb = HEARTBEAT;
+        hb[2] = FLAG_ANSWER;
+        assert_eq!(Datagram::new_checked(&hb[..]).unwrap_err(), DecodeError::Invalid("datagram flags"));
+        for bit in 2..8 {
+            let mut f = frames_bytes();
+            f[2] = 1 << bit;
+            assert!(Datagram::new_checked(&f[..]).is_err(), "flag bit {bit} is unknown");
+        }
     }
 
     proptest! {

@@ -3,7 +3,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use router_core::{Decision, TRANSMIT_BUF_MIN};
+use router_core::{Decision, Destination, TRANSMIT_BUF_MIN};
 use weave_benches::{frame, Pair};
 
 struct Counting;
@@ -63,8 +63,15 @@ fn rounds_allocate_nothing(password: Option<&str>) {
         p.routers[0].handle_frame(now, &f);
         let t = p.routers[0].poll_transmit(&mut buf).expect("one datagram");
         p.routers[1].handle_datagram(now, from, &buf[..t.len]);
-        let t = p.routers[1].poll_transmit(&mut buf).expect("one injection");
-        assert_eq!(t.len, f.len());
+        // The first datagram of a watch asks for an answer: a heartbeat may go out first.
+        let mut injected = 0;
+        while let Some(t) = p.routers[1].poll_transmit(&mut buf) {
+            if t.dest == Destination::Bridge {
+                assert_eq!(t.len, f.len());
+                injected += 1;
+            }
+        }
+        assert_eq!(injected, 1);
     };
     for _ in 0..100 {
         round(&mut p);

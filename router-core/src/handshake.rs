@@ -273,10 +273,12 @@ impl Router {
     /// Queues one heartbeat to the peer (a probe when `reply` is set).
     fn emit_udp_heartbeat(&mut self, now: Instant, id: ConnId, reply: bool) {
         let me = self.config.name;
-        // A proof older than one and a half periods means an echo went missing; and while the
+        // Echoes prove our direction about once a period, but one may come up to two periods
+        // after the last (our beat skipped after an answer, or crossing the peer's in flight):
+        // a proof older than two and a half periods means an echo went missing. And while the
         // next echo could come too late for the timeout, every heartbeat asks.
         let (period, timeout) = (self.config.udp_heartbeat, self.config.udp_timeout);
-        let stale = (period + period / 2).min(timeout.saturating_sub(period));
+        let stale = (period * 2 + period / 2).min(timeout.saturating_sub(period));
         let Some(c) = self.conns.get_mut(&id) else { return };
         let Some(p) = c.peer.as_ref() else { return };
         c.udp_seq = c.udp_seq.wrapping_add(1).max(1);
@@ -342,12 +344,12 @@ impl Router {
                 self.conns.get_mut(&id).expect("checked").next_probe = now + self.config.probe_interval;
             }
         } else if now >= c.next_heartbeat {
-            let fast = !c.udp_tx_ok;
-            let period = if fast { self.config.udp_heartbeat_fast } else { period };
-            self.emit_udp_heartbeat(now, id, false);
-            self.conns.get_mut(&id).expect("checked").next_heartbeat = now + period;
-            if !fast {
+            if c.udp_tx_ok {
+                self.regular_beat(now, id);
                 self.beat_along(now, id);
+            } else {
+                self.emit_udp_heartbeat(now, id, false);
+                self.conns.get_mut(&id).expect("checked").next_heartbeat = now + self.config.udp_heartbeat_fast;
             }
         }
         self.arm_udp_heartbeat(now, id);
@@ -385,10 +387,23 @@ impl Router {
             .map(|(&id, _)| id)
             .collect();
         for id in along {
-            self.emit_udp_heartbeat(now, id, false);
-            self.conns.get_mut(&id).expect("listed").next_heartbeat = now + period;
+            self.regular_beat(now, id);
             self.arm_udp_heartbeat(now, id);
         }
+    }
+
+    /// A regular heartbeat on an established link, and the next a period later. Skipped when
+    /// we answered the peer's data within the last half period: an answer is a heartbeat
+    /// (our liveness, an echo, a request for an ack when needed), and the peer's proof of its
+    /// own direction waits at most a period and a half for our next echo, well within the
+    /// age at which it asks for an ack. The link keeps its phase.
+    fn regular_beat(&mut self, now: Instant, id: ConnId) {
+        let period = self.config.udp_heartbeat;
+        let c = &self.conns[&id];
+        if c.answered_at.is_none_or(|t| now >= t + period / 2) {
+            self.emit_udp_heartbeat(now, id, false);
+        }
+        self.conns.get_mut(&id).expect("caller checked").next_heartbeat = now + period;
     }
 
     /// We are sending data to this neighbour: if nothing comes back from it within

@@ -402,8 +402,12 @@ fn one_way_traffic_is_answered_by_heartbeats_without_probes() {
         assert_eq!(asking, floods, "host {hop} asked {asking} times in {floods} sends");
         let probes = udp(&net.tap, hop, next).filter(|t| t.bytes[1] == 1 && t.bytes[3] & PROBE != 0).count();
         assert_eq!(probes, 0, "host {hop} probed a link that answered");
+        // The answers stand in for the regular heartbeats in that direction, too.
         let answers = udp(&net.tap, next, hop).filter(|t| t.bytes[1] == 1).count();
-        assert!(answers >= floods, "host {next} sent {answers} heartbeats for {floods} requests");
+        assert!(
+            (floods..=floods + 2).contains(&answers),
+            "host {next} sent {answers} heartbeats for {floods} requests"
+        );
     }
     for (a, b) in [(0, 1), (1, 0), (1, 2), (2, 1)] {
         assert!(net.established(a, b));

@@ -91,6 +91,11 @@ impl Checker {
         }
     }
 
+    /// Whether the safety rules are checked (the scenario's `checks.safety`).
+    pub fn safety(&self) -> bool {
+        self.safety
+    }
+
     /// The run must stop: a safety rule broke.
     pub fn stopped(&self) -> bool {
         !self.violations.is_empty()

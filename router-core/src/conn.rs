@@ -123,6 +123,8 @@ pub(crate) struct Conn {
     pub(crate) sent_unheard: Option<Instant>,
     /// When we last answered a frames datagram that asked for a heartbeat (rate limit).
     pub(crate) answered_at: Option<Instant>,
+    /// When our last watch on data sent began (floods start one at most once a period).
+    pub(crate) watched_at: Option<Instant>,
     /// When the next regular heartbeat is due.
     pub(crate) next_heartbeat: Instant,
     /// When the next probe is due, while probing.
@@ -224,6 +226,7 @@ impl Conn {
             probing_since: None,
             sent_unheard: None,
             answered_at: None,
+            watched_at: None,
             next_heartbeat: now,
             next_probe: now,
             rounds: 0,

@@ -159,14 +159,14 @@ impl Router {
             };
         }
         self.out.frame(to, &h, frame, max, seal);
-        if self.note_sent(now, conn) {
+        if self.note_sent(now, conn, h.dst == PeerName::BROADCAST) {
             self.out.ask_answer();
         }
         true
     }
 
     /// Queues a copy of a received datagram to a neighbour with one hop less.
-    fn relay(&mut self, now: Instant, via: PeerName, bytes: &[u8], hop_limit: u8, frames: u64) {
+    fn relay(&mut self, now: Instant, via: PeerName, bytes: &[u8], hop_limit: u8, frames: u64, flood: bool) {
         let Some((conn, to)) = self.udp_addr_of(via) else {
             return self.stats.drop(DropReason::NoRoute, frames);
         };
@@ -175,7 +175,7 @@ impl Router {
         }
         let seal = self.seal_for(conn);
         self.out.datagram(to, bytes, Some(hop_limit), seal);
-        if self.note_sent(now, conn) {
+        if self.note_sent(now, conn, flood) {
             self.out.ask_answer();
         }
         self.stats.frames_relayed += frames;
@@ -271,7 +271,7 @@ impl Router {
                 self.stats.drop(DropReason::HopLimit, count * children.len() as u64);
             } else {
                 for &c in &children {
-                    self.relay(now, c, bytes, hops - 1, count);
+                    self.relay(now, c, bytes, hops - 1, count, true);
                 }
             }
             self.scratch_peers = children;
@@ -279,7 +279,7 @@ impl Router {
             self.stats.drop(DropReason::HopLimit, count);
         } else {
             match self.routes_now(now).next_hop(dst) {
-                Some(via) => self.relay(now, via, bytes, hops - 1, count),
+                Some(via) => self.relay(now, via, bytes, hops - 1, count, false),
                 None => self.stats.drop(DropReason::NoRoute, count),
             }
         }

@@ -411,15 +411,23 @@ impl Router {
     /// such a watch: then the datagram asks the neighbour for a heartbeat at once, which
     /// settles the watch without a probe when the path works (one small datagram, where a
     /// probe costs a heartbeat each way, an acknowledgement over TCP and a timer).
+    ///
+    /// Flooded data starts a watch at most once per `udp_heartbeat` on a link: every flood
+    /// crosses every link of its tree, and a watch per flood would double the cost of
+    /// broadcasts across the whole network. A link that carries only floods is watched once
+    /// a period (and its answers stand in for regular heartbeats, so this costs about
+    /// nothing); one that carries unicast data, every `probe_after`.
     #[inline]
-    pub(crate) fn note_sent(&mut self, now: Instant, id: ConnId) -> bool {
-        let probe_after = self.config.probe_after;
+    pub(crate) fn note_sent(&mut self, now: Instant, id: ConnId, flood: bool) -> bool {
+        let (probe_after, period) = (self.config.probe_after, self.config.udp_heartbeat);
         let Some(c) = self.conns.get_mut(&id) else { return false };
         // A watch ends when its deadline passes; one answered before that ends here, at the
         // next send after the deadline, without a wake-up of its own.
         let over = c.sent_unheard.is_none_or(|t| now >= t + probe_after && c.last_heard() >= t);
-        if over && c.probing_since.is_none() {
+        let due = !flood || c.watched_at.is_none_or(|t| now >= t + period);
+        if over && due && c.probing_since.is_none() {
             c.sent_unheard = Some(now);
+            c.watched_at = Some(now);
             self.timers.set_if_earlier(Timer::Conn(id, ConnTimer::UdpHeartbeat), now + probe_after);
             return true;
         }

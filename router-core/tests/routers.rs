@@ -370,59 +370,77 @@ fn a_routers_idle_links_share_one_heartbeat_phase() {
 
 /// One-way traffic on healthy links is answered without probes: a datagram that starts a
 /// watch asks its next hop for a heartbeat, the hop answers at once, and nothing more is
-/// needed. A relay asks for itself; it does not pass on the previous hop's request.
+/// needed. A relay asks for itself; it does not pass on the previous hop's request. Unicast
+/// data starts a watch every `probe_after`; floods at most once a heartbeat period per link.
 #[test]
 fn one_way_traffic_is_answered_by_heartbeats_without_probes() {
-    let mut net = Net::with_config(3, |i| Config { udp_timeout: Duration::from_secs(5), ..config(i, 3) });
-    net.cut(0, 2);
-    net.connect(0, 1);
-    net.connect(1, 2);
-    net.run_for(SETTLE + SETTLE);
-    assert!(net.established(0, 1) && net.established(1, 2));
-    net.tapping = true;
-    // Host 0 floods a broadcast every 150 ms for 15 s; hosts 1 and 2 send nothing back but
-    // heartbeats.
-    let floods = 100;
-    for i in 0..floods {
-        net.capture(0, &frame(BROADCAST, mac(0, 1), format!("stream {i}").as_bytes()));
-        net.run_for(Duration::from_millis(150));
-    }
-    assert_eq!(net.hosts[2].bridge.len(), floods, "every flood crossed the relay");
     const FRAMES: u8 = 2;
     const ANSWER: u8 = 0x02;
     const PROBE: u8 = 0x01;
     fn udp(tap: &[Tapped], from: usize, to: usize) -> impl Iterator<Item = &Tapped> {
         tap.iter().filter(move |t| t.udp && t.from == from && t.to == to)
     }
+    fn asking(tap: &[Tapped], from: usize, to: usize) -> usize {
+        udp(tap, from, to).filter(|t| t.bytes[1] == FRAMES && t.bytes[2] & ANSWER != 0).count()
+    }
+    fn probes(tap: &[Tapped], from: usize, to: usize) -> usize {
+        udp(tap, from, to).filter(|t| t.bytes[1] == 1 && t.bytes[3] & PROBE != 0).count()
+    }
+    let mut net = Net::with_config(3, |i| Config { udp_timeout: Duration::from_secs(5), ..config(i, 3) });
+    net.cut(0, 2);
+    net.connect(0, 1);
+    net.connect(1, 2);
+    net.run_for(SETTLE + SETTLE);
+    assert!(net.established(0, 1) && net.established(1, 2));
+    let (a, c) = (mac(0, 1), mac(2, 1));
+    net.capture(2, &frame(BROADCAST, c, b"here I am"));
+    net.run_for(Duration::from_secs(2));
+    net.tapping = true;
+
+    // Host 0 sends unicast to host 2 (through 1) every 150 ms for 15 s; hosts 1 and 2 send
+    // nothing back but heartbeats.
+    let sends = 100;
+    for i in 0..sends {
+        net.capture(0, &frame(c, a, format!("stream {i}").as_bytes()));
+        net.run_for(Duration::from_millis(150));
+    }
+    assert_eq!(net.hosts[2].bridge.len(), sends, "every frame crossed the relay");
     for (hop, next) in [(0, 1), (1, 2)] {
-        let data: Vec<_> = udp(&net.tap, hop, next).filter(|t| t.bytes[1] == FRAMES).collect();
-        let asking = data.iter().filter(|t| t.bytes[2] & ANSWER != 0).count();
-        assert_eq!(data.len(), floods);
-        // Each flood comes more than `probe_after` after the last: each starts a watch.
-        assert_eq!(asking, floods, "host {hop} asked {asking} times in {floods} sends");
-        let probes = udp(&net.tap, hop, next).filter(|t| t.bytes[1] == 1 && t.bytes[3] & PROBE != 0).count();
-        assert_eq!(probes, 0, "host {hop} probed a link that answered");
+        let data = udp(&net.tap, hop, next).filter(|t| t.bytes[1] == FRAMES).count();
+        assert_eq!(data, sends);
+        // Each send comes more than `probe_after` after the last: each starts a watch.
+        let asked = asking(&net.tap, hop, next);
+        assert_eq!(asked, sends, "host {hop} asked {asked} times in {sends} sends");
+        assert_eq!(probes(&net.tap, hop, next), 0, "host {hop} probed a link that answered");
         // The answers stand in for the regular heartbeats in that direction, too.
         let answers = udp(&net.tap, next, hop).filter(|t| t.bytes[1] == 1).count();
-        assert!(
-            (floods..=floods + 2).contains(&answers),
-            "host {next} sent {answers} heartbeats for {floods} requests"
-        );
-    }
-    for (a, b) in [(0, 1), (1, 0), (1, 2), (2, 1)] {
-        assert!(net.established(a, b));
+        assert!((sends..=sends + 2).contains(&answers), "host {next} sent {answers} heartbeats for {sends} requests");
     }
 
-    // A stream denser than `probe_after` asks about once per `probe_after`, not per datagram.
+    // The same as floods: each link is watched about once a second, and never probed.
+    net.tap.clear();
+    for i in 0..sends {
+        net.capture(0, &frame(BROADCAST, a, format!("flood {i}").as_bytes()));
+        net.run_for(Duration::from_millis(150));
+    }
+    for (hop, next) in [(0, 1), (1, 2)] {
+        let asked = asking(&net.tap, hop, next);
+        assert!((13..=16).contains(&asked), "host {hop} asked {asked} times in 15 s of floods");
+        assert_eq!(probes(&net.tap, hop, next), 0);
+    }
+
+    // A unicast stream denser than `probe_after` asks about once per `probe_after`.
     net.tap.clear();
     for i in 0..200 {
-        net.capture(0, &frame(BROADCAST, mac(0, 1), format!("dense {i}").as_bytes()));
+        net.capture(0, &frame(c, a, format!("dense {i}").as_bytes()));
         net.run_for(Duration::from_millis(10));
     }
     for (hop, next) in [(0, 1), (1, 2)] {
-        let asking = udp(&net.tap, hop, next).filter(|t| t.bytes[1] == FRAMES && t.bytes[2] & ANSWER != 0).count();
-        assert!((15..=25).contains(&asking), "host {hop}: {asking} requests for answers in 2 s of a dense stream");
-        let probes = udp(&net.tap, hop, next).filter(|t| t.bytes[1] == 1 && t.bytes[3] & PROBE != 0).count();
-        assert_eq!(probes, 0);
+        let asked = asking(&net.tap, hop, next);
+        assert!((15..=25).contains(&asked), "host {hop}: {asked} requests for answers in 2 s of a dense stream");
+        assert_eq!(probes(&net.tap, hop, next), 0);
+    }
+    for (x, y) in [(0, 1), (1, 0), (1, 2), (2, 1)] {
+        assert!(net.established(x, y));
     }
 }

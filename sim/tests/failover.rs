@@ -71,6 +71,36 @@ fn a_silently_dead_link_is_routed_around_in_under_a_second_and_comes_back_within
     assert!(w.checker.violations.is_empty(), "{:?}", w.checker.violations);
 }
 
+/// A link that carries only floods is watched once a second: when it dies silently, routes
+/// move within two seconds (not the five of the heartbeat timeout).
+#[test]
+fn a_silently_dead_link_carrying_only_broadcasts_is_routed_around_within_two_seconds() {
+    let s = Scenario::parse(
+        r#"
+name = "three hosts, full mesh, only broadcasts"
+duration = "60s"
+[hosts]
+count = 3
+[workload]
+containers_per_host = 1
+ping_interval = "0s"
+broadcast_interval = "50ms"
+"#,
+    )
+    .unwrap();
+    let mut w = World::new(s, 2, Trace::new());
+    w.run_until(Instant::from_millis(10_000));
+    assert_eq!(via(&mut w, 0, 1), Some(peer_name(1)), "direct before the fault");
+    w.apply(FaultAction::Cut { a: "h0".into(), b: "h1".into() });
+    let failover = until(&mut w, Duration::from_secs(6), |w| {
+        via(w, 0, 1) == Some(peer_name(2)) && via(w, 1, 0) == Some(peer_name(2))
+    })
+    .expect("routes move to the relay");
+    println!("failover after {failover:?}");
+    assert!(failover < Duration::from_secs(2), "failover took {failover:?}");
+    assert!(w.checker.violations.is_empty(), "{:?}", w.checker.violations);
+}
+
 #[test]
 fn a_link_with_thirty_percent_loss_does_not_flap_and_traffic_keeps_flowing() {
     let s = mesh("[link_classes.lossy]\nloss = 0.3\n[[links]]\na = \"h0\"\nb = \"h1\"\nclass = \"lossy\"\n");

@@ -428,7 +428,27 @@ fn gossip_per_link_change(w: &mut World) {
     );
 }
 
+/// A reader that stops early (`weave-sim bench | head`) closes our stdout: printing then
+/// fails with a broken pipe, which `println!` turns into a panic. The reader has what it
+/// wanted; end quietly, as a filter killed by SIGPIPE would, rather than with a backtrace.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Run { file, seed, trace, json, encrypt } => cmd_run(file, seed, trace, json, encrypt),

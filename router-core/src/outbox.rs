@@ -237,10 +237,8 @@ mod tests {
     use crate::peer::PeerName;
     use crate::wire::datagram::Datagram;
 
-    #[test]
-    fn frames_to_one_peer_share_a_datagram_up_to_the_limit() {
-        let mut o = Outbox::new(1 << 20, 64 << 10);
-        let to: SocketAddr = "10.0.0.2:6783".parse().unwrap();
+    /// An empty outbox, a peer's address, a frames header to it (seq 7) and a 60-byte frame.
+    fn one_peer() -> (Outbox, SocketAddr, Header, [u8; 60]) {
         let h = Header {
             kind: Kind::Frames,
             flags: 0,
@@ -249,7 +247,12 @@ mod tests {
             dst: PeerName::from_u64(2),
             seq: 7,
         };
-        let f = [0x02u8; 60];
+        (Outbox::new(1 << 20, 64 << 10), "10.0.0.2:6783".parse().unwrap(), h, [0x02u8; 60])
+    }
+
+    #[test]
+    fn frames_to_one_peer_share_a_datagram_up_to_the_limit() {
+        let (mut o, to, h, f) = one_peer();
         assert_eq!(o.open_seq(to, &h, 60, 200, None), None);
         assert!(o.frame(to, &h, &f, 200, None));
         assert_eq!(o.open_seq(to, &Header { seq: 99, ..h }, 60, 200, None), Some(7));
@@ -268,17 +271,7 @@ mod tests {
 
     #[test]
     fn a_request_for_an_answer_is_per_hop_and_does_not_split_a_batch() {
-        let mut o = Outbox::new(1 << 20, 64 << 10);
-        let to: SocketAddr = "10.0.0.2:6783".parse().unwrap();
-        let h = Header {
-            kind: Kind::Frames,
-            flags: 0,
-            hop_limit: 8,
-            src: PeerName::from_u64(1),
-            dst: PeerName::from_u64(2),
-            seq: 7,
-        };
-        let f = [0x02u8; 60];
+        let (mut o, to, h, f) = one_peer();
         assert!(o.frame(to, &h, &f, 1000, None));
         o.ask_answer();
         assert!(!o.frame(to, &h, &f, 1000, None), "the second frame joins the asking datagram");

@@ -7,7 +7,16 @@ use weave_sim::scenario::FaultAction;
 use weave_sim::world::peer_name;
 use weave_sim::{Scenario, Trace, World};
 
+/// Pings every 50 ms from each container.
+const PINGS: &str = "ping_interval = \"50ms\"";
+/// Broadcasts every 50 ms from each container, and no pings.
+const BROADCASTS: &str = "ping_interval = \"0s\"\nbroadcast_interval = \"50ms\"";
+
 fn mesh(extra: &str) -> Scenario {
+    mesh_with(PINGS, extra)
+}
+
+fn mesh_with(traffic: &str, extra: &str) -> Scenario {
     Scenario::parse(&format!(
         r#"
 name = "three hosts, full mesh, traffic everywhere"
@@ -16,7 +25,7 @@ duration = "60s"
 count = 3
 [workload]
 containers_per_host = 1
-ping_interval = "50ms"
+{traffic}
 {extra}
 [checks]
 converge_within = "10s"
@@ -39,6 +48,18 @@ fn until(w: &mut World, limit: Duration, mut cond: impl FnMut(&mut World) -> boo
     None
 }
 
+/// Cuts h0–h1 silently (the direct path is first checked) and returns how long until both
+/// ends route to each other through h2.
+fn fail_over(w: &mut World) -> Duration {
+    assert_eq!(via(w, 0, 1), Some(peer_name(1)), "direct before the fault");
+    w.apply(FaultAction::Cut { a: "h0".into(), b: "h1".into() });
+    let failover =
+        until(w, Duration::from_secs(6), |w| via(w, 0, 1) == Some(peer_name(2)) && via(w, 1, 0) == Some(peer_name(2)))
+            .expect("routes move to the relay");
+    println!("failover after {failover:?}");
+    failover
+}
+
 fn via(w: &mut World, from: usize, to: u32) -> Option<router_core::PeerName> {
     w.hosts[from].router.as_mut().unwrap().routes().next_hop(peer_name(to))
 }
@@ -47,13 +68,7 @@ fn via(w: &mut World, from: usize, to: u32) -> Option<router_core::PeerName> {
 fn a_silently_dead_link_is_routed_around_in_under_a_second_and_comes_back_within_two() {
     let mut w = World::new(mesh(""), 1, Trace::new());
     w.run_until(Instant::from_millis(10_000));
-    assert_eq!(via(&mut w, 0, 1), Some(peer_name(1)), "direct before the fault");
-    w.apply(FaultAction::Cut { a: "h0".into(), b: "h1".into() });
-    let failover = until(&mut w, Duration::from_secs(5), |w| {
-        via(w, 0, 1) == Some(peer_name(2)) && via(w, 1, 0) == Some(peer_name(2))
-    })
-    .expect("routes move to the relay");
-    println!("failover after {failover:?}");
+    let failover = fail_over(&mut w);
     assert!(failover < Duration::from_secs(1), "failover took {failover:?}");
     let st = w.hosts[0].router.as_mut().unwrap().status(w.now);
     let conn = st.connections.iter().find(|c| c.peer == Some(peer_name(1))).expect("the TCP connection survives");
@@ -75,28 +90,9 @@ fn a_silently_dead_link_is_routed_around_in_under_a_second_and_comes_back_within
 /// move within two seconds (not the five of the heartbeat timeout).
 #[test]
 fn a_silently_dead_link_carrying_only_broadcasts_is_routed_around_within_two_seconds() {
-    let s = Scenario::parse(
-        r#"
-name = "three hosts, full mesh, only broadcasts"
-duration = "60s"
-[hosts]
-count = 3
-[workload]
-containers_per_host = 1
-ping_interval = "0s"
-broadcast_interval = "50ms"
-"#,
-    )
-    .unwrap();
-    let mut w = World::new(s, 2, Trace::new());
+    let mut w = World::new(mesh_with(BROADCASTS, ""), 2, Trace::new());
     w.run_until(Instant::from_millis(10_000));
-    assert_eq!(via(&mut w, 0, 1), Some(peer_name(1)), "direct before the fault");
-    w.apply(FaultAction::Cut { a: "h0".into(), b: "h1".into() });
-    let failover = until(&mut w, Duration::from_secs(6), |w| {
-        via(w, 0, 1) == Some(peer_name(2)) && via(w, 1, 0) == Some(peer_name(2))
-    })
-    .expect("routes move to the relay");
-    println!("failover after {failover:?}");
+    let failover = fail_over(&mut w);
     assert!(failover < Duration::from_secs(2), "failover took {failover:?}");
     assert!(w.checker.violations.is_empty(), "{:?}", w.checker.violations);
 }

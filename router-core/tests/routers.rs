@@ -377,14 +377,26 @@ fn one_way_traffic_is_answered_by_heartbeats_without_probes() {
     const FRAMES: u8 = 2;
     const ANSWER: u8 = 0x02;
     const PROBE: u8 = 0x01;
+    const HOPS: [(usize, usize); 2] = [(0, 1), (1, 2)];
     fn udp(tap: &[Tapped], from: usize, to: usize) -> impl Iterator<Item = &Tapped> {
         tap.iter().filter(move |t| t.udp && t.from == from && t.to == to)
     }
-    fn asking(tap: &[Tapped], from: usize, to: usize) -> usize {
-        udp(tap, from, to).filter(|t| t.bytes[1] == FRAMES && t.bytes[2] & ANSWER != 0).count()
+    /// Host 0 captures `n` frames to `dst`, one every `every`; only their traffic is tapped.
+    fn stream(net: &mut Net, dst: [u8; 6], n: usize, every: Duration) {
+        net.tap.clear();
+        for i in 0..n {
+            net.capture(0, &frame(dst, mac(0, 1), format!("frame {i}").as_bytes()));
+            net.run_for(every);
+        }
     }
-    fn probes(tap: &[Tapped], from: usize, to: usize) -> usize {
-        udp(tap, from, to).filter(|t| t.bytes[1] == 1 && t.bytes[3] & PROBE != 0).count()
+    /// Each hop asked for answers a number of times within `range`, and never probed.
+    fn each_hop_asks(net: &Net, range: std::ops::RangeInclusive<usize>, what: &str) {
+        for (hop, next) in HOPS {
+            let asked = udp(&net.tap, hop, next).filter(|t| t.bytes[1] == FRAMES && t.bytes[2] & ANSWER != 0).count();
+            assert!(range.contains(&asked), "host {hop} asked for answers {asked} times in {what}");
+            let probes = udp(&net.tap, hop, next).filter(|t| t.bytes[1] == 1 && t.bytes[3] & PROBE != 0).count();
+            assert_eq!(probes, 0, "host {hop} probed a link that answered, in {what}");
+        }
     }
     let mut net = Net::with_config(3, |i| Config { udp_timeout: Duration::from_secs(5), ..config(i, 3) });
     net.cut(0, 2);
@@ -392,54 +404,33 @@ fn one_way_traffic_is_answered_by_heartbeats_without_probes() {
     net.connect(1, 2);
     net.run_for(SETTLE + SETTLE);
     assert!(net.established(0, 1) && net.established(1, 2));
-    let (a, c) = (mac(0, 1), mac(2, 1));
+    let c = mac(2, 1);
     net.capture(2, &frame(BROADCAST, c, b"here I am"));
     net.run_for(Duration::from_secs(2));
     net.tapping = true;
 
     // Host 0 sends unicast to host 2 (through 1) every 150 ms for 15 s; hosts 1 and 2 send
-    // nothing back but heartbeats.
+    // nothing back but heartbeats. Each send comes more than `probe_after` after the last:
+    // each starts a watch.
     let sends = 100;
-    for i in 0..sends {
-        net.capture(0, &frame(c, a, format!("stream {i}").as_bytes()));
-        net.run_for(Duration::from_millis(150));
-    }
+    stream(&mut net, c, sends, Duration::from_millis(150));
     assert_eq!(net.hosts[2].bridge.len(), sends, "every frame crossed the relay");
-    for (hop, next) in [(0, 1), (1, 2)] {
+    each_hop_asks(&net, sends..=sends, "15 s of unicast, a frame every 150 ms");
+    for (hop, next) in HOPS {
         let data = udp(&net.tap, hop, next).filter(|t| t.bytes[1] == FRAMES).count();
         assert_eq!(data, sends);
-        // Each send comes more than `probe_after` after the last: each starts a watch.
-        let asked = asking(&net.tap, hop, next);
-        assert_eq!(asked, sends, "host {hop} asked {asked} times in {sends} sends");
-        assert_eq!(probes(&net.tap, hop, next), 0, "host {hop} probed a link that answered");
         // The answers stand in for the regular heartbeats in that direction, too.
         let answers = udp(&net.tap, next, hop).filter(|t| t.bytes[1] == 1).count();
         assert!((sends..=sends + 2).contains(&answers), "host {next} sent {answers} heartbeats for {sends} requests");
     }
 
-    // The same as floods: each link is watched about once a second, and never probed.
-    net.tap.clear();
-    for i in 0..sends {
-        net.capture(0, &frame(BROADCAST, a, format!("flood {i}").as_bytes()));
-        net.run_for(Duration::from_millis(150));
-    }
-    for (hop, next) in [(0, 1), (1, 2)] {
-        let asked = asking(&net.tap, hop, next);
-        assert!((13..=16).contains(&asked), "host {hop} asked {asked} times in 15 s of floods");
-        assert_eq!(probes(&net.tap, hop, next), 0);
-    }
+    // The same as floods: each link is watched about once a second.
+    stream(&mut net, BROADCAST, sends, Duration::from_millis(150));
+    each_hop_asks(&net, 13..=16, "15 s of floods, one every 150 ms");
 
     // A unicast stream denser than `probe_after` asks about once per `probe_after`.
-    net.tap.clear();
-    for i in 0..200 {
-        net.capture(0, &frame(c, a, format!("dense {i}").as_bytes()));
-        net.run_for(Duration::from_millis(10));
-    }
-    for (hop, next) in [(0, 1), (1, 2)] {
-        let asked = asking(&net.tap, hop, next);
-        assert!((15..=25).contains(&asked), "host {hop}: {asked} requests for answers in 2 s of a dense stream");
-        assert_eq!(probes(&net.tap, hop, next), 0);
-    }
+    stream(&mut net, c, 200, Duration::from_millis(10));
+    each_hop_asks(&net, 15..=25, "2 s of unicast, a frame every 10 ms");
     for (x, y) in [(0, 1), (1, 0), (1, 2), (2, 1)] {
         assert!(net.established(x, y));
     }

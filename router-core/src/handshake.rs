@@ -473,7 +473,8 @@ impl Router {
         }
         let was_rx = c.udp_rx_ok;
         c.udp_rx_ok = true;
-        // An open watch on data we sent is answered: its deadline needs no wake-up.
+        // An open watch on data we sent is answered: its deadline needs no wake-up. Also when
+        // data answered it first (frames do not re-arm the timer; this heartbeat does).
         let answered = c.sent_unheard.is_some() && c.probing_since.is_none();
         let sent = c.udp_seq;
         // Our heartbeats echo `seq`; they prove the peer's direction only if they arrive, so

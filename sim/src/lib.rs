@@ -8,6 +8,7 @@ pub mod check;
 pub mod explore;
 pub mod lan;
 pub mod net;
+pub mod queue;
 pub mod rng;
 pub mod run;
 pub mod scenario;

@@ -5,8 +5,7 @@
 //! and virtual containers; the network is [`Underlay`]; TCP control connections are ordered,
 //! reliable byte streams that stall while their path is down.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rand_chacha::ChaCha8Rng;
@@ -20,6 +19,7 @@ use rustc_hash::FxHashMap;
 use crate::check::Checker;
 use crate::lan::{Bridge, Container, Ids, Out, Port};
 use crate::net::{Fate, NetDrop, Underlay};
+use crate::queue::RadixQueue;
 use crate::rng::{below, derive, stream};
 use crate::scenario::{ConnectPlan, Fault, FaultAction, Scenario, Subnet};
 use crate::stats::SimStats;
@@ -80,31 +80,6 @@ pub(crate) enum Ev {
     Prune,
 }
 
-/// A queued event's place in time; the event itself waits in `World::slots` (the heap
-/// moves only these 24 bytes).
-struct Entry {
-    at: Instant,
-    seq: u64,
-    slot: u32,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
 /// One simulated host.
 pub struct Host {
     /// Its name in the scenario.
@@ -152,11 +127,7 @@ pub struct World {
     pub seed: u64,
     /// Virtual time.
     pub now: Instant,
-    queue: BinaryHeap<Reverse<Entry>>,
-    /// Queued events by slot; `free` lists the empty slots.
-    slots: Vec<Option<Ev>>,
-    free: Vec<u32>,
-    seq: u64,
+    queue: RadixQueue<Ev>,
     /// Hosts, in scenario order.
     pub hosts: Vec<Host>,
     /// Containers.
@@ -205,10 +176,7 @@ impl World {
             checker: Checker::new(&scenario),
             seed,
             now: Instant::ZERO,
-            queue: BinaryHeap::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
-            seq: 0,
+            queue: RadixQueue::default(),
             hosts: Vec::with_capacity(n as usize),
             containers: Vec::new(),
             subnet_members: Vec::new(),
@@ -338,31 +306,19 @@ impl World {
     }
 
     pub(crate) fn push(&mut self, at: Instant, ev: Ev) {
-        self.seq += 1;
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.slots[s as usize] = Some(ev);
-                s
-            }
-            None => {
-                self.slots.push(Some(ev));
-                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 queued events")
-            }
-        };
-        self.queue.push(Reverse(Entry { at: at.max(self.now), seq: self.seq, slot }));
+        self.queue.push(at.max(self.now), ev);
     }
 
     /// The time of the next event.
-    pub fn next_time(&self) -> Option<Instant> {
-        self.queue.peek().map(|e| e.0.at)
+    pub fn next_time(&mut self) -> Option<Instant> {
+        self.queue.peek_time()
     }
 
     /// Runs one event. Returns false when none is left.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse(e)) = self.queue.pop() else { return false };
+        let Some(e) = self.queue.pop() else { return false };
         debug_assert!(e.at >= self.now, "time never goes back");
-        let ev = self.slots[e.slot as usize].take().expect("a queued slot holds its event");
-        self.free.push(e.slot);
+        let ev = e.item;
         self.now = e.at;
         if let Ev::Timer { host, gen } = ev {
             if gen != self.hosts[host as usize].timer_gen {

@@ -18,6 +18,8 @@ use std::collections::VecDeque;
 use router_core::Instant;
 
 const BUCKETS: usize = 65;
+/// Entries' room a bucket keeps once emptied.
+const KEEP: usize = 1024;
 
 /// A queued item with its time and sequence number (ties at one time pop in push order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +141,9 @@ impl<T> RadixQueue<T> {
         if !self.now.is_empty() || self.occupied == 0 {
             return;
         }
+        if self.now.capacity() > KEEP {
+            self.now = VecDeque::new();
+        }
         let b = self.occupied.trailing_zeros() as usize;
         let mut moving = std::mem::take(&mut self.buckets[b]);
         self.occupied &= !(1u128 << b);
@@ -153,8 +158,11 @@ impl<T> RadixQueue<T> {
                 self.occupied |= 1u128 << nb;
             }
         }
-        // Keep the emptied bucket's room: it fills again.
-        self.buckets[b] = moving;
+        // Keep the emptied bucket's room (it fills again), unless a burst grew it: thousands
+        // of routers forming a network queue far more than they do once it has formed.
+        if moving.capacity() <= KEEP {
+            self.buckets[b] = moving;
+        }
         self.now.make_contiguous().sort_unstable_by_key(|e| e.seq);
     }
 }

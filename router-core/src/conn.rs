@@ -72,51 +72,38 @@ impl From<DecodeError> for ConnError {
     }
 }
 
-/// What we learned from the peer's handshake.
+/// What we learned from the peer's handshake. Laid out in declaration order (`repr(C)`):
+/// the UDP address, read for every datagram sent, first.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub(crate) struct Remote {
+    /// Where we send UDP: the advertised port at first, then wherever heartbeats come from.
+    pub(crate) udp_addr: SocketAddr,
+    /// The peer's session value; our heartbeats echo it.
+    pub(crate) session: u64,
     pub(crate) name: PeerName,
     pub(crate) uid: PeerUid,
     pub(crate) nickname: String,
-    /// Where we send UDP: the advertised port at first, then wherever heartbeats come from.
-    pub(crate) udp_addr: SocketAddr,
     /// Where the peer accepts control connections.
     pub(crate) listen_addr: SocketAddr,
-    /// The peer's session value; our heartbeats echo it.
-    pub(crate) session: u64,
 }
 
 /// One control connection.
+///
+/// Laid out in declaration order (`repr(C)`), what every datagram reads or writes first: a
+/// router with a thousand peers in one process (the simulator) finds its connections in
+/// cold memory, and the default layout scattered these fields over a dozen cache lines
+/// between the handshake's.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Conn {
-    pub(crate) outbound: bool,
-    /// The TCP address of the other end.
-    pub(crate) remote_addr: SocketAddr,
-    /// The target this connection was dialled for.
-    pub(crate) target: Option<SocketAddr>,
-    pub(crate) phase: Phase,
-    pub(crate) inbuf: Vec<u8>,
-    pub(crate) version: u8,
-    /// Our session value on this connection; heartbeats to us must echo it.
-    pub(crate) session: u64,
-    pub(crate) peer: Option<Remote>,
-    pub(crate) opened_at: Instant,
-    pub(crate) up_at: Option<Instant>,
-    pub(crate) last_tcp_rx: Instant,
-    /// UDP from the peer reaches us.
-    pub(crate) udp_rx_ok: bool,
-    /// UDP from us reaches the peer (it acknowledged a heartbeat).
-    pub(crate) udp_tx_ok: bool,
-    pub(crate) udp_seq: u32,
+    // ---- Read or written for every datagram to or from the peer. ----
     pub(crate) last_udp_rx: Instant,
     pub(crate) last_udp_ack: Instant,
-    /// The UDP source address bound to this connection in the router's lookup table.
-    pub(crate) udp_bound: Option<SocketAddr>,
-    pub(crate) established_at: Option<Instant>,
-    /// The highest heartbeat sequence number received from the peer (echoed back to it).
-    pub(crate) udp_rx_seq: u32,
-    /// The highest of our sequence numbers the peer proved it received.
-    pub(crate) proven_seq: u32,
+    /// When the next regular heartbeat is due.
+    pub(crate) next_heartbeat: Instant,
+    /// When the next probe is due, while probing.
+    pub(crate) next_probe: Instant,
     /// Since when we probe the peer (we send data and hear nothing).
     pub(crate) probing_since: Option<Instant>,
     /// The first data sent to the peer since we last heard from it.
@@ -125,10 +112,37 @@ pub(crate) struct Conn {
     pub(crate) answered_at: Option<Instant>,
     /// When our last watch on data sent began (floods start one at most once a period).
     pub(crate) watched_at: Option<Instant>,
-    /// When the next regular heartbeat is due.
-    pub(crate) next_heartbeat: Instant,
-    /// When the next probe is due, while probing.
-    pub(crate) next_probe: Instant,
+    /// Our session value on this connection; heartbeats to us must echo it.
+    pub(crate) session: u64,
+    /// Password sessions: the keys, once the PAKE finished. Everything we send after our key
+    /// confirmation is sealed with them.
+    pub(crate) keys: Option<Box<Session>>,
+    pub(crate) udp_seq: u32,
+    /// The highest heartbeat sequence number received from the peer (echoed back to it).
+    pub(crate) udp_rx_seq: u32,
+    /// The highest of our sequence numbers the peer proved it received.
+    pub(crate) proven_seq: u32,
+    pub(crate) phase: Phase,
+    /// UDP from the peer reaches us.
+    pub(crate) udp_rx_ok: bool,
+    /// UDP from us reaches the peer (it acknowledged a heartbeat).
+    pub(crate) udp_tx_ok: bool,
+    pub(crate) outbound: bool,
+    /// The UDP source address bound to this connection in the router's lookup table.
+    pub(crate) udp_bound: Option<SocketAddr>,
+    /// What the handshake told us (its UDP address first).
+    pub(crate) peer: Option<Remote>,
+    // ---- The rest: handshake, TCP, status. ----
+    /// The TCP address of the other end.
+    pub(crate) remote_addr: SocketAddr,
+    /// The target this connection was dialled for.
+    pub(crate) target: Option<SocketAddr>,
+    pub(crate) inbuf: Vec<u8>,
+    pub(crate) version: u8,
+    pub(crate) opened_at: Instant,
+    pub(crate) up_at: Option<Instant>,
+    pub(crate) last_tcp_rx: Instant,
+    pub(crate) established_at: Option<Instant>,
     /// Round trips proven since the link last failed.
     pub(crate) rounds: u32,
     /// Round trips needed to (re-)establish the link.
@@ -141,9 +155,6 @@ pub(crate) struct Conn {
     pub(crate) pake: Option<Pake>,
     /// Password sessions: our handshake body as sent (half of the transcript).
     pub(crate) hs_sent: Vec<u8>,
-    /// Password sessions: the keys, once the PAKE finished. Everything we send after our key
-    /// confirmation is sealed with them.
-    pub(crate) keys: Option<Box<Session>>,
     /// Password sessions: the peer's handshake, held until its key confirmation checks out.
     pub(crate) pending: Option<Box<Handshake>>,
 }

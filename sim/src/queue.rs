@@ -2,12 +2,13 @@
 //!
 //! The simulator never schedules into the past, so the keys it pops only grow: a monotone
 //! queue suffices, and a radix heap is one. Bucket `b` holds the entries whose time first
-//! differs from the last popped time in bit `b - 1` (bucket 0: the same time). A push is
-//! one append. A pop takes from bucket 0; when that is empty, the lowest non-empty bucket is
-//! emptied into lower ones around its earliest time, so an entry moves at most once per bit
-//! of its distance in time. Every move is a sequential scan, where a binary heap of tens of
-//! thousands of entries walks a path of cold cache lines and mispredicted branches on every
-//! pop.
+//! differs from a base time in bit `b - 1` (bucket 0: the base time itself); the base is
+//! the earliest entry's time. A push is one append. A pop takes from bucket 0; when that is
+//! empty, the lowest non-empty bucket is emptied into lower ones around its earliest time,
+//! so an entry moves at most once per bit of its distance in time. Every move is a
+//! sequential scan, where a binary heap of tens of thousands of entries walks a path of
+//! cold cache lines and mispredicted branches on every pop. (A push earlier than the base,
+//! possible after a peek, lowers the base and re-sorts the entries it must.)
 //!
 //! Order is exactly (time, sequence number), as a binary heap of the same entries would
 //! pop them: bucket 0 is kept in sequence order (entries pushed while it is non-empty have

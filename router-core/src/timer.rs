@@ -71,7 +71,10 @@ fn decode(c: u64) -> Timer {
         1 => Timer::AntiEntropy,
         2 => Timer::MacSweep,
         3 => Timer::Routes,
-        _ => Timer::Conn(ConnId((c >> 8) as u32), CONN_TIMERS[(c & 0xff) as usize]),
+        v => {
+            debug_assert_eq!(v, 5, "redials never enter the heap");
+            Timer::Conn(ConnId((c >> 8) as u32), CONN_TIMERS[(c & 0xff) as usize])
+        }
     }
 }
 

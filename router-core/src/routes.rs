@@ -173,7 +173,6 @@ pub struct Routes {
     masks_ready: bool,
     children: Vec<PeerName>,
     /// BFS work space, released after each computation (it is as large as the view).
-    scratch_parent: Vec<u32>,
     scratch_queue: Vec<u32>,
 }
 
@@ -269,7 +268,6 @@ impl Routes {
     }
 
     fn release_scratch(&mut self) {
-        self.scratch_parent = Vec::new();
         self.scratch_queue = Vec::new();
     }
 
@@ -277,42 +275,28 @@ impl Routes {
         self.graph.neighbours(i)
     }
 
-    /// BFS from `root` into `scratch_parent` (NONE = unvisited, root's parent = root).
-    fn bfs(&mut self, root: u32) {
-        let n = self.graph.names.len();
-        let mut parent = std::mem::take(&mut self.scratch_parent);
+    /// For every peer, the neighbour of `root` through which `root` reaches it (`root`
+    /// itself for `root`; [`NONE`] if unreachable): one breadth-first search that hands each
+    /// peer its parent's first step as it is found (a neighbour of `root` is its own).
+    fn first_steps_from(&mut self, root: u32, out: &mut Vec<u32>) {
+        out.clear();
+        out.resize(self.graph.names.len(), NONE);
         let mut queue = std::mem::take(&mut self.scratch_queue);
-        parent.clear();
-        parent.resize(n, NONE);
         queue.clear();
-        parent[root as usize] = root;
+        out[root as usize] = root;
         queue.push(root);
         let mut head = 0;
         while let Some(&u) = queue.get(head) {
             head += 1;
-            for &v in self.neighbours(u) {
-                if parent[v as usize] == NONE {
-                    parent[v as usize] = u;
+            let step = out[u as usize];
+            for &v in self.graph.neighbours(u) {
+                if out[v as usize] == NONE {
+                    out[v as usize] = if u == root { v } else { step };
                     queue.push(v);
                 }
             }
         }
-        self.scratch_parent = parent;
         self.scratch_queue = queue;
-    }
-
-    /// For every peer, the neighbour of `root` through which `root` reaches it (`root`
-    /// itself for `root`), from a BFS left in the scratch buffers. Parents come before
-    /// children in the queue.
-    fn first_steps_from(&mut self, root: u32, out: &mut Vec<u32>) {
-        out.clear();
-        out.resize(self.graph.names.len(), NONE);
-        self.bfs(root);
-        for k in 0..self.scratch_queue.len() {
-            let v = self.scratch_queue[k];
-            let p = self.scratch_parent[v as usize];
-            out[v as usize] = if v == root || p == root { v } else { out[p as usize] };
-        }
     }
 
     fn compute_unicast(&mut self) {

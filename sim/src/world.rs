@@ -80,22 +80,24 @@ pub(crate) enum Ev {
     Prune,
 }
 
-/// One simulated host.
+/// One simulated host. Laid out in declaration order (`repr(C)`): what every event for the
+/// host reads before its router (paused, timer, bridge) shares a cache line.
+#[repr(C)]
 pub struct Host {
-    /// Its name in the scenario.
-    pub name: String,
-    /// The router, while the host runs.
-    pub router: Option<Router>,
     /// Frozen: inputs wait in `held`.
     pub paused: bool,
-    held: Vec<Ev>,
     /// Bumped on every (re)start.
     pub incarnation: u32,
+    timer_gen: u32,
+    timer_at: Option<Instant>,
     bridge: Bridge,
     /// Containers attached here (global indices).
     pub containers: Vec<u32>,
-    timer_gen: u32,
-    timer_at: Option<Instant>,
+    /// The router, while the host runs.
+    pub router: Option<Router>,
+    /// Its name in the scenario.
+    pub name: String,
+    held: Vec<Ev>,
     /// Hosts its router is told to connect to.
     pub targets: Vec<u32>,
 }

@@ -81,7 +81,8 @@ pub(crate) enum Ev {
 }
 
 /// One simulated host. Laid out in declaration order (`repr(C)`): what every event for the
-/// host reads before its router (paused, timer, bridge) shares a cache line.
+/// host reads besides its router (paused, timer, bridge, containers) lies in its first 80
+/// bytes, not scattered around the router's two kilobytes.
 #[repr(C)]
 pub struct Host {
     /// Frozen: inputs wait in `held`.

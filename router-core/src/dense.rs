@@ -54,10 +54,11 @@ fn tag(h: u64) -> u32 {
     ((h >> 8) as u32) & !POS_MASK
 }
 
-/// Where a key is: its slot and its entry's position, or the empty slot where it would go.
+/// Where a key is: its slot and its entry's position, or the empty slot where it would go
+/// with the slot value's tag.
 enum Found {
     At { slot: usize, pos: usize },
-    Vacant(usize),
+    Vacant { slot: usize, tag: u32 },
 }
 
 impl<K: Hash + Eq, V> DenseMap<K, V> {
@@ -75,7 +76,7 @@ impl<K: Hash + Eq, V> DenseMap<K, V> {
         loop {
             let s = self.slots[i];
             if s == 0 {
-                return Found::Vacant(i);
+                return Found::Vacant { slot: i, tag: t };
             }
             if s & !POS_MASK == t {
                 let pos = (s & POS_MASK) as usize - 1;
@@ -94,7 +95,7 @@ impl<K: Hash + Eq, V> DenseMap<K, V> {
         }
         match self.find(k) {
             Found::At { pos, .. } => Some(pos),
-            Found::Vacant(_) => None,
+            Found::Vacant { .. } => None,
         }
     }
 
@@ -120,10 +121,10 @@ impl<K: Hash + Eq, V> DenseMap<K, V> {
         self.find(k)
     }
 
-    fn occupy(&mut self, slot: usize, k: K, v: V) -> usize {
+    fn occupy(&mut self, slot: usize, tag: u32, k: K, v: V) -> usize {
         let pos = self.entries.len();
         assert!(pos < ENTRIES_MAX, "a dense map holds fewer than 2^24 entries");
-        self.slots[slot] = tag(hash(&k)) | (pos as u32 + 1);
+        self.slots[slot] = tag | (pos as u32 + 1);
         self.entries.push((k, v));
         pos
     }
@@ -132,8 +133,8 @@ impl<K: Hash + Eq, V> DenseMap<K, V> {
     pub(crate) fn insert(&mut self, k: K, v: V) -> Option<V> {
         match self.find_for_insert(&k) {
             Found::At { pos, .. } => Some(core::mem::replace(&mut self.entries[pos].1, v)),
-            Found::Vacant(slot) => {
-                self.occupy(slot, k, v);
+            Found::Vacant { slot, tag } => {
+                self.occupy(slot, tag, k, v);
                 None
             }
         }
@@ -143,7 +144,7 @@ impl<K: Hash + Eq, V> DenseMap<K, V> {
     pub(crate) fn get_or_insert_with(&mut self, k: K, make: impl FnOnce() -> V) -> &mut V {
         let pos = match self.find_for_insert(&k) {
             Found::At { pos, .. } => pos,
-            Found::Vacant(slot) => self.occupy(slot, k, make()),
+            Found::Vacant { slot, tag } => self.occupy(slot, tag, k, make()),
         };
         &mut self.entries[pos].1
     }

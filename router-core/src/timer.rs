@@ -10,7 +10,7 @@ use crate::peer::ConnId;
 use crate::time::Instant;
 
 /// A job that runs at a deadline.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) enum Timer {
     /// Send the coalesced triggered gossip.
     GossipFlush,
@@ -27,7 +27,7 @@ pub(crate) enum Timer {
 }
 
 /// Per-connection jobs.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) enum ConnTimer {
     /// The handshake must finish by now.
     Handshake,

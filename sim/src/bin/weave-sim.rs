@@ -365,6 +365,10 @@ fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
         let t0 = std::time::Instant::now();
         w.run_until(warm);
         let formed = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "{n} peers: formed in {formed:.0} s of wall time; measuring {} s of steady state",
+            s.duration.0.as_secs()
+        );
         let e0 = w.stats.events;
         let k0 = w.stats.kinds;
         let t0 = std::time::Instant::now();

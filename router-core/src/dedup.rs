@@ -2,8 +2,10 @@
 //! number) it has already seen, so a frame passes each peer at most once, even when routes
 //! change while it is in flight or the underlay duplicates it.
 
-use crate::dense::DenseMap;
+use core::num::NonZeroU64;
+
 use crate::peer::PeerName;
+use crate::table::Table;
 
 const WINDOW: u64 = 128;
 /// A jump back this large is a new incarnation of the source, not an old datagram.
@@ -12,47 +14,46 @@ const RESTART_GAP: u64 = 1 << 32;
 #[derive(Debug, Clone, Copy)]
 struct Window {
     top: u64,
-    /// Bit `i` set: `top - i` was seen. Two words rather than a `u128`, whose 16-byte
-    /// alignment would make each table slot half as large again (every router holds one per
-    /// flooding source).
-    seen: [u64; 2],
+    /// Bit `i` set: `top - i` was seen; bit 0 (`top` itself) always is. Two words rather
+    /// than a `u128`, whose 16-byte alignment would make each table slot half as large
+    /// again (every router holds one per flooding source), and the low one non-zero so
+    /// that an empty slot costs no tag: 32 bytes with the source's name.
+    seen: (NonZeroU64, u64),
 }
 
 impl Window {
     fn new(top: u64, seen: u128) -> Self {
-        Window { top, seen: [seen as u64, (seen >> 64) as u64] }
+        Window { top, seen: (NonZeroU64::MIN | seen as u64, (seen >> 64) as u64) }
     }
 
     fn seen(&self) -> u128 {
-        u128::from(self.seen[0]) | (u128::from(self.seen[1]) << 64)
+        u128::from(self.seen.0.get()) | (u128::from(self.seen.1) << 64)
     }
 }
 
 /// Per-source sliding windows of recently seen sequence numbers.
 #[derive(Debug, Clone)]
 pub(crate) struct Dedup {
-    windows: DenseMap<PeerName, Window>,
+    windows: Table<PeerName, Window>,
     max: usize,
 }
 
 impl Dedup {
     pub(crate) fn new(max: usize) -> Self {
-        Dedup { windows: DenseMap::default(), max }
+        Dedup { windows: Table::default(), max }
     }
 
     /// Records `(src, seq)`; returns false if it was seen before or is too old to tell.
     #[inline]
     pub(crate) fn fresh(&mut self, src: PeerName, seq: u64) -> bool {
         // One lookup for a known source (the common case).
-        let w = match self.windows.get_mut(&src) {
-            Some(w) => w,
-            None => {
-                if self.windows.len() >= self.max {
-                    // Forgetting every window lets at most one copy of each in-flight datagram through.
-                    self.windows.clear();
-                }
-                self.windows.get_or_insert_with(src, || Window::new(seq, 0))
+        let Some(w) = self.windows.get_mut(&src) else {
+            if self.windows.len() >= self.max {
+                // Forgetting every window lets at most one copy of each in-flight datagram through.
+                self.windows.clear();
             }
+            self.windows.insert(src, Window::new(seq, 1));
+            return true;
         };
         if seq > w.top {
             let shift = seq - w.top;
@@ -101,6 +102,11 @@ mod tests {
         assert!(d.fresh(P, 5), "a new incarnation far below starts a new window");
         assert!(d.fresh(P, 6));
         assert!(!d.fresh(P, 5));
+    }
+
+    #[test]
+    fn a_window_with_its_source_fills_32_bytes_of_a_table_slot() {
+        assert_eq!(size_of::<Option<(PeerName, Window)>>(), 32);
     }
 
     proptest! {

@@ -5,8 +5,8 @@
 
 use core::time::Duration;
 
-use crate::dense::DenseMap;
 use crate::peer::{Mac, PeerName};
+use crate::table::Table;
 use crate::time::Instant;
 
 /// Where a MAC lives.
@@ -42,14 +42,14 @@ pub(crate) enum Learned {
 /// The MAC table.
 #[derive(Debug, Clone)]
 pub(crate) struct MacCache {
-    map: DenseMap<Mac, Entry>,
+    map: Table<Mac, Entry>,
     expiry: Duration,
     max: usize,
 }
 
 impl MacCache {
     pub(crate) fn new(expiry: Duration, max: usize) -> Self {
-        MacCache { map: DenseMap::default(), expiry, max }
+        MacCache { map: Table::default(), expiry, max }
     }
 
     /// Records that `mac` was seen at `owner`.
@@ -131,6 +131,11 @@ mod tests {
     use super::*;
 
     const M: Mac = Mac([2, 0, 0, 0, 0, 1]);
+
+    #[test]
+    fn an_entry_fills_24_bytes_of_a_table_slot() {
+        assert_eq!(size_of::<Option<(Mac, Entry)>>(), 24);
+    }
 
     #[test]
     fn learns_moves_and_expires() {

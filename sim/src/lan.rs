@@ -3,14 +3,12 @@
 //! Containers answer ARP and ICMP echo, send pings, UDP datagrams and broadcasts. Every frame
 //! a container sends ends with an 8-byte frame id, so the checkers can follow it.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hash};
 use std::net::Ipv4Addr;
 
 use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use router_core::table::Table;
 use router_core::{Instant, Mac};
-use rustc_hash::FxBuildHasher;
 
 use crate::scenario::Subnet;
 
@@ -52,93 +50,6 @@ pub enum Received {
     ForeignIp,
 }
 
-/// A small map kept as one vector sorted by (hash, key): the neighbour caches and bridge
-/// tables of thousands of simulated hosts, each with about as many entries as there are
-/// active containers, take a third of the room of hash tables (no empty slots, no padding:
-/// keys and values here are byte arrays). Hashes are uniform, so a key's place is
-/// interpolated from its hash and found within a few neighbouring entries (a plain binary
-/// search over cold memory costs ten cache misses per frame). A new key shifts the entries
-/// after it.
-#[derive(Debug, Clone)]
-struct Sorted<K, V>(Vec<(K, V)>);
-
-impl<K, V> Default for Sorted<K, V> {
-    fn default() -> Self {
-        Sorted(Vec::new())
-    }
-}
-
-fn hash_of<K: Hash>(k: &K) -> u64 {
-    FxBuildHasher.hash_one(k)
-}
-
-impl<K: Ord + Hash, V> Sorted<K, V> {
-    /// Where `k` is, or where it would go.
-    fn find(&self, k: &K) -> Result<usize, usize> {
-        let h = hash_of(k);
-        let v = &self.0;
-        let cmp = |i: usize| (hash_of(&v[i].0), &v[i].0).cmp(&(h, k));
-        let n = v.len();
-        if n == 0 {
-            return Err(0);
-        }
-        // The interpolated place, then a gallop outwards to bracket the key.
-        let guess = ((u128::from(h) * n as u128) >> 64) as usize;
-        let (mut lo, mut hi) = (0, n);
-        match cmp(guess) {
-            Ordering::Equal => return Ok(guess),
-            Ordering::Less => {
-                lo = guess + 1;
-                let mut step = 1;
-                while guess + step < n {
-                    match cmp(guess + step) {
-                        Ordering::Equal => return Ok(guess + step),
-                        Ordering::Less => lo = guess + step + 1,
-                        Ordering::Greater => {
-                            hi = guess + step;
-                            break;
-                        }
-                    }
-                    step *= 2;
-                }
-            }
-            Ordering::Greater => {
-                hi = guess;
-                let mut step = 1;
-                while step <= guess {
-                    match cmp(guess - step) {
-                        Ordering::Equal => return Ok(guess - step),
-                        Ordering::Greater => hi = guess - step,
-                        Ordering::Less => {
-                            lo = guess - step + 1;
-                            break;
-                        }
-                    }
-                    step *= 2;
-                }
-            }
-        }
-        v[lo..hi].binary_search_by(|e| (hash_of(&e.0), &e.0).cmp(&(h, k))).map(|i| i + lo).map_err(|i| i + lo)
-    }
-
-    fn get(&self, k: &K) -> Option<&V> {
-        self.find(k).ok().map(|i| &self.0[i].1)
-    }
-
-    fn insert(&mut self, k: K, v: V) {
-        match self.find(&k) {
-            Ok(i) => self.0[i].1 = v,
-            Err(i) => self.0.insert(i, (k, v)),
-        }
-    }
-
-    fn remove(&mut self, k: &K) {
-        if let Ok(i) = self.find(k) {
-            self.0.remove(i);
-        }
-    }
-}
-
 /// A virtual container.
 #[derive(Debug, Clone)]
 pub struct Container {
@@ -154,7 +65,7 @@ pub struct Container {
     pub host: usize,
     /// How many times it moved.
     pub moves: u32,
-    arp: Sorted<Ipv4Addr, Mac>,
+    arp: Table<Ipv4Addr, Mac>,
     pending: Vec<(Ipv4Addr, Pending)>,
     next_seq: u16,
     /// Outstanding pings: seq → (target, sent at).
@@ -214,7 +125,7 @@ impl Container {
             subnet,
             host,
             moves: 0,
-            arp: Sorted::default(),
+            arp: Table::default(),
             pending: Vec::new(),
             next_seq: 0,
             outstanding: BTreeMap::new(),
@@ -366,7 +277,7 @@ pub enum Port {
 #[derive(Debug, Default, Clone)]
 pub struct Bridge {
     /// MAC → port: a container's index, or [`ROUTER_PORT`] (bytes, so an entry is 10 bytes).
-    fdb: Sorted<Mac, [u8; 4]>,
+    fdb: Table<Mac, [u8; 4]>,
 }
 
 const ROUTER_PORT: u32 = u32::MAX;
@@ -426,29 +337,6 @@ impl Bridge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// The interpolated search finds what a plain map holds, whatever the keys.
-        #[test]
-        fn sorted_behaves_as_a_map(ops in proptest::collection::vec((any::<bool>(), 0u16..300, any::<u8>()), 1..800)) {
-            let mut m = Sorted::default();
-            let mut model = BTreeMap::new();
-            for (insert, k, v) in ops {
-                if insert {
-                    m.insert(k, v);
-                    model.insert(k, v);
-                } else {
-                    m.remove(&k);
-                    model.remove(&k);
-                }
-            }
-            prop_assert_eq!(m.0.len(), model.len());
-            for k in 0u16..300 {
-                prop_assert_eq!(m.get(&k), model.get(&k));
-            }
-        }
-    }
 
     fn pair() -> (Container, Container) {
         let sn = Subnet::parse("10.1.0.0/24").unwrap();

@@ -42,6 +42,7 @@ mod outbox;
 mod peer;
 mod router;
 pub mod routes;
+mod sorted;
 mod stats;
 pub mod status;
 pub mod table;

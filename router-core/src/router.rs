@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
-use rustc_hash::FxHashMap;
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnError, Target};
@@ -15,7 +14,9 @@ use crate::mac_cache::MacCache;
 use crate::outbox::{Destination, Outbox, Transmit};
 use crate::peer::{ConnId, PeerName, PeerUid};
 use crate::routes::Routes;
+use crate::sorted::SortedMap;
 use crate::stats::{DropReason, Stats};
+use crate::table::Table;
 use crate::time::Instant;
 use crate::timer::{ConnTimer, Timer, TimerTable};
 use crate::topology::{Topology, View};
@@ -131,12 +132,12 @@ pub struct Router {
     pub(crate) routes_dirty: bool,
     pub(crate) own_dirty: bool,
     pub(crate) macs: MacCache,
-    pub(crate) conns: BTreeMap<ConnId, Conn>,
+    pub(crate) conns: SortedMap<ConnId, Conn>,
     pub(crate) next_conn: u32,
     /// The one connection per peer that completed its handshake and survived duplicates.
-    pub(crate) by_peer: BTreeMap<PeerName, ConnId>,
+    pub(crate) by_peer: SortedMap<PeerName, ConnId>,
     /// UDP source addresses proven by heartbeats.
-    pub(crate) by_udp: FxHashMap<SocketAddr, ConnId>,
+    pub(crate) by_udp: Table<SocketAddr, ConnId>,
     pub(crate) targets: BTreeMap<SocketAddr, Target>,
     pub(crate) timers: TimerTable,
     pub(crate) out: Outbox,
@@ -201,10 +202,10 @@ impl Router {
             routes: Routes::default(),
             routes_dirty: true,
             own_dirty: true,
-            conns: BTreeMap::new(),
+            conns: SortedMap::default(),
             next_conn: 0,
-            by_peer: BTreeMap::new(),
-            by_udp: FxHashMap::default(),
+            by_peer: SortedMap::default(),
+            by_udp: Table::default(),
             targets: BTreeMap::new(),
             timers: TimerTable::default(),
             events: VecDeque::new(),

@@ -377,12 +377,18 @@ impl Routes {
     pub fn broadcast_children(&mut self, src: PeerName) -> &[PeerName] {
         self.children.clear();
         let Some(&s) = self.graph.index.get(&src) else { return &self.children };
-        if self.me == NONE || self.hops.get(s as usize) == Hops::NONE {
+        if self.me == NONE {
             return &self.children;
         }
         if !self.masks_ready {
+            if self.hops.get(s as usize) == Hops::NONE {
+                // Nothing to forward; the masks wait for a source we can reach.
+                return &self.children;
+            }
             self.compute_child_masks();
         }
+        // A source we cannot reach is in no neighbour's search either (links are
+        // established both ways): its mask is empty, with no need to read its hop.
         let at = s as usize * self.stride;
         let mine = self.graph.neighbours(self.me);
         for (w, &byte) in self.child_masks[at..at + self.stride].iter().enumerate() {
@@ -513,6 +519,20 @@ pub(crate) mod tests {
         assert!(matches!(spoke.hops, Hops::Narrow(_)));
         assert_eq!(spoke.next_hop(p(250)), Some(p(0)));
         assert_eq!(spoke.distance(p(250)), Some(2));
+    }
+
+    #[test]
+    fn a_flood_from_a_source_we_cannot_reach_goes_nowhere() {
+        // Two components: 0 - 1 - 2 and 3 - 4.
+        let v = view_of(5, &[(0, 1), (1, 2), (3, 4)]);
+        let mut r = Routes::build(&v, p(1));
+        // Before the masks are computed, and after (a flood from 0 computes them).
+        assert!(r.broadcast_children(p(3)).is_empty());
+        assert_eq!(r.broadcast_children(p(0)), [p(2)]);
+        assert!(r.masks_ready);
+        assert!(r.broadcast_children(p(3)).is_empty());
+        assert!(r.broadcast_children(p(4)).is_empty());
+        assert_eq!(r.broadcast_children(p(1)), [p(0), p(2)]);
     }
 
     #[test]

@@ -402,6 +402,12 @@ impl Routes {
         &self.children
     }
 
+    /// The address of `src`'s child mask, where [`Routes::broadcast_children`] reads.
+    pub(crate) fn children_addr(&self, src: PeerName) -> Option<*const u8> {
+        let &s = self.graph.index.get(&src)?;
+        Some(self.child_masks.as_ptr().wrapping_add(s as usize * self.stride))
+    }
+
     /// One search from each neighbour: where its next hop towards a peer is us, it is our
     /// child in that peer's tree.
     fn compute_child_masks(&mut self) {

@@ -178,6 +178,11 @@ impl Container {
         }
     }
 
+    /// Where learning or looking up `ip`'s MAC starts reading: for prefetching.
+    pub(crate) fn arp_addr(&self, ip: Ipv4Addr) -> *const u8 {
+        self.arp.home_addr(&ip)
+    }
+
     /// Pings `dst`; returns the sequence number.
     pub fn ping(&mut self, now: Instant, dst: Ipv4Addr, ids: &mut Ids, out: &mut Vec<Vec<u8>>) -> u16 {
         self.next_seq = self.next_seq.wrapping_add(1);
@@ -326,6 +331,11 @@ impl Bridge {
             Some(p) => Out::One(Port::from_code(p)),
             None => Out::Flood,
         }
+    }
+
+    /// Where learning or looking up `mac` starts reading: for prefetching.
+    pub(crate) fn fdb_addr(&self, mac: Mac) -> *const u8 {
+        self.fdb.home_addr(&mac)
     }
 
     /// Forgets a MAC (its port went away).

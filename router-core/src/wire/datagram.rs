@@ -191,6 +191,14 @@ impl<T: AsRef<[u8]>> Datagram<T> {
     }
 }
 
+impl<'a> Datagram<&'a [u8]> {
+    /// [`Datagram::frames`], borrowing the buffer rather than the datagram.
+    pub fn into_frames(self) -> Result<Frames<'a>, DecodeError> {
+        self.frames()?;
+        Ok(Frames { rest: &self.buffer[FRAMES_HEADER_LEN..] })
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Datagram<T> {
     /// Rewrites the hop limit (relays decrement it).
     pub fn set_hop_limit(&mut self, hops: u8) {

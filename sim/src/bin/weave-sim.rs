@@ -451,7 +451,48 @@ fn quiet_on_broken_pipe() {
     }));
 }
 
+/// The glibc tunable that has `malloc` back its heap with transparent huge pages.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const HUGE_PAGES: &str = "glibc.malloc.hugetlb=1";
+
+/// Restarts the program once with [`HUGE_PAGES`] set, unless the environment already says
+/// how malloc should treat huge pages or `WEAVE_SIM_HUGE_PAGES=0` asks not to.
+///
+/// Thousands of routers' tables are read at random: with 4 KiB pages nearly every such
+/// read also misses the TLB, and huge pages take a fifth off a 1,000-peer run's wall
+/// time for 1 % more memory. glibc reads its tunables only when a program starts, hence
+/// the restart. (Under valgrind, which does not follow `exec` by default, set
+/// `WEAVE_SIM_HUGE_PAGES=0`.)
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn with_huge_pages() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("WEAVE_SIM_HUGE_PAGES").is_some_and(|v| v == "0") {
+        return;
+    }
+    let tunables = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
+    if tunables.to_string_lossy().contains("glibc.malloc.hugetlb") {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let mut set = tunables;
+    if !set.is_empty() {
+        set.push(":");
+    }
+    set.push(HUGE_PAGES);
+    let mut args = std::env::args_os();
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        cmd.arg0(arg0);
+    }
+    // Returns only if the restart failed: then carry on with small pages.
+    let _ = cmd.args(args).env("GLIBC_TUNABLES", set).exec();
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn with_huge_pages() {}
+
 fn main() -> ExitCode {
+    with_huge_pages();
     quiet_on_broken_pipe();
     let cli = Cli::parse();
     let r = match cli.cmd {

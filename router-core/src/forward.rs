@@ -181,8 +181,8 @@ impl Router {
         self.stats.frames_relayed += frames;
     }
 
-    /// The memory [`Router::handle_datagram`] will first read for this datagram: its
-    /// sender's connection, and for plaintext frames the source's duplicate window,
+    /// The memory [`Router::handle_datagram`] will first read for this datagram: where its
+    /// sender's connection is looked up, and for plaintext frames the source's duplicate window,
     /// broadcast children and the first frame's MAC entry. Returns that first frame (at
     /// least an Ethernet header's 14 bytes) so the driver can add what its delivery reads.
     ///

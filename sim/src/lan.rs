@@ -25,6 +25,22 @@ pub fn frame_id(frame: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(tail.try_into().ok()?))
 }
 
+/// Whether `frame` is an ARP packet long enough to read.
+fn is_arp(frame: &[u8]) -> bool {
+    frame.len() >= 14 + 28 && frame[12..14] == ETHERTYPE_ARP.to_be_bytes()
+}
+
+/// An ARP packet's sender protocol address (see [`is_arp`]).
+fn arp_sender(frame: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(frame[28], frame[29], frame[30], frame[31])
+}
+
+/// A frame's destination and source MACs (frames are at least a header long).
+fn macs(frame: &[u8]) -> (Mac, Mac) {
+    let mac = |at: usize| Mac(frame[at..at + 6].try_into().expect("frames have a header"));
+    (mac(0), mac(6))
+}
+
 /// What a container wants to send while it waits for ARP.
 #[derive(Debug, Clone, Copy)]
 enum Pending {
@@ -178,9 +194,10 @@ impl Container {
         }
     }
 
-    /// Where learning or looking up `ip`'s MAC starts reading: for prefetching.
-    pub(crate) fn arp_addr(&self, ip: Ipv4Addr) -> *const u8 {
-        self.arp.home_addr(&ip)
+    /// For an ARP frame, where [`Container::receive`] starts reading to learn its sender:
+    /// for prefetching.
+    pub(crate) fn arp_line(&self, frame: &[u8]) -> Option<*const u8> {
+        is_arp(frame).then(|| self.arp.home_addr(&arp_sender(frame)))
     }
 
     /// Pings `dst`; returns the sequence number.
@@ -209,7 +226,7 @@ impl Container {
 
     /// Handles a frame the bridge delivered; replies go to `out`.
     pub fn receive(&mut self, frame: &[u8], ids: &mut Ids, out: &mut Vec<Vec<u8>>) -> Received {
-        if frame.len() >= 14 + 28 && frame[12..14] == ETHERTYPE_ARP.to_be_bytes() {
+        if is_arp(frame) {
             return self.receive_arp(frame, ids, out);
         }
         let Ok(p) = SlicedPacket::from_ethernet(frame) else { return Received::Ignored };
@@ -226,7 +243,7 @@ impl Container {
         match &p.transport {
             Some(TransportSlice::Icmpv4(icmp)) => match icmp.icmp_type() {
                 Icmpv4Type::EchoRequest(h) if dst == self.ip => {
-                    let mac = Mac(frame[6..12].try_into().expect("ethernet header"));
+                    let mac = macs(frame).1;
                     self.arp.insert(src, mac);
                     out.push(self.echo(mac, src, false, h.seq, ids));
                 }
@@ -246,7 +263,7 @@ impl Container {
         let a = &f[14..];
         let op = u16::from_be_bytes([a[6], a[7]]);
         let sha = Mac(a[8..14].try_into().expect("len checked"));
-        let spa = Ipv4Addr::new(a[14], a[15], a[16], a[17]);
+        let spa = arp_sender(f);
         let tpa = Ipv4Addr::new(a[24], a[25], a[26], a[27]);
         // Only neighbours on our own subnet are answered and learned.
         if !self.subnet.contains(spa) || spa == self.ip {
@@ -281,7 +298,7 @@ pub enum Port {
 /// A learning bridge: MAC → port.
 #[derive(Debug, Default, Clone)]
 pub struct Bridge {
-    /// MAC → port: a container's index, or [`ROUTER_PORT`] (bytes, so an entry is 10 bytes).
+    /// MAC → port: a container's index, or [`ROUTER_PORT`] (bytes, so a slot is 11 bytes).
     fdb: Table<Mac, [u8; 4]>,
 }
 
@@ -318,8 +335,7 @@ pub enum Out {
 impl Bridge {
     /// Learns the source and decides the output for a frame entering on `from`.
     pub fn forward(&mut self, from: Port, frame: &[u8]) -> Out {
-        let dst = Mac(frame[0..6].try_into().expect("frames have a header"));
-        let src = Mac(frame[6..12].try_into().expect("frames have a header"));
+        let (dst, src) = macs(frame);
         if !src.is_group() {
             self.fdb.insert(src, from.code().to_ne_bytes());
         }
@@ -333,9 +349,10 @@ impl Bridge {
         }
     }
 
-    /// Where learning or looking up `mac` starts reading: for prefetching.
-    pub(crate) fn fdb_addr(&self, mac: Mac) -> *const u8 {
-        self.fdb.home_addr(&mac)
+    /// Where [`Bridge::forward`] starts reading to learn the frame's source: for
+    /// prefetching.
+    pub(crate) fn learn_line(&self, frame: &[u8]) -> *const u8 {
+        self.fdb.home_addr(&macs(frame).1)
     }
 
     /// Forgets a MAC (its port went away).

@@ -36,6 +36,11 @@ pub fn host_ip(i: u32) -> Ipv4Addr {
     Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8)
 }
 
+/// Host `i`'s router's address: where it listens and sends its datagrams from.
+fn router_addr(i: u32) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(host_ip(i)), PORT)
+}
+
 fn host_of(a: SocketAddr) -> Option<u32> {
     match a.ip() {
         IpAddr::V4(v4) => {
@@ -366,13 +371,11 @@ impl World {
     fn prefetch_for(&self, to: u32, from: u32, bytes: &[u8]) {
         let h = &self.hosts[to as usize];
         let Some(r) = &h.router else { return };
-        let from = SocketAddr::new(IpAddr::V4(host_ip(from)), PORT);
-        let Some(f) = r.datagram_lines(from, bytes, prefetch) else { return };
-        prefetch(h.bridge.fdb_addr(Mac(f[6..12].try_into().expect("a frame has a header"))));
-        if f.len() >= 42 && f[12..14] == [8, 6] {
-            let spa = Ipv4Addr::new(f[28], f[29], f[30], f[31]);
-            for &c in &h.containers {
-                prefetch(self.containers[c as usize].arp_addr(spa));
+        let Some(f) = r.datagram_lines(router_addr(from), bytes, prefetch) else { return };
+        prefetch(h.bridge.learn_line(f));
+        for &c in &h.containers {
+            if let Some(p) = self.containers[c as usize].arp_line(f) {
+                prefetch(p);
             }
         }
     }
@@ -498,7 +501,7 @@ impl World {
         let now = self.now;
         let mut r = Router::new(now, cfg);
         for &t in &self.hosts[h as usize].targets {
-            r.connect(now, SocketAddr::new(IpAddr::V4(host_ip(t)), PORT)).expect("valid address");
+            r.connect(now, router_addr(t)).expect("valid address");
         }
         self.hosts[h as usize].router = Some(r);
         let inc = self.hosts[h as usize].incarnation;
@@ -669,7 +672,7 @@ impl World {
         let Some(r) = self.hosts[to as usize].router.as_mut() else {
             return self.stats.net_drop(NetDrop::HostDown, bytes);
         };
-        let from = SocketAddr::new(IpAddr::V4(host_ip(from)), PORT);
+        let from = router_addr(from);
         if !self.checker.safety() {
             r.handle_datagram(now, from, bytes);
             return self.drain(to);

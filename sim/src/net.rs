@@ -196,19 +196,23 @@ impl Underlay {
 
     /// Decides what happens to a datagram of `len` bytes sent from `a` to `b` at `now`.
     pub fn udp(&mut self, now: Instant, a: u32, b: u32, len: usize) -> Fate {
-        if !self.linked(a, b) {
+        // One lookup for the link and its class (as `linked` and `class`); the fault sets
+        // are looked into only when they hold something. Every datagram passes here.
+        let k = key(a, b);
+        let link = self.links.get(&k).copied();
+        if a == b || (link.is_none() && !self.full_mesh) {
             return Fate::Drop(NetDrop::NoLink);
         }
-        if self.cut.contains(&key(a, b)) {
+        if !self.cut.is_empty() && self.cut.contains(&k) {
             return Fate::Drop(NetDrop::Cut);
         }
-        if self.blocked.contains(&(a, b)) {
+        if !self.blocked.is_empty() && self.blocked.contains(&(a, b)) {
             return Fate::Drop(NetDrop::Partition);
         }
-        if self.udp_blocked.contains(&key(a, b)) {
+        if !self.udp_blocked.is_empty() && self.udp_blocked.contains(&k) {
             return Fate::Drop(NetDrop::UdpBlocked);
         }
-        let c = self.class(a, b).clone();
+        let c = &self.classes[usize::from(link.unwrap_or(self.default_class))];
         if len > c.mtu {
             return Fate::Drop(NetDrop::Mtu);
         }

@@ -17,9 +17,9 @@ use router_core::{
 use rustc_hash::FxHashMap;
 
 use crate::check::Checker;
-use crate::lan::{Bridge, Container, Ids, Out, Port};
+use crate::lan::{Bridge, Container, Frames, Ids, Out, Port};
 use crate::net::{Fate, NetDrop, Underlay};
-use crate::queue::RadixQueue;
+use crate::queue::WheelQueue;
 use crate::rng::{below, derive, stream};
 use crate::scenario::{ConnectPlan, Fault, FaultAction, Scenario, Subnet};
 use crate::stats::SimStats;
@@ -147,7 +147,7 @@ pub struct World {
     pub seed: u64,
     /// Virtual time.
     pub now: Instant,
-    queue: RadixQueue<Ev>,
+    queue: WheelQueue<Ev>,
     /// Hosts, in scenario order.
     pub hosts: Vec<Host>,
     /// Containers.
@@ -174,6 +174,8 @@ pub struct World {
     out_frames: Vec<Vec<u8>>,
     /// Recycled datagram buffers: no allocation per datagram once warm.
     pool: Vec<Vec<u8>>,
+    /// Recycled lists of frames a router injected, one per drain in progress.
+    inject_lists: Vec<Frames>,
     /// The plaintext form of the datagram being sent (password sessions).
     plain: Vec<u8>,
     /// One copy of each peer entry for every router of this world.
@@ -196,7 +198,7 @@ impl World {
             checker: Checker::new(&scenario),
             seed,
             now: Instant::ZERO,
-            queue: RadixQueue::default(),
+            queue: WheelQueue::default(),
             hosts: Vec::with_capacity(n as usize),
             containers: Vec::new(),
             subnet_members: Vec::new(),
@@ -214,6 +216,7 @@ impl World {
             buf: vec![0; TRANSMIT_BUF_MIN],
             out_frames: Vec::new(),
             pool: Vec::new(),
+            inject_lists: Vec::new(),
             plain: Vec::new(),
             entries: EntryPool::shared(),
             scenario,
@@ -594,7 +597,8 @@ impl World {
         // and their answers re-enter this router.
         let mut buf = std::mem::take(&mut self.buf);
         let mut plain = std::mem::take(&mut self.plain);
-        let mut injects = Vec::new();
+        // Drains nest (a container's answer re-enters its router): each takes its own list.
+        let mut injects = self.inject_lists.pop().unwrap_or_default();
         // Sealed datagrams are checked in their plaintext form.
         let poll = |r: &mut Router, buf: &mut Vec<u8>, plain: &mut Vec<u8>| {
             if r.config().password.is_some() {
@@ -606,7 +610,7 @@ impl World {
         while let Some(t) = self.hosts[h as usize].router.as_mut().and_then(|r| poll(r, &mut buf, &mut plain)) {
             let bytes = &buf[..t.len];
             match t.dest {
-                Destination::Bridge => injects.push(bytes.to_vec()),
+                Destination::Bridge => injects.push(bytes),
                 Destination::Udp(to) => {
                     let inside = if plain.is_empty() { bytes } else { &plain[..] };
                     self.send_udp(h, to, bytes, inside)
@@ -625,9 +629,11 @@ impl World {
             }
         }
         self.arm_timer(h);
-        for f in injects {
-            self.router_injected(h, &f);
+        for f in injects.iter() {
+            self.router_injected(h, f);
         }
+        injects.clear();
+        self.inject_lists.push(injects);
     }
 
     // ---- UDP ----
@@ -940,10 +946,12 @@ impl World {
                 if unicast {
                     self.checker.on_flood(self.now, &frame);
                 }
-                for o in self.hosts[h as usize].containers.clone() {
+                let mut k = 0;
+                while let Some(&o) = self.hosts[h as usize].containers.get(k) {
                     if o != c {
                         self.deliver_to_container(o, &frame);
                     }
+                    k += 1;
                 }
                 self.capture(h, &frame);
             }
@@ -976,8 +984,10 @@ impl World {
                 if unicast {
                     self.checker.on_flood(self.now, frame);
                 }
-                for o in self.hosts[h as usize].containers.clone() {
+                let mut k = 0;
+                while let Some(&o) = self.hosts[h as usize].containers.get(k) {
                     self.deliver_to_container(o, frame);
+                    k += 1;
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Control connections: their state, and what ends them.
 
 use core::fmt;
+use core::time::Duration;
 use std::net::SocketAddr;
 
 use crate::crypto::{Pake, Session};
@@ -254,6 +255,23 @@ impl Conn {
     /// The last time anything proved the peer alive over UDP.
     pub(crate) fn last_heard(&self) -> Instant {
         self.last_udp_rx.max(self.last_udp_ack)
+    }
+
+    /// Data is being sent to the peer at `now`: starts a watch when one is due (see
+    /// `Router::note_sent`) and says so; the caller then arms the heartbeat timer for
+    /// `now + probe_after` and asks the peer to answer.
+    #[inline]
+    pub(crate) fn watch(&mut self, now: Instant, probe_after: Duration, period: Duration, flood: bool) -> bool {
+        // A watch ends when its deadline passes; one answered before that ends here, at the
+        // next send after the deadline, without a wake-up of its own.
+        let over = self.sent_unheard.is_none_or(|t| now >= t + probe_after && self.last_heard() >= t);
+        let due = !flood || self.watched_at.is_none_or(|t| now >= t + period);
+        if over && due && self.probing_since.is_none() {
+            self.sent_unheard = Some(now);
+            self.watched_at = Some(now);
+            return true;
+        }
+        false
     }
 
     /// UDP is confirmed both ways.

@@ -8,7 +8,7 @@ use crate::peer::{ConnId, Mac, PeerName};
 use crate::router::Router;
 use crate::stats::DropReason;
 use crate::time::Instant;
-use crate::timer::Timer;
+use crate::timer::{ConnTimer, Timer};
 use crate::wire::datagram::{Datagram, Header, Kind, FLAG_ENCRYPTED, FRAMES_HEADER_LEN, FRAME_MIN, HEADER_LEN};
 
 /// What the forwarding decision for a captured frame is.
@@ -166,16 +166,26 @@ impl Router {
     }
 
     /// Queues a copy of a received datagram to a neighbour with one hop less.
+    ///
+    /// The hot path of every flood: it finds the connection once for its address and for
+    /// [`Router::note_sent`]'s watch.
     fn relay(&mut self, now: Instant, via: PeerName, bytes: &[u8], hop_limit: u8, frames: u64, flood: bool) {
-        let Some((conn, to)) = self.udp_addr_of(via) else {
+        let (probe_after, period) = (self.config.probe_after, self.config.udp_heartbeat);
+        let sealed = self.config.password.is_some();
+        let Some(&id) = self.by_peer.get(&via) else {
+            return self.stats.drop(DropReason::NoRoute, frames);
+        };
+        let conn = self.conns.get_mut(&id).filter(|c| c.established());
+        let Some((c, to)) = conn.and_then(|c| Some(c.peer.as_ref()?.udp_addr).map(|a| (c, a))) else {
             return self.stats.drop(DropReason::NoRoute, frames);
         };
         if !self.out.has_room(bytes.len()) {
             return self.stats.drop(DropReason::QueueFull, frames);
         }
-        let seal = self.seal_for(conn);
-        self.out.datagram(to, bytes, Some(hop_limit), seal);
-        if self.note_sent(now, conn, flood) {
+        let watch = c.watch(now, probe_after, period, flood);
+        self.out.datagram(to, bytes, Some(hop_limit), sealed.then_some(id));
+        if watch {
+            self.timers.set_if_earlier(Timer::Conn(id, ConnTimer::UdpHeartbeat), now + probe_after);
             self.out.ask_answer();
         }
         self.stats.frames_relayed += frames;

@@ -421,17 +421,11 @@ impl Router {
     pub(crate) fn note_sent(&mut self, now: Instant, id: ConnId, flood: bool) -> bool {
         let (probe_after, period) = (self.config.probe_after, self.config.udp_heartbeat);
         let Some(c) = self.conns.get_mut(&id) else { return false };
-        // A watch ends when its deadline passes; one answered before that ends here, at the
-        // next send after the deadline, without a wake-up of its own.
-        let over = c.sent_unheard.is_none_or(|t| now >= t + probe_after && c.last_heard() >= t);
-        let due = !flood || c.watched_at.is_none_or(|t| now >= t + period);
-        if over && due && c.probing_since.is_none() {
-            c.sent_unheard = Some(now);
-            c.watched_at = Some(now);
+        let watch = c.watch(now, probe_after, period, flood);
+        if watch {
             self.timers.set_if_earlier(Timer::Conn(id, ConnTimer::UdpHeartbeat), now + probe_after);
-            return true;
         }
-        false
+        watch
     }
 
     /// A frames datagram from this neighbour asked for a heartbeat: send one at once (at

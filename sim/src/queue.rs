@@ -213,10 +213,10 @@ pub struct WheelQueue<T> {
 /// Sorts a slot's entries by (time, push order). They come onto a slot mostly in time order
 /// (each a link's latency after the event that queued it, with a few timers queued long
 /// before in between): an insertion sort moves only the few out of place. Bursts of many
-/// entries get a general sort.
+/// entries (a flood's wave) are a few ascending runs, which a merging sort takes as such.
 fn sort_run<T>(run: &mut [Entry<T>]) {
     if run.len() > 32 {
-        return run.sort_unstable_by_key(|e| (e.at, e.seq));
+        return run.sort_by_key(|e| (e.at, e.seq));
     }
     for i in 1..run.len() {
         let mut j = i;

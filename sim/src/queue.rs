@@ -174,8 +174,10 @@ const SLOT_SHIFT: u32 = 10;
 /// Number of slots: the wheel reaches `SLOTS << SLOT_SHIFT` µs (4.2 s) ahead.
 const SLOTS: usize = 4096;
 const SLOT_MASK: u64 = SLOTS as u64 - 1;
-/// Entries' room a slot keeps once emptied: the wheel holds at most 12 MiB it does not use.
+/// Entries' room a spare list keeps (larger ones, grown by a burst, are freed).
 const SLOT_KEEP: usize = 64;
+/// Spare lists kept for slots that fill.
+const SPARES: usize = 64;
 
 /// A monotone priority queue over ([`Instant`], push order) for events that are mostly
 /// due soon: a timing wheel of 1 ms slots over the next 4.2 s, and a [`RadixQueue`] for
@@ -204,6 +206,8 @@ pub struct WheelQueue<T> {
     cur: u64,
     /// Entries of slots `cur + SLOTS` and later, by (time, push order).
     far: RadixQueue<Entry<T>>,
+    /// Emptied lists with room, most recently used last.
+    spares: Vec<Vec<Entry<T>>>,
     /// The time of the last pop: nothing may be pushed before it.
     popped: u64,
     seq: u64,
@@ -235,6 +239,7 @@ impl<T> Default for WheelQueue<T> {
             occupied: [0; SLOTS / 64],
             cur: 0,
             far: RadixQueue::default(),
+            spares: Vec::new(),
             popped: 0,
             seq: 0,
             len: 0,
@@ -266,9 +271,7 @@ impl<T> WheelQueue<T> {
                 self.ready.insert(i, e);
             }
         } else if s - self.cur < SLOTS as u64 {
-            let i = (s & SLOT_MASK) as usize;
-            self.slots[i].push(e);
-            self.occupied[i / 64] |= 1 << (i % 64);
+            self.put(s, e);
         } else {
             self.far.push(at, e);
         }
@@ -343,21 +346,32 @@ impl<T> WheelQueue<T> {
         // Whatever came within reach moves onto the wheel.
         while self.far.peek_time().is_some_and(|t| (t.as_micros() >> SLOT_SHIFT) - s < SLOTS as u64) {
             let e = self.far.pop().expect("peeked").item;
-            let i = ((e.at.as_micros() >> SLOT_SHIFT) & SLOT_MASK) as usize;
-            self.slots[i].push(e);
-            self.occupied[i / 64] |= 1 << (i % 64);
+            self.put(e.at.as_micros() >> SLOT_SHIFT, e);
         }
         let i = (s & SLOT_MASK) as usize;
         let mut run = std::mem::take(&mut self.slots[i]);
         self.occupied[i / 64] &= !(1 << (i % 64));
         sort_run(&mut run);
-        // The ready run takes the slot's entries and room; the slot gets the run's room,
-        // unless a burst grew it (thousands of routers forming a network).
+        // The ready run takes the slot's entries and room; the run's room is kept for the
+        // next slot to fill, unless a burst grew it (thousands of routers forming a network).
         let mut spare = std::mem::replace(&mut self.ready, VecDeque::from(run));
-        if spare.capacity() <= SLOT_KEEP {
+        if (1..=SLOT_KEEP).contains(&spare.capacity()) && self.spares.len() < SPARES {
             spare.clear();
-            self.slots[i] = Vec::from(spare);
+            self.spares.push(Vec::from(spare));
         }
+    }
+
+    /// Appends an entry to slot `s`. A slot that was empty takes the spare list freed last:
+    /// its lines are likely still in cache, where the slot's own list, last used a turn of
+    /// the wheel ago, would not be.
+    fn put(&mut self, s: u64, e: Entry<T>) {
+        let i = (s & SLOT_MASK) as usize;
+        let slot = &mut self.slots[i];
+        if slot.capacity() == 0 {
+            *slot = self.spares.pop().unwrap_or_default();
+        }
+        slot.push(e);
+        self.occupied[i / 64] |= 1 << (i % 64);
     }
 }
 

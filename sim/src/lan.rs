@@ -361,6 +361,33 @@ impl Bridge {
     }
 }
 
+/// Frames kept back to back in one buffer: a list that, once warm, allocates nothing.
+#[derive(Debug, Default)]
+pub struct Frames {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Frames {
+    /// Appends a copy of `frame`.
+    pub fn push(&mut self, frame: &[u8]) {
+        self.bytes.extend_from_slice(frame);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// The frames, in the order pushed.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(a, b)| &self.bytes[a..b])
+    }
+
+    /// Empties the list, keeping its room.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,31 +444,18 @@ mod tests {
         assert_eq!(br.forward(Port::Container(0), &f(y, x)), Out::One(Port::Router));
         assert_eq!(br.forward(Port::Router, &f(y, y)), Out::Drop);
     }
-}
 
-/// Frames kept back to back in one buffer: a list that, once warm, allocates nothing.
-#[derive(Debug, Default)]
-pub struct Frames {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl Frames {
-    /// Appends a copy of `frame`.
-    pub fn push(&mut self, frame: &[u8]) {
-        self.bytes.extend_from_slice(frame);
-        self.ends.push(self.bytes.len());
-    }
-
-    /// The frames, in the order pushed.
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(self.ends.iter().copied()).map(|(a, b)| &self.bytes[a..b])
-    }
-
-    /// Empties the list, keeping its room.
-    pub fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
+    #[test]
+    fn frames_come_back_as_pushed_and_a_cleared_list_is_empty() {
+        let mut l = Frames::default();
+        let (a, b, c) = (vec![1u8; 60], vec![], vec![2u8; 1514]);
+        for f in [&a, &b, &c] {
+            l.push(f);
+        }
+        assert_eq!(l.iter().collect::<Vec<_>>(), [&a[..], &b[..], &c[..]]);
+        l.clear();
+        assert_eq!(l.iter().count(), 0);
+        l.push(&c);
+        assert_eq!(l.iter().collect::<Vec<_>>(), [&c[..]]);
     }
 }

@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 
+use crate::conn::Conn;
 use crate::crypto::OpenError;
 use crate::mac_cache::{Learned, MacOwner};
 use crate::peer::{ConnId, Mac, PeerName};
 use crate::router::Router;
+use crate::sorted::SortedMap;
 use crate::stats::DropReason;
 use crate::time::Instant;
 use crate::timer::{ConnTimer, Timer};
@@ -126,22 +128,26 @@ impl Router {
         }
     }
 
-    /// The connection and UDP address of an established neighbour.
+    /// The connection of an established neighbour and its UDP address. Takes the two tables
+    /// rather than the router, so that the caller can still queue output while it holds the
+    /// connection.
     #[inline]
-    fn udp_addr_of(&self, neighbour: PeerName) -> Option<(ConnId, SocketAddr)> {
-        let &id = self.by_peer.get(&neighbour)?;
-        let c = self.conns.get(&id)?;
-        if !c.established() {
-            return None;
-        }
-        c.peer.as_ref().map(|p| (id, p.udp_addr))
+    fn neighbour<'a>(
+        by_peer: &SortedMap<PeerName, ConnId>,
+        conns: &'a mut SortedMap<ConnId, Conn>,
+        via: PeerName,
+    ) -> Option<(ConnId, &'a mut Conn, SocketAddr)> {
+        let &id = by_peer.get(&via)?;
+        let c = conns.get_mut(&id).filter(|c| c.established())?;
+        let to = c.peer.as_ref()?.udp_addr;
+        Some((id, c, to))
     }
 
     /// Queues one frame to a neighbour. Returns whether it was queued. A header whose
     /// sequence number is `u64::MAX` joins the open datagram to that neighbour or takes a
     /// new number.
     fn send_frame(&mut self, now: Instant, via: PeerName, h: &Header, frame: &[u8]) -> bool {
-        let Some((conn, to)) = self.udp_addr_of(via) else {
+        let Some((conn, _, to)) = Self::neighbour(&self.by_peer, &mut self.conns, via) else {
             self.stats.drop(DropReason::NoRoute, 1);
             return false;
         };
@@ -172,11 +178,7 @@ impl Router {
     fn relay(&mut self, now: Instant, via: PeerName, bytes: &[u8], hop_limit: u8, frames: u64, flood: bool) {
         let (probe_after, period) = (self.config.probe_after, self.config.udp_heartbeat);
         let sealed = self.config.password.is_some();
-        let Some(&id) = self.by_peer.get(&via) else {
-            return self.stats.drop(DropReason::NoRoute, frames);
-        };
-        let conn = self.conns.get_mut(&id).filter(|c| c.established());
-        let Some((c, to)) = conn.and_then(|c| Some(c.peer.as_ref()?.udp_addr).map(|a| (c, a))) else {
+        let Some((id, c, to)) = Self::neighbour(&self.by_peer, &mut self.conns, via) else {
             return self.stats.drop(DropReason::NoRoute, frames);
         };
         if !self.out.has_room(bytes.len()) {

@@ -131,7 +131,7 @@ impl Router {
     /// The connection of an established neighbour and its UDP address. Takes the two tables
     /// rather than the router, so that the caller can still queue output while it holds the
     /// connection.
-    #[inline]
+    #[inline(always)]
     fn neighbour<'a>(
         by_peer: &SortedMap<PeerName, ConnId>,
         conns: &'a mut SortedMap<ConnId, Conn>,

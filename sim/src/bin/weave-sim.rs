@@ -369,6 +369,7 @@ fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
             "{n} peers: formed in {formed:.0} s of wall time; measuring {} s of steady state",
             s.duration.0.as_secs()
         );
+        hold_for_profiler();
         let e0 = w.stats.events;
         let k0 = w.stats.kinds;
         let t0 = std::time::Instant::now();
@@ -402,6 +403,15 @@ fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
         }
     }
     Ok(true)
+}
+
+/// With `WEAVE_SIM_BENCH_HOLD=SECS`, waits that long before measuring, after saying so on
+/// stderr: time to switch a profiler's instrumentation on (`callgrind_control -i on`), so
+/// that it counts exactly the measured part, without running the forming under it.
+fn hold_for_profiler() {
+    let Some(secs) = std::env::var("WEAVE_SIM_BENCH_HOLD").ok().and_then(|v| v.parse::<f64>().ok()) else { return };
+    eprintln!("holding {secs} s before measuring (WEAVE_SIM_BENCH_HOLD)");
+    std::thread::sleep(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)));
 }
 
 /// Runs the measured part of a bench: its own function, so that a profiler can count it

@@ -15,6 +15,7 @@ use router_core::{
     Config, ConnEvent, ConnId, Destination, Duration, Event, Instant, Mac, Password, PeerName, Router, TRANSMIT_BUF_MIN,
 };
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use crate::check::Checker;
 use crate::lan::{Bridge, Container, Frames, Ids, Out, Port};
@@ -97,8 +98,9 @@ pub struct Host {
     timer_gen: u32,
     timer_at: Option<Instant>,
     bridge: Bridge,
-    /// Containers attached here (global indices).
-    pub containers: Vec<u32>,
+    /// Containers attached here (global indices): kept in the host's line, not behind a
+    /// pointer, for the usual one or two (every datagram for the host reads them).
+    pub containers: SmallVec<[u32; 2]>,
     /// The router, while the host runs.
     pub router: Option<Router>,
     /// Its name in the scenario.
@@ -230,7 +232,7 @@ impl World {
                 held: Vec::new(),
                 incarnation: 0,
                 bridge: Bridge::default(),
-                containers: Vec::new(),
+                containers: SmallVec::new(),
                 timer_gen: 0,
                 timer_at: None,
                 targets: targets[i].clone(),
@@ -1144,7 +1146,7 @@ impl World {
                 if old != to {
                     let mac = self.containers[c as usize].mac;
                     self.hosts[old as usize].bridge.forget(mac);
-                    self.hosts[old as usize].containers.retain(|&x| x != c);
+                    self.hosts[old as usize].containers.retain(|x| *x != c);
                     self.hosts[to as usize].containers.push(c);
                     self.containers[c as usize].host = to as usize;
                     self.containers[c as usize].moves += 1;

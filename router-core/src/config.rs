@@ -9,9 +9,33 @@ use crate::topology::EntryPool;
 /// Everything a [`crate::Router`] is told at birth. Defaults suit a real network; the
 /// simulator and tests shorten the timers.
 #[derive(Debug, Clone)]
+#[repr(C)]
 pub struct Config {
+    // Read for nearly every datagram: first, in few cache lines (`repr(C)` keeps this order).
     /// Our peer name (stable across restarts).
     pub name: PeerName,
+    /// Hop limit put on frames we originate.
+    pub hop_limit: u8,
+    /// Dial peers learned from gossip.
+    pub discovery: bool,
+    /// Compute routes only when something needs them (a frame to forward or relay, a status
+    /// report, anti-entropy) once the hold after a change has ended, rather than as soon as
+    /// it ends. A simulator of thousands of routers, most of them idle, skips computing routes
+    /// nobody uses; a real router leaves it off so that peers found and lost are reported as
+    /// soon as the topology changes.
+    pub lazy_routes: bool,
+    /// The network's password: when set, peers authenticate each other with it (a PAKE in
+    /// the handshake) and everything on the control connections and in UDP is encrypted;
+    /// peers without it, or with another, are refused.
+    pub password: Option<Password>,
+    /// Largest UDP payload we build when batching frames.
+    pub datagram_max: usize,
+    /// UDP heartbeat period once a link is established.
+    pub udp_heartbeat: Duration,
+    /// A direction with no UDP heartbeat (or ack) for this long is no longer established.
+    pub udp_timeout: Duration,
+    /// While we send data to a neighbour and hear nothing from it for this long, probe it.
+    pub probe_after: Duration,
     /// A human-friendly nickname (the host name, typically).
     pub nickname: String,
     /// Seed of the router's random stream (incarnation UID, session values, jitter).
@@ -22,12 +46,6 @@ pub struct Config {
     pub udp_port: u16,
     /// Most control connections at once, in either direction.
     pub conn_limit: usize,
-    /// Dial peers learned from gossip.
-    pub discovery: bool,
-    /// Hop limit put on frames we originate.
-    pub hop_limit: u8,
-    /// Largest UDP payload we build when batching frames.
-    pub datagram_max: usize,
     /// Idle time after which a MAC entry expires.
     pub mac_expiry: Duration,
     /// Most MAC entries.
@@ -45,14 +63,8 @@ pub struct Config {
     pub tcp_heartbeat: Duration,
     /// A connection with nothing received for this long is closed.
     pub tcp_timeout: Duration,
-    /// UDP heartbeat period once a link is established.
-    pub udp_heartbeat: Duration,
     /// UDP heartbeat period while a link is being established.
     pub udp_heartbeat_fast: Duration,
-    /// A direction with no UDP heartbeat (or ack) for this long is no longer established.
-    pub udp_timeout: Duration,
-    /// While we send data to a neighbour and hear nothing from it for this long, probe it.
-    pub probe_after: Duration,
     /// Probe period (heartbeats that ask for an immediate reply).
     pub probe_interval: Duration,
     /// A probed neighbour that stays silent this long is declared down: the link is no longer
@@ -69,12 +81,6 @@ pub struct Config {
     pub route_delay_min: Duration,
     /// ...and, while changes keep coming, up to this long (the wait doubles each time).
     pub route_delay_max: Duration,
-    /// Compute routes only when something needs them (a frame to forward or relay, a status
-    /// report, anti-entropy) once the hold after a change has ended, rather than as soon as
-    /// it ends. A simulator of thousands of routers, most of them idle, skips computing routes
-    /// nobody uses; a real router leaves it off so that peers found and lost are reported as
-    /// soon as the topology changes.
-    pub lazy_routes: bool,
     /// Period of anti-entropy (summary exchange) and garbage collection.
     pub anti_entropy: Duration,
     /// First reconnect delay.
@@ -83,10 +89,6 @@ pub struct Config {
     pub backoff_max: Duration,
     /// A connection that lived less than this counts as a failure for backoff.
     pub stable_after: Duration,
-    /// The network's password: when set, peers authenticate each other with it (a PAKE in
-    /// the handshake) and everything on the control connections and in UDP is encrypted;
-    /// peers without it, or with another, are refused.
-    pub password: Option<Password>,
     /// After a peer at some address failed the password check, further connections from that
     /// address are refused for this long: each try is one online guess, so tries are rate
     /// limited.

@@ -122,41 +122,49 @@ const DEDUP_SOURCES_MAX: usize = 65_536;
 /// - The router never reads a clock, a random source or a socket: same inputs, same outputs.
 /// - Bad bytes from the network are dropped and counted in [`Stats`]; they never cause an
 ///   error or a panic.
+#[repr(C)]
 pub struct Router {
+    // What nearly every datagram, frame and wake-up reads or writes comes first, together
+    // (`repr(C)` keeps this order): a few cache lines per input rather than one in each of
+    // a dozen spread over two kilobytes. The counters and configuration read on the hot
+    // path lead their own structs.
+    /// UDP source addresses proven by heartbeats.
+    pub(crate) by_udp: Table<SocketAddr, ConnId>,
+    pub(crate) conns: SortedMap<ConnId, Conn>,
+    /// The one connection per peer that completed its handshake and survived duplicates.
+    pub(crate) by_peer: SortedMap<PeerName, ConnId>,
+    pub(crate) dedup: Dedup,
+    pub(crate) macs: MacCache,
+    pub(crate) routes: Routes,
+    pub(crate) out: Outbox,
+    pub(crate) timers: TimerTable,
+    pub(crate) events: VecDeque<Event>,
+    /// Number of the last frames datagram we originated.
+    pub(crate) next_seq: u64,
+    /// Length of the plaintext in `scratch_open` of the datagram last opened (0: none).
+    pub(crate) opened_len: usize,
+    /// With `lazy_routes`: the hold after a change has ended; the next user recomputes.
+    pub(crate) routes_due: bool,
+    pub(crate) routes_dirty: bool,
+    pub(crate) own_dirty: bool,
+    /// The topology changed since discovery last looked for peers to dial.
+    pub(crate) discovery_pending: bool,
+    pub(crate) scratch_peers: Vec<PeerName>,
     pub(crate) config: Config,
+    pub(crate) stats: Stats,
+    // Read on control traffic, changes and commands.
     pub(crate) rng: ChaCha8Rng,
     pub(crate) uid: PeerUid,
     pub(crate) version: u64,
     pub(crate) topology: Topology,
-    pub(crate) routes: Routes,
-    pub(crate) routes_dirty: bool,
-    pub(crate) own_dirty: bool,
-    pub(crate) macs: MacCache,
-    pub(crate) conns: SortedMap<ConnId, Conn>,
     pub(crate) next_conn: u32,
-    /// The one connection per peer that completed its handshake and survived duplicates.
-    pub(crate) by_peer: SortedMap<PeerName, ConnId>,
-    /// UDP source addresses proven by heartbeats.
-    pub(crate) by_udp: Table<SocketAddr, ConnId>,
     pub(crate) targets: BTreeMap<SocketAddr, Target>,
-    pub(crate) timers: TimerTable,
-    pub(crate) out: Outbox,
-    pub(crate) events: VecDeque<Event>,
-    pub(crate) stats: Stats,
     /// Entries to send in the next triggered gossip, with the connection each came from.
     pub(crate) dirty: BTreeMap<PeerName, Option<ConnId>>,
     pub(crate) recent_failures: VecDeque<(Instant, SocketAddr, Option<PeerName>, ConnError)>,
-    pub(crate) scratch_peers: Vec<PeerName>,
-    /// The topology changed since discovery last looked for peers to dial.
-    pub(crate) discovery_pending: bool,
-    /// Number of the last frames datagram we originated.
-    pub(crate) next_seq: u64,
-    pub(crate) dedup: Dedup,
     /// The current wait before recomputing routes after a change.
     pub(crate) route_hold: core::time::Duration,
     pub(crate) last_recompute: Option<Instant>,
-    /// With `lazy_routes`: the hold after a change has ended; the next user recomputes.
-    pub(crate) routes_due: bool,
     /// Peers found unreachable at the last anti-entropy round.
     pub(crate) gc_candidates: BTreeSet<PeerName>,
     /// Key material (PAKE scalars).
@@ -165,8 +173,6 @@ pub struct Router {
     pub(crate) auth_blocked: BTreeMap<std::net::IpAddr, Instant>,
     /// The datagram being opened (and, after `opened_len` is set, its plaintext form).
     pub(crate) scratch_open: Vec<u8>,
-    /// Length of the plaintext in `scratch_open` of the datagram last opened (0: none).
-    pub(crate) opened_len: usize,
     /// A sealed control record being opened.
     pub(crate) scratch_record: Vec<u8>,
 }
@@ -499,5 +505,26 @@ impl Router {
         }
         self.discovery_pending = true;
         self.push_event(Event::TopologyChanged);
+    }
+}
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use core::mem::offset_of;
+
+    /// The fields every datagram reads sit in the router's first lines, the hot counters and
+    /// settings at the head of theirs: reordering them costs misses at every input.
+    #[test]
+    fn what_every_datagram_reads_is_in_the_first_lines() {
+        let hot_end = offset_of!(Router, scratch_peers) + size_of::<Vec<PeerName>>();
+        assert!(hot_end <= 640, "the router's hot fields end at byte {hot_end}");
+        for cold in [offset_of!(Router, rng), offset_of!(Router, topology), offset_of!(Router, targets)] {
+            assert!(cold > offset_of!(Router, stats), "a cold field sits among the hot ones");
+        }
+        assert!(offset_of!(Router, config) < offset_of!(Router, stats));
+        assert!(offset_of!(Config, probe_after) + size_of::<core::time::Duration>() <= 80);
+        assert!(offset_of!(Config, password) < 80 && offset_of!(Config, name) < 80);
+        assert!(offset_of!(Stats, udp_bytes_received) + 8 <= 80);
+        assert!(offset_of!(Stats, drops) > offset_of!(Stats, udp_bytes_received));
     }
 }

@@ -131,7 +131,7 @@ pub(crate) struct Conn {
     pub(crate) udp_tx_ok: bool,
     pub(crate) outbound: bool,
     /// What the handshake told us (its UDP address first: with the fields above, the first
-    /// 160 bytes hold all that relaying to the peer reads).
+    /// three lines hold all that relaying to the peer reads).
     pub(crate) peer: Option<Remote>,
     /// The UDP source address bound to this connection in the router's lookup table.
     pub(crate) udp_bound: Option<SocketAddr>,

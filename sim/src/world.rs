@@ -87,7 +87,7 @@ pub(crate) enum Ev {
 }
 
 /// One simulated host. Laid out in declaration order (`repr(C)`): what every event for the
-/// host reads besides its router (paused, timer, bridge, containers) lies in its first 80
+/// host reads besides its router (paused, timer, bridge, containers) lies in its first 96
 /// bytes, and the router's own hot fields follow (see `Router`). Aligned to a cache line, so
 /// that every host's hot bytes fill the same few whole lines.
 #[repr(C, align(64))]

@@ -409,9 +409,16 @@ fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
 /// stderr: time to switch a profiler's instrumentation on (`callgrind_control -i on`), so
 /// that it counts exactly the measured part, without running the forming under it.
 fn hold_for_profiler() {
-    let Some(secs) = std::env::var("WEAVE_SIM_BENCH_HOLD").ok().and_then(|v| v.parse::<f64>().ok()) else { return };
-    eprintln!("holding {secs} s before measuring (WEAVE_SIM_BENCH_HOLD)");
-    std::thread::sleep(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)));
+    let Some(v) = std::env::var_os("WEAVE_SIM_BENCH_HOLD") else { return };
+    match v.to_str().and_then(|v| v.parse::<f64>().ok()).filter(|s| (0.0..=3600.0).contains(s)) {
+        Some(secs) => {
+            eprintln!("holding {secs} s before measuring (WEAVE_SIM_BENCH_HOLD)");
+            std::thread::sleep(Duration::from_secs_f64(secs));
+        }
+        None => {
+            eprintln!("WEAVE_SIM_BENCH_HOLD={v:?} ignored: give seconds from 0 to 3600, e.g. WEAVE_SIM_BENCH_HOLD=3")
+        }
+    }
 }
 
 /// Runs the measured part of a bench: its own function, so that a profiler can count it

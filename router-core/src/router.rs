@@ -507,13 +507,15 @@ impl Router {
         self.push_event(Event::TopologyChanged);
     }
 }
+
 #[cfg(test)]
 mod layout_tests {
     use super::*;
     use core::mem::offset_of;
 
-    /// The fields every datagram reads sit in the router's first eleven lines, the hot counters and
-    /// settings at the head of theirs: reordering them costs misses at every input.
+    /// The fields every datagram reads sit in the router's first eleven lines, the hot
+    /// counters and settings at the head of theirs: reordering them costs misses at every
+    /// input.
     #[test]
     fn what_every_datagram_reads_is_in_the_first_lines() {
         let hot_end = offset_of!(Router, scratch_peers) + size_of::<Vec<PeerName>>();

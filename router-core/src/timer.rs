@@ -89,9 +89,6 @@ fn decode(c: u64) -> Timer {
 /// which carry an address and are rare, are kept apart in order of (deadline, address).
 #[derive(Debug, Default)]
 pub(crate) struct TimerTable {
-    /// The heap's top, kept here: [`TimerTable::next`] runs after every input, most of which
-    /// change no job, and then reads this struct alone rather than the heap's buffer too.
-    top: Option<(Instant, u64)>,
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     armed: FxHashMap<u64, Instant>,
     redials: BTreeSet<(Instant, SocketAddr)>,
@@ -156,7 +153,7 @@ impl TimerTable {
 
     /// The earliest job and its deadline, with redials in their place among the others.
     fn first(&self) -> Option<(Instant, u64, Option<SocketAddr>)> {
-        let job = self.top.map(|(at, c)| (at, c, None));
+        let job = self.heap.peek().map(|&Reverse((at, c))| (at, c, None));
         let redial = self.redials.first().map(|&(at, a)| (at, REDIAL, Some(a)));
         match (job, redial) {
             (Some(j), Some(r)) => Some(if (r.0, r.1) < (j.0, j.1) { r } else { j }),
@@ -186,16 +183,14 @@ impl TimerTable {
         Some(decode(c))
     }
 
-    /// Pops heap entries that no longer match their job's deadline, so the top is live, and
-    /// notes the top.
+    /// Pops heap entries that no longer match their job's deadline, so the top is live.
     fn discard_stale(&mut self) {
         while let Some(&Reverse((at, c))) = self.heap.peek() {
             if self.armed.get(&c) == Some(&at) {
-                break;
+                return;
             }
             self.heap.pop();
         }
-        self.top = self.heap.peek().map(|r| r.0);
     }
 
     /// Number of armed jobs.

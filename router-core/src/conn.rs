@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use crate::crypto::{Pake, Session};
 use crate::peer::{ConnId, PeerName, PeerUid};
 use crate::time::Instant;
+use crate::timer::{ConnTimer, Timer, TimerTable};
 use crate::wire::control::{Handshake, RefuseReason};
 use crate::wire::DecodeError;
 
@@ -259,11 +260,18 @@ impl Conn {
         self.last_udp_rx.max(self.last_udp_ack)
     }
 
-    /// Data is being sent to the peer at `now`: starts a watch when one is due (see
-    /// `Router::note_sent`) and says so; the caller then arms the heartbeat timer for
-    /// `now + probe_after` and asks the peer to answer.
+    /// Data is being sent to the peer (connection `id`) at `now`: starts a watch when one is
+    /// due (see `Router::note_sent`), arming the heartbeat timer for `now + probe_after`, and
+    /// says so; the caller then asks the peer to answer.
     #[inline]
-    pub(crate) fn watch(&mut self, now: Instant, probe_after: Duration, period: Duration, flood: bool) -> bool {
+    pub(crate) fn watch(
+        &mut self,
+        id: ConnId,
+        timers: &mut TimerTable,
+        now: Instant,
+        (probe_after, period): (Duration, Duration),
+        flood: bool,
+    ) -> bool {
         // A watch ends when its deadline passes; one answered before that ends here, at the
         // next send after the deadline, without a wake-up of its own.
         let over = self.sent_unheard.is_none_or(|t| now >= t + probe_after && self.last_heard() >= t);
@@ -271,6 +279,7 @@ impl Conn {
         if over && due && self.probing_since.is_none() {
             self.sent_unheard = Some(now);
             self.watched_at = Some(now);
+            timers.set_if_earlier(Timer::Conn(id, ConnTimer::UdpHeartbeat), now + probe_after);
             return true;
         }
         false

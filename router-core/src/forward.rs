@@ -10,7 +10,7 @@ use crate::router::Router;
 use crate::sorted::SortedMap;
 use crate::stats::DropReason;
 use crate::time::Instant;
-use crate::timer::{ConnTimer, Timer};
+use crate::timer::Timer;
 use crate::wire::datagram::{Datagram, Header, Kind, FLAG_ENCRYPTED, FRAMES_HEADER_LEN, FRAME_MIN, HEADER_LEN};
 
 /// What the forwarding decision for a captured frame is.
@@ -176,7 +176,7 @@ impl Router {
     /// The hot path of every flood: it finds the connection once for its address and for
     /// [`Router::note_sent`]'s watch.
     fn relay(&mut self, now: Instant, via: PeerName, bytes: &[u8], hop_limit: u8, frames: u64, flood: bool) {
-        let (probe_after, period) = (self.config.probe_after, self.config.udp_heartbeat);
+        let periods = (self.config.probe_after, self.config.udp_heartbeat);
         let sealed = self.config.password.is_some();
         let Some((id, c, to)) = Self::neighbour(&self.by_peer, &mut self.conns, via) else {
             return self.stats.drop(DropReason::NoRoute, frames);
@@ -184,10 +184,9 @@ impl Router {
         if !self.out.has_room(bytes.len()) {
             return self.stats.drop(DropReason::QueueFull, frames);
         }
-        let watch = c.watch(now, probe_after, period, flood);
+        let watch = c.watch(id, &mut self.timers, now, periods, flood);
         self.out.datagram(to, bytes, Some(hop_limit), sealed.then_some(id));
         if watch {
-            self.timers.set_if_earlier(Timer::Conn(id, ConnTimer::UdpHeartbeat), now + probe_after);
             self.out.ask_answer();
         }
         self.stats.frames_relayed += frames;

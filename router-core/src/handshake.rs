@@ -419,13 +419,9 @@ impl Router {
     /// nothing); one that carries unicast data, every `probe_after`.
     #[inline]
     pub(crate) fn note_sent(&mut self, now: Instant, id: ConnId, flood: bool) -> bool {
-        let (probe_after, period) = (self.config.probe_after, self.config.udp_heartbeat);
+        let periods = (self.config.probe_after, self.config.udp_heartbeat);
         let Some(c) = self.conns.get_mut(&id) else { return false };
-        let watch = c.watch(now, probe_after, period, flood);
-        if watch {
-            self.timers.set_if_earlier(Timer::Conn(id, ConnTimer::UdpHeartbeat), now + probe_after);
-        }
-        watch
+        c.watch(id, &mut self.timers, now, periods, flood)
     }
 
     /// A frames datagram from this neighbour asked for a heartbeat: send one at once (at

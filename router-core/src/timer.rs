@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::SocketAddr;
 
 use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
 
 use crate::peer::ConnId;
 use crate::time::Instant;
@@ -98,30 +99,51 @@ pub(crate) struct TimerTable {
 impl TimerTable {
     /// Arms `timer` at `at`, replacing any earlier setting.
     pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
-        if let Timer::Redial(addr) = timer {
-            if let Some(old) = self.redial_at.insert(addr, at) {
-                self.redials.remove(&(old, addr));
-            }
-            self.redials.insert((at, addr));
-            return;
-        }
-        let c = code(timer);
-        if self.armed.insert(c, at) == Some(at) {
-            return;
-        }
-        self.heap.push(Reverse((at, c)));
-        if self.heap.len() > 2 * self.armed.len() + 16 {
-            // Too many stale entries: rebuild from the live ones.
-            self.heap = self.armed.iter().map(|(&c, &at)| Reverse((at, c))).collect();
-        }
-        self.discard_stale();
+        self.arm(timer, at, false);
     }
 
     /// Arms `timer` at `at` unless it is already armed earlier.
     pub(crate) fn set_if_earlier(&mut self, timer: Timer, at: Instant) {
-        match self.get(timer) {
-            Some(old) if old <= at => {}
-            _ => self.set(timer, at),
+        self.arm(timer, at, true);
+    }
+
+    /// Arms `timer` at `at` (`only_earlier`: unless it is armed at or before `at`), with
+    /// one lookup of the job: re-arming runs for nearly every datagram.
+    fn arm(&mut self, timer: Timer, at: Instant, only_earlier: bool) {
+        if let Timer::Redial(addr) = timer {
+            if let Some(&old) = self.redial_at.get(&addr) {
+                if old == at || (only_earlier && old < at) {
+                    return;
+                }
+                self.redials.remove(&(old, addr));
+            }
+            self.redial_at.insert(addr, at);
+            self.redials.insert((at, addr));
+            return;
+        }
+        let c = code(timer);
+        let old = match self.armed.entry(c) {
+            Entry::Occupied(o) if *o.get() == at || (only_earlier && *o.get() < at) => return,
+            Entry::Occupied(mut o) => Some(o.insert(at)),
+            Entry::Vacant(v) => {
+                v.insert(at);
+                None
+            }
+        };
+        self.heap.push(Reverse((at, c)));
+        if self.heap.len() > 2 * self.armed.len() + 16 {
+            // Too many stale entries: rebuild from the live ones.
+            self.heap = self.armed.iter().map(|(&c, &at)| Reverse((at, c))).collect();
+        } else if let Some(old) = old {
+            self.discard_if_top(old, c);
+        }
+    }
+
+    /// The entry `(at, c)` has gone stale: if it is the top, moves the top on to a live one.
+    /// The top was live before, and only this entry changed, so nothing else needs a look.
+    fn discard_if_top(&mut self, at: Instant, c: u64) {
+        if self.heap.peek() == Some(&Reverse((at, c))) {
+            self.discard_stale();
         }
     }
 
@@ -131,8 +153,11 @@ impl TimerTable {
             if let Some(old) = self.redial_at.remove(&addr) {
                 self.redials.remove(&(old, addr));
             }
-        } else if self.armed.remove(&code(timer)).is_some() {
-            self.discard_stale();
+        } else {
+            let c = code(timer);
+            if let Some(old) = self.armed.remove(&c) {
+                self.discard_if_top(old, c);
+            }
         }
     }
 

@@ -219,7 +219,8 @@ impl Outbox {
         self.queue.retain(|i| i.dest != Destination::Conn(conn));
     }
 
-    #[cfg(test)]
+    /// Whether nothing is queued.
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }

@@ -273,7 +273,12 @@ impl Router {
     }
 
     /// Moves the next output into `buf` (at least [`crate::TRANSMIT_BUF_MIN`] bytes).
+    #[inline]
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        // The last call of every drain finds nothing: it need not enter the whole function.
+        if self.out.is_empty() {
+            return None;
+        }
         self.poll_transmit_inner(buf, None)
     }
 

@@ -1,11 +1,11 @@
 //! One table for every periodic job; [`TimerTable::next`] is the exact next deadline.
 
 use core::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::SocketAddr;
 
 use rustc_hash::FxHashMap;
-use std::collections::hash_map::Entry;
 
 use crate::peer::ConnId;
 use crate::time::Instant;

@@ -2,8 +2,6 @@
 
 use std::net::SocketAddr;
 
-use smallvec::SmallVec;
-
 use crate::conn::{ConnError, LinkChange, LinkReason, Phase, Remote};
 use crate::peer::ConnId;
 use crate::router::{Event, Router};
@@ -375,8 +373,7 @@ impl Router {
     fn beat_along(&mut self, now: Instant, first: ConnId) {
         let period = self.config.udp_heartbeat;
         let soon = now + period / 2;
-        // A router has a handful of links: no allocation for the list.
-        let along: SmallVec<[ConnId; 16]> = self
+        let along: Vec<ConnId> = self
             .conns
             .iter()
             .filter(|&(&id, c)| {

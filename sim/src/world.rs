@@ -143,9 +143,8 @@ fn prefetch(p: *const u8) {
 }
 
 /// Cache lines at the start of a [`Host`] that a datagram's delivery reads: the host's own
-/// fields, then its router's hot fields, which the core's layout test keeps within the
-/// router's first ten lines.
-const HOST_HOT_LINES: usize = (core::mem::offset_of!(Host, router) + 10 * 64).div_ceil(64);
+/// fields, then its router's hot fields ([`Router::HOT_LEN`]).
+const HOST_HOT_LINES: usize = (core::mem::offset_of!(Host, router) + Router::HOT_LEN).div_ceil(64);
 
 /// The simulated world.
 pub struct World {

@@ -1,8 +1,7 @@
 //! One table for every periodic job; [`TimerTable::next`] is the exact next deadline.
 
 use core::cmp::Reverse;
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{btree_map, hash_map, BTreeMap, BTreeSet, BinaryHeap};
 use std::net::SocketAddr;
 
 use rustc_hash::FxHashMap;
@@ -110,22 +109,27 @@ impl TimerTable {
     /// Arms `timer` at `at` (`only_earlier`: unless it is armed at or before `at`), with
     /// one lookup of the job: re-arming runs for nearly every datagram.
     fn arm(&mut self, timer: Timer, at: Instant, only_earlier: bool) {
+        // Kept: armed at `at` already, or earlier when only an earlier deadline may replace it.
+        let keep = |old: Instant| old == at || (only_earlier && old < at);
         if let Timer::Redial(addr) = timer {
-            if let Some(&old) = self.redial_at.get(&addr) {
-                if old == at || (only_earlier && old < at) {
-                    return;
+            match self.redial_at.entry(addr) {
+                btree_map::Entry::Occupied(o) if keep(*o.get()) => return,
+                btree_map::Entry::Occupied(mut o) => {
+                    let old = o.insert(at);
+                    self.redials.remove(&(old, addr));
                 }
-                self.redials.remove(&(old, addr));
+                btree_map::Entry::Vacant(v) => {
+                    v.insert(at);
+                }
             }
-            self.redial_at.insert(addr, at);
             self.redials.insert((at, addr));
             return;
         }
         let c = code(timer);
         let old = match self.armed.entry(c) {
-            Entry::Occupied(o) if *o.get() == at || (only_earlier && *o.get() < at) => return,
-            Entry::Occupied(mut o) => Some(o.insert(at)),
-            Entry::Vacant(v) => {
+            hash_map::Entry::Occupied(o) if keep(*o.get()) => return,
+            hash_map::Entry::Occupied(mut o) => Some(o.insert(at)),
+            hash_map::Entry::Vacant(v) => {
                 v.insert(at);
                 None
             }

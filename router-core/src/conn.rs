@@ -115,10 +115,6 @@ pub(crate) struct Conn {
     pub(crate) answered_at: Option<Instant>,
     /// When our last watch on data sent began (floods start one at most once a period).
     pub(crate) watched_at: Option<Instant>,
-    /// Where the UDP timeout is armed in the router's timer table, if it is: a copy kept
-    /// here so that the re-arm after every heartbeat, which is almost always a no-op (the
-    /// timer only ever moves earlier), need not look into the table.
-    pub(crate) udp_timeout_at: Option<Instant>,
     /// Our session value on this connection; heartbeats to us must echo it.
     pub(crate) session: u64,
     /// Password sessions: the keys, once the PAKE finished. Everything we send after our key
@@ -246,7 +242,6 @@ impl Conn {
             sent_unheard: None,
             answered_at: None,
             watched_at: None,
-            udp_timeout_at: None,
             next_heartbeat: now,
             next_probe: now,
             rounds: 0,

@@ -563,35 +563,22 @@ impl Router {
     /// every heartbeat pushes that moment later, but an armed timer is only ever moved
     /// earlier; when it fires early, `check_udp_timeout` finds nothing expired and re-arms.
     fn arm_udp_timeout(&mut self, id: ConnId) {
+        let c = &self.conns[&id];
         let timeout = self.config.udp_timeout;
-        let c = self.conns.get_mut(&id).expect("caller checked");
         let due = [(c.udp_rx_ok, c.last_udp_rx), (c.udp_tx_ok, c.last_udp_ack)]
             .into_iter()
             .filter(|(ok, _)| *ok)
             .map(|(_, t)| t + timeout)
             .min();
-        let timer = Timer::Conn(id, ConnTimer::UdpTimeout);
-        debug_assert_eq!(c.udp_timeout_at, self.timers.get(timer), "the connection's copy of its UDP timeout");
-        match (due, c.udp_timeout_at) {
-            // Armed no later already: the common case, without a look into the table.
-            (Some(at), Some(armed)) if armed <= at => {}
-            (Some(at), _) => {
-                c.udp_timeout_at = Some(at);
-                self.timers.set(timer, at);
-            }
-            (None, Some(_)) => {
-                c.udp_timeout_at = None;
-                self.timers.cancel(timer);
-            }
-            (None, None) => {}
+        match due {
+            Some(at) => self.timers.set_if_earlier(Timer::Conn(id, ConnTimer::UdpTimeout), at),
+            None => self.timers.cancel(Timer::Conn(id, ConnTimer::UdpTimeout)),
         }
     }
 
     pub(crate) fn check_udp_timeout(&mut self, now: Instant, id: ConnId) {
         let timeout = self.config.udp_timeout;
         let Some(c) = self.conns.get_mut(&id) else { return };
-        // The timer fired: the table no longer holds it.
-        c.udp_timeout_at = None;
         let mut reason = None;
         if c.udp_rx_ok && c.last_udp_rx + timeout <= now {
             c.udp_rx_ok = false;

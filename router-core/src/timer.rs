@@ -1,7 +1,7 @@
 //! One table for every periodic job; [`TimerTable::next`] is the exact next deadline.
 
 use core::cmp::Reverse;
-use std::collections::{btree_map, hash_map, BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{binary_heap, btree_map, hash_map, BTreeMap, BTreeSet, BinaryHeap};
 use std::net::SocketAddr;
 
 use rustc_hash::FxHashMap;
@@ -81,18 +81,31 @@ fn decode(c: u64) -> Timer {
 /// Deadlines ordered by (time, job), so equal deadlines fire in a fixed order.
 ///
 /// Re-arming is the common operation (every heartbeat, every datagram's liveness deadline),
-/// so it only records the new deadline and pushes it onto a heap: the entry it replaces stays
-/// in the heap, stale, until it reaches the top and is discarded. The top is always a live
-/// entry, so [`TimerTable::next`] is exact. Jobs are kept as 8-byte numbers (see `code`), so
-/// a heap entry is 16 bytes: the heap and the table of a router are touched for nearly every
-/// datagram, and with a thousand routers in one process they are rarely in cache. Redials,
-/// which carry an address and are rare, are kept apart in order of (deadline, address).
+/// so it touches the heap as little as it can. Each armed job has one heap entry that
+/// carries it, at or before its deadline. Moving a deadline later only records it: the
+/// carrier stays, and when it reaches the top it is put back at the deadline (or the job
+/// fires there, if it has not moved). Moving it before its carrier pushes a new carrier;
+/// the old entry stays in the heap, stale, until it reaches the top and is discarded. The
+/// top is always a live entry, at its job's deadline, so [`TimerTable::next`] is exact. A
+/// deadline pushed later again and again (a liveness check that every heartbeat moves)
+/// costs one lookup each time and one heap operation per time it reaches the top. Jobs are
+/// kept as 8-byte numbers (see `code`), so a heap entry is 16 bytes: the heap and the table
+/// of a router are touched for nearly every datagram, and with a thousand routers in one
+/// process they are rarely in cache. Redials, which carry an address and are rare, are kept
+/// apart in order of (deadline, address).
 #[derive(Debug, Default)]
 pub(crate) struct TimerTable {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    armed: FxHashMap<u64, Instant>,
+    armed: FxHashMap<u64, Armed>,
     redials: BTreeSet<(Instant, SocketAddr)>,
     redial_at: BTreeMap<SocketAddr, Instant>,
+}
+
+/// An armed job: its deadline, and the time of the heap entry that carries it (never later).
+#[derive(Debug, Clone, Copy)]
+struct Armed {
+    at: Instant,
+    carrier: Instant,
 }
 
 impl TimerTable {
@@ -126,25 +139,43 @@ impl TimerTable {
             return;
         }
         let c = code(timer);
-        let old = match self.armed.entry(c) {
-            hash_map::Entry::Occupied(o) if keep(*o.get()) => return,
-            hash_map::Entry::Occupied(mut o) => Some(o.insert(at)),
-            hash_map::Entry::Vacant(v) => {
-                v.insert(at);
-                None
+        match self.armed.entry(c) {
+            hash_map::Entry::Occupied(o) if keep(o.get().at) => return,
+            hash_map::Entry::Occupied(mut o) => {
+                let a = o.get_mut();
+                a.at = at;
+                if at >= a.carrier {
+                    // Still carried by its entry; if that is the top, the top is now early.
+                    let carrier = a.carrier;
+                    if at > carrier {
+                        self.discard_if_top(carrier, c);
+                    }
+                    return;
+                }
+                // Before its carrier: a new one, which the old (now stale) follows.
+                a.carrier = at;
             }
-        };
+            hash_map::Entry::Vacant(v) => {
+                v.insert(Armed { at, carrier: at });
+            }
+        }
         self.heap.push(Reverse((at, c)));
         if self.heap.len() > 2 * self.armed.len() + 16 {
             // Too many stale entries: rebuild from the live ones.
-            self.heap = self.armed.iter().map(|(&c, &at)| Reverse((at, c))).collect();
-        } else if let Some(old) = old {
-            self.discard_if_top(old, c);
+            self.heap = self
+                .armed
+                .iter_mut()
+                .map(|(&c, a)| {
+                    a.carrier = a.at;
+                    Reverse((a.at, c))
+                })
+                .collect();
         }
     }
 
-    /// The entry `(at, c)` has gone stale: if it is the top, moves the top on to a live one.
-    /// The top was live before, and only this entry changed, so nothing else needs a look.
+    /// The entry `(at, c)` no longer fires at its time: if it is the top, moves the top on to
+    /// a live one. The top was live before, and only this entry changed, so nothing else
+    /// needs a look.
     fn discard_if_top(&mut self, at: Instant, c: u64) {
         if self.heap.peek() == Some(&Reverse((at, c))) {
             self.discard_stale();
@@ -160,7 +191,7 @@ impl TimerTable {
         } else {
             let c = code(timer);
             if let Some(old) = self.armed.remove(&c) {
-                self.discard_if_top(old, c);
+                self.discard_if_top(old.carrier, c);
             }
         }
     }
@@ -176,7 +207,7 @@ impl TimerTable {
     pub(crate) fn get(&self, timer: Timer) -> Option<Instant> {
         match timer {
             Timer::Redial(addr) => self.redial_at.get(&addr).copied(),
-            t => self.armed.get(&code(t)).copied(),
+            t => self.armed.get(&code(t)).map(|a| a.at),
         }
     }
 
@@ -212,13 +243,24 @@ impl TimerTable {
         Some(decode(c))
     }
 
-    /// Pops heap entries that no longer match their job's deadline, so the top is live.
+    /// Moves the top on until it is live: pops entries that carry no job, and puts a carrier
+    /// whose job moved later back at the job's deadline.
     fn discard_stale(&mut self) {
-        while let Some(&Reverse((at, c))) = self.heap.peek() {
-            if self.armed.get(&c) == Some(&at) {
-                return;
+        while let Some(mut top) = self.heap.peek_mut() {
+            let Reverse((t, c)) = *top;
+            match self.armed.get_mut(&c) {
+                Some(a) if a.carrier == t => {
+                    if a.at == t {
+                        return;
+                    }
+                    a.carrier = a.at;
+                    // Sifted down into place when `top` is dropped.
+                    *top = Reverse((a.at, c));
+                }
+                _ => {
+                    binary_heap::PeekMut::pop(top);
+                }
             }
-            self.heap.pop();
         }
     }
 

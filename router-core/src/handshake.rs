@@ -404,6 +404,7 @@ impl Router {
             self.emit_udp_heartbeat(now, id, false);
         }
         self.conns.get_mut(&id).expect("caller checked").next_heartbeat = now + period;
+        self.refresh_udp_timeout(id);
     }
 
     /// We are sending data to this neighbour: if nothing comes back from it within
@@ -560,20 +561,41 @@ impl Router {
     }
 
     /// Arms the UDP timeout at the earliest moment a proven direction could expire. Lazily:
-    /// every heartbeat pushes that moment later, but an armed timer is only ever moved
-    /// earlier; when it fires early, `check_udp_timeout` finds nothing expired and re-arms.
+    /// every datagram from the peer pushes that moment later, but here an armed timer is
+    /// only ever moved earlier; when it fires early, `check_udp_timeout` finds nothing
+    /// expired and re-arms. Each regular heartbeat moves it to the exact moment
+    /// ([`Router::refresh_udp_timeout`]), so on a live link it never fires early.
     fn arm_udp_timeout(&mut self, id: ConnId) {
+        if let Some(at) = self.udp_timeout_due(id) {
+            self.timers.set_if_earlier(Timer::Conn(id, ConnTimer::UdpTimeout), at);
+        } else {
+            self.timers.cancel(Timer::Conn(id, ConnTimer::UdpTimeout));
+        }
+    }
+
+    /// Moves the UDP timeout to the exact moment a proven direction would expire, later or
+    /// earlier. A link's heartbeats come every period, well within the timeout, so its check
+    /// would otherwise wake the router once per timeout for nothing (a wake-up of its own,
+    /// out of phase with the heartbeats); moved here with every regular beat, in a wake-up
+    /// the router has anyway, it fires only when a direction has really been silent that
+    /// long, at the same moment as before. Data arriving between beats still only ever
+    /// delays it (see [`Router::arm_udp_timeout`]): a timer operation per datagram would
+    /// cost more than the rare early check.
+    fn refresh_udp_timeout(&mut self, id: ConnId) {
+        if let Some(at) = self.udp_timeout_due(id) {
+            self.timers.set(Timer::Conn(id, ConnTimer::UdpTimeout), at);
+        }
+    }
+
+    /// When the first proven direction of the link expires unless news comes.
+    fn udp_timeout_due(&self, id: ConnId) -> Option<Instant> {
         let c = &self.conns[&id];
         let timeout = self.config.udp_timeout;
-        let due = [(c.udp_rx_ok, c.last_udp_rx), (c.udp_tx_ok, c.last_udp_ack)]
+        [(c.udp_rx_ok, c.last_udp_rx), (c.udp_tx_ok, c.last_udp_ack)]
             .into_iter()
             .filter(|(ok, _)| *ok)
             .map(|(_, t)| t + timeout)
-            .min();
-        match due {
-            Some(at) => self.timers.set_if_earlier(Timer::Conn(id, ConnTimer::UdpTimeout), at),
-            None => self.timers.cancel(Timer::Conn(id, ConnTimer::UdpTimeout)),
-        }
+            .min()
     }
 
     pub(crate) fn check_udp_timeout(&mut self, now: Instant, id: ConnId) {

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use router_core::{Config, ConnError, Duration, Event, MacOwner, RefuseReason};
+use router_core::{Config, ConnError, Duration, Event, LinkReason, MacOwner, RefuseReason};
 
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -366,6 +366,50 @@ fn a_routers_idle_links_share_one_heartbeat_phase() {
     for leaf in 1..4 {
         assert!(net.established(0, leaf));
     }
+}
+
+/// An idle router wakes about once a heartbeat period: each beat moves its links' liveness
+/// deadlines to the moment they would expire, so those checks do not wake it on their own
+/// between beats. A link whose heartbeats stop is still lost `udp_timeout` after the last
+/// one heard.
+#[test]
+fn an_idle_routers_liveness_checks_ride_on_its_heartbeats() {
+    let (beat, timeout) = (Duration::from_secs(1), Duration::from_secs(5));
+    let mut net = Net::with_config(4, |i| Config { udp_heartbeat: beat, udp_timeout: timeout, ..config(i, 7) });
+    for leaf in 1..4 {
+        net.connect(0, leaf);
+        net.run_for(Duration::from_millis(330));
+    }
+    net.run_for(SETTLE + Duration::from_secs(3));
+    let before = net.hosts[0].wakes;
+    net.run_for(Duration::from_secs(30));
+    let wakes = net.hosts[0].wakes - before;
+    // 30 heartbeat moments, and where they fall between beats the TCP heartbeats (every
+    // 10 s per link), anti-entropy (every 5 s here) and the gossip it sends: at most
+    // 30 + 9 + 6 + 6. Checks of their own would add one per link every timeout (18 more).
+    assert!(wakes <= 51, "{wakes} wake-ups in 30 s of idle links (a heartbeat period of 1 s)");
+    for leaf in 1..4 {
+        assert!(net.established(0, leaf));
+    }
+
+    // Leaf 1's datagrams stop reaching the hub; the hub notices at the timeout.
+    net.hold = Some((1, 0));
+    let mut lost = None;
+    for step in 1..=200 {
+        net.run_for(Duration::from_millis(50));
+        if !net.established(0, 1) {
+            lost = Some(Duration::from_millis(50 * step));
+            break;
+        }
+    }
+    let lost = lost.expect("the hub drops a link it hears nothing on");
+    // The last heartbeat heard left leaf 1 at most a period before the hold began.
+    assert!(lost > timeout - beat && lost <= timeout + Duration::from_millis(50), "lost after {lost:?}");
+    let reason = net.hosts[0].events.iter().rev().find_map(|e| match e {
+        Event::LinkLost { peer, reason } if *peer == name(1) => Some(*reason),
+        _ => None,
+    });
+    assert_eq!(reason, Some(LinkReason::HeartbeatTimeout));
 }
 
 /// One-way traffic on healthy links is answered without probes: a datagram that starts a

@@ -39,6 +39,8 @@ pub struct Host {
     pub bridge: Vec<Vec<u8>>,
     pub events: Vec<Event>,
     pub up: bool,
+    /// Times the router was woken for a deadline.
+    pub wakes: u64,
 }
 
 /// Bytes seen on the wire (when tapping).
@@ -117,6 +119,7 @@ impl Net {
                 bridge: Vec::new(),
                 events: Vec::new(),
                 up: true,
+                wakes: 0,
             })
             .collect();
         let mut net = Net {
@@ -261,6 +264,7 @@ impl Net {
                 self.now = self.now.max(t);
                 let now = self.now;
                 self.hosts[i].router.handle_timeout(now);
+                self.hosts[i].wakes += 1;
                 self.drain(i);
             }
         }
@@ -294,7 +298,8 @@ impl Net {
         }
         self.queue.retain(|_, (h, _)| *h != i);
         self.restarts += 1;
-        self.hosts[i] = Host { router: Router::new(self.now, cfg), bridge: Vec::new(), events: Vec::new(), up: true };
+        self.hosts[i] =
+            Host { router: Router::new(self.now, cfg), bridge: Vec::new(), events: Vec::new(), up: true, wakes: 0 };
         self.drain(i);
     }
 

@@ -131,12 +131,11 @@ pub(crate) struct Conn {
     /// UDP from us reaches the peer (it acknowledged a heartbeat).
     pub(crate) udp_tx_ok: bool,
     pub(crate) outbound: bool,
-    /// The UDP source address bound to this connection in the router's lookup table (every
-    /// heartbeat received compares its source with it).
-    pub(crate) udp_bound: Option<SocketAddr>,
     /// What the handshake told us (its UDP address first: with the fields above, the first
-    /// three lines hold all that relaying to the peer and taking its heartbeats read).
+    /// three lines hold all that relaying to the peer reads).
     pub(crate) peer: Option<Remote>,
+    /// The UDP source address bound to this connection in the router's lookup table.
+    pub(crate) udp_bound: Option<SocketAddr>,
     // ---- The rest: handshake, TCP, status. ----
     /// The TCP address of the other end.
     pub(crate) remote_addr: SocketAddr,

@@ -539,25 +539,4 @@ mod layout_tests {
         assert!(offset_of!(Stats, udp_bytes_received) + 8 <= 80);
         assert!(offset_of!(Stats, drops) > offset_of!(Stats, udp_bytes_received));
     }
-
-    /// What a connection's datagrams read or write (taking a heartbeat or frames from the
-    /// peer, relaying to it: times, session, sequence numbers, the bound source address and
-    /// the peer's UDP address) lies in its first three lines, and the handshake's fields
-    /// after them.
-    #[test]
-    fn what_a_connections_datagrams_read_is_in_its_first_three_lines() {
-        use crate::conn::{Conn, Remote};
-        let end = |at: usize, len: usize| at + len;
-        let hot = [
-            end(offset_of!(Conn, session), size_of::<u64>()),
-            end(offset_of!(Conn, outbound), 1),
-            end(offset_of!(Conn, udp_bound), size_of::<Option<SocketAddr>>()),
-            end(offset_of!(Conn, peer) + offset_of!(Remote, udp_addr), size_of::<SocketAddr>()),
-        ];
-        for (i, e) in hot.into_iter().enumerate() {
-            assert!(e <= 3 * 64, "hot field {i} of Conn ends at byte {e}, past its third line");
-        }
-        assert_eq!(align_of::<Conn>(), 64, "a connection starts on a line of its own");
-        assert!(offset_of!(Conn, remote_addr) >= offset_of!(Conn, peer));
-    }
 }

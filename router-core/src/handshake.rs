@@ -564,7 +564,8 @@ impl Router {
     /// every datagram from the peer pushes that moment later, but here an armed timer is
     /// only ever moved earlier; when it fires early, `check_udp_timeout` finds nothing
     /// expired and re-arms. Each regular heartbeat moves it to the exact moment
-    /// ([`Router::refresh_udp_timeout`]), so on a live link it never fires early.
+    /// ([`Router::refresh_udp_timeout`]), so while a link beats more often than it times
+    /// out, it does not fire early.
     fn arm_udp_timeout(&mut self, id: ConnId) {
         if let Some(at) = self.udp_timeout_due(id) {
             self.timers.set_if_earlier(Timer::Conn(id, ConnTimer::UdpTimeout), at);
@@ -577,10 +578,10 @@ impl Router {
     /// earlier. A link's heartbeats come every period, well within the timeout, so its check
     /// would otherwise wake the router once per timeout for nothing (a wake-up of its own,
     /// out of phase with the heartbeats); moved here with every regular beat, in a wake-up
-    /// the router has anyway, it fires only when a direction has really been silent that
-    /// long, at the same moment as before. Data arriving between beats still only ever
-    /// delays it (see [`Router::arm_udp_timeout`]): a timer operation per datagram would
-    /// cost more than the rare early check.
+    /// the router has anyway, it fires when a direction has really been silent that long,
+    /// at the same moment as before. Data arriving between beats still only ever delays it
+    /// (see [`Router::arm_udp_timeout`]): a timer operation per datagram would cost more
+    /// than the early check this leaves when a link falls silent right after such data.
     fn refresh_udp_timeout(&mut self, id: ConnId) {
         if let Some(at) = self.udp_timeout_due(id) {
             self.timers.set(Timer::Conn(id, ConnTimer::UdpTimeout), at);

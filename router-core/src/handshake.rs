@@ -404,7 +404,6 @@ impl Router {
             self.emit_udp_heartbeat(now, id, false);
         }
         self.conns.get_mut(&id).expect("caller checked").next_heartbeat = now + period;
-        self.refresh_udp_timeout(id);
     }
 
     /// We are sending data to this neighbour: if nothing comes back from it within
@@ -560,43 +559,25 @@ impl Router {
         self.arm_udp_timeout(id);
     }
 
-    /// Arms the UDP timeout at the earliest moment a proven direction could expire. Lazily:
-    /// every datagram from the peer pushes that moment later, but here an armed timer is
-    /// only ever moved earlier; when it fires early, `check_udp_timeout` finds nothing
-    /// expired and re-arms. Each regular heartbeat moves it to the exact moment
-    /// ([`Router::refresh_udp_timeout`]), so while a link beats more often than it times
-    /// out, it does not fire early.
+    /// Arms the UDP timeout at the moment the first proven direction expires unless news
+    /// comes: exactly, later or earlier (moving a deadline later costs the timer table a
+    /// lookup, see `TimerTable`). Every heartbeat that proves our direction re-arms it, so
+    /// on a live link the check does not wake the router; it fires when a direction has
+    /// really been silent that long. Data between heartbeats does not re-arm it (a timer
+    /// operation per datagram): a link that falls silent right after such data is checked
+    /// once early, finds nothing expired, and re-arms.
     fn arm_udp_timeout(&mut self, id: ConnId) {
-        if let Some(at) = self.udp_timeout_due(id) {
-            self.timers.set_if_earlier(Timer::Conn(id, ConnTimer::UdpTimeout), at);
-        } else {
-            self.timers.cancel(Timer::Conn(id, ConnTimer::UdpTimeout));
-        }
-    }
-
-    /// Moves the UDP timeout to the exact moment a proven direction would expire, later or
-    /// earlier. A link's heartbeats come every period, well within the timeout, so its check
-    /// would otherwise wake the router once per timeout for nothing (a wake-up of its own,
-    /// out of phase with the heartbeats); moved here with every regular beat, in a wake-up
-    /// the router has anyway, it fires when a direction has really been silent that long,
-    /// at the same moment as before. Data arriving between beats still only ever delays it
-    /// (see [`Router::arm_udp_timeout`]): a timer operation per datagram would cost more
-    /// than the early check this leaves when a link falls silent right after such data.
-    fn refresh_udp_timeout(&mut self, id: ConnId) {
-        if let Some(at) = self.udp_timeout_due(id) {
-            self.timers.set(Timer::Conn(id, ConnTimer::UdpTimeout), at);
-        }
-    }
-
-    /// When the first proven direction of the link expires unless news comes.
-    fn udp_timeout_due(&self, id: ConnId) -> Option<Instant> {
         let c = &self.conns[&id];
         let timeout = self.config.udp_timeout;
-        [(c.udp_rx_ok, c.last_udp_rx), (c.udp_tx_ok, c.last_udp_ack)]
+        let due = [(c.udp_rx_ok, c.last_udp_rx), (c.udp_tx_ok, c.last_udp_ack)]
             .into_iter()
             .filter(|(ok, _)| *ok)
             .map(|(_, t)| t + timeout)
-            .min()
+            .min();
+        match due {
+            Some(at) => self.timers.set(Timer::Conn(id, ConnTimer::UdpTimeout), at),
+            None => self.timers.cancel(Timer::Conn(id, ConnTimer::UdpTimeout)),
+        }
     }
 
     pub(crate) fn check_udp_timeout(&mut self, now: Instant, id: ConnId) {

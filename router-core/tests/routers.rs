@@ -368,9 +368,9 @@ fn a_routers_idle_links_share_one_heartbeat_phase() {
     }
 }
 
-/// An idle router wakes about once a heartbeat period: each beat moves its links' liveness
-/// deadlines to the moment they would expire, so those checks do not wake it on their own
-/// between beats. A link whose heartbeats stop is still lost `udp_timeout` after the last
+/// An idle router wakes about once a heartbeat period: every heartbeat that proves a link
+/// moves its liveness deadline to the moment it would expire, so those checks do not wake
+/// it on their own between beats. A link whose heartbeats stop is still lost `udp_timeout` after the last
 /// one heard.
 #[test]
 fn an_idle_routers_liveness_checks_ride_on_its_heartbeats() {

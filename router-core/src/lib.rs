@@ -57,7 +57,7 @@ pub use conn::{ConnError, LinkChange, LinkReason, Phase};
 pub use crypto::{Password, PasswordError, Random, SeededRandom};
 pub use forward::Decision;
 pub use mac_cache::MacOwner;
-pub use outbox::{Destination, Transmit, TRANSMIT_BUF_MIN};
+pub use outbox::{Destination, OutputBuffers, Transmit, TRANSMIT_BUF_MIN};
 pub use peer::{ConnId, Mac, ParseNameError, PeerName, PeerUid};
 pub use router::{CommandError, ConnEvent, Event, Router};
 pub use stats::{DropReason, Drops, Stats};

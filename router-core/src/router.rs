@@ -11,7 +11,7 @@ use crate::conn::{Conn, ConnError, Target};
 use crate::crypto::{Random, SeededRandom};
 use crate::dedup::Dedup;
 use crate::mac_cache::MacCache;
-use crate::outbox::{Destination, Outbox, Transmit};
+use crate::outbox::{Destination, Outbox, OutputBuffers, Transmit};
 use crate::peer::{ConnId, PeerName, PeerUid};
 use crate::routes::Routes;
 use crate::sorted::SortedMap;
@@ -275,6 +275,16 @@ impl Router {
     /// Every peer entry in our view, ours included.
     pub fn topology(&self) -> &View {
         &self.topology.peers
+    }
+
+    /// Exchanges the router's output storage with `spare` when neither holds output, and
+    /// says whether it did. A driver of many routers (a simulator) lends one set of buffers
+    /// to each router for an input and the drain that follows it, then takes it back: the
+    /// output is written into memory the cache still holds, not into the router's own,
+    /// long-untouched buffers. Output is the same either way.
+    #[inline]
+    pub fn swap_output_buffers(&mut self, spare: &mut OutputBuffers) -> bool {
+        self.out.swap(spare)
     }
 
     /// Moves the next output into `buf` (at least [`crate::TRANSMIT_BUF_MIN`] bytes).

@@ -185,6 +185,10 @@ pub struct World {
     prefetched: u64,
     /// Recycled lists of frames a router injected, one per drain in progress.
     inject_lists: Vec<Frames>,
+    /// Output buffers lent to the router that handles an input and taken back by the drain
+    /// that follows, so that every router writes its output into memory the cache still
+    /// holds ([`Router::swap_output_buffers`]).
+    spare_out: router_core::OutputBuffers,
     /// The plaintext form of the datagram being sent (password sessions).
     plain: Vec<u8>,
     /// One copy of each peer entry for every router of this world.
@@ -227,6 +231,7 @@ impl World {
             pool: Vec::new(),
             prefetched: 0,
             inject_lists: Vec::new(),
+            spare_out: Default::default(),
             plain: Vec::new(),
             entries: EntryPool::shared(),
             scenario,
@@ -619,6 +624,7 @@ impl World {
         host.timer_at = None;
         let now = self.now;
         let Some(r) = host.router.as_mut() else { return };
+        r.swap_output_buffers(&mut self.spare_out);
         r.handle_timeout(now);
         self.trace.record(now.as_micros(), 2, h, 0, || {
             format!("{{\"t\":{},\"ev\":\"timer\",\"host\":{h}}}", now.as_micros())
@@ -656,6 +662,11 @@ impl World {
         }
         self.buf = buf;
         self.plain = plain;
+        // Takes back the buffers lent for the input (empty buffers are interchangeable, so
+        // after an input that borrowed none this only trades one router's for another's).
+        if let Some(r) = self.hosts[h as usize].router.as_mut() {
+            r.swap_output_buffers(&mut self.spare_out);
+        }
         while let Some(e) = self.hosts[h as usize].router.as_mut().and_then(Router::poll_event) {
             match e {
                 Event::Dial { conn, addr } => self.dial(h, conn, addr),
@@ -714,6 +725,7 @@ impl World {
             return self.stats.net_drop(NetDrop::HostDown, bytes);
         };
         let from = router_addr(from);
+        r.swap_output_buffers(&mut self.spare_out);
         if !self.checker.safety() {
             r.handle_datagram(now, from, bytes);
             return self.drain(to);
@@ -921,6 +933,7 @@ impl World {
         };
         match &seg {
             Some(bytes) => {
+                r.swap_output_buffers(&mut self.spare_out);
                 r.handle_stream(now, conn, bytes);
                 self.trace.record(now.as_micros(), 7, to_host, hash_bytes(bytes), || {
                     format!(
@@ -996,6 +1009,7 @@ impl World {
     fn capture(&mut self, h: u32, frame: &[u8]) {
         let now = self.now;
         let Some(r) = self.hosts[h as usize].router.as_mut() else { return };
+        r.swap_output_buffers(&mut self.spare_out);
         if self.checker.safety() {
             let before = *r.stats();
             r.handle_frame(now, frame);

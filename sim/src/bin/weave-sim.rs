@@ -377,11 +377,11 @@ fn cmd_bench(peers: Vec<usize>, seconds: Option<u64>) -> Result<bool, String> {
         let wall = t0.elapsed().as_secs_f64();
         let events = w.stats.events - e0;
         println!(
-            "{n:>7} {:>9}s {:>11.2}s {:>12.0} {:>13.0}x {:>10.0} {:>10.0} {:>5}s ({formed:.0}s)",
+            "{n:>7} {:>9}s {:>11.2}s {:>12.0} {:>14} {:>10.0} {:>10.0} {:>5}s ({formed:.0}s)",
             s.duration.0.as_secs(),
             wall,
             events as f64 / wall,
-            s.duration.0.as_secs_f64() / wall,
+            times_real(s.duration.0.as_secs_f64() / wall),
             rss_mib("VmHWM:").unwrap_or(0.0),
             rss_mib("VmRSS:").unwrap_or(0.0),
             warmup.as_secs()
@@ -424,6 +424,16 @@ fn hold_for_profiler() {
 /// Runs the measured part of a bench: its own function, so that a profiler can count it
 /// alone (`valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measure*'`).
 #[inline(never)]
+/// Simulated-to-wall time as `123x`, with two decimals below 10 (slower than real time
+/// shows as `0.21x`, not `0x`).
+fn times_real(r: f64) -> String {
+    if r < 10.0 {
+        format!("{r:.2}x")
+    } else {
+        format!("{r:.0}x")
+    }
+}
+
 fn measure(w: &mut World, until: Instant) {
     w.run_until(until);
 }
@@ -532,5 +542,17 @@ fn main() -> ExitCode {
             eprintln!("weave-sim: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::times_real;
+
+    #[test]
+    fn a_run_slower_than_real_time_keeps_its_decimals() {
+        assert_eq!(times_real(60.0 / 289.8), "0.21x");
+        assert_eq!(times_real(2.5), "2.50x");
+        assert_eq!(times_real(7384.4), "7384x");
     }
 }

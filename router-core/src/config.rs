@@ -46,7 +46,8 @@ pub struct Config {
     pub udp_port: u16,
     /// Most control connections at once, in either direction.
     pub conn_limit: usize,
-    /// Idle time after which a MAC entry expires.
+    /// Idle time after which a MAC entry expires: it goes after between 1 and 1.1 times
+    /// this, as the table is swept at most every tenth of it.
     pub mac_expiry: Duration,
     /// Most MAC entries.
     pub mac_table_max: usize,

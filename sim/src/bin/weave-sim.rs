@@ -421,9 +421,6 @@ fn hold_for_profiler() {
     }
 }
 
-/// Runs the measured part of a bench: its own function, so that a profiler can count it
-/// alone (`valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measure*'`).
-#[inline(never)]
 /// Simulated-to-wall time as `123x`, with two decimals below 10 (slower than real time
 /// shows as `0.21x`, not `0x`).
 fn times_real(r: f64) -> String {
@@ -434,6 +431,9 @@ fn times_real(r: f64) -> String {
     }
 }
 
+/// Runs the measured part of a bench: its own function, so that a profiler can count it
+/// alone (`valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measure*'`).
+#[inline(never)]
 fn measure(w: &mut World, until: Instant) {
     w.run_until(until);
 }

@@ -370,8 +370,8 @@ fn a_routers_idle_links_share_one_heartbeat_phase() {
 
 /// An idle router wakes about once a heartbeat period: every heartbeat that proves a link
 /// moves its liveness deadline to the moment it would expire, so those checks do not wake
-/// it on their own between beats. A link whose heartbeats stop is still lost `udp_timeout` after the last
-/// one heard.
+/// it on their own between beats. A link whose heartbeats stop is still lost `udp_timeout`
+/// after the last one heard.
 #[test]
 fn an_idle_routers_liveness_checks_ride_on_its_heartbeats() {
     let (beat, timeout) = (Duration::from_secs(1), Duration::from_secs(5));

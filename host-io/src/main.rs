@@ -68,7 +68,7 @@ pub(crate) struct RouterArgs {
     /// Log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     pub(crate) log_level: String,
-    /// Peers to connect to, as HOST[:PORT].
+    /// Peers to connect to, as HOST or HOST:PORT.
     pub(crate) peers: Vec<String>,
 }
 
@@ -92,7 +92,7 @@ enum Cmd {
         /// Forget every other peer first.
         #[arg(long)]
         replace: bool,
-        /// Peers as HOST[:PORT].
+        /// Peers as HOST or HOST:PORT.
         #[arg(required = true)]
         peers: Vec<String>,
     },
@@ -100,7 +100,7 @@ enum Cmd {
     Forget {
         #[command(flatten)]
         api: ApiArgs,
-        /// Peers as HOST[:PORT].
+        /// Peers as HOST or HOST:PORT.
         #[arg(required = true)]
         peers: Vec<String>,
     },

@@ -4,26 +4,17 @@ use core::time::Duration;
 
 use crate::crypto::Password;
 use crate::peer::PeerName;
-use crate::topology::EntryPool;
 
 /// Everything a [`crate::Router`] is told at birth. Defaults suit a real network; the
 /// simulator and tests shorten the timers.
 #[derive(Debug, Clone)]
-#[repr(C)]
 pub struct Config {
-    // Read for nearly every datagram: first, in few cache lines (`repr(C)` keeps this order).
     /// Our peer name (stable across restarts).
     pub name: PeerName,
     /// Hop limit put on frames we originate.
     pub hop_limit: u8,
     /// Dial peers learned from gossip.
     pub discovery: bool,
-    /// Compute routes only when something needs them (a frame to forward or relay, a status
-    /// report, anti-entropy) once the hold after a change has ended, rather than as soon as
-    /// it ends. A simulator of thousands of routers, most of them idle, skips computing routes
-    /// nobody uses; a real router leaves it off so that peers found and lost are reported as
-    /// soon as the topology changes.
-    pub lazy_routes: bool,
     /// The network's password: when set, peers authenticate each other with it (a PAKE in
     /// the handshake) and everything on the control connections and in UDP is encrypted;
     /// peers without it, or with another, are refused.
@@ -94,9 +85,16 @@ pub struct Config {
     /// address are refused for this long: each try is one online guess, so tries are rate
     /// limited.
     pub password_retry: Duration,
-    /// Where peer entries are kept: [`EntryPool::shared`] lets many routers in one process
-    /// (a simulator) share one copy of each entry. The default shares nothing.
-    pub entry_pool: EntryPool,
+    /// Compute routes only when something needs them (a frame to forward or relay, a status
+    /// report, anti-entropy) once the hold after a change has ended, rather than as soon as it
+    /// ends. A process of thousands of routers, most of them idle, skips routes nobody uses; a
+    /// real router leaves it off, so that peers found and lost are reported at once.
+    #[cfg(feature = "many-routers")]
+    pub lazy_routes: bool,
+    /// The driver's store of state shared between the routers of one process (see
+    /// [`crate::share`]). None, the default, shares nothing.
+    #[cfg(feature = "many-routers")]
+    pub share: Option<std::sync::Arc<dyn crate::share::Share>>,
 }
 
 impl Config {
@@ -131,14 +129,16 @@ impl Config {
             gossip_coalesce: Duration::from_millis(10),
             route_delay_min: Duration::from_millis(2),
             route_delay_max: Duration::from_millis(200),
-            lazy_routes: false,
             anti_entropy: Duration::from_secs(30),
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             stable_after: Duration::from_secs(10),
             password: None,
             password_retry: Duration::from_secs(1),
-            entry_pool: EntryPool::default(),
+            #[cfg(feature = "many-routers")]
+            lazy_routes: false,
+            #[cfg(feature = "many-routers")]
+            share: None,
         }
     }
 }

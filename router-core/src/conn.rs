@@ -92,11 +92,9 @@ pub(crate) struct Remote {
 
 /// One control connection.
 ///
-/// Laid out in declaration order (`repr(C)`), what every datagram reads or writes first: a
-/// router with a thousand peers in one process (the simulator) finds its connections in
-/// cold memory, and the default layout scattered these fields over a dozen cache lines
-/// between the handshake's. Aligned to a cache line, so that those fields fill whole lines
-/// (three), whichever connection of the router's list it is.
+/// Laid out in declaration order (`repr(C)`) and aligned to a cache line: what every datagram
+/// reads or writes comes first and fills whole lines (three), so that relaying to or hearing
+/// from a peer touches those lines and not the handshake's.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Conn {

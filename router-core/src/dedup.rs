@@ -75,11 +75,6 @@ impl Dedup {
         seen & bit == 0
     }
 
-    /// Where [`Dedup::fresh`] starts reading for `src`.
-    pub(crate) fn home_addr(&self, src: PeerName) -> *const u8 {
-        self.windows.home_addr(&src)
-    }
-
     /// Forgets a source (it left the topology).
     pub(crate) fn forget(&mut self, src: PeerName) {
         self.windows.remove(&src);

@@ -192,39 +192,6 @@ impl Router {
         self.stats.frames_relayed += frames;
     }
 
-    /// The memory [`Router::handle_datagram`] will first read for this datagram: where its
-    /// sender's connection is looked up, and for plaintext frames the source's duplicate window,
-    /// broadcast children and the first frame's MAC entry. Returns that first frame (at
-    /// least an Ethernet header's 14 bytes) so the driver can add what its delivery reads.
-    ///
-    /// A driver that handles datagrams for many routers, or many sources, prefetches these
-    /// lines before handing the datagram over: each is likely a cache miss, and asked for
-    /// together they overlap instead of coming one after another. Reads the router's own
-    /// fields and the datagram's header, nothing else; changes nothing. Always inlined: it
-    /// runs for every datagram, before the handling whose misses it overlaps.
-    #[inline(always)]
-    pub fn datagram_lines<'a>(
-        &self,
-        from: SocketAddr,
-        bytes: &'a [u8],
-        mut line: impl FnMut(*const u8),
-    ) -> Option<&'a [u8]> {
-        line(self.by_udp.home_addr(&from));
-        line(self.conns.keys_addr());
-        if self.config.password.is_some() {
-            return None;
-        }
-        let d = Datagram::new_checked(bytes).ok().filter(|d| d.kind() == Kind::Frames)?;
-        let src = d.src();
-        line(self.dedup.home_addr(src));
-        if let Some(a) = self.routes.children_addr(src) {
-            line(a);
-        }
-        let first = d.into_frames().ok()?.next()?;
-        line(self.macs.home_addr(macs(first).1));
-        Some(first)
-    }
-
     /// Takes a UDP datagram received from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.stats.datagrams_received += 1;
@@ -345,69 +312,5 @@ impl Router {
         if let Some(at) = next {
             self.timers.set(Timer::MacSweep, at);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-    use crate::crypto::Password;
-    use crate::wire::datagram::{emit_heartbeat, push_frame, Heartbeat};
-
-    fn frames_datagram(src: PeerName, frame: &[u8]) -> Vec<u8> {
-        let h = Header { kind: Kind::Frames, flags: 0, hop_limit: 8, src, dst: PeerName::BROADCAST, seq: 1 };
-        let mut out = vec![0; FRAMES_HEADER_LEN];
-        h.emit(&mut out);
-        push_frame(&mut out, frame);
-        out
-    }
-
-    fn lines(r: &Router, from: SocketAddr, bytes: &[u8]) -> (Vec<*const u8>, Option<Vec<u8>>) {
-        let mut got = Vec::new();
-        let first = r.datagram_lines(from, bytes, |p| got.push(p)).map(<[u8]>::to_vec);
-        (got, first)
-    }
-
-    #[test]
-    fn datagram_lines_name_the_tables_a_datagram_reads_and_its_first_frame() {
-        let mut r = Router::new(Instant::ZERO, Config::new(PeerName::from_u64(1)));
-        let src = PeerName::from_u64(2);
-        let mac = Mac([2, 0, 0, 0, 0, 9]);
-        // Tables with entries, so that their homes are real slots.
-        r.macs.learn(Instant::ZERO, mac, MacOwner::Peer(src));
-        r.dedup.fresh(src, 1);
-        let from: SocketAddr = "192.0.2.2:6783".parse().unwrap();
-        let frame = [&[0xff; 6][..], &mac.0, &[0x08, 0x06], &[0; 28]].concat();
-        let (got, first) = lines(&r, from, &frames_datagram(src, &frame));
-        assert_eq!(first.as_deref(), Some(&frame[..]));
-        for want in [r.by_udp.home_addr(&from), r.dedup.home_addr(src), r.macs.home_addr(mac)] {
-            assert!(got.contains(&want), "{want:?} not among {got:?}");
-        }
-
-        // A heartbeat reads the sender's connection only; malformed bytes, no more than that.
-        let mut hb = [0u8; 64];
-        let hb_len = emit_heartbeat(
-            src,
-            r.config.name,
-            Heartbeat { session: 1, seq: 1, echo: 0, reply: false, ack: false },
-            &mut hb,
-        );
-        let (got, first) = lines(&r, from, &hb[..hb_len]);
-        assert_eq!((got.len(), first), (2, None));
-        for junk in [&[][..], &[1, 2, 3][..]] {
-            let (got, first) = lines(&r, from, junk);
-            assert_eq!((got.len(), first), (2, None));
-        }
-        // A cut-off frame: the header's source is read, the frame is not handed out.
-        let (got, first) = lines(&r, from, &frames_datagram(src, &frame)[..FRAMES_HEADER_LEN + 5]);
-        assert!(got.contains(&r.dedup.home_addr(src)) && first.is_none());
-
-        // Sealed datagrams cannot be read before they are opened.
-        let mut c = Config::new(PeerName::from_u64(1));
-        c.password = Some(Password::new("secret").unwrap());
-        let sealed = Router::new(Instant::ZERO, c);
-        let (got, first) = lines(&sealed, from, &frames_datagram(src, &frame));
-        assert_eq!((got.len(), first), (2, None));
     }
 }

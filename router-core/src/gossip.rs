@@ -76,7 +76,7 @@ impl Router {
                 self.stats.gossip_entries_refused += 1;
                 continue;
             }
-            if merge_pooled(&mut self.topology.peers, e, &self.config.entry_pool) {
+            if merge_pooled(&mut self.topology.peers, e, &self.pool) {
                 self.topology.changed();
                 self.stats.gossip_entries_merged += 1;
                 self.dirty.insert(name, Some(from));
@@ -95,7 +95,7 @@ impl Router {
         self.version = self.version.max(theirs.version) + 1;
         let mut entry = PeerEntry::clone(ours);
         entry.version = self.version;
-        self.topology.peers.insert(self.config.entry_pool.intern(Arc::new(entry)));
+        self.topology.peers.insert(self.pool.entry(Arc::new(entry)));
         self.topology.changed();
         self.dirty.insert(self.config.name, None);
         self.routes_dirty = true;
@@ -122,7 +122,7 @@ impl Router {
         // Everyone reachable over established links is reachable by advertised connections:
         // then there is nothing to collect and the full search is skipped. Lazy routes are
         // not computed for this: the search is cheaper than routes nobody else wants.
-        let all_reachable = !self.config.lazy_routes && {
+        let all_reachable = !self.lazy_routes() && {
             self.recompute_if_dirty();
             self.routes.reachable().count() == self.topology.peers.len()
         };

@@ -37,11 +37,17 @@ pub mod forward;
 mod gossip;
 mod handshake;
 mod lifecycle;
+mod liveness;
 mod mac_cache;
 mod outbox;
 mod peer;
 mod router;
 pub mod routes;
+#[cfg(feature = "many-routers")]
+pub mod share;
+#[cfg(not(feature = "many-routers"))]
+#[allow(unreachable_pub, dead_code)]
+mod share;
 mod sorted;
 mod stats;
 pub mod status;
@@ -57,7 +63,7 @@ pub use conn::{ConnError, LinkChange, LinkReason, Phase};
 pub use crypto::{Password, PasswordError, Random, SeededRandom};
 pub use forward::Decision;
 pub use mac_cache::MacOwner;
-pub use outbox::{Destination, OutputBuffers, Transmit, TRANSMIT_BUF_MIN};
+pub use outbox::{Destination, Transmit, TRANSMIT_BUF_MIN};
 pub use peer::{ConnId, Mac, ParseNameError, PeerName, PeerUid};
 pub use router::{CommandError, ConnEvent, Event, Router};
 pub use stats::{DropReason, Drops, Stats};

@@ -79,11 +79,6 @@ impl MacCache {
         self.map.get(&mac).map(|e| e.owner)
     }
 
-    /// Where a lookup of `mac` starts reading.
-    pub(crate) fn home_addr(&self, mac: Mac) -> *const u8 {
-        self.map.home_addr(&mac)
-    }
-
     /// Forgets `mac`.
     pub(crate) fn remove(&mut self, mac: Mac) {
         self.map.remove(&mac);

@@ -45,18 +45,11 @@ struct Item {
     answer: bool,
 }
 
-/// Storage for a router's queued output: exchanged with [`crate::Router::swap_output_buffers`]
-/// only while it holds none. `OutputBuffers::default()` allocates nothing.
-#[derive(Debug, Default)]
-pub struct OutputBuffers {
+#[derive(Debug)]
+pub(crate) struct Outbox {
     /// The bytes of every queued output, back to back; empty whenever `queue` is.
     arena: Vec<u8>,
     queue: VecDeque<Item>,
-}
-
-#[derive(Debug)]
-pub(crate) struct Outbox {
-    bufs: OutputBuffers,
     data_limit: usize,
     /// Arena capacity kept once the queue drains (a gossip burst may have grown it).
     keep: usize,
@@ -64,23 +57,23 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     pub(crate) fn new(data_limit: usize, keep: usize) -> Self {
-        Outbox { bufs: OutputBuffers::default(), data_limit, keep }
+        Outbox { arena: Vec::new(), queue: VecDeque::new(), data_limit, keep }
     }
 
     /// Whether data of `n` more bytes may be queued.
     pub(crate) fn has_room(&self, n: usize) -> bool {
-        self.bufs.arena.len() + n <= self.data_limit
+        self.arena.len() + n <= self.data_limit
     }
 
     fn push(&mut self, dest: Destination, start: usize, open: bool, seal: Option<ConnId>) {
-        let len = self.bufs.arena.len() - start;
-        self.bufs.queue.push_back(Item { dest, start, len, open, seal, answer: false });
+        let len = self.arena.len() - start;
+        self.queue.push_back(Item { dest, start, len, open, seal, answer: false });
     }
 
     /// Queues a frame for the bridge.
     pub(crate) fn inject(&mut self, frame: &[u8]) {
-        let start = self.bufs.arena.len();
-        self.bufs.arena.extend_from_slice(frame);
+        let start = self.arena.len();
+        self.arena.extend_from_slice(frame);
         self.push(Destination::Bridge, start, false, None);
     }
 
@@ -94,17 +87,17 @@ impl Outbox {
         datagram_max: usize,
         seal: Option<ConnId>,
     ) -> Option<u64> {
-        let last = self.bufs.queue.back()?;
+        let last = self.queue.back()?;
         let fits = last.len + 2 + frame_len <= datagram_max;
         if !(last.open
             && fits
             && last.seal == seal
             && last.dest == Destination::Udp(to)
-            && last.start + last.len == self.bufs.arena.len())
+            && last.start + last.len == self.arena.len())
         {
             return None;
         }
-        let bytes = &self.bufs.arena[last.start..last.start + FRAMES_HEADER_LEN];
+        let bytes = &self.arena[last.start..last.start + FRAMES_HEADER_LEN];
         let mut mine = [0u8; FRAMES_HEADER_LEN];
         Header { seq: 0, ..*h }.emit(&mut mine);
         (h.kind == Kind::Frames && bytes[..HEADER_LEN] == mine[..HEADER_LEN])
@@ -123,23 +116,23 @@ impl Outbox {
         seal: Option<ConnId>,
     ) -> bool {
         let need = 2 + frame.len();
-        if let Some(last) = self.bufs.queue.back_mut() {
+        if let Some(last) = self.queue.back_mut() {
             if last.open
                 && last.seal == seal
                 && last.dest == Destination::Udp(to)
-                && last.start + last.len == self.bufs.arena.len()
+                && last.start + last.len == self.arena.len()
                 && last.len + need <= datagram_max
-                && same_header(&self.bufs.arena[last.start..last.start + FRAMES_HEADER_LEN], h)
+                && same_header(&self.arena[last.start..last.start + FRAMES_HEADER_LEN], h)
             {
-                push_frame(&mut self.bufs.arena, frame);
+                push_frame(&mut self.arena, frame);
                 last.len += need;
                 return false;
             }
         }
-        let start = self.bufs.arena.len();
-        self.bufs.arena.resize(start + FRAMES_HEADER_LEN, 0);
-        h.emit(&mut self.bufs.arena[start..]);
-        push_frame(&mut self.bufs.arena, frame);
+        let start = self.arena.len();
+        self.arena.resize(start + FRAMES_HEADER_LEN, 0);
+        h.emit(&mut self.arena[start..]);
+        push_frame(&mut self.arena, frame);
         self.push(Destination::Udp(to), start, true, seal);
         true
     }
@@ -147,11 +140,11 @@ impl Outbox {
     /// Queues a complete datagram (a heartbeat or a relayed copy) with a new hop limit. A
     /// relayed copy does not pass on the previous hop's request for an answer.
     pub(crate) fn datagram(&mut self, to: SocketAddr, bytes: &[u8], hop_limit: Option<u8>, seal: Option<ConnId>) {
-        let start = self.bufs.arena.len();
-        self.bufs.arena.extend_from_slice(bytes);
+        let start = self.arena.len();
+        self.arena.extend_from_slice(bytes);
         if let Some(h) = hop_limit {
-            self.bufs.arena[start + 3] = h;
-            self.bufs.arena[start + 2] &= !FLAG_ANSWER;
+            self.arena[start + 3] = h;
+            self.arena[start + 2] &= !FLAG_ANSWER;
         }
         self.push(Destination::Udp(to), start, false, seal);
     }
@@ -159,7 +152,7 @@ impl Outbox {
     /// The datagram queued last (the one the last frame joined or started, or the last
     /// relayed copy) asks its next hop for a heartbeat at once.
     pub(crate) fn ask_answer(&mut self) {
-        if let Some(last) = self.bufs.queue.back_mut() {
+        if let Some(last) = self.queue.back_mut() {
             debug_assert!(matches!(last.dest, Destination::Udp(_)), "only datagrams ask for answers");
             last.answer = true;
         }
@@ -169,17 +162,17 @@ impl Outbox {
     /// messages to one connection share a transmit. Returns the encoded length (0 if the
     /// sealing key ran out of nonces and the message was not queued).
     pub(crate) fn message(&mut self, conn: ConnId, msg: &Message, seal: Option<&mut Sealer>) -> usize {
-        let start = self.bufs.arena.len();
-        msg.emit(&mut self.bufs.arena);
+        let start = self.arena.len();
+        msg.emit(&mut self.arena);
         if let Some(s) = seal {
-            if s.seal_record(&mut self.bufs.arena, start).is_err() {
+            if s.seal_record(&mut self.arena, start).is_err() {
                 tracing::error!(%conn, "control key out of nonces; message not sent");
-                self.bufs.arena.truncate(start);
+                self.arena.truncate(start);
                 return 0;
             }
         }
-        let len = self.bufs.arena.len() - start;
-        if let Some(last) = self.bufs.queue.back_mut() {
+        let len = self.arena.len() - start;
+        if let Some(last) = self.queue.back_mut() {
             if last.dest == Destination::Conn(conn)
                 && last.start + last.len == start
                 && last.len + len <= TRANSMIT_BUF_MIN
@@ -194,28 +187,29 @@ impl Outbox {
 
     /// The last `n` bytes queued.
     pub(crate) fn last_bytes(&self, n: usize) -> &[u8] {
-        &self.bufs.arena[self.bufs.arena.len() - n..]
+        &self.arena[self.arena.len() - n..]
     }
 
     /// Queues raw stream bytes (the preamble).
     pub(crate) fn stream(&mut self, conn: ConnId, bytes: &[u8]) {
-        let start = self.bufs.arena.len();
-        self.bufs.arena.extend_from_slice(bytes);
+        let start = self.arena.len();
+        self.arena.extend_from_slice(bytes);
         self.push(Destination::Conn(conn), start, false, None);
     }
 
     /// Moves the oldest output into `buf`; also says which connection's key must seal it.
     pub(crate) fn poll(&mut self, buf: &mut [u8]) -> Option<(Transmit, Option<ConnId>)> {
-        let item = self.bufs.queue.pop_front()?;
+        let item = self.queue.pop_front()?;
         assert!(buf.len() >= item.len, "poll_transmit buffer shorter than TRANSMIT_BUF_MIN");
-        buf[..item.len].copy_from_slice(&self.bufs.arena[item.start..item.start + item.len]);
+        buf[..item.len].copy_from_slice(&self.arena[item.start..item.start + item.len]);
         if item.answer {
             buf[2] |= FLAG_ANSWER;
         }
-        if self.bufs.queue.is_empty() {
-            self.bufs.arena.clear();
-            if self.bufs.arena.capacity() > self.keep {
-                self.bufs = OutputBuffers::default();
+        if self.queue.is_empty() {
+            self.arena.clear();
+            if self.arena.capacity() > self.keep {
+                self.arena = Vec::new();
+                self.queue = VecDeque::new();
             }
         }
         Some((Transmit { dest: item.dest, len: item.len }, item.seal))
@@ -223,26 +217,16 @@ impl Outbox {
 
     /// Drops queued output for a closed connection.
     pub(crate) fn forget_conn(&mut self, conn: ConnId) {
-        self.bufs.queue.retain(|i| i.dest != Destination::Conn(conn));
-        if self.bufs.queue.is_empty() {
-            self.bufs.arena.clear();
+        self.queue.retain(|i| i.dest != Destination::Conn(conn));
+        if self.queue.is_empty() {
+            self.arena.clear();
         }
-    }
-
-    /// Exchanges the storage with `spare` if neither holds output; returns whether it did.
-    #[inline]
-    pub(crate) fn swap(&mut self, spare: &mut OutputBuffers) -> bool {
-        if !self.bufs.queue.is_empty() || !spare.queue.is_empty() {
-            return false;
-        }
-        std::mem::swap(&mut self.bufs, spare);
-        true
     }
 
     /// Whether nothing is queued.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.bufs.queue.is_empty()
+        self.queue.is_empty()
     }
 }
 
@@ -315,41 +299,11 @@ mod tests {
     }
 
     #[test]
-    fn buffers_are_lent_only_while_neither_side_holds_output() {
-        let (mut o, to, h, f) = one_peer();
-        let mut buf = vec![0u8; TRANSMIT_BUF_MIN];
-        let mut spare = OutputBuffers::default();
-        o.frame(to, &h, &f, 1000, None);
-        assert!(!o.swap(&mut spare), "queued output stays where it is");
-        let (t, _) = o.poll(&mut buf).unwrap();
-        assert_eq!(t.len, FRAMES_HEADER_LEN + 2 + 60);
-
-        // Lent: output goes into the spare's storage and comes out the same.
-        spare.arena.reserve(4096);
-        let lent = spare.arena.as_ptr();
-        assert!(o.swap(&mut spare));
-        o.frame(to, &h, &f, 1000, None);
-        assert_eq!(o.bufs.arena.as_ptr(), lent);
-        assert!(!o.swap(&mut spare));
-        let mut other = OutputBuffers::default();
-        std::mem::swap(&mut o.bufs, &mut other);
-        assert!(!o.swap(&mut other), "a spare holding output is refused");
-        std::mem::swap(&mut o.bufs, &mut other);
-        let (t2, _) = o.poll(&mut buf).unwrap();
-        assert_eq!(t2, t);
-        assert!(o.poll(&mut buf).is_none());
-        assert!(o.swap(&mut spare), "drained: the lent storage goes back");
-        assert_eq!(spare.arena.as_ptr(), lent);
-    }
-
-    #[test]
     fn dropping_a_closed_connections_output_leaves_no_bytes_behind() {
         let (mut o, _, _, _) = one_peer();
         o.stream(ConnId(3), b"preamble");
         o.forget_conn(ConnId(3));
         assert!(o.is_empty());
-        let mut spare = OutputBuffers::default();
-        assert!(o.swap(&mut spare));
-        assert!(spare.arena.is_empty(), "no stale bytes travel with lent storage");
+        assert!(o.arena.is_empty(), "no stale bytes stay queued");
     }
 }

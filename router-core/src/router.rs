@@ -11,9 +11,10 @@ use crate::conn::{Conn, ConnError, Target};
 use crate::crypto::{Random, SeededRandom};
 use crate::dedup::Dedup;
 use crate::mac_cache::MacCache;
-use crate::outbox::{Destination, Outbox, OutputBuffers, Transmit};
+use crate::outbox::{Destination, Outbox, Transmit};
 use crate::peer::{ConnId, PeerName, PeerUid};
 use crate::routes::Routes;
+use crate::share::Pool;
 use crate::sorted::SortedMap;
 use crate::stats::{DropReason, Stats};
 use crate::table::Table;
@@ -122,12 +123,7 @@ const DEDUP_SOURCES_MAX: usize = 65_536;
 /// - The router never reads a clock, a random source or a socket: same inputs, same outputs.
 /// - Bad bytes from the network are dropped and counted in [`Stats`]; they never cause an
 ///   error or a panic.
-#[repr(C)]
 pub struct Router {
-    // What nearly every datagram, frame and wake-up reads or writes comes first, together
-    // (`repr(C)` keeps this order): a few cache lines per input rather than one in each of
-    // a dozen spread over two kilobytes. The counters and configuration read on the hot
-    // path lead their own structs.
     /// UDP source addresses proven by heartbeats.
     pub(crate) by_udp: Table<SocketAddr, ConnId>,
     pub(crate) conns: SortedMap<ConnId, Conn>,
@@ -152,7 +148,6 @@ pub struct Router {
     pub(crate) scratch_peers: Vec<PeerName>,
     pub(crate) config: Config,
     pub(crate) stats: Stats,
-    // Read on control traffic, changes and commands.
     pub(crate) rng: ChaCha8Rng,
     pub(crate) uid: PeerUid,
     pub(crate) version: u64,
@@ -167,6 +162,8 @@ pub struct Router {
     pub(crate) last_recompute: Option<Instant>,
     /// Peers found unreachable at the last anti-entropy round.
     pub(crate) gc_candidates: BTreeSet<PeerName>,
+    /// The driver's store of shared state (see [`crate::share`]); private without one.
+    pub(crate) pool: Pool,
     /// Key material (PAKE scalars).
     pub(crate) random: Box<dyn Random>,
     /// Addresses that recently failed the password check, and until when they are refused.
@@ -184,11 +181,6 @@ impl core::fmt::Debug for Router {
 }
 
 impl Router {
-    /// The router's hot fields (what nearly every datagram reads or writes, see the struct)
-    /// lie within its first `HOT_LEN` bytes; a layout test keeps them there. A driver of many
-    /// routers may prefetch these lines ahead of handing one a datagram.
-    pub const HOT_LEN: usize = 10 * 64;
-
     /// A router with no connections, at time `now`, whose key material comes from a stream
     /// seeded by `config.seed`: deterministic, for simulation and tests. A driver that sets a
     /// password on a real network uses [`Router::with_random`] with the OS's source.
@@ -202,6 +194,10 @@ impl Router {
         assert!(config.name.is_valid(), "the broadcast name ff:ff:ff:ff:ff:ff cannot name a peer");
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let uid = PeerUid(rng.next_u64() | 1);
+        #[cfg(feature = "many-routers")]
+        let pool = Pool::new(config.share.clone());
+        #[cfg(not(feature = "many-routers"))]
+        let pool = Pool::default();
         let mut r = Router {
             macs: MacCache::new(config.mac_expiry, config.mac_table_max),
             out: Outbox::new(config.outbox_limit, config.outbox_keep),
@@ -231,6 +227,7 @@ impl Router {
             last_recompute: None,
             routes_due: false,
             gc_candidates: BTreeSet::new(),
+            pool,
             random,
             auth_blocked: BTreeMap::new(),
             scratch_open: Vec::new(),
@@ -275,16 +272,6 @@ impl Router {
     /// Every peer entry in our view, ours included.
     pub fn topology(&self) -> &View {
         &self.topology.peers
-    }
-
-    /// Exchanges the router's output storage with `spare` when neither holds output, and
-    /// says whether it did. A driver of many routers (a simulator) lends one set of buffers
-    /// to each router for an input and the drain that follows it, then takes it back: the
-    /// output is written into memory the cache still holds, not into the router's own,
-    /// long-untouched buffers. Output is the same either way.
-    #[inline]
-    pub fn swap_output_buffers(&mut self, spare: &mut OutputBuffers) -> bool {
-        self.out.swap(spare)
     }
 
     /// Moves the next output into `buf` (at least [`crate::TRANSMIT_BUF_MIN`] bytes).
@@ -391,7 +378,7 @@ impl Router {
                 Timer::GossipFlush => self.flush_gossip(),
                 Timer::AntiEntropy => self.anti_entropy(now),
                 Timer::MacSweep => self.sweep_macs(now),
-                Timer::Routes if self.config.lazy_routes => self.routes_due = true,
+                Timer::Routes if self.lazy_routes() => self.routes_due = true,
                 Timer::Routes => self.recompute_throttled(now),
                 Timer::Redial(addr) => self.redial(now, addr),
                 Timer::Conn(id, ct) => self.conn_timer(now, id, ct),
@@ -431,6 +418,15 @@ impl Router {
         ConnId(self.next_conn)
     }
 
+    /// Whether routes wait for a user once their hold has ended (`Config::lazy_routes`).
+    #[inline]
+    pub(crate) fn lazy_routes(&self) -> bool {
+        #[cfg(feature = "many-routers")]
+        return self.config.lazy_routes;
+        #[cfg(not(feature = "many-routers"))]
+        false
+    }
+
     /// Finishes an input: rebuilds our entry, recomputes routes, schedules gossip.
     pub(crate) fn commit(&mut self, now: Instant) {
         if self.own_dirty {
@@ -440,8 +436,8 @@ impl Router {
         if self.routes_dirty && !self.routes_due && self.timers.get(Timer::Routes).is_none() {
             self.timers.set(Timer::Routes, now + self.route_hold);
         }
-        if self.topology.peers.unshared() && self.config.entry_pool.is_shared() {
-            self.topology.peers.share(&self.config.entry_pool);
+        if self.topology.peers.unshared() && self.pool.is_shared() {
+            self.topology.peers.share(&self.pool);
         }
         if !self.dirty.is_empty() {
             self.timers.set_if_earlier(Timer::GossipFlush, now + self.config.gossip_coalesce);
@@ -473,7 +469,7 @@ impl Router {
         self.version += 1;
         let entry =
             PeerEntry { name: me, uid: self.uid, version: self.version, nickname: self.config.nickname.clone(), conns };
-        self.topology.peers.insert(self.config.entry_pool.intern(std::sync::Arc::new(entry)));
+        self.topology.peers.insert(self.pool.entry(std::sync::Arc::new(entry)));
         self.topology.changed();
         self.dirty.insert(me, None);
         self.routes_dirty = true;
@@ -505,10 +501,10 @@ impl Router {
         self.routes_dirty = false;
         self.timers.cancel(Timer::Routes);
         let before = self.routes.reach();
-        if self.config.entry_pool.is_shared() {
-            self.topology.peers.share(&self.config.entry_pool);
+        if self.pool.is_shared() {
+            self.topology.peers.share(&self.pool);
             let key = self.topology.peers.leaf_key();
-            let graph = self.config.entry_pool.graph(&self.topology.peers, key);
+            let graph = self.pool.graph(&self.topology.peers, key);
             self.routes.rebuild_on(graph, self.config.name);
         } else {
             self.routes.rebuild(&self.topology.peers, self.config.name);
@@ -525,28 +521,5 @@ impl Router {
         }
         self.discovery_pending = true;
         self.push_event(Event::TopologyChanged);
-    }
-}
-
-#[cfg(test)]
-mod layout_tests {
-    use super::*;
-    use core::mem::offset_of;
-
-    /// The fields every datagram reads sit in the router's first ten lines, the hot
-    /// counters and settings at the head of theirs: reordering them costs misses at every
-    /// input.
-    #[test]
-    fn what_every_datagram_reads_is_in_the_first_lines() {
-        let hot_end = offset_of!(Router, scratch_peers) + size_of::<Vec<PeerName>>();
-        assert!(hot_end <= Router::HOT_LEN, "the router's hot fields end at byte {hot_end}, past HOT_LEN");
-        for cold in [offset_of!(Router, rng), offset_of!(Router, topology), offset_of!(Router, targets)] {
-            assert!(cold > offset_of!(Router, stats), "a cold field sits among the hot ones");
-        }
-        assert!(offset_of!(Router, config) < offset_of!(Router, stats));
-        assert!(offset_of!(Config, probe_after) + size_of::<core::time::Duration>() <= 80);
-        assert!(offset_of!(Config, password) < 80 && offset_of!(Config, name) < 80);
-        assert!(offset_of!(Stats, udp_bytes_received) + 8 <= 80);
-        assert!(offset_of!(Stats, drops) > offset_of!(Stats, udp_bytes_received));
     }
 }

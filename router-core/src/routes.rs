@@ -13,8 +13,6 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::peer::PeerName;
-#[cfg(doc)]
-use crate::topology::EntryPool;
 use crate::topology::View;
 use crate::view::Leaf;
 use crate::wire::gossip::PeerEntry;
@@ -22,8 +20,8 @@ use crate::wire::gossip::PeerEntry;
 const NONE: u32 = u32::MAX;
 
 /// What the routes need of a view that does not depend on whose routes they are: the names,
-/// their index and the established adjacency. Routers whose views are equal share one (see
-/// [`EntryPool`]).
+/// their index and the established adjacency. Routers whose views are equal may share one
+/// (see [`crate::share`]).
 #[derive(Debug, Default)]
 pub struct Graph {
     /// For a pooled graph, the view's leaves, to tell whether it was built from an equal
@@ -262,7 +260,8 @@ impl Routes {
         self.release_scratch();
     }
 
-    /// Whether `self` and `other` were computed over one shared graph (see [`EntryPool`]).
+    /// Whether `self` and `other` were computed over one shared graph (see [`crate::share`]).
+    #[cfg(feature = "many-routers")]
     pub fn shares_graph_with(&self, other: &Routes) -> bool {
         Arc::ptr_eq(&self.graph, &other.graph)
     }
@@ -400,12 +399,6 @@ impl Routes {
             }
         }
         &self.children
-    }
-
-    /// The address of `src`'s child mask, where [`Routes::broadcast_children`] reads.
-    pub(crate) fn children_addr(&self, src: PeerName) -> Option<*const u8> {
-        let &s = self.graph.index.get(&src)?;
-        Some(self.child_masks.as_ptr().wrapping_add(s as usize * self.stride))
     }
 
     /// One search from each neighbour: where its next hop towards a peer is us, it is our

@@ -82,11 +82,6 @@ impl<K: Ord, V> SortedMap<K, V> {
         self.keys.len()
     }
 
-    /// The address of the keys, where a lookup starts reading.
-    pub(crate) fn keys_addr(&self) -> *const u8 {
-        self.keys.as_ptr().cast()
-    }
-
     /// Entries in key order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.keys.iter().zip(&self.values)

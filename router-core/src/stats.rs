@@ -114,11 +114,7 @@ impl Serialize for Drops {
 }
 
 /// Counters of everything the router did.
-///
-/// In declaration order (`repr(C)`): the counters every datagram and frame bumps come first,
-/// in one or two cache lines, ahead of the per-reason drops.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[repr(C)]
 pub struct Stats {
     /// Frames captured from the local bridge.
     pub frames_captured: u64,

@@ -83,13 +83,6 @@ impl<K: Hash + Eq, V> Table<K, V> {
         self.slots[i].as_mut().map(|(_, v)| v)
     }
 
-    /// The address of `k`'s home slot, where a lookup of `k` starts reading: for a
-    /// driver that prefetches it (see [`crate::Router::datagram_lines`]).
-    #[inline]
-    pub fn home_addr(&self, k: &K) -> *const u8 {
-        self.slots.as_ptr().wrapping_add(self.home(hash(k))).cast()
-    }
-
     /// Sets `k` to `v`; returns the value it replaced.
     pub fn insert(&mut self, k: K, v: V) -> Option<V> {
         match self.find(&k) {
@@ -314,21 +307,6 @@ mod tests {
             assert_eq!(m.get(&(k * 7919)), (k % 3 != 0).then_some(&k), "key {k}");
         }
         assert_eq!(m.len(), 66_666);
-    }
-
-    #[test]
-    fn a_keys_home_address_is_where_its_lookup_starts() {
-        let mut m = Table::default();
-        for k in 0u32..500 {
-            m.insert(k, ());
-        }
-        let base = m.slots.as_ptr() as usize;
-        let size = size_of::<Option<(u32, ())>>();
-        for k in 0u32..500 {
-            let home = (m.home_addr(&k) as usize - base) / size;
-            let at = m.find(&k).expect("present");
-            assert!(home <= at && m.slots[home..at].iter().all(Option::is_some), "key {k}");
-        }
     }
 
     #[test]

@@ -6,15 +6,11 @@
 //! associative and idempotent, which the property tests check.
 
 use core::cmp::Ordering;
-use core::fmt;
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
-use crate::peer::{PeerName, PeerUid};
-use crate::routes::Graph;
-use crate::view::Leaf;
+use crate::peer::PeerName;
+use crate::share::Pool;
 use crate::wire::gossip::{Digest, DigestEntry, DigestHasher, PeerEntry, Summary, DIGEST_ENTRIES_MAX};
 
 pub use crate::view::View;
@@ -35,11 +31,11 @@ fn digest_order(a: &DigestEntry, b: &DigestEntry) -> Ordering {
 
 /// Merges one entry into a view. Returns whether the view changed.
 pub fn merge_entry(view: &mut View, e: Arc<PeerEntry>) -> bool {
-    merge_pooled(view, e, &EntryPool::default())
+    merge_pooled(view, e, &Pool::default())
 }
 
-/// [`merge_entry`], keeping the pooled copy of an entry that wins.
-pub(crate) fn merge_pooled(view: &mut View, e: Arc<PeerEntry>, pool: &EntryPool) -> bool {
+/// [`merge_entry`], keeping the stored copy of an entry that wins.
+pub(crate) fn merge_pooled(view: &mut View, e: Arc<PeerEntry>, pool: &Pool) -> bool {
     view.merge(e, entry_order, pool)
 }
 
@@ -48,122 +44,6 @@ pub(crate) fn merge_pooled(view: &mut View, e: Arc<PeerEntry>, pool: &EntryPool)
 pub(crate) struct Topology {
     pub(crate) peers: View,
     summary: Option<Summary>,
-}
-
-/// Shares identical peer entries between routers in one process.
-///
-/// Every router holds every peer's entry. A simulator running thousands of routers in one
-/// process would hold thousands of copies of each, and those copies were most of its memory.
-/// Routers given one [`EntryPool::shared`] pool keep one copy per (name, incarnation,
-/// version): an entry decoded from gossip is swapped for the pooled copy when their contents
-/// are equal. Routers whose views are equal also share the view's route graph (names, index,
-/// adjacency); only what depends on the router itself (next hops, distances, broadcast
-/// children) stays its own. Sharing changes no behaviour (both are immutable). The default
-/// pool shares nothing, which is right for a process with one router.
-#[derive(Clone, Default)]
-pub struct EntryPool(Option<Arc<Mutex<PoolTable>>>);
-
-#[derive(Default)]
-struct PoolTable {
-    entries: FxHashMap<(PeerName, PeerUid, u64), Weak<PeerEntry>>,
-    /// Size after the last sweep of dead entries; the next sweep waits until it doubles.
-    swept: usize,
-    /// Route graphs by the summary hash of the view they were built from.
-    graphs: FxHashMap<u64, Weak<Graph>>,
-    graphs_swept: usize,
-    /// View leaves by [`Leaf::key`].
-    leaves: FxHashMap<u64, Weak<Leaf>>,
-    leaves_swept: usize,
-}
-
-impl EntryPool {
-    /// A pool to hand to every router of one process.
-    pub fn shared() -> Self {
-        EntryPool(Some(Arc::default()))
-    }
-
-    /// The pooled copy of `e`, or `e` itself (now pooled) when there is none.
-    pub fn intern(&self, e: Arc<PeerEntry>) -> Arc<PeerEntry> {
-        let Some(table) = &self.0 else { return e };
-        // Nothing panics while the lock is held, but a poisoned table is still consistent.
-        let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (e.name, e.uid, e.version);
-        if let Some(have) = t.entries.get(&key).and_then(Weak::upgrade) {
-            // Equal keys with different contents come only from a misbehaving peer: keep
-            // that copy apart rather than mix the two.
-            return if have == e { have } else { e };
-        }
-        t.entries.insert(key, Arc::downgrade(&e));
-        if t.entries.len() > 2 * t.swept + 1024 {
-            t.entries.retain(|_, w| w.strong_count() > 0);
-            t.swept = t.entries.len();
-        }
-        e
-    }
-
-    /// The pooled copy of a leaf equal to `l`, or `l` itself (now pooled) when there is none.
-    pub(crate) fn leaf(&self, l: Arc<Leaf>) -> Arc<Leaf> {
-        let Some(table) = &self.0 else { return l };
-        let key = l.key;
-        let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
-        match t.leaves.get(&key).and_then(Weak::upgrade) {
-            Some(have) if have.same_as(&l) => return have,
-            // Another leaf under this key (a collision): keep ours apart.
-            Some(_) => return l,
-            None => {}
-        }
-        t.leaves.insert(key, Arc::downgrade(&l));
-        if t.leaves.len() > 2 * t.leaves_swept + 1024 {
-            t.leaves.retain(|_, w| w.strong_count() > 0);
-            t.leaves_swept = t.leaves.len();
-        }
-        l
-    }
-
-    /// Whether routers given this pool share with each other.
-    pub fn is_shared(&self) -> bool {
-        self.0.is_some()
-    }
-
-    /// The route graph of `view`, whose [`View::leaf_key`] is `key`: the pooled one when an equal
-    /// view already has one, else a new one (pooled; private from a pool that shares nothing).
-    pub(crate) fn graph(&self, view: &View, key: u64) -> Arc<Graph> {
-        let Some(table) = &self.0 else { return Arc::new(Graph::build(view)) };
-        if let Some(g) = table.lock().unwrap_or_else(PoisonError::into_inner).graphs.get(&key).and_then(Weak::upgrade) {
-            if g.built_from(view) {
-                return g;
-            }
-        }
-        // Built without the lock held; views that collide on the key keep their own graphs.
-        let g = Arc::new(Graph::build_shared(view));
-        let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
-        if t.graphs.get(&key).is_none_or(|w| w.strong_count() == 0) {
-            t.graphs.insert(key, Arc::downgrade(&g));
-            if t.graphs.len() > 2 * t.graphs_swept + 64 {
-                t.graphs.retain(|_, w| w.strong_count() > 0);
-                t.graphs_swept = t.graphs.len();
-            }
-        }
-        g
-    }
-
-    /// Distinct entries alive in the pool (0 for a pool that shares nothing).
-    pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |t| {
-            t.lock().unwrap_or_else(PoisonError::into_inner).entries.values().filter(|w| w.strong_count() > 0).count()
-        })
-    }
-
-    /// Whether the pool holds no live entry.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl fmt::Debug for EntryPool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "EntryPool(shared)" } else { "EntryPool(private)" })
-    }
 }
 
 impl Topology {
@@ -270,6 +150,7 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peer::PeerUid;
     use crate::wire::gossip::tests::arb_entry;
     use crate::wire::gossip::ConnInfo;
     use proptest::prelude::*;
@@ -344,40 +225,6 @@ mod tests {
                 .map(|&p| ConnInfo { peer: PeerName::from_u64(p), established: true, outbound: true, addr: None })
                 .collect(),
         }
-    }
-
-    #[test]
-    fn a_shared_pool_keeps_one_copy_of_equal_entries() {
-        let pool = EntryPool::shared();
-        let a = pool.intern(Arc::new(entry(1, 2, &[3])));
-        // The same entry decoded again (by another router) becomes the pooled copy.
-        let b = pool.intern(Arc::new(entry(1, 2, &[3])));
-        assert!(Arc::ptr_eq(&a, &b));
-        // Same name, incarnation and version but other contents: kept apart, never mixed.
-        let odd = pool.intern(Arc::new(entry(1, 2, &[4])));
-        assert!(!Arc::ptr_eq(&a, &odd));
-        assert_eq!(odd.conns[0].peer, PeerName::from_u64(4));
-        // Another version is another entry.
-        let c = pool.intern(Arc::new(entry(1, 3, &[3])));
-        assert!(!Arc::ptr_eq(&a, &c));
-        assert_eq!(pool.len(), 2);
-        // Entries no router holds any more are not kept alive by the pool.
-        drop((a, b, c));
-        assert_eq!(pool.len(), 0);
-        for n in 0..5000 {
-            drop(pool.intern(Arc::new(entry(n, 1, &[]))));
-        }
-        let t = pool.0.as_ref().unwrap().lock().unwrap();
-        assert!(t.entries.len() <= 2100, "dead entries are swept: {} left", t.entries.len());
-    }
-
-    #[test]
-    fn a_private_pool_shares_nothing() {
-        let pool = EntryPool::default();
-        let a = pool.intern(Arc::new(entry(1, 2, &[3])));
-        let b = pool.intern(Arc::new(entry(1, 2, &[3])));
-        assert!(!Arc::ptr_eq(&a, &b));
-        assert!(pool.is_empty());
     }
 
     #[test]

@@ -3,16 +3,16 @@
 //! Entries are kept in short sorted runs ("leaves") behind shared pointers. Where a run ends
 //! depends only on the names in it: a leaf ends at each name whose hash is a multiple of
 //! [`LEAF_SPAN`] (content-defined chunking). So two views holding the same entries are cut
-//! into the same leaves whatever order the entries arrived in, and with an [`EntryPool`]
-//! shared between routers, equal leaves are one allocation: thousands of routers that agree
-//! on most of the topology hold most of it once. Changing an entry copies one leaf (about
+//! into the same leaves whatever order the entries arrived in, and where the driver shares
+//! state between routers (see [`crate::share`]), equal leaves are one allocation: thousands
+//! of routers that agree on most of the topology hold most of it once. Changing an entry copies one leaf (about
 //! [`LEAF_SPAN`] pointers) unless the leaf is this view's alone.
 
 use core::fmt;
 use std::sync::Arc;
 
 use crate::peer::PeerName;
-use crate::topology::EntryPool;
+use crate::share::Pool;
 use crate::wire::gossip::PeerEntry;
 use core::hash::Hasher;
 use rustc_hash::FxHasher;
@@ -182,17 +182,17 @@ impl View {
         &mut self,
         e: Arc<PeerEntry>,
         order: impl Fn(&PeerEntry, &PeerEntry) -> core::cmp::Ordering,
-        pool: &EntryPool,
+        pool: &Pool,
     ) -> bool {
         let i = self.leaf_for(&e.name);
         let Some(at) = self.leaves.get(i).and_then(|l| l.find(&e.name).ok()) else {
-            self.insert(pool.intern(e));
+            self.insert(pool.entry(e));
             return true;
         };
         if order(&e, &self.leaves[i].entries[at]) != core::cmp::Ordering::Greater {
             return false;
         }
-        self.leaf_mut(i).entries[at] = pool.intern(e);
+        self.leaf_mut(i).entries[at] = pool.entry(e);
         true
     }
 
@@ -247,9 +247,9 @@ impl View {
         self.reshaped || !self.touched.is_empty()
     }
 
-    /// Swaps every leaf this view alone holds for the pooled copy of an equal one, pooling it
+    /// Swaps every leaf this view alone holds for the stored copy of an equal one, storing it
     /// when there is none. Nothing changes for a pool that shares nothing.
-    pub fn share(&mut self, pool: &EntryPool) {
+    pub(crate) fn share(&mut self, pool: &Pool) {
         if !pool.is_shared() {
             return;
         }
@@ -293,6 +293,7 @@ impl View {
     }
 
     /// Whether `self` and `other` share all their leaves (one allocation each).
+    #[cfg(feature = "many-routers")]
     pub fn shares_leaves_with(&self, other: &View) -> bool {
         self.same_leaves(&other.leaves)
     }
@@ -428,14 +429,14 @@ mod tests {
 
     #[test]
     fn a_shared_pool_makes_equal_views_hold_one_copy_of_each_leaf() {
-        let pool = EntryPool::shared();
+        let pool = crate::share::tests::shared_pool();
         let entries: Vec<_> = (0..1000).map(|n| entry(n, 1)).collect();
         let mut a: View = entries.iter().cloned().collect();
         let mut b: View = entries.iter().rev().cloned().collect();
-        assert!(!a.shares_leaves_with(&b));
+        assert!(!a.same_leaves(&b.leaves));
         a.share(&pool);
         b.share(&pool);
-        assert!(a.shares_leaves_with(&b));
+        assert!(a.same_leaves(&b.leaves));
         // A change copies one leaf; the rest stay shared.
         b.insert(entry(500, 2));
         let shared = a.leaves.iter().zip(&b.leaves).filter(|(x, y)| Arc::ptr_eq(x, y)).count();
@@ -448,10 +449,10 @@ mod tests {
         let mut d: View =
             entries.iter().map(|e| if e.name == newer.name { newer.clone() } else { e.clone() }).collect();
         d.share(&pool);
-        assert!(d.shares_leaves_with(&b));
+        assert!(d.same_leaves(&b.leaves));
         // A private pool shares nothing.
         let mut c: View = entries.iter().cloned().collect();
-        c.share(&EntryPool::default());
-        assert!(!c.shares_leaves_with(&a));
+        c.share(&Pool::default());
+        assert!(!c.same_leaves(&a.leaves));
     }
 }

@@ -97,6 +97,7 @@ fn routes_move_to_the_relay_when_a_link_is_cut_and_back_when_it_heals() {
 }
 
 #[test]
+#[cfg(feature = "many-routers")]
 fn lazy_routes_wait_for_a_frame_and_still_route_around_a_cut() {
     let lazy = |i: usize| {
         let mut c = config(i, i as u64 + 1);

@@ -194,12 +194,6 @@ impl Container {
         }
     }
 
-    /// For an ARP frame, where [`Container::receive`] starts reading to learn its sender:
-    /// for prefetching.
-    pub(crate) fn arp_line(&self, frame: &[u8]) -> Option<*const u8> {
-        is_arp(frame).then(|| self.arp.home_addr(&arp_sender(frame)))
-    }
-
     /// Pings `dst`; returns the sequence number.
     pub fn ping(&mut self, now: Instant, dst: Ipv4Addr, ids: &mut Ids, out: &mut Vec<Vec<u8>>) -> u16 {
         self.next_seq = self.next_seq.wrapping_add(1);
@@ -347,12 +341,6 @@ impl Bridge {
             Some(p) => Out::One(Port::from_code(p)),
             None => Out::Flood,
         }
-    }
-
-    /// Where [`Bridge::forward`] starts reading to learn the frame's source: for
-    /// prefetching.
-    pub(crate) fn learn_line(&self, frame: &[u8]) -> *const u8 {
-        self.fdb.home_addr(&macs(frame).1)
     }
 
     /// Forgets a MAC (its port went away).

@@ -12,6 +12,7 @@ pub mod queue;
 pub mod rng;
 pub mod run;
 pub mod scenario;
+pub mod share;
 pub mod stats;
 pub mod trace;
 pub mod world;

@@ -231,8 +231,8 @@ impl PeerEntry {
 /// Topology entries, strictly ascending by name.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Update {
-    /// The entries (shared: the same entry goes out over many connections and, in a
-    /// simulator, sits in many routers' views; see [`crate::topology::EntryPool`]).
+    /// The entries (shared: the same entry goes out over many connections and may sit in
+    /// many routers' views; see [`crate::share`]).
     pub entries: Vec<Arc<PeerEntry>>,
 }
 

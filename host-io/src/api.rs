@@ -148,7 +148,9 @@ async fn report(AxState(tx): AxState<App>) -> Response {
 
 async fn metrics(AxState(tx): AxState<App>) -> Response {
     match snapshot(&tx).await {
-        Some(s) => text::metrics(&s).into_response(),
+        Some(s) => {
+            ([(axum::http::header::CONTENT_TYPE, text::METRICS_CONTENT_TYPE)], text::metrics(&s)).into_response()
+        }
         None => unavailable(),
     }
 }

@@ -3,27 +3,19 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use ipnet::Ipv4Net;
+
 use crate::plumb::{self, PlumbError, CONTAINER_IF};
 
-/// An address with its prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Cidr {
-    /// The address.
-    pub(crate) ip: IpAddr,
-    /// The prefix length.
-    pub(crate) prefix: u8,
-}
+/// An address with its prefix length: `a.b.c.d/n`, IPv4, prefix 1 to 32.
+pub(crate) type Cidr = Ipv4Net;
 
 /// Parses `a.b.c.d/n`.
 pub(crate) fn parse_cidr(s: &str) -> Result<Cidr, String> {
-    let bad = || format!("`{s}` is not a CIDR like 10.32.0.1/24");
-    let (ip, p) = s.split_once('/').ok_or_else(bad)?;
-    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
-    let prefix: u8 = p.parse().map_err(|_| bad())?;
-    if prefix == 0 || prefix > 32 {
-        return Err(bad());
+    match s.parse::<Ipv4Net>() {
+        Ok(c) if c.prefix_len() > 0 => Ok(c),
+        _ => Err(format!("`{s}` is not a CIDR like 10.32.0.1/24")),
     }
-    Ok(Cidr { ip: IpAddr::V4(ip), prefix })
 }
 
 fn garp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
@@ -45,7 +37,7 @@ pub(crate) fn attach(bridge: &str, cidrs: &[String], target: &str) -> Result<Str
     let t = plumb::resolve_target(target)?;
     let host_if = plumb::host_veth(&t)?;
     let temp_if = format!("vethwepg{}", &host_if[8..]);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = plumb::runtime().map_err(|e| format!("cannot start a runtime: {e}"))?;
     let ns = t.ns.clone();
     let mtu = rt.block_on(async {
         let h = plumb::connect().await?;
@@ -82,7 +74,7 @@ pub(crate) fn attach(bridge: &str, cidrs: &[String], target: &str) -> Result<Str
     });
     let mtu = mtu.map_err(|e| e.to_string())?;
     let temp = temp_if.clone();
-    let first_v4 = cidrs.iter().find_map(|c| if let IpAddr::V4(v) = c.ip { Some(v) } else { None });
+    let first_v4 = cidrs.first().map(Ipv4Net::addr);
     let res =
         plumb::in_netns(&t.ns, move |h| {
             Box::pin(async move {
@@ -100,7 +92,7 @@ pub(crate) fn attach(bridge: &str, cidrs: &[String], target: &str) -> Result<Str
                 };
                 let idx = l.header.index;
                 for c in &cidrs {
-                    plumb::add_addr(&h, idx, c.ip, c.prefix).await?;
+                    plumb::add_addr(&h, idx, IpAddr::V4(c.addr()), c.prefix_len()).await?;
                 }
                 // Offloads stay on: the router completes what the container's stack leaves to
                 // the NIC (checksums, segmentation) when it captures the frame.
@@ -175,7 +167,7 @@ pub(crate) fn unrecord(dir: &std::path::Path, target: &str, cidrs: &[String]) ->
 
 /// `weave ps`: the bridge first, then every attached target whose namespace still exists.
 pub(crate) fn ps(info: &crate::api::DaemonInfo, only: &[String]) -> Result<String, String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = plumb::runtime().map_err(|e| format!("cannot start a runtime: {e}"))?;
     let bridge_mac = rt.block_on(async {
         let h = plumb::connect().await.map_err(|e| e.to_string())?;
         let br = plumb::link(&h, &info.bridge).await.map_err(|e| e.to_string())?;
@@ -208,8 +200,8 @@ pub(crate) fn detach(cidrs: &[String], target: &str) -> Result<(), String> {
                 return Ok(());
             }
             for c in &cidrs {
-                if !plumb::del_addr(&h, idx, c.ip).await? {
-                    return Err(PlumbError::Missing(format!("{}/{} is not attached", c.ip, c.prefix)));
+                if !plumb::del_addr(&h, idx, IpAddr::V4(c.addr())).await? {
+                    return Err(PlumbError::Missing(format!("{c} is not attached")));
                 }
             }
             if plumb::addrs(&h, idx).await?.iter().all(|(ip, _)| ip.is_ipv6()) {
@@ -227,7 +219,8 @@ mod tests {
 
     #[test]
     fn cidrs_parse_and_bad_ones_say_what_is_expected() {
-        assert_eq!(parse_cidr("10.32.0.1/24").unwrap(), Cidr { ip: "10.32.0.1".parse().unwrap(), prefix: 24 });
+        let c = parse_cidr("10.32.0.1/24").unwrap();
+        assert_eq!((c.addr(), c.prefix_len()), ("10.32.0.1".parse().unwrap(), 24));
         for bad in ["10.32.0.1", "10.32.0.1/33", "10.32.0.1/0", "x/24", "10.32.0.256/24"] {
             let e = parse_cidr(bad).unwrap_err();
             assert!(e.contains("is not a CIDR like"), "{e}");

@@ -5,13 +5,6 @@ use crate::api::DaemonInfo;
 use crate::attach::parse_cidr;
 use crate::{firewall, plumb};
 
-fn network(cidr: &str) -> Result<String, String> {
-    let c = parse_cidr(cidr)?;
-    let std::net::IpAddr::V4(ip) = c.ip else { return Err(format!("{cidr}: IPv4 only")) };
-    let mask = if c.prefix == 0 { 0 } else { u32::MAX << (32 - c.prefix) };
-    Ok(format!("{}/{}", std::net::Ipv4Addr::from(u32::from(ip) & mask), c.prefix))
-}
-
 /// The exposed CIDRs, from the state directory.
 pub(crate) fn exposed(info: &DaemonInfo) -> Vec<String> {
     std::fs::read_to_string(info.state_dir.join("exposed"))
@@ -22,7 +15,7 @@ pub(crate) fn exposed(info: &DaemonInfo) -> Vec<String> {
 /// Exposes (`on`) or hides `cidr` on the bridge.
 pub(crate) async fn set(info: &DaemonInfo, cidr: &str, on: bool) -> Result<(), String> {
     let c = parse_cidr(cidr)?;
-    let net = network(cidr)?;
+    let net = c.trunc().to_string();
     let h = plumb::connect().await.map_err(|e| e.to_string())?;
     let br = plumb::link(&h, &info.bridge)
         .await
@@ -30,13 +23,13 @@ pub(crate) async fn set(info: &DaemonInfo, cidr: &str, on: bool) -> Result<(), S
         .ok_or_else(|| format!("bridge {} does not exist: run `weave launch` first", info.bridge))?;
     let mut list = exposed(info);
     if on {
-        plumb::add_addr(&h, br.header.index, c.ip, c.prefix).await.map_err(|e| e.to_string())?;
+        plumb::add_addr(&h, br.header.index, c.addr().into(), c.prefix_len()).await.map_err(|e| e.to_string())?;
         firewall::masquerade(&net, &info.bridge, true)?;
         if !list.iter().any(|x| x == cidr) {
             list.push(cidr.to_string());
         }
     } else {
-        let was = plumb::del_addr(&h, br.header.index, c.ip).await.map_err(|e| e.to_string())?;
+        let was = plumb::del_addr(&h, br.header.index, c.addr().into()).await.map_err(|e| e.to_string())?;
         if !was {
             return Err(format!("{cidr} is not exposed"));
         }

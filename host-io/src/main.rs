@@ -247,7 +247,7 @@ fn router(args: RouterArgs) -> Result<(), String> {
     need_root("weave router")?;
     let password = secret::read(&args)?;
     init_logs(&args.log_level);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = plumb::runtime().map_err(|e| format!("cannot start a runtime: {e}"))?;
     rt.block_on(daemon::run(args, password))
 }
 
@@ -413,7 +413,7 @@ fn run(cli: Cli) -> Result<(), String> {
             need_root("weave reset")?;
             let _ = post(&api.http_addr, "/stop", None);
             std::thread::sleep(Duration::from_millis(300));
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            let rt = plumb::runtime().map_err(|e| format!("cannot start a runtime: {e}"))?;
             rt.block_on(async {
                 let h = plumb::connect().await.map_err(|e| e.to_string())?;
                 plumb::delete(&h, plumb::BRIDGE_PORT).await.map_err(|e| e.to_string())?;

@@ -255,10 +255,7 @@ pub(crate) fn in_netns<T: Send + 'static>(
             what: "entering the container's network namespace".into(),
             source: std::io::Error::from(e),
         })?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| PlumbError::Io { what: "starting a runtime".into(), source })?;
+        let rt = runtime().map_err(|source| PlumbError::Io { what: "starting a runtime".into(), source })?;
         rt.block_on(async move {
             let h = connect().await?;
             f(h).await
@@ -314,4 +311,10 @@ pub(crate) async fn addrs(h: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>, P
             m.attributes.iter().find_map(|a| if let AddressAttribute::Address(ip) = a { Some((*ip, p)) } else { None })
         })
         .collect())
+}
+
+/// A single-threaded runtime with I/O and timers, for a blocking caller's netlink work (and the
+/// daemon's event loop).
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }

@@ -2,6 +2,13 @@
 
 use std::fmt::Write;
 
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use router_core::status::ConnState;
 use router_core::{DropReason, Status};
 
 fn nick(n: &Option<String>) -> String {
@@ -10,7 +17,7 @@ fn nick(n: &Option<String>) -> String {
 
 /// The overview `weave status` prints.
 pub(crate) fn status(s: &Status) -> String {
-    let established = s.connections.iter().filter(|c| c.state == "established").count();
+    let established = s.connections.iter().filter(|c| c.state == ConnState::Established).count();
     let reachable = s.peers.iter().filter(|p| p.reachable).count();
     let mut o = String::new();
     let _ = writeln!(o, "        Version: {}", env!("CARGO_PKG_VERSION"));
@@ -106,22 +113,31 @@ pub(crate) fn targets(s: &Status) -> String {
     o
 }
 
-/// Prometheus text exposition.
+/// Labels of one sample: a few fixed names with values from a fixed set.
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// A counter family registered under `name` (its samples are `name_total`).
+fn counters(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let f = Family::<Labels, Counter>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+/// The snapshot's counters and gauges in the OpenMetrics text format (which Prometheus reads);
+/// serve it as [`METRICS_CONTENT_TYPE`].
 pub(crate) fn metrics(s: &Status) -> String {
-    let mut o = String::new();
     let st = &s.stats;
-    let _ = writeln!(o, "# HELP weave_connections Control connections by state.\n# TYPE weave_connections gauge");
-    for state in ["connecting", "handshaking", "awaiting-udp", "established", "duplicate"] {
+    let mut reg = Registry::default();
+    let conns = Family::<Labels, Gauge>::default();
+    reg.register("weave_connections", "Control connections by state", conns.clone());
+    for state in ConnState::ALL {
         let n = s.connections.iter().filter(|c| c.state == state).count();
-        let _ = writeln!(o, "weave_connections{{state=\"{state}\"}} {n}");
+        conns.get_or_create(&vec![("state", state.as_str())]).set(i64::try_from(n).unwrap_or(i64::MAX));
     }
-    let _ = writeln!(
-        o,
-        "# HELP weave_peers Peers in the topology.\n# TYPE weave_peers gauge\nweave_peers {}",
-        s.peers.len()
-    );
-    let _ =
-        writeln!(o, "# HELP weave_frames_total Frames by what happened to them.\n# TYPE weave_frames_total counter");
+    let peers = Gauge::<i64>::default();
+    peers.set(i64::try_from(s.peers.len()).unwrap_or(i64::MAX));
+    reg.register("weave_peers", "Peers in the topology", peers);
+    let frames = counters(&mut reg, "weave_frames", "Frames by what happened to them");
     for (k, v) in [
         ("captured", st.frames_captured),
         ("injected", st.frames_injected),
@@ -130,38 +146,67 @@ pub(crate) fn metrics(s: &Status) -> String {
         ("relayed", st.frames_relayed),
         ("local", st.frames_local),
     ] {
-        let _ = writeln!(o, "weave_frames_total{{event=\"{k}\"}} {v}");
+        frames.get_or_create(&vec![("event", k)]).inc_by(v);
     }
-    let _ = writeln!(o, "# HELP weave_bytes_total Bytes by direction and plane.\n# TYPE weave_bytes_total counter");
+    let bytes = counters(&mut reg, "weave_bytes", "Bytes by direction and plane");
     for (d, p, v) in [
         ("out", "udp", st.udp_bytes_sent),
         ("in", "udp", st.udp_bytes_received),
         ("out", "tcp", st.tcp_bytes_sent),
         ("in", "tcp", st.tcp_bytes_received),
     ] {
-        let _ = writeln!(o, "weave_bytes_total{{direction=\"{d}\",plane=\"{p}\"}} {v}");
+        bytes.get_or_create(&vec![("direction", d), ("plane", p)]).inc_by(v);
     }
-    let _ = writeln!(o, "# HELP weave_link_changes_total Links established, and lost by reason.\n# TYPE weave_link_changes_total counter");
+    let links = counters(&mut reg, "weave_link_changes", "Links established, and lost by reason");
     for (k, v) in [
         ("established", st.links_established),
         ("lost_probe_timeout", st.links_lost_probe),
         ("lost_heartbeat_timeout", st.links_lost_heartbeat),
         ("lost_ack_timeout", st.links_lost_ack),
     ] {
-        let _ = writeln!(o, "weave_link_changes_total{{change=\"{k}\"}} {v}");
+        links.get_or_create(&vec![("change", k)]).inc_by(v);
     }
-    let _ = writeln!(
-        o,
-        "# HELP weave_drops_total Dropped frames or datagrams by reason.\n# TYPE weave_drops_total counter"
-    );
+    let drops = counters(&mut reg, "weave_drops", "Dropped frames or datagrams by reason");
     for r in DropReason::ALL {
-        let _ = writeln!(o, "weave_drops_total{{reason=\"{}\"}} {}", r.as_str(), st.drops.get(r));
+        drops.get_or_create(&vec![("reason", r.as_str())]).inc_by(st.drops.get(r));
     }
-    let _ = writeln!(
-        o,
-        "# HELP weave_password_mismatches_total Handshakes refused because the passwords differ or one side has none.\n\
-         # TYPE weave_password_mismatches_total counter\nweave_password_mismatches_total {}",
-        st.password_mismatches
+    let mismatches = Counter::<u64>::default();
+    mismatches.inc_by(st.password_mismatches);
+    reg.register(
+        "weave_password_mismatches",
+        "Handshakes refused because the passwords differ or one side has none",
+        mismatches,
     );
+    let mut o = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut o, &reg);
     o
+}
+
+/// The content type of [`metrics`].
+pub(crate) const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_name_every_state_and_reason_with_their_values() {
+        let name = "02:00:00:00:00:01".parse().unwrap();
+        let mut s = router_core::Router::new(router_core::Instant::ZERO, router_core::Config::new(name))
+            .status(router_core::Instant::ZERO);
+        s.stats.frames_relayed = 7;
+        s.stats.password_mismatches = 2;
+        let m = metrics(&s);
+        assert!(m.contains("# TYPE weave_connections gauge"), "{m}");
+        for state in ConnState::ALL {
+            assert!(m.contains(&format!("weave_connections{{state=\"{state}\"}} 0")), "{m}");
+        }
+        assert!(m.contains("weave_frames_total{event=\"relayed\"} 7"), "{m}");
+        assert!(m.contains("weave_password_mismatches_total 2"), "{m}");
+        for r in DropReason::ALL {
+            assert!(m.contains(&format!("weave_drops_total{{reason=\"{}\"}} 0", r.as_str())), "{m}");
+        }
+        assert!(m.ends_with("# EOF\n"), "{m}");
+    }
 }

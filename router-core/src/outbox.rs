@@ -77,6 +77,19 @@ impl Outbox {
         self.push(Destination::Bridge, start, false, None);
     }
 
+    /// The datagram queued last, if `need` more bytes of frames may join it: it is a frames
+    /// datagram still open to `to`, sealed alike, at the arena's end, with room under
+    /// `datagram_max`. (Its header is for the caller to compare.)
+    fn joinable(&self, to: SocketAddr, need: usize, datagram_max: usize, seal: Option<ConnId>) -> Option<&Item> {
+        let last = self.queue.back()?;
+        (last.open
+            && last.seal == seal
+            && last.dest == Destination::Udp(to)
+            && last.start + last.len == self.arena.len()
+            && last.len + need <= datagram_max)
+            .then_some(last)
+    }
+
     /// The sequence number of the datagram queued last, if it goes to `to` with the same
     /// header (sequence number aside) and has room for `frame_len` more bytes of frame.
     pub(crate) fn open_seq(
@@ -87,16 +100,7 @@ impl Outbox {
         datagram_max: usize,
         seal: Option<ConnId>,
     ) -> Option<u64> {
-        let last = self.queue.back()?;
-        let fits = last.len + 2 + frame_len <= datagram_max;
-        if !(last.open
-            && fits
-            && last.seal == seal
-            && last.dest == Destination::Udp(to)
-            && last.start + last.len == self.arena.len())
-        {
-            return None;
-        }
+        let last = self.joinable(to, 2 + frame_len, datagram_max, seal)?;
         let bytes = &self.arena[last.start..last.start + FRAMES_HEADER_LEN];
         let mut mine = [0u8; FRAMES_HEADER_LEN];
         Header { seq: 0, ..*h }.emit(&mut mine);
@@ -116,18 +120,13 @@ impl Outbox {
         seal: Option<ConnId>,
     ) -> bool {
         let need = 2 + frame.len();
-        if let Some(last) = self.queue.back_mut() {
-            if last.open
-                && last.seal == seal
-                && last.dest == Destination::Udp(to)
-                && last.start + last.len == self.arena.len()
-                && last.len + need <= datagram_max
-                && same_header(&self.arena[last.start..last.start + FRAMES_HEADER_LEN], h)
-            {
-                push_frame(&mut self.arena, frame);
-                last.len += need;
-                return false;
-            }
+        let joins = self
+            .joinable(to, need, datagram_max, seal)
+            .is_some_and(|last| same_header(&self.arena[last.start..last.start + FRAMES_HEADER_LEN], h));
+        if joins {
+            push_frame(&mut self.arena, frame);
+            self.queue.back_mut().expect("joinable").len += need;
+            return false;
         }
         let start = self.arena.len();
         self.arena.resize(start + FRAMES_HEADER_LEN, 0);

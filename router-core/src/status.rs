@@ -93,6 +93,50 @@ pub struct MacStatus {
     pub last_seen: Instant,
 }
 
+/// Where a control connection stands, as `weave status` and `/metrics` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnState {
+    /// Dialled, not yet open.
+    Connecting,
+    /// Open; preamble, handshake or key confirmation under way.
+    Handshaking,
+    /// Handshake done; UDP heartbeats not yet confirmed both ways.
+    AwaitingUdp,
+    /// UDP confirmed both ways: the link carries traffic.
+    Established,
+    /// A second connection to a peer, about to close.
+    Duplicate,
+}
+
+impl ConnState {
+    /// Every state, in the order a connection goes through them.
+    pub const ALL: [ConnState; 5] = [
+        ConnState::Connecting,
+        ConnState::Handshaking,
+        ConnState::AwaitingUdp,
+        ConnState::Established,
+        ConnState::Duplicate,
+    ];
+
+    /// The state's name (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnState::Connecting => "connecting",
+            ConnState::Handshaking => "handshaking",
+            ConnState::AwaitingUdp => "awaiting-udp",
+            ConnState::Established => "established",
+            ConnState::Duplicate => "duplicate",
+        }
+    }
+}
+
+impl core::fmt::Display for ConnState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// A control connection.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnStatus {
@@ -106,9 +150,8 @@ pub struct ConnStatus {
     pub opened_at: Instant,
     /// Phase.
     pub phase: Phase,
-    /// `connecting`, `handshaking`, `awaiting-udp`, `established`, or `duplicate` (a second
-    /// connection to a peer, about to close).
-    pub state: &'static str,
+    /// Where the connection stands, as users see it.
+    pub state: ConnState,
     /// The peer, after the handshake.
     pub peer: Option<PeerName>,
     /// The peer's nickname.
@@ -215,11 +258,11 @@ impl Router {
                     opened_at: c.opened_at,
                     phase: c.phase,
                     state: match c.phase {
-                        Phase::Dialing => "connecting",
-                        Phase::Preamble | Phase::Handshake | Phase::Confirm => "handshaking",
-                        Phase::Up if !registered => "duplicate",
-                        Phase::Up if c.established() => "established",
-                        Phase::Up => "awaiting-udp",
+                        Phase::Dialing => ConnState::Connecting,
+                        Phase::Preamble | Phase::Handshake | Phase::Confirm => ConnState::Handshaking,
+                        Phase::Up if !registered => ConnState::Duplicate,
+                        Phase::Up if c.established() => ConnState::Established,
+                        Phase::Up => ConnState::AwaitingUdp,
                     },
                     peer,
                     nickname: c.peer.as_ref().map(|p| p.nickname.clone()),

@@ -163,8 +163,10 @@ fn simultaneous_dials_resolve_to_one_connection_both_ends_agree_on() {
     net.run_for(SETTLE);
     let s0 = net.hosts[0].router.status(net.now);
     let s1 = net.hosts[1].router.status(net.now);
-    let up0: Vec<_> = s0.connections.iter().filter(|c| c.state == "established").collect();
-    let up1: Vec<_> = s1.connections.iter().filter(|c| c.state == "established").collect();
+    let up0: Vec<_> =
+        s0.connections.iter().filter(|c| c.state == router_core::status::ConnState::Established).collect();
+    let up1: Vec<_> =
+        s1.connections.iter().filter(|c| c.state == router_core::status::ConnState::Established).collect();
     assert_eq!((up0.len(), up1.len()), (1, 1), "{s0:#?}\n{s1:#?}");
     // The survivor is the same TCP connection at both ends: one dialled it, the other accepted.
     assert_ne!(up0[0].outbound, up1[0].outbound);

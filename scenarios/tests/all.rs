@@ -135,7 +135,7 @@ fn a_peer_with_the_wrong_password_is_isolated_and_the_rest_converge() {
         let view: Vec<_> = st.peers.iter().map(|p| p.name).collect();
         if i == mallory {
             assert_eq!(view, vec![names[i]], "mallory knows only itself");
-            assert!(st.connections.iter().all(|c| c.state != "established"));
+            assert!(st.connections.iter().all(|c| c.state != router_core::status::ConnState::Established));
             assert!(r.stats().password_mismatches >= 5, "refused by each of the five");
         } else {
             assert!(!view.contains(&names[mallory]), "{} never hears of mallory", h.name);

@@ -318,7 +318,9 @@ impl Net {
     pub fn established(&mut self, i: usize, peer: usize) -> bool {
         let now = self.now;
         let st = self.hosts[i].router.status(now);
-        st.connections.iter().any(|c| c.peer == Some(name(peer)) && c.state == "established")
+        st.connections
+            .iter()
+            .any(|c| c.peer == Some(name(peer)) && c.state == router_core::status::ConnState::Established)
     }
 }
 

@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+use ipnet::Ipv4Net;
 use router_core::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -69,22 +70,15 @@ pub struct Subnet {
 }
 
 impl Subnet {
-    /// Parses `a.b.c.d/n`.
+    /// Parses `a.b.c.d/n` (prefix 8 to 30; host bits are cleared).
     pub fn parse(s: &str) -> Option<Subnet> {
-        let (a, p) = s.split_once('/')?;
-        let addr: Ipv4Addr = a.parse().ok()?;
-        let prefix: u8 = p.parse().ok()?;
-        if !(8..=30).contains(&prefix) {
-            return None;
-        }
-        let mask = u32::MAX << (32 - prefix);
-        Some(Subnet { addr: Ipv4Addr::from(u32::from(addr) & mask), prefix })
+        let net = s.parse::<Ipv4Net>().ok().filter(|n| (8..=30).contains(&n.prefix_len()))?;
+        Some(Subnet { addr: net.network(), prefix: net.prefix_len() })
     }
 
     /// Whether `ip` lies in the subnet.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX << (32 - self.prefix);
-        u32::from(ip) & mask == u32::from(self.addr)
+        Ipv4Net::new(self.addr, self.prefix).is_ok_and(|n| n.contains(&ip))
     }
 
     /// The `n`-th host address (1-based).

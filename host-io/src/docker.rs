@@ -1,24 +1,47 @@
-//! Containers Docker restarts come back in a new network namespace, without `ethwe`. The
-//! daemon follows Docker's event stream (the Engine API on its unix socket) and attaches a
-//! restarted container again with the addresses it had; a removed container's record is
-//! dropped. Without Docker nothing happens (the watcher retries quietly).
+//! Docker, through its Engine API (`bollard`, on the socket `DOCKER_HOST` names or the
+//! default one): a container's process (to find its network namespace), removal, and the
+//! event stream. Containers Docker restarts come back in a new network namespace, without
+//! `ethwe`: the daemon follows the events and attaches a restarted container again with the
+//! addresses it had; a removed container's record is dropped. Without Docker nothing happens
+//! (the watcher retries quietly). `weave run` alone uses the `docker` command, as `docker run`
+//! takes the Docker CLI's own arguments, which the Engine API does not parse.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bollard::query_parameters::{EventsOptions, RemoveContainerOptions};
+use bollard::Docker;
+use futures::StreamExt;
+
 use crate::attach;
 
-/// `filters={"type":["container"],"event":["start","destroy"]}`, URL-encoded.
-const FILTERS: &str = "%7B%22type%22%3A%5B%22container%22%5D%2C%22event%22%3A%5B%22start%22%2C%22destroy%22%5D%7D";
+/// Runs `f` against the Docker daemon on a runtime of its own (callers are synchronous).
+fn with_docker<T>(f: impl AsyncFnOnce(Docker) -> Result<T, String>) -> Result<T, String> {
+    let docker = Docker::connect_with_local_defaults().map_err(|e| format!("cannot reach Docker: {e}"))?;
+    let rt = crate::plumb::runtime().map_err(|e| format!("cannot start a runtime: {e}"))?;
+    rt.block_on(f(docker))
+}
 
-/// Where the Docker Engine API listens: `DOCKER_HOST=unix://…`, or the default socket.
-fn socket() -> PathBuf {
-    std::env::var("DOCKER_HOST")
-        .ok()
-        .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
+/// The process id of a running container (by id or name).
+pub(crate) fn container_pid(target: &str) -> Result<u32, String> {
+    let info = with_docker(async |d| {
+        d.inspect_container(target, None)
+            .await
+            .map_err(|e| format!("no container, network namespace or process `{target}`: {e}"))
+    })?;
+    match info.state.and_then(|s| s.pid).unwrap_or(0) {
+        0 => Err(format!("container {target} is not running")),
+        pid => u32::try_from(pid).map_err(|_| format!("container {target} has no process")),
+    }
+}
+
+/// Removes a container, running or not.
+pub(crate) fn remove(id: &str) -> Result<(), String> {
+    with_docker(async |d| {
+        let force = RemoveContainerOptions { force: true, ..Default::default() };
+        d.remove_container(id, Some(force)).await.map_err(|e| format!("cannot remove container {id}: {e}"))
+    })
 }
 
 /// Starts the watcher thread for the attachments recorded under `state_dir`.
@@ -28,7 +51,7 @@ pub(crate) fn watch(state_dir: PathBuf, bridge: String) {
         loop {
             // Containers restarted while nobody watched (weave itself was down) come back too.
             reattach_all(&state_dir, &bridge);
-            if let Err(e) = follow(&socket(), |action, id, name| on_event(&state_dir, &bridge, action, id, name)) {
+            if let Err(e) = follow(|action, id, name| on_event(&state_dir, &bridge, action, id, name)) {
                 if !told {
                     tracing::info!(error = %e, "not following Docker's events (is dockerd running?); retrying every 10s");
                     told = true;
@@ -88,36 +111,28 @@ fn reattach_all(dir: &Path, bridge: &str) {
     }
 }
 
-/// Reads Docker's event stream until it ends, calling `f(action, id, name)` per event.
-fn follow(sock: &Path, mut f: impl FnMut(&str, &str, &str)) -> Result<(), String> {
-    let mut s = UnixStream::connect(sock).map_err(|e| format!("{}: {e}", sock.display()))?;
-    // HTTP/1.0: the answer streams until the connection closes, without chunked framing.
-    write!(s, "GET /events?filters={FILTERS} HTTP/1.0\r\nHost: docker\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| e.to_string())?;
-    if line.split_whitespace().nth(1) != Some("200") {
-        return Err(format!("Docker answered `{}`", line.trim()));
-    }
-    loop {
-        line.clear();
-        if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 || line.trim().is_empty() {
-            break;
-        }
-    }
-    loop {
-        line.clear();
-        if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
-            return Err("Docker closed the event stream".into());
-        }
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        let action = v["Action"].as_str().unwrap_or_default();
-        let id = v["Actor"]["ID"].as_str().unwrap_or_default();
-        let name = v["Actor"]["Attributes"]["name"].as_str().unwrap_or_default();
+/// Reads Docker's container start and destroy events until the stream ends, calling
+/// `f(action, id, name)` per event. `f` runs outside the stream's runtime: it may talk to
+/// Docker and netlink through runtimes of its own.
+fn follow(mut f: impl FnMut(&str, &str, &str)) -> Result<(), String> {
+    let docker = Docker::connect_with_local_defaults().map_err(|e| format!("cannot reach Docker: {e}"))?;
+    let rt = crate::plumb::runtime().map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let filters = HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        ("event".to_string(), vec!["start".to_string(), "destroy".to_string()]),
+    ]);
+    let mut events = docker.events(Some(EventsOptions { filters: Some(filters), ..Default::default() }));
+    while let Some(e) = rt.block_on(events.next()) {
+        let e = e.map_err(|e| format!("Docker's event stream: {e}"))?;
+        let action = e.action.unwrap_or_default();
+        let Some(actor) = e.actor else { continue };
+        let id = actor.id.unwrap_or_default();
+        let name = actor.attributes.as_ref().and_then(|a| a.get("name")).map(String::as_str).unwrap_or_default();
         if !id.is_empty() {
-            f(action, id, name);
+            f(&action, &id, name);
         }
     }
+    Err("Docker closed the event stream".into())
 }
 
 #[cfg(test)]

@@ -364,7 +364,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
                 Err(e) => {
                     // Nothing half-created is left behind.
-                    let _ = std::process::Command::new("docker").args(["rm", "-f", &id]).output();
+                    if let Err(rm) = docker::remove(&id) {
+                        return Err(format!("{e}; and the container was not removed: {rm}"));
+                    }
                     Err(format!("{e} (the container was removed)"))
                 }
             }

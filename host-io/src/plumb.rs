@@ -214,21 +214,7 @@ pub(crate) fn resolve_target(t: &str) -> Result<Target, String> {
     } else if t.starts_with('/') {
         PathBuf::from(t)
     } else {
-        let out =
-            std::process::Command::new("docker").args(["inspect", "--format", "{{.State.Pid}}", t]).output().map_err(
-                |e| format!("`{t}` is not netns:NAME, pid:N or a path, and docker could not be run to look it up: {e}"),
-            )?;
-        if !out.status.success() {
-            return Err(format!(
-                "no container, network namespace or process `{t}`: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let pid: u32 =
-            String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| format!("container {t} has no process"))?;
-        if pid == 0 {
-            return Err(format!("container {t} is not running"));
-        }
+        let pid = crate::docker::container_pid(t)?;
         PathBuf::from(format!("/proc/{pid}/ns/net"))
     };
     if !ns.exists() {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use nix::errno::Errno;
 use rtnetlink::Handle;
 
 /// The router's capture port on the bridge (the bridge side is enslaved).
@@ -58,13 +59,9 @@ pub(crate) async fn link(h: &Handle, name: &str) -> Result<Option<LinkMessage>, 
     let mut s = h.link().get().match_name(name.to_string()).execute();
     match s.try_next().await {
         Ok(m) => Ok(m),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -(Errno::ENODEV as i32) => Ok(None),
         Err(e) => Err(nl(format!("looking up {name}"))(e)),
     }
-}
-
-const fn libc_enodev() -> i32 {
-    19
 }
 
 /// The MTU of a link.
@@ -261,7 +258,7 @@ pub(crate) async fn move_to_netns(h: &Handle, index: u32, ns: &Path) -> Result<(
 pub(crate) async fn add_addr(h: &Handle, index: u32, ip: IpAddr, prefix: u8) -> Result<(), PlumbError> {
     match h.address().add(index, ip, prefix).execute().await {
         Ok(()) => Ok(()),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -17 => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -(Errno::EEXIST as i32) => Ok(()),
         Err(e) => Err(nl(format!("adding {ip}/{prefix}"))(e)),
     }
 }

@@ -7,7 +7,7 @@
 //! line at the key's home, and the next one when the run there crosses it, and stops at
 //! the first later hash. These tables are looked up for every frame from thousands of
 //! sources and are rarely in cache; with a separate index (positions in slots, entries in
-//! a vector, as this map's predecessor kept them) every lookup was two dependent misses.
+//! a vector) every lookup would be two dependent misses.
 //!
 //! Inserting shifts the run from the key's place to the next gap one slot on; removing
 //! shifts the run after it back (no tombstones). The table is at most 7/8 full and grows

@@ -10,85 +10,14 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 use crate::peer::PeerName;
 use crate::topology::View;
-use crate::view::Leaf;
-use crate::wire::gossip::PeerEntry;
+
+mod graph;
+
+pub use graph::Graph;
 
 const NONE: u32 = u32::MAX;
-
-/// What the routes need of a view that does not depend on whose routes they are: the names,
-/// their index and the established adjacency. Routers whose views are equal may share one
-/// (see [`crate::share`]).
-#[derive(Debug, Default)]
-pub struct Graph {
-    /// For a pooled graph, the view's leaves, to tell whether it was built from an equal
-    /// view; empty otherwise.
-    leaves: Vec<Arc<Leaf>>,
-    names: Vec<PeerName>,
-    index: FxHashMap<PeerName, u32>,
-    /// Adjacency in compressed rows: neighbours of `i` are `edges[offsets[i]..offsets[i + 1]]`.
-    offsets: Vec<u32>,
-    edges: Vec<u32>,
-}
-
-impl Graph {
-    /// The graph of `view`. Links count only when both ends advertise them as established.
-    pub fn build(view: &View) -> Graph {
-        let mut g = Graph::default();
-        g.rebuild(view);
-        g
-    }
-
-    /// [`Graph::build`] for sharing: also keeps the view's leaves, which
-    /// [`Graph::built_from`] checks against a view before the graph is reused for it.
-    pub(crate) fn build_shared(view: &View) -> Graph {
-        let mut g = Graph::build(view);
-        g.leaves.extend(view.leaves().iter().cloned());
-        g
-    }
-
-    /// Rebuilds in place, reusing the allocations (and the name index, when the set of peers
-    /// did not change).
-    fn rebuild(&mut self, view: &View) {
-        let same_names = self.names.len() == view.len() && self.names.iter().zip(view.keys()).all(|(a, b)| a == b);
-        if !same_names {
-            self.names.clear();
-            self.names.extend(view.keys().copied());
-            self.index.clear();
-            self.index.reserve(self.names.len());
-            for (i, n) in self.names.iter().enumerate() {
-                self.index.insert(*n, u32::try_from(i).expect("fewer than 2^32 peers"));
-            }
-        }
-        let entries: Vec<&PeerEntry> = view.values().map(|e| &**e).collect();
-        self.leaves.clear();
-        self.offsets.clear();
-        self.edges.clear();
-        self.offsets.push(0);
-        for e in &entries {
-            for c in e.conns.iter().filter(|c| c.established) {
-                let Some(&j) = self.index.get(&c.peer) else { continue };
-                if established_to(entries[j as usize], e.name) {
-                    self.edges.push(j);
-                }
-            }
-            self.offsets.push(u32::try_from(self.edges.len()).expect("fewer than 2^32 links"));
-        }
-    }
-
-    /// Whether this graph was built from exactly these entries.
-    pub(crate) fn built_from(&self, view: &View) -> bool {
-        view.same_leaves(&self.leaves)
-    }
-
-    fn neighbours(&self, i: u32) -> &[u32] {
-        let i = i as usize;
-        &self.edges[self.offsets[i] as usize..self.offsets[i + 1] as usize]
-    }
-}
 
 /// Per peer, which of our neighbours is the next hop towards it: its position among our
 /// neighbours (one byte when we have fewer than 254, else four), or [`Hops::SELF`] /
@@ -172,10 +101,6 @@ pub struct Routes {
     children: Vec<PeerName>,
     /// BFS work space, released after each computation (it is as large as the view).
     scratch_queue: Vec<u32>,
-}
-
-fn established_to(e: &PeerEntry, peer: PeerName) -> bool {
-    e.conns.binary_search_by_key(&peer, |c| c.peer).is_ok_and(|i| e.conns[i].established)
 }
 
 /// Which peers a [`Routes`] reached, kept across a recomputation to tell what changed. It
@@ -444,7 +369,7 @@ impl Routes {
 pub(crate) mod tests {
     use super::*;
     use crate::peer::PeerUid;
-    use crate::wire::gossip::ConnInfo;
+    use crate::wire::gossip::{ConnInfo, PeerEntry};
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet, VecDeque};
     use std::sync::Arc;

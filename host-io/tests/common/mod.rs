@@ -1,0 +1,173 @@
+//! What the namespace tests share: a lab of hosts as network namespaces joined by veth
+//! "underlay" links, a real `weave` router in each, and containers as further namespaces.
+//! Every lab makes its own uniquely named namespaces and removes them, and its routers, even
+//! when its test fails.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const WEAVE: &str = env!("CARGO_BIN_EXE_weave");
+pub static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub fn sh(args: &[&str]) -> Output {
+    Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let o = sh(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// How a test hands `weave launch` the password.
+#[derive(Clone, Copy)]
+pub enum Secret<'a> {
+    None,
+    File(&'a str),
+    Env(&'a str),
+}
+
+pub struct Lab {
+    pub id: String,
+    pub hosts: Vec<String>,
+    pub containers: Vec<String>,
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    /// `n` hosts; `links` are underlay veths between host indices, each its own /24.
+    pub fn new(n: usize, links: &[(usize, usize)]) -> Lab {
+        assert!(nix_is_root(), "these tests build network namespaces and need root");
+        let id = format!("{}{}", std::process::id() % 10_000, NEXT.fetch_add(1, Ordering::Relaxed));
+        let dir = std::env::temp_dir().join(format!("weave-test-{id}"));
+        let mut lab = Lab { id: id.clone(), hosts: Vec::new(), containers: Vec::new(), dir };
+        for i in 0..n {
+            let h = format!("wh{i}-{id}");
+            ok(&["ip", "netns", "add", &h]);
+            ok(&["ip", "-n", &h, "link", "set", "lo", "up"]);
+            lab.hosts.push(h);
+        }
+        for (k, &(a, b)) in links.iter().enumerate() {
+            let (ia, ib) = (format!("wu{k}a{id}"), format!("wu{k}b{id}"));
+            ok(&["ip", "link", "add", &ia, "type", "veth", "peer", "name", &ib]);
+            ok(&["ip", "link", "set", &ia, "netns", &lab.hosts[a]]);
+            ok(&["ip", "link", "set", &ib, "netns", &lab.hosts[b]]);
+            ok(&["ip", "-n", &lab.hosts[a], "addr", "add", &format!("{}/24", lab.underlay_ip(k, a, b, a)), "dev", &ia]);
+            ok(&["ip", "-n", &lab.hosts[b], "addr", "add", &format!("{}/24", lab.underlay_ip(k, a, b, b)), "dev", &ib]);
+            ok(&["ip", "-n", &lab.hosts[a], "link", "set", &ia, "up"]);
+            ok(&["ip", "-n", &lab.hosts[b], "link", "set", &ib, "up"]);
+        }
+        lab
+    }
+
+    /// Underlay address of `host` on link `k` between `a` and `b`.
+    pub fn underlay_ip(&self, k: usize, a: usize, _b: usize, host: usize) -> String {
+        format!("10.201.{k}.{}", if host == a { 1 } else { 2 })
+    }
+
+    pub fn weave(&self, host: usize, args: &[&str]) -> Output {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.hosts[host], WEAVE]).args(args);
+        cmd.env_remove("WEAVE_PASSWORD");
+        cmd.output().expect("run weave")
+    }
+
+    pub fn launch(&self, host: usize, peers: &[&str]) -> String {
+        self.launch_with(host, peers, Secret::None)
+    }
+
+    /// `weave launch`, with the password (if any) given as `secret` says.
+    pub fn launch_with(&self, host: usize, peers: &[&str], secret: Secret) -> String {
+        let o = self.try_launch(host, peers, secret);
+        assert!(o.status.success(), "launch on h{host}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    pub fn try_launch(&self, host: usize, peers: &[&str], secret: Secret) -> Output {
+        let dir = self.dir.join(format!("h{host}"));
+        let dir = dir.to_str().unwrap().to_string();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.hosts[host], WEAVE, "launch", "--state-dir", &dir]);
+        cmd.args(["--nickname", &format!("h{host}")]).env_remove("WEAVE_PASSWORD");
+        match secret {
+            Secret::None => {}
+            Secret::File(pw) => {
+                std::fs::create_dir_all(&self.dir).unwrap();
+                let f = self.dir.join(format!("password-h{host}"));
+                std::fs::write(&f, format!("{pw}\n")).unwrap();
+                std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+                cmd.arg("--password-file").arg(f);
+            }
+            Secret::Env(pw) => {
+                cmd.env("WEAVE_PASSWORD", pw);
+            }
+        }
+        cmd.args(peers).output().expect("run weave")
+    }
+
+    /// A container namespace attached on `host` with `cidrs`.
+    pub fn container(&mut self, host: usize, cidrs: &[&str]) -> String {
+        let c = format!("wc{}-{}", self.containers.len(), self.id);
+        ok(&["ip", "netns", "add", &c]);
+        ok(&["ip", "-n", &c, "link", "set", "lo", "up"]);
+        self.containers.push(c.clone());
+        let target = format!("netns:{c}");
+        let mut args = vec!["attach"];
+        args.extend_from_slice(cidrs);
+        args.push(&target);
+        let o = self.weave(host, &args);
+        assert!(o.status.success(), "attach: {}", String::from_utf8_lossy(&o.stderr));
+        c
+    }
+
+    /// Pings until one answer or `within` runs out.
+    pub fn pings(&self, container: &str, ip: &str, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if sh(&["ip", "netns", "exec", container, "ping", "-c", "1", "-W", "1", ip]).status.success() {
+                return true;
+            }
+        }
+        false
+    }
+
+    pub fn pid(&self, host: usize) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join(format!("h{host}/router.pid"))).ok()?.trim().parse().ok()
+    }
+}
+
+pub fn nix_is_root() -> bool {
+    sh(&["id", "-u"]).stdout.starts_with(b"0")
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for h in 0..self.hosts.len() {
+            if let Some(pid) = self.pid(h) {
+                let _ = sh(&["kill", "-9", &pid.to_string()]);
+            }
+        }
+        for n in self.containers.iter().chain(&self.hosts) {
+            let _ = sh(&["ip", "netns", "del", n]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub const SETTLE: Duration = Duration::from_secs(15);
+
+/// Two hosts on one underlay link, h1 told to connect to h0.
+pub fn two_hosts() -> Lab {
+    let lab = Lab::new(2, &[(0, 1)]);
+    lab.launch(0, &[]);
+    lab.launch(1, &["10.201.0.1"]);
+    lab
+}

@@ -44,6 +44,7 @@ pub fn random_view(n: u64, degree: u64, seed: u64) -> View {
                     established: true,
                     outbound: (i as u64) < j,
                     addr: Some(SocketAddr::from(([10, 0, (j >> 8) as u8, j as u8], 6783))),
+                    mtu: None,
                 })
                 .collect();
             let e = PeerEntry { name, uid: PeerUid(i as u64), version: 1, nickname: format!("host-{i}"), conns };

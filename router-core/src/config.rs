@@ -19,8 +19,16 @@ pub struct Config {
     /// the handshake) and everything on the control connections and in UDP is encrypted;
     /// peers without it, or with another, are refused.
     pub password: Option<Password>,
-    /// Largest UDP payload we build when batching frames.
+    /// Largest UDP payload we send: the ceiling of path MTU discovery. A driver sets it from
+    /// the local interface towards the peers (its MTU less the IP and UDP headers).
     pub datagram_max: usize,
+    /// Smallest UDP payload every path is assumed to carry: the floor of path MTU discovery
+    /// (548 over IPv4: a 576-byte packet; 1,232 over IPv6).
+    pub datagram_min: usize,
+    /// A path MTU probe unanswered for this long has failed (it is tried once more).
+    pub pmtu_probe_timeout: Duration,
+    /// A settled path MTU is searched again after this long (it may have grown).
+    pub pmtu_recheck: Duration,
     /// UDP heartbeat period once a link is established.
     pub udp_heartbeat: Duration,
     /// A direction with no UDP heartbeat (or ack) for this long is no longer established.
@@ -110,6 +118,9 @@ impl Config {
             discovery: true,
             hop_limit: 64,
             datagram_max: 1472,
+            datagram_min: 548,
+            pmtu_probe_timeout: Duration::from_millis(500),
+            pmtu_recheck: Duration::from_secs(600),
             mac_expiry: Duration::from_secs(600),
             mac_table_max: 65_536,
             peers_max: 65_536,

@@ -159,7 +159,35 @@ pub(crate) struct Conn {
     pub(crate) hs_sent: Vec<u8>,
     /// Password sessions: the peer's handshake, held until its key confirmation checks out.
     pub(crate) pending: Option<Box<Handshake>>,
+    /// Path MTU discovery towards the peer.
+    pub(crate) pmtu: Pmtu,
 }
+
+/// What we know of the largest UDP payload that passes to the peer, and the search for it.
+///
+/// `lo` passes (verified by an acknowledged probe, or the floor), `hi` is the largest that
+/// may pass (the ceiling, or one less than a probe that failed twice). Rounds of probes
+/// narrow the two until they meet within [`PMTU_PRECISION`] bytes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Pmtu {
+    /// The payload size frames to the peer are sized for: `lo` once verified, else the
+    /// ceiling (optimistic, as a kernel's own path MTU discovery is).
+    pub(crate) size: u16,
+    pub(crate) verified: bool,
+    pub(crate) lo: u16,
+    pub(crate) hi: u16,
+    /// The probes of the round under way: (id, size, acknowledged).
+    pub(crate) round: Vec<(u32, u16, bool)>,
+    /// Sizes that went unacknowledged in the last round (they are tried once more before
+    /// `hi` falls below them: a lost probe is not a narrow path).
+    pub(crate) missed: Vec<u16>,
+    pub(crate) next_id: u32,
+    /// When the search last settled.
+    pub(crate) settled_at: Option<Instant>,
+}
+
+/// The search stops once the bounds are this close (bytes).
+pub(crate) const PMTU_PRECISION: u16 = 8;
 
 /// A link state change, for status and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -250,6 +278,7 @@ impl Conn {
             hs_sent: Vec::new(),
             keys: None,
             pending: None,
+            pmtu: Pmtu::default(),
         }
     }
 

@@ -11,7 +11,10 @@ use crate::sorted::SortedMap;
 use crate::stats::DropReason;
 use crate::time::Instant;
 use crate::timer::Timer;
-use crate::wire::datagram::{Datagram, Header, Kind, FLAG_ENCRYPTED, FRAMES_HEADER_LEN, FRAME_MIN, HEADER_LEN};
+use crate::toobig::{self, Answer};
+use crate::wire::datagram::{
+    Datagram, Header, Kind, FLAG_ENCRYPTED, FRAMES_HEADER_LEN, FRAME_MIN, FRAME_PREFIX_LEN, HEADER_LEN,
+};
 
 /// What the forwarding decision for a captured frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +80,29 @@ impl Router {
             Decision::Drop(r) => self.stats.drop(r, 1),
             Decision::Unicast { dst, via } => {
                 let h = self.header(self.config.name, dst, None);
-                if self.send_frame(now, via, &h, frame) {
-                    self.stats.frames_sent += 1;
+                let Some(room) = self.path_room(via, dst) else {
+                    return self.stats.drop(DropReason::NoRoute, 1);
+                };
+                if FRAMES_HEADER_LEN + FRAME_PREFIX_LEN + frame.len() <= room {
+                    if self.send_frame(now, via, &h, frame, room) {
+                        self.stats.frames_sent += 1;
+                    }
+                    return;
+                }
+                match toobig::answer(frame, room.saturating_sub(FRAMES_HEADER_LEN + FRAME_PREFIX_LEN)) {
+                    Answer::Icmp(reply) => {
+                        self.out.inject(&reply);
+                        self.stats.icmp_too_big_sent += 1;
+                    }
+                    Answer::Fragments(parts) => {
+                        self.stats.frames_fragmented += 1;
+                        for p in parts {
+                            if self.send_frame(now, via, &h, &p, room) {
+                                self.stats.frames_sent += 1;
+                            }
+                        }
+                    }
+                    Answer::Drop => self.stats.drop(DropReason::TooBig, 1),
                 }
             }
             Decision::Flood => {
@@ -89,7 +113,13 @@ impl Router {
                 children.clear();
                 children.extend_from_slice(self.routes_now(now).broadcast_children(me));
                 for &c in &children {
-                    self.send_frame(now, c, &h, frame);
+                    // A flood too big for a link is never answered: it is dropped there.
+                    let room = self.path_room(c, c).unwrap_or(0);
+                    if FRAMES_HEADER_LEN + FRAME_PREFIX_LEN + frame.len() <= room {
+                        self.send_frame(now, c, &h, frame, room);
+                    } else {
+                        self.stats.drop(DropReason::TooBig, 1);
+                    }
                 }
                 self.scratch_peers = children;
                 self.stats.frames_flooded += 1;
@@ -146,7 +176,21 @@ impl Router {
     /// Queues one frame to a neighbour. Returns whether it was queued. A header whose
     /// sequence number is `u64::MAX` joins the open datagram to that neighbour or takes a
     /// new number.
-    fn send_frame(&mut self, now: Instant, via: PeerName, h: &Header, frame: &[u8]) -> bool {
+    /// The room for a frames datagram (plaintext, before sealing) to `dst` through the
+    /// neighbour `via`: our link's path MTU, and no more than the smallest one advertised
+    /// along our route to `dst`. `None` when `via` is no established neighbour.
+    fn path_room(&mut self, via: PeerName, dst: PeerName) -> Option<usize> {
+        let &id = self.by_peer.get(&via)?;
+        let link = self.link_room(id);
+        let overhead = if self.config.password.is_some() { crate::crypto::DATAGRAM_OVERHEAD } else { 0 };
+        let path = match self.routes.path_mtu(dst) {
+            Some(m) => usize::from(m).saturating_sub(overhead),
+            None => usize::MAX,
+        };
+        Some(link.min(path))
+    }
+
+    fn send_frame(&mut self, now: Instant, via: PeerName, h: &Header, frame: &[u8], max: usize) -> bool {
         let Some((conn, _, to)) = Self::neighbour(&self.by_peer, &mut self.conns, via) else {
             self.stats.drop(DropReason::NoRoute, 1);
             return false;
@@ -155,7 +199,6 @@ impl Router {
             self.stats.drop(DropReason::QueueFull, 1);
             return false;
         }
-        let max = self.frames_room();
         let seal = self.seal_for(conn);
         let mut h = *h;
         if h.seq == u64::MAX {
@@ -183,6 +226,10 @@ impl Router {
         };
         if !self.out.has_room(bytes.len()) {
             return self.stats.drop(DropReason::QueueFull, frames);
+        }
+        let overhead = if sealed { crate::crypto::DATAGRAM_OVERHEAD } else { 0 };
+        if usize::from(c.pmtu.size) < bytes.len() + overhead {
+            return self.stats.drop(DropReason::TooBig, frames);
         }
         let watch = c.watch(id, &mut self.timers, now, periods, flood);
         self.out.datagram(to, bytes, Some(hop_limit), sealed.then_some(id));
@@ -221,7 +268,8 @@ impl Router {
         if head[2] & FLAG_ENCRYPTED == 0 {
             return Err(DropReason::Plaintext);
         }
-        let conn = if head[1] == 1 {
+        // Heartbeats and probes name their sender (they may come from a new address).
+        let conn = if head[1] == 1 || head[1] == 3 {
             let src = PeerName(head[4..10].try_into().expect("6 bytes"));
             self.by_peer.get(&src)
         } else {
@@ -245,6 +293,10 @@ impl Router {
         }
         if let Some(hb) = d.heartbeat() {
             self.handle_heartbeat(now, from, d.src(), d.dst(), hb);
+            return self.commit(now);
+        }
+        if let Some((session, probe)) = d.probe() {
+            self.handle_probe(d.src(), d.dst(), session, probe);
             return self.commit(now);
         }
         let Ok(frames) = d.frames() else {

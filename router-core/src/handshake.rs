@@ -118,6 +118,7 @@ impl Router {
             (Phase::Confirm, Message::Confirm(v)) => self.handle_confirm(now, id, &v),
             (Phase::Up, Message::Heartbeat) => {}
             (Phase::Up, Message::UdpAck { seq }) => self.handle_udp_ack(now, id, seq),
+            (Phase::Up, Message::PmtuAck { id: probe }) => self.handle_pmtu_ack(now, id, probe),
             (Phase::Up, Message::GossipSummary(s)) => self.handle_summary(id, s),
             (Phase::Up, Message::GossipDigest(d)) => self.handle_digest(id, &d),
             (Phase::Up, Message::GossipUpdate(u)) => self.handle_update(id, u),
@@ -280,5 +281,6 @@ fn message_name(m: &Message) -> &'static str {
         Message::GossipDigest(_) => "gossip digest",
         Message::GossipUpdate(_) => "gossip update",
         Message::Confirm(_) => "key confirmation",
+        Message::PmtuAck { .. } => "path MTU ack",
     }
 }

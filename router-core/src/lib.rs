@@ -41,6 +41,7 @@ mod liveness;
 mod mac_cache;
 mod outbox;
 mod peer;
+mod pmtu;
 mod router;
 pub mod routes;
 #[cfg(feature = "many-routers")]
@@ -54,6 +55,7 @@ pub mod status;
 pub mod table;
 mod time;
 mod timer;
+mod toobig;
 pub mod topology;
 mod view;
 pub mod wire;

@@ -60,7 +60,9 @@ impl Router {
         let session = rand_core::RngCore::next_u64(&mut self.rng);
         let full = self.conns.len() >= self.config.conn_limit;
         let blocked = self.auth_blocked.get(&remote.ip()).is_some_and(|&until| now < until);
-        self.conns.insert(id, Conn::new(now, false, remote, session));
+        let mut c = Conn::new(now, false, remote, session);
+        c.pmtu = self.pmtu_initial();
+        self.conns.insert(id, c);
         self.open_stream(now, id);
         if full {
             self.close(now, id, ConnError::Refused(RefuseReason::ConnectionLimit), Some(RefuseReason::ConnectionLimit));
@@ -129,6 +131,7 @@ impl Router {
         let id = self.alloc_conn_id();
         let session = rand_core::RngCore::next_u64(&mut self.rng);
         let mut c = Conn::new(now, true, addr, session);
+        c.pmtu = self.pmtu_initial();
         c.target = Some(addr);
         self.conns.insert(id, c);
         if let Some(t) = self.targets.get_mut(&addr) {

@@ -349,13 +349,6 @@ impl Router {
         self.config.password.is_some().then_some(conn)
     }
 
-    /// Largest frames datagram we build: room is left for the sealing overhead.
-    #[inline]
-    pub(crate) fn frames_room(&self) -> usize {
-        let overhead = if self.config.password.is_some() { crate::crypto::DATAGRAM_OVERHEAD } else { 0 };
-        self.config.datagram_max.saturating_sub(overhead)
-    }
-
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         let e = self.events.pop_front();
@@ -394,6 +387,7 @@ impl Router {
             ConnTimer::TcpTimeout => self.check_tcp_timeout(now, id),
             ConnTimer::UdpHeartbeat => self.send_udp_heartbeat(now, id),
             ConnTimer::UdpTimeout => self.check_udp_timeout(now, id),
+            ConnTimer::Pmtu => self.pmtu_timer(now, id),
         }
     }
 
@@ -457,7 +451,13 @@ impl Router {
             .filter(|(_, id)| self.conns[id].established())
             .map(|(&peer, id)| {
                 let c = &self.conns[id];
-                ConnInfo { peer, established: true, outbound: c.outbound, addr: c.peer.as_ref().map(|p| p.listen_addr) }
+                ConnInfo {
+                    peer,
+                    established: true,
+                    outbound: c.outbound,
+                    addr: c.peer.as_ref().map(|p| p.listen_addr),
+                    mtu: c.pmtu.verified.then_some(c.pmtu.size),
+                }
             })
             .collect();
         let me = self.config.name;

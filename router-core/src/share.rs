@@ -154,7 +154,13 @@ pub(crate) mod tests {
             uid: PeerUid(n),
             version,
             nickname: String::new(),
-            conns: vec![ConnInfo { peer: PeerName::from_u64(conn), established: true, outbound: true, addr: None }],
+            conns: vec![ConnInfo {
+                peer: PeerName::from_u64(conn),
+                established: true,
+                outbound: true,
+                addr: None,
+                mtu: None,
+            }],
         }
     }
 

@@ -36,11 +36,15 @@ pub enum DropReason {
     Replayed,
     /// A frame that claims to come from ourselves.
     Looped,
+    /// A frame larger than the path towards its destination carries, which could be neither
+    /// answered with an ICMP error nor fragmented (not IP, a broadcast or multicast, an IPv6
+    /// path under 1,280 bytes), or a relayed datagram too big for the next link.
+    TooBig,
 }
 
 impl DropReason {
     /// Every reason, for exporting counters.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::BadSourceMac,
         DropReason::Oversize,
@@ -55,6 +59,7 @@ impl DropReason {
         DropReason::Unauthenticated,
         DropReason::Replayed,
         DropReason::Looped,
+        DropReason::TooBig,
     ];
 
     /// A short snake_case name, as used in metrics.
@@ -74,6 +79,7 @@ impl DropReason {
             DropReason::Unauthenticated => "unauthenticated",
             DropReason::Replayed => "replayed",
             DropReason::Looped => "looped",
+            DropReason::TooBig => "too_big",
         }
     }
 
@@ -168,6 +174,15 @@ pub struct Stats {
     pub links_lost_ack: u64,
     /// Handshakes that failed because the passwords differ or only one side has one.
     pub password_mismatches: u64,
+    /// Path MTU probes sent.
+    pub pmtu_probes_sent: u64,
+    /// Smaller path MTUs the driver reported (EMSGSIZE, ICMP from the kernel).
+    pub pmtu_reports: u64,
+    /// Frames too big for their path answered with an ICMP "fragmentation needed" (IPv4) or
+    /// "packet too big" (IPv6) to the sending container.
+    pub icmp_too_big_sent: u64,
+    /// IPv4 frames without "don't fragment" that were fragmented to fit their path.
+    pub frames_fragmented: u64,
     /// Drops by reason.
     pub drops: Drops,
 }
@@ -221,8 +236,16 @@ impl Stats {
             links_lost_heartbeat,
             links_lost_ack,
             password_mismatches,
+            pmtu_probes_sent,
+            pmtu_reports,
+            icmp_too_big_sent,
+            frames_fragmented,
             drops,
         } = o;
+        self.pmtu_probes_sent += pmtu_probes_sent;
+        self.pmtu_reports += pmtu_reports;
+        self.icmp_too_big_sent += icmp_too_big_sent;
+        self.frames_fragmented += frames_fragmented;
         self.password_mismatches += password_mismatches;
         self.links_established += links_established;
         self.links_lost_probe += links_lost_probe;

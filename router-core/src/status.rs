@@ -170,6 +170,12 @@ pub struct ConnStatus {
     pub probing_since: Option<Instant>,
     /// Everything on this connection and its UDP is sealed with session keys from the PAKE.
     pub encrypted: bool,
+    /// The largest UDP payload frames to the peer are sized for (the path MTU less the IP
+    /// and UDP headers).
+    pub pmtu: u16,
+    /// Whether `pmtu` was verified by probes (else it is the upper bound of a search under
+    /// way, or a size the kernel reported).
+    pub pmtu_verified: bool,
 }
 
 /// A target address.
@@ -273,6 +279,8 @@ impl Router {
                     link_changes: c.link_log.iter().copied().collect(),
                     probing_since: c.probing_since,
                     encrypted: c.keys.as_ref().is_some_and(|k| k.rx_on),
+                    pmtu: c.pmtu.size,
+                    pmtu_verified: c.pmtu.verified,
                 }
             })
             .collect();

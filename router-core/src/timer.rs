@@ -39,14 +39,17 @@ pub(crate) enum ConnTimer {
     UdpHeartbeat,
     /// Check UDP liveness in both directions.
     UdpTimeout,
+    /// A round of path MTU probes ends, or the path MTU is due to be checked again.
+    Pmtu,
 }
 
-const CONN_TIMERS: [ConnTimer; 5] = [
+const CONN_TIMERS: [ConnTimer; 6] = [
     ConnTimer::Handshake,
     ConnTimer::TcpHeartbeat,
     ConnTimer::TcpTimeout,
     ConnTimer::UdpHeartbeat,
     ConnTimer::UdpTimeout,
+    ConnTimer::Pmtu,
 ];
 
 /// A job other than a redial as a number that sorts as the job does: its variant in the top

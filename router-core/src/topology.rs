@@ -18,8 +18,8 @@ pub use crate::view::View;
 /// Total order on two entries for the same peer: the greater one wins a merge.
 pub fn entry_order(a: &PeerEntry, b: &PeerEntry) -> Ordering {
     (a.version, a.uid).cmp(&(b.version, b.uid)).then_with(|| a.nickname.cmp(&b.nickname)).then_with(|| {
-        let ka = a.conns.iter().map(|c| (c.peer, c.established, c.outbound, c.addr));
-        let kb = b.conns.iter().map(|c| (c.peer, c.established, c.outbound, c.addr));
+        let ka = a.conns.iter().map(|c| (c.peer, c.established, c.outbound, c.addr, c.mtu));
+        let kb = b.conns.iter().map(|c| (c.peer, c.established, c.outbound, c.addr, c.mtu));
         ka.cmp(kb)
     })
 }
@@ -222,7 +222,13 @@ mod tests {
             nickname: String::new(),
             conns: conns
                 .iter()
-                .map(|&p| ConnInfo { peer: PeerName::from_u64(p), established: true, outbound: true, addr: None })
+                .map(|&p| ConnInfo {
+                    peer: PeerName::from_u64(p),
+                    established: true,
+                    outbound: true,
+                    addr: None,
+                    mtu: None,
+                })
                 .collect(),
         }
     }

@@ -190,7 +190,7 @@ impl Checker {
                 }
             }
         }
-        if !self.safety {
+        if !self.safety || r == Received::TooBig {
             return;
         }
         let Some(id) = frame_id(frame) else { return };
@@ -223,7 +223,14 @@ impl Checker {
 
     /// Every captured frame is sent, flooded, left to the bridge, or dropped with a reason.
     pub fn on_capture_accounting(&mut self, now: Instant, h: u32, before: &Stats, after: &Stats) {
-        let acc = |s: &Stats| s.frames_local + s.frames_sent + s.frames_flooded + s.drops.total();
+        let acc = |s: &Stats| {
+            s.frames_local
+                + s.frames_sent
+                + s.frames_flooded
+                + s.icmp_too_big_sent
+                + s.frames_fragmented
+                + s.drops.total()
+        };
         if self.safety && acc(after) < acc(before) + 1 {
             self.violate(now, "accounted", format!("host {h} captured a frame and neither forwarded nor counted it"));
         }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use etherparse::icmpv4::DestUnreachableHeader;
 use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use router_core::table::Table;
 use router_core::{Instant, Mac};
@@ -64,6 +65,9 @@ pub enum Received {
     },
     /// An IP packet it refused because the source is not in its subnet.
     ForeignIp,
+    /// An ICMP "fragmentation needed" for one of its pings: a router made it, not a
+    /// container.
+    TooBig,
 }
 
 /// A virtual container.
@@ -92,6 +96,12 @@ pub struct Container {
     pub pings_answered: u64,
     /// UDP datagrams received.
     pub udp_received: u64,
+    /// Bytes of each ping's frame (0: the smallest).
+    pub ping_size: usize,
+    /// Path MTUs learned from ICMP "fragmentation needed", by destination (IP bytes).
+    pub pmtu: BTreeMap<Ipv4Addr, u16>,
+    /// ICMP "fragmentation needed" errors received.
+    pub too_big_received: u64,
 }
 
 /// Builds frames, numbering each with a fresh id.
@@ -148,6 +158,9 @@ impl Container {
             pings_sent: 0,
             pings_answered: 0,
             udp_received: 0,
+            ping_size: 0,
+            pmtu: BTreeMap::new(),
+            too_big_received: 0,
         }
     }
 
@@ -156,10 +169,13 @@ impl Container {
         arp_frame(1, self.mac, self.ip, Mac([0; 6]), Mac::BROADCAST, self.ip, ids.fresh())
     }
 
-    fn echo(&self, dst_mac: Mac, dst: Ipv4Addr, request: bool, seq: u16, ids: &mut Ids) -> Vec<u8> {
+    /// An echo request or reply of `size` bytes (at least the smallest); the frame id is its
+    /// last 8 bytes.
+    fn echo(&self, dst_mac: Mac, dst: Ipv4Addr, request: bool, seq: u16, size: usize, ids: &mut Ids) -> Vec<u8> {
         let b = PacketBuilder::ethernet2(self.mac.0, dst_mac.0).ipv4(self.ip.octets(), dst.octets(), 64);
         let b = if request { b.icmpv4_echo_request(0x5eed, seq) } else { b.icmpv4_echo_reply(0x5eed, seq) };
-        let payload = ids.fresh().to_be_bytes();
+        let mut payload = vec![0u8; size.saturating_sub(14 + 20 + 8 + ID_LEN)];
+        payload.extend_from_slice(&ids.fresh().to_be_bytes());
         let mut out = Vec::with_capacity(b.size(payload.len()));
         b.write(&mut out, &payload).expect("writing to a Vec cannot fail");
         out
@@ -189,7 +205,11 @@ impl Container {
 
     fn build(&self, mac: Mac, dst: Ipv4Addr, what: Pending, ids: &mut Ids) -> Vec<u8> {
         match what {
-            Pending::Echo { seq } => self.echo(mac, dst, true, seq, ids),
+            Pending::Echo { seq } => {
+                // `ping_size`, or smaller where the path is known to be narrower.
+                let cap = self.pmtu.get(&dst).map_or(usize::MAX, |&m| 14 + usize::from(m));
+                self.echo(mac, dst, true, seq, self.ping_size.min(cap), ids)
+            }
             Pending::Udp => self.udp(mac, dst, ids),
         }
     }
@@ -239,7 +259,23 @@ impl Container {
                 Icmpv4Type::EchoRequest(h) if dst == self.ip => {
                     let mac = macs(frame).1;
                     self.arp.insert(src, mac);
-                    out.push(self.echo(mac, src, false, h.seq, ids));
+                    // The reply is as long as the request.
+                    out.push(self.echo(mac, src, false, h.seq, frame.len(), ids));
+                }
+                Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded { next_hop_mtu }) => {
+                    // Quoted: our echo request's IP header and its first 8 bytes.
+                    let q = icmp.payload();
+                    if q.len() >= 28 && q[9] == 1 && q[20] == 8 {
+                        let to = Ipv4Addr::new(q[16], q[17], q[18], q[19]);
+                        let seq = u16::from_be_bytes([q[26], q[27]]);
+                        self.too_big_received += 1;
+                        self.pmtu.insert(to, next_hop_mtu.max(68));
+                        // Sent again at once, smaller, as a kernel's TCP resends a segment.
+                        if self.outstanding.contains_key(&seq) {
+                            self.send_or_resolve(to, Pending::Echo { seq }, ids, out);
+                        }
+                    }
+                    return Received::TooBig;
                 }
                 Icmpv4Type::EchoReply(h) if self.outstanding.remove(&h.seq).is_some() => {
                     self.pings_answered += 1;

@@ -65,6 +65,8 @@ pub struct Underlay {
     blocked: FxHashSet<(u32, u32)>,
     cut: FxHashSet<(u32, u32)>,
     udp_blocked: FxHashSet<(u32, u32)>,
+    /// Links whose MTU a fault changed.
+    mtu: FxHashMap<(u32, u32), usize>,
     seed: u64,
 }
 
@@ -91,6 +93,7 @@ impl Underlay {
             blocked: FxHashSet::default(),
             cut: FxHashSet::default(),
             udp_blocked: FxHashSet::default(),
+            mtu: FxHashMap::default(),
             seed,
         };
         let mut edges: Vec<(u32, u32)> = Vec::new();
@@ -213,7 +216,8 @@ impl Underlay {
             return Fate::Drop(NetDrop::UdpBlocked);
         }
         let c = &self.classes[usize::from(link.unwrap_or(self.default_class))];
-        if len > c.mtu {
+        let mtu = if self.mtu.is_empty() { c.mtu } else { self.mtu.get(&k).copied().unwrap_or(c.mtu) };
+        if len > mtu {
             return Fate::Drop(NetDrop::Mtu);
         }
         let plain = c.loss == 0.0
@@ -303,6 +307,20 @@ impl Underlay {
         } else {
             self.cut.remove(&key(a, b));
         }
+    }
+
+    /// Sets the largest datagram a link carries.
+    pub fn set_mtu(&mut self, a: u32, b: u32, mtu: usize) {
+        self.mtu.insert(key(a, b), mtu);
+    }
+
+    /// For a datagram from `a` to `b` dropped for its size: the IP MTU the sender's kernel
+    /// learns (from an ICMP error), unless the link is a black hole.
+    pub fn mtu_report(&self, a: u32, b: u32) -> Option<usize> {
+        let k = key(a, b);
+        let c = &self.classes[usize::from(self.links.get(&k).copied().unwrap_or(self.default_class))];
+        let mtu = self.mtu.get(&k).copied().unwrap_or(c.mtu);
+        c.icmp.then_some(mtu + 28)
     }
 
     /// Blocks or unblocks UDP between two hosts.

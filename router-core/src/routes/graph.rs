@@ -23,6 +23,9 @@ pub struct Graph {
     /// Adjacency in compressed rows: neighbours of `i` are `edges[offsets[i]..offsets[i + 1]]`.
     pub(super) offsets: Vec<u32>,
     pub(super) edges: Vec<u32>,
+    /// Per edge (as `edges`), the largest UDP payload its source end advertises for that
+    /// direction; `u16::MAX` where it advertises none.
+    pub(super) mtus: Vec<u16>,
 }
 
 impl Graph {
@@ -58,12 +61,14 @@ impl Graph {
         self.leaves.clear();
         self.offsets.clear();
         self.edges.clear();
+        self.mtus.clear();
         self.offsets.push(0);
         for e in &entries {
             for c in e.conns.iter().filter(|c| c.established) {
                 let Some(&j) = self.index.get(&c.peer) else { continue };
                 if established_to(entries[j as usize], e.name) {
                     self.edges.push(j);
+                    self.mtus.push(c.mtu.unwrap_or(u16::MAX));
                 }
             }
             self.offsets.push(u32::try_from(self.edges.len()).expect("fewer than 2^32 links"));
@@ -78,6 +83,12 @@ impl Graph {
     pub(super) fn neighbours(&self, i: u32) -> &[u32] {
         let i = i as usize;
         &self.edges[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// The advertised payload limits of `i`'s links, as [`Graph::neighbours`] lists them.
+    pub(super) fn link_mtus(&self, i: u32) -> &[u16] {
+        let i = i as usize;
+        &self.mtus[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
 }
 

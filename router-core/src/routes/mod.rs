@@ -92,6 +92,9 @@ pub struct Routes {
     graph: Arc<Graph>,
     me: u32,
     hops: Hops,
+    /// Per peer, the smallest payload limit advertised along our path to it (`u16::MAX`
+    /// where none is; empty when no link on the graph advertises one).
+    path_mtus: Vec<u16>,
     /// Our children in every peer's broadcast tree, as bitsets over our neighbours: bit `k`
     /// of the `stride` bytes from `s * stride` is set when our `k`-th neighbour's next hop
     /// towards `s` is us. One load per flood; computed on first use after a change.
@@ -234,6 +237,7 @@ impl Routes {
         hops.reset(n, self.graph.neighbours(self.me).len());
         let mut steps = Vec::new();
         self.first_steps_from(self.me, &mut steps);
+        self.compute_path_mtus();
         let mine = self.graph.neighbours(self.me);
         for (i, &v) in steps.iter().enumerate() {
             let k = match v {
@@ -245,6 +249,42 @@ impl Routes {
             hops.set(i, k);
         }
         self.hops = hops;
+    }
+
+    /// For every peer, the smallest payload limit along our path to it: one breadth-first
+    /// search from us that visits as [`Routes::first_steps_from`] does, so each peer's path
+    /// is the one its unicast route takes.
+    fn compute_path_mtus(&mut self) {
+        self.path_mtus.clear();
+        if self.me == NONE || self.graph.mtus.iter().all(|&m| m == u16::MAX) {
+            return;
+        }
+        let n = self.graph.names.len();
+        let mut seen = vec![false; n];
+        self.path_mtus.resize(n, u16::MAX);
+        let mut queue = std::mem::take(&mut self.scratch_queue);
+        queue.clear();
+        queue.push(self.me);
+        seen[self.me as usize] = true;
+        let mut head = 0;
+        while let Some(&u) = queue.get(head) {
+            head += 1;
+            let via = self.path_mtus[u as usize];
+            for (&v, &m) in self.graph.neighbours(u).iter().zip(self.graph.link_mtus(u)) {
+                if !seen[v as usize] {
+                    seen[v as usize] = true;
+                    self.path_mtus[v as usize] = via.min(m);
+                    queue.push(v);
+                }
+            }
+        }
+        self.scratch_queue = queue;
+    }
+
+    /// The smallest payload limit advertised along our route to `dst` (`None`: none is).
+    pub fn path_mtu(&self, dst: PeerName) -> Option<u16> {
+        let &i = self.graph.index.get(&dst)?;
+        self.path_mtus.get(i as usize).copied().filter(|&m| m != u16::MAX)
     }
 
     /// The neighbour to send to for `dst`, or `None` if `dst` is unreachable (or ourselves).
@@ -393,6 +433,7 @@ pub(crate) mod tests {
                         established: true,
                         outbound: i < j,
                         addr: None,
+                        mtu: None,
                     })
                     .collect();
                 Arc::new(PeerEntry { name, uid: PeerUid(i), version: 1, nickname: String::new(), conns })

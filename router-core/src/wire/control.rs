@@ -29,6 +29,7 @@ const T_GOSSIP_SUMMARY: u8 = 5;
 const T_GOSSIP_DIGEST: u8 = 6;
 const T_GOSSIP_UPDATE: u8 = 7;
 const T_CONFIRM: u8 = 8;
+const T_PMTU_ACK: u8 = 9;
 
 /// Handshake flag: the sender requires a password (encrypted sessions); the handshake then
 /// ends with the sender's PAKE message.
@@ -168,6 +169,12 @@ pub enum Message {
     /// Key confirmation (password sessions): proves the sender derived the same keys. Every
     /// later message from the sender is sealed.
     Confirm([u8; CONFIRM_LEN]),
+    /// "Your path MTU probe `id` reached me": a datagram of its size passes from the
+    /// receiver to the sender.
+    PmtuAck {
+        /// The id of the probe being acknowledged.
+        id: u32,
+    },
 }
 
 impl Message {
@@ -196,6 +203,7 @@ impl Message {
             T_GOSSIP_DIGEST => Message::GossipDigest(Digest::parse(&mut r)?),
             T_GOSSIP_UPDATE => Message::GossipUpdate(Update::parse(&mut r)?),
             T_CONFIRM => Message::Confirm(r.array("confirmation")?),
+            T_PMTU_ACK => Message::PmtuAck { id: r.u32("probe id")? },
             _ => return Err(DecodeError::Invalid("message type")),
         };
         r.finish()?;
@@ -231,6 +239,10 @@ impl Message {
             Message::UdpAck { seq } => {
                 out.put_u8(T_UDP_ACK);
                 out.put_u32(*seq);
+            }
+            Message::PmtuAck { id } => {
+                out.put_u8(T_PMTU_ACK);
+                out.put_u32(*id);
             }
             Message::GossipSummary(s) => {
                 out.put_u8(T_GOSSIP_SUMMARY);
@@ -323,11 +335,12 @@ mod tests {
             0, 0, 0, 33, 8, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
             7, 7,
         ];
-        let cases: [(Message, &[u8]); 4] = [
+        let cases: [(Message, &[u8]); 5] = [
             (Message::Confirm([7; 32]), confirm),
             (Message::Refuse(RefuseReason::Duplicate), &[0, 0, 0, 2, 2, 5]),
             (Message::Heartbeat, &[0, 0, 0, 1, 3]),
             (Message::UdpAck { seq: 258 }, &[0, 0, 0, 5, 4, 0, 0, 1, 2]),
+            (Message::PmtuAck { id: 259 }, &[0, 0, 0, 5, 9, 0, 0, 1, 3]),
         ];
         for (msg, bytes) in cases {
             let mut out = Vec::new();
@@ -377,7 +390,7 @@ mod tests {
 
         #[test]
         fn small_messages_round_trip(code in any::<u8>(), seq in any::<u32>()) {
-            for m in [Message::Refuse(RefuseReason::from_code(code)), Message::UdpAck { seq }, Message::Heartbeat] {
+            for m in [Message::Refuse(RefuseReason::from_code(code)), Message::UdpAck { seq }, Message::PmtuAck { id: seq }, Message::Heartbeat] {
                 let mut out = Vec::new();
                 m.emit(&mut out);
                 prop_assert_eq!(Message::parse(&out[4..]), Ok(m));

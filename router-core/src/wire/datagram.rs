@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0       version (1)
-//! 1       kind: 1 heartbeat, 2 frames
+//! 1       kind: 1 heartbeat, 2 frames, 3 path MTU probe
 //! 2       flags: bit0 sealed; bit1 answer requested (frames only: the sending hop heard
 //!         nothing from us lately and asks for a heartbeat at once); other bits zero
 //! 3       hop limit (frames); heartbeat flags (heartbeats: bit0 reply requested, bit1 ack requested)
@@ -14,6 +14,8 @@
 //!                 echo u32 (the highest seq the sender has received from the receiver)
 //! frames body:    seq u64 (the source's datagram number) | one or more of
 //!                 (length u16, 14 <= length; Ethernet frame of that length)
+//! probe body:     session u64 (the receiver's) | id u32 | zero padding up to the size
+//!                 probed; the receiver acknowledges the id over TCP (`PmtuAck`)
 //! ```
 //! Every router drops a frames datagram whose (source, seq) it has already seen, so a frame
 //! passes each peer at most once even while views of the topology disagree.
@@ -30,6 +32,8 @@ pub const HEADER_LEN: usize = 16;
 pub const FRAMES_HEADER_LEN: usize = HEADER_LEN + 8;
 /// Length of a heartbeat body.
 pub const HEARTBEAT_BODY_LEN: usize = 16;
+/// Shortest path MTU probe: the common header, the session and the id.
+pub const PROBE_MIN_LEN: usize = HEADER_LEN + 12;
 /// Heartbeat flag: answer with a heartbeat at once (a probe).
 pub const HEARTBEAT_REPLY: u8 = 0x01;
 /// Heartbeat flag: the sender's direction is unproven; acknowledge this heartbeat over TCP.
@@ -62,6 +66,8 @@ pub enum Kind {
     Heartbeat,
     /// Ethernet frames.
     Frames,
+    /// A path MTU probe: padding up to the size whose passage it tests.
+    Probe,
 }
 
 impl Kind {
@@ -69,6 +75,7 @@ impl Kind {
         match self {
             Kind::Heartbeat => 1,
             Kind::Frames => 2,
+            Kind::Probe => 3,
         }
     }
 }
@@ -97,17 +104,18 @@ impl<T: AsRef<[u8]>> Datagram<T> {
         match b[field::KIND] {
             1 if b.len() != HEADER_LEN + HEARTBEAT_BODY_LEN => Err(DecodeError::Invalid("heartbeat length")),
             2 if b.len() < FRAMES_HEADER_LEN => Err(DecodeError::Truncated("frames sequence number")),
-            1 | 2 => Ok(Datagram { buffer }),
+            3 if b.len() < PROBE_MIN_LEN => Err(DecodeError::Truncated("probe")),
+            1..=3 => Ok(Datagram { buffer }),
             _ => Err(DecodeError::Invalid("datagram kind")),
         }
     }
 
     /// Kind of body.
     pub fn kind(&self) -> Kind {
-        if self.buffer.as_ref()[field::KIND] == 1 {
-            Kind::Heartbeat
-        } else {
-            Kind::Frames
+        match self.buffer.as_ref()[field::KIND] {
+            1 => Kind::Heartbeat,
+            3 => Kind::Probe,
+            _ => Kind::Frames,
         }
     }
 
@@ -145,7 +153,7 @@ impl<T: AsRef<[u8]>> Datagram<T> {
     pub fn seq(&self) -> u64 {
         match self.kind() {
             Kind::Frames => u64::from_be_bytes(self.buffer.as_ref()[field::SEQ].try_into().expect("length checked")),
-            Kind::Heartbeat => 0,
+            Kind::Heartbeat | Kind::Probe => 0,
         }
     }
 
@@ -162,6 +170,18 @@ impl<T: AsRef<[u8]>> Datagram<T> {
             reply: self.buffer.as_ref()[field::HOP_LIMIT] & HEARTBEAT_REPLY != 0,
             ack: self.buffer.as_ref()[field::HOP_LIMIT] & HEARTBEAT_ACK != 0,
         })
+    }
+
+    /// The probe's (session, id), if this is a path MTU probe.
+    pub fn probe(&self) -> Option<(u64, u32)> {
+        if self.kind() != Kind::Probe {
+            return None;
+        }
+        let b = self.body();
+        Some((
+            u64::from_be_bytes(b[..8].try_into().expect("length checked in new_checked")),
+            u32::from_be_bytes(b[8..12].try_into().expect("length checked in new_checked")),
+        ))
     }
 
     /// Checks the whole frames body and returns an iterator over its frames.
@@ -262,7 +282,7 @@ impl Header {
     pub fn encoded_len(&self) -> usize {
         match self.kind {
             Kind::Frames => FRAMES_HEADER_LEN,
-            Kind::Heartbeat => HEADER_LEN,
+            Kind::Heartbeat | Kind::Probe => HEADER_LEN,
         }
     }
 
@@ -288,6 +308,15 @@ pub fn emit_heartbeat(src: PeerName, dst: PeerName, hb: Heartbeat, out: &mut [u8
     out[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&hb.seq.to_be_bytes());
     out[HEADER_LEN + 12..HEADER_LEN + 16].copy_from_slice(&hb.echo.to_be_bytes());
     HEADER_LEN + HEARTBEAT_BODY_LEN
+}
+
+/// Appends a path MTU probe of exactly `len` bytes (at least [`PROBE_MIN_LEN`]) to `out`.
+pub fn push_probe(src: PeerName, dst: PeerName, session: u64, id: u32, len: usize, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + len.max(PROBE_MIN_LEN), 0);
+    Header { kind: Kind::Probe, flags: 0, hop_limit: 0, src, dst, seq: 0 }.emit(&mut out[start..]);
+    out[start + HEADER_LEN..start + HEADER_LEN + 8].copy_from_slice(&session.to_be_bytes());
+    out[start + HEADER_LEN + 8..start + PROBE_MIN_LEN].copy_from_slice(&id.to_be_bytes());
 }
 
 /// Appends one length-prefixed frame to a frames body under construction.
@@ -376,9 +405,18 @@ mod tests {
         v[0] = 2;
         assert_eq!(Datagram::new_checked(&v[..]).unwrap_err(), DecodeError::Version(2));
         let mut k = bytes.clone();
-        k[1] = 3;
+        k[1] = 4;
         assert!(Datagram::new_checked(&k[..]).is_err());
         assert!(Datagram::new_checked(&HEARTBEAT[..31]).is_err());
+        let mut probe = Vec::new();
+        push_probe(PeerName::from_u64(1), PeerName::from_u64(2), 9, 7, PROBE_MIN_LEN - 1, &mut probe);
+        assert_eq!(probe.len(), PROBE_MIN_LEN, "a probe is never shorter than its fields");
+        assert!(Datagram::new_checked(&probe[..PROBE_MIN_LEN - 1]).is_err());
+        let mut probe = Vec::new();
+        push_probe(PeerName::from_u64(1), PeerName::from_u64(2), 9, 7, 1400, &mut probe);
+        let d = Datagram::new_checked(&probe[..]).unwrap();
+        assert_eq!((probe.len(), d.kind(), d.probe()), (1400, Kind::Probe, Some((9, 7))));
+        assert_eq!(d.frames().unwrap_err(), DecodeError::Invalid("datagram kind"));
     }
 
     #[test]

@@ -140,10 +140,14 @@ pub struct ConnInfo {
     pub outbound: bool,
     /// Where the other end accepts control connections, as far as the advertiser knows.
     pub addr: Option<SocketAddr>,
+    /// The largest UDP payload the advertiser has verified to pass to the other end, once it
+    /// has (the path MTU of that direction, less the IP and UDP headers).
+    pub mtu: Option<u16>,
 }
 
 const CONN_ESTABLISHED: u8 = 0x01;
 const CONN_OUTBOUND: u8 = 0x02;
+const CONN_MTU: u8 = 0x04;
 const CONN_MIN_LEN: usize = 6 + 1 + 1;
 const ENTRY_MIN_LEN: usize = 6 + 8 + 8 + 1 + 2;
 
@@ -171,7 +175,9 @@ impl PeerEntry {
     /// Encoded length in an [`Update`].
     pub fn encoded_len(&self) -> usize {
         let nick = super::truncate_utf8(&self.nickname, super::control::NICKNAME_MAX).len();
-        ENTRY_MIN_LEN + nick + self.conns.iter().map(|c| 7 + opt_addr_len(c.addr)).sum::<usize>()
+        ENTRY_MIN_LEN
+            + nick
+            + self.conns.iter().map(|c| 7 + 2 * usize::from(c.mtu.is_some()) + opt_addr_len(c.addr)).sum::<usize>()
     }
 
     fn parse(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -190,9 +196,10 @@ impl PeerEntry {
         for _ in 0..count {
             let peer = r.name("conn peer")?;
             let flags = r.u8("conn flags")?;
-            if flags & !(CONN_ESTABLISHED | CONN_OUTBOUND) != 0 {
+            if flags & !(CONN_ESTABLISHED | CONN_OUTBOUND | CONN_MTU) != 0 {
                 return Err(DecodeError::Invalid("conn flags"));
             }
+            let mtu = if flags & CONN_MTU != 0 { Some(r.u16("conn mtu")?) } else { None };
             let addr = r.opt_addr("conn addr")?;
             if conns.last().is_some_and(|p| p.peer >= peer) || peer == name {
                 return Err(DecodeError::Invalid("conn order"));
@@ -202,6 +209,7 @@ impl PeerEntry {
                 established: flags & CONN_ESTABLISHED != 0,
                 outbound: flags & CONN_OUTBOUND != 0,
                 addr,
+                mtu,
             });
         }
         Ok(PeerEntry { name, uid, version, nickname, conns })
@@ -222,7 +230,13 @@ impl PeerEntry {
             if c.outbound {
                 flags |= CONN_OUTBOUND;
             }
+            if c.mtu.is_some() {
+                flags |= CONN_MTU;
+            }
             out.put_u8(flags);
+            if let Some(m) = c.mtu {
+                out.put_u16(m);
+            }
             out.put_opt_addr(c.addr);
         }
     }
@@ -298,8 +312,15 @@ pub(crate) mod tests {
                         established: true,
                         outbound: true,
                         addr: Some(SocketAddr::new(Ipv4Addr::new(10, 0, 0, 2).into(), 6783)),
+                        mtu: None,
                     },
-                    ConnInfo { peer: PeerName::from_u64(3), established: false, outbound: false, addr: None },
+                    ConnInfo {
+                        peer: PeerName::from_u64(3),
+                        established: false,
+                        outbound: false,
+                        addr: None,
+                        mtu: None,
+                    },
                 ],
             })],
         })
@@ -371,12 +392,15 @@ pub(crate) mod tests {
                 0
             )))),
         ];
-        (0u64..64, any::<bool>(), any::<bool>(), addr).prop_map(|(p, established, outbound, addr)| ConnInfo {
-            peer: PeerName::from_u64(p),
-            established,
-            outbound,
-            addr,
-        })
+        (0u64..64, any::<bool>(), any::<bool>(), addr, proptest::option::of(any::<u16>())).prop_map(
+            |(p, established, outbound, addr, mtu)| ConnInfo {
+                peer: PeerName::from_u64(p),
+                established,
+                outbound,
+                addr,
+                mtu,
+            },
+        )
     }
 
     pub(crate) fn arb_entry() -> impl Strategy<Value = PeerEntry> {

@@ -67,6 +67,8 @@ pub struct Net {
     pairs: BTreeMap<(usize, ConnId), (usize, ConnId)>,
     pub cut: BTreeSet<(usize, usize)>,
     pub udp_blocked: BTreeSet<(usize, usize)>,
+    /// The IP MTU of an underlay link (both ways): larger datagrams are dropped silently.
+    pub link_mtu: BTreeMap<(usize, usize), usize>,
     ephemeral: u16,
     buf: Vec<u8>,
     restarts: u64,
@@ -134,6 +136,7 @@ impl Net {
             pairs: BTreeMap::new(),
             cut: BTreeSet::new(),
             udp_blocked: BTreeSet::new(),
+            link_mtu: BTreeMap::new(),
             ephemeral: 40000,
             buf: vec![0; TRANSMIT_BUF_MIN],
             restarts: 0,
@@ -172,6 +175,7 @@ impl Net {
                     } else if j < self.hosts.len()
                         && !self.cut.contains(&key(i, j))
                         && !self.udp_blocked.contains(&key(i, j))
+                        && self.link_mtu.get(&key(i, j)).is_none_or(|&m| bytes.len() + 28 <= m)
                     {
                         self.push(at, j, Delivery::Datagram { from: addr(i), bytes });
                     }
@@ -269,6 +273,11 @@ impl Net {
             }
         }
         self.now = end;
+    }
+
+    /// Sets the IP MTU of the underlay link between `a` and `b`.
+    pub fn set_mtu(&mut self, a: usize, b: usize, mtu: usize) {
+        self.link_mtu.insert(key(a, b), mtu);
     }
 
     /// Cuts the underlay between `a` and `b`: UDP is dropped and TCP connections reset.

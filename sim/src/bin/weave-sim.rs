@@ -140,6 +140,12 @@ fn print_outcome(o: &Outcome, label: &str, replay: &str) {
     if r.password_mismatches > 0 {
         println!("handshakes refused for a password mismatch: {}", r.password_mismatches);
     }
+    if r.icmp_too_big_sent + r.frames_fragmented + r.pmtu_reports > 0 {
+        println!(
+            "path MTU  {} probes, {} reports from the kernel, {} frames answered with ICMP, {} fragmented",
+            r.pmtu_probes_sent, r.pmtu_reports, r.icmp_too_big_sent, r.frames_fragmented
+        );
+    }
     let drops: Vec<String> = DropReason::ALL
         .iter()
         .filter(|&&d| r.drops.get(d) > 0)

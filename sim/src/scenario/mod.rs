@@ -150,6 +150,9 @@ pub struct LinkClass {
     pub reorder_delay: Dur,
     /// Largest datagram (UDP payload) the link carries; larger ones are dropped.
     pub mtu: usize,
+    /// Whether the sender learns of a datagram dropped for its size (as from an ICMP
+    /// "fragmentation needed" its kernel receives); false makes the link a black hole.
+    pub icmp: bool,
     /// Bandwidth in Mbit/s; 0 is unlimited.
     pub bandwidth_mbps: f64,
     /// Most queueing delay before datagrams are dropped (with a bandwidth set).
@@ -169,6 +172,7 @@ impl Default for LinkClass {
             reorder: 0.0,
             reorder_delay: Dur(Duration::from_millis(5)),
             mtu: 1472,
+            icmp: true,
             bandwidth_mbps: 0.0,
             queue: Dur(Duration::from_millis(50)),
         }
@@ -305,6 +309,15 @@ pub enum FaultAction {
         /// The other end.
         b: String,
     },
+    /// Changes the largest datagram (UDP payload) one link carries, both ways.
+    Mtu {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+        /// The new limit.
+        mtu: usize,
+    },
     /// The host stops: nothing in, nothing out.
     Crash {
         /// The host.
@@ -387,6 +400,10 @@ pub struct Workload {
     pub broadcast_interval: Dur,
     /// Each container also pings an address in another subnet this often (must never work).
     pub cross_subnet_interval: Dur,
+    /// Bytes of each ping's Ethernet frame (at least the smallest echo request; 0: the
+    /// smallest). Pings carry "don't fragment"; a container that is told a path is narrower
+    /// sends its pings there smaller, as a kernel does.
+    pub ping_size: usize,
     /// The fraction of containers that run the traffic above (spread evenly); the others only
     /// answer.
     pub active: f64,
@@ -403,6 +420,7 @@ impl Default for Workload {
             udp_interval: Dur(Duration::ZERO),
             broadcast_interval: Dur(Duration::ZERO),
             cross_subnet_interval: Dur(Duration::ZERO),
+            ping_size: 0,
             active: 1.0,
             start: Dur(Duration::ZERO),
         }

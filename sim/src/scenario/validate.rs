@@ -102,6 +102,13 @@ impl Scenario {
                     }
                 }
                 FaultAction::Heal => {}
+                FaultAction::Mtu { a, b, mtu } => {
+                    host(place("a"), a)?;
+                    host(place("b"), b)?;
+                    if !(548..=65_507).contains(mtu) {
+                        return Err(invalid(place("mtu"), "between 548 and 65507 bytes"));
+                    }
+                }
                 FaultAction::Cut { a, b }
                 | FaultAction::Repair { a, b }
                 | FaultAction::UdpBlock { a, b }

@@ -37,6 +37,7 @@ impl World {
             }
             FaultAction::UdpBlock { a, b } => self.net.set_udp_blocked(self.idx(a), self.idx(b), true),
             FaultAction::UdpUnblock { a, b } => self.net.set_udp_blocked(self.idx(a), self.idx(b), false),
+            FaultAction::Mtu { a, b, mtu } => self.net.set_mtu(self.idx(a), self.idx(b), *mtu),
             FaultAction::Crash { host } => {
                 let h = self.idx(host);
                 self.crash_host(h);

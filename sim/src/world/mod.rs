@@ -83,14 +83,42 @@ pub enum Work {
 #[derive(Debug)]
 pub(crate) enum Ev {
     Start(u32),
-    Timer { host: u32, gen: u32 },
-    Udp { to: u32, from: u32, bytes: Vec<u8>, dup: bool },
-    Syn { tcp: u32 },
-    SynAck { tcp: u32 },
-    DialFail { host: u32, inc: u32, conn: ConnId },
-    Seg { tcp: u32, dir: u8 },
+    Timer {
+        host: u32,
+        gen: u32,
+    },
+    Udp {
+        to: u32,
+        from: u32,
+        bytes: Vec<u8>,
+        dup: bool,
+    },
+    Syn {
+        tcp: u32,
+    },
+    SynAck {
+        tcp: u32,
+    },
+    DialFail {
+        host: u32,
+        inc: u32,
+        conn: ConnId,
+    },
+    Seg {
+        tcp: u32,
+        dir: u8,
+    },
     Fault(u32),
-    Work { container: u32, kind: Work },
+    Work {
+        container: u32,
+        kind: Work,
+    },
+    /// The kernel of host `host` learned that datagrams to `to` above `mtu` bytes do not pass.
+    PathMtu {
+        host: u32,
+        to: u32,
+        mtu: usize,
+    },
     Liveness,
     Prune,
 }
@@ -286,7 +314,7 @@ impl World {
             Ev::Udp { .. } => &mut k.udp,
             Ev::Syn { .. } | Ev::SynAck { .. } | Ev::DialFail { .. } | Ev::Seg { .. } => &mut k.tcp,
             Ev::Work { .. } => &mut k.work,
-            Ev::Start(_) | Ev::Fault(_) | Ev::Liveness | Ev::Prune => &mut k.other,
+            Ev::Start(_) | Ev::Fault(_) | Ev::Liveness | Ev::Prune | Ev::PathMtu { .. } => &mut k.other,
         } += 1;
         self.dispatch(ev);
         true
@@ -307,7 +335,7 @@ impl World {
             Ev::Udp { to, .. } => Some(*to),
             Ev::Syn { tcp } => self.tcp(*tcp).map(|t| t.ends[1].0),
             Ev::SynAck { tcp } => self.tcp(*tcp).map(|t| t.ends[0].0),
-            Ev::DialFail { host, .. } => Some(*host),
+            Ev::DialFail { host, .. } | Ev::PathMtu { host, .. } => Some(*host),
             Ev::Seg { tcp, dir } => self.tcp(*tcp).map(|t| t.ends[1 - *dir as usize].0),
             _ => None,
         }
@@ -339,6 +367,13 @@ impl World {
             Ev::Seg { tcp, dir } => self.on_seg(tcp, dir),
             Ev::Fault(i) => self.on_fault(i),
             Ev::Work { container, kind } => self.on_work(container, kind),
+            Ev::PathMtu { host, to, mtu } => {
+                let now = self.now;
+                if let Some(r) = self.hosts[host as usize].router.as_mut() {
+                    r.handle_path_mtu(now, router_addr(to), mtu);
+                    self.drain(host);
+                }
+            }
             Ev::Liveness => self.on_liveness(),
             Ev::Prune => {
                 self.checker.prune(self.now);
@@ -402,6 +437,13 @@ impl World {
             return self.stats.net_drop(NetDrop::NoLink, bytes);
         };
         match self.net.udp(self.now, h, dst, bytes.len()) {
+            Fate::Drop(NetDrop::Mtu) => {
+                self.stats.net_drop(NetDrop::Mtu, bytes);
+                if let Some(mtu) = self.net.mtu_report(h, dst) {
+                    let at = self.now + self.net.latency(h, dst);
+                    self.push(at, Ev::PathMtu { host: h, to: dst, mtu });
+                }
+            }
             Fate::Drop(why) => self.stats.net_drop(why, bytes),
             Fate::Deliver { at, dup } => {
                 let copy = self.copy(bytes);

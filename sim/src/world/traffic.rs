@@ -17,7 +17,9 @@ impl World {
                 let sn = subnets[si];
                 let mac = Mac([0x02, 0xc0, (idx >> 24) as u8, (idx >> 16) as u8, (idx >> 8) as u8, idx as u8]);
                 let name = format!("{}/c{k}", self.hosts[h].name);
-                self.containers.push(Container::new(name, mac, sn.host(used[si]), sn, h));
+                let mut c = Container::new(name, mac, sn.host(used[si]), sn, h);
+                c.ping_size = self.scenario.workload.ping_size;
+                self.containers.push(c);
                 self.hosts[h].containers.push(idx as u32);
                 // Equal subnets listed twice are one subnet.
                 let g = subnets.iter().position(|&o| o == sn).expect("listed");

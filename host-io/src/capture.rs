@@ -102,7 +102,7 @@ impl weave_host_io::eventloop::Frames for Captured {
             match self.fd.get_mut().0.next_packet() {
                 Ok(p) => {
                     let (pending, ranges) = (&mut self.pending, &mut self.ranges);
-                    crate::segment::complete(p.data, self.mtu, &mut self.scratch, |f| {
+                    weave_host_io::segment::complete(p.data, self.mtu, &mut self.scratch, |f| {
                         ranges.push((pending.len(), f.len()));
                         pending.extend_from_slice(f);
                     });

@@ -32,8 +32,10 @@ pub(crate) fn parse_peer(s: &str, default_port: u16) -> Result<SocketAddr, Strin
         .ok_or_else(|| format!("peer `{s}` has no IPv4 address"))
 }
 
-/// UDP payload the underlay carries without fragmenting (1500 - IP - UDP).
-const DATAGRAM_MAX: usize = 1472;
+/// The IPv4 and UDP headers around every datagram.
+const IP_UDP: usize = 28;
+/// The underlay MTU assumed when no interface tells.
+const UNDERLAY_MTU_DEFAULT: u32 = 1500;
 
 /// Key material from the operating system.
 struct OsRandom;
@@ -48,25 +50,33 @@ impl Random for OsRandom {
 /// Runs the router in the foreground until SIGTERM, SIGINT or `weave stop`.
 pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) -> Result<(), String> {
     let password = password.map(|p| crate::secret::to_password(&p));
-    // The largest frame must fit one datagram: the underlay's 1472 bytes of UDP payload less
-    // our headers (and, encrypted, the counter and tag).
+    let nl = plumb::connect().await.map_err(|e| e.to_string())?;
+    // The ceiling of path MTU discovery: the underlay interface's MTU less the IP and UDP
+    // headers. The largest frame must fit one datagram: that less our headers (and,
+    // encrypted, the counter and tag).
+    let underlay = plumb::underlay_mtu(&nl, &args.bridge).await.map_err(|e| e.to_string())?;
+    let underlay = underlay.unwrap_or(UNDERLAY_MTU_DEFAULT);
+    let datagram_max = (underlay as usize).saturating_sub(IP_UDP).min(65_507);
     let overhead = FRAMES_HEADER_LEN + FRAME_PREFIX_LEN + 14 + if password.is_some() { DATAGRAM_OVERHEAD } else { 0 };
-    let mtu_max = (DATAGRAM_MAX - overhead) as u32;
-    if args.mtu > mtu_max || args.mtu < 576 {
+    let mtu_max = datagram_max.saturating_sub(overhead) as u32;
+    let mtu = args.mtu.unwrap_or(mtu_max);
+    if mtu > mtu_max || mtu < 576 {
         let how = if password.is_some() { "with encryption" } else { "without encryption" };
-        return Err(format!("--mtu {} is out of range: between 576 and {mtu_max} {how}", args.mtu));
+        return Err(format!(
+            "--mtu {mtu} is out of range: between 576 and {mtu_max} {how} (the underlay interface's MTU is {underlay})"
+        ));
     }
+    tracing::info!(underlay, mtu, "MTU: the underlay's, and the bridge's and containers'");
     let state = State::open(&args.state_dir)?;
     let name = state.peer_name(args.name)?;
     std::fs::write(state.pid_file(), format!("{}\n", std::process::id()))
         .map_err(|e| format!("cannot write pid file: {e}"))?;
-    let nl = plumb::connect().await.map_err(|e| e.to_string())?;
-    plumb::ensure_bridge(&nl, &args.bridge, args.mtu)
+    plumb::ensure_bridge(&nl, &args.bridge, mtu)
         .await
         .map_err(|e| format!("setting up bridge {}: {e}", args.bridge))?;
 
     let (frames, mut injector) =
-        capture::open_port(plumb::PCAP_PORT, args.mtu).map_err(|e| format!("capture on {}: {e}", plumb::PCAP_PORT))?;
+        capture::open_port(plumb::PCAP_PORT, mtu).map_err(|e| format!("capture on {}: {e}", plumb::PCAP_PORT))?;
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCmd>(64);
     let info = api::DaemonInfo { state_dir: args.state_dir.clone(), bridge: args.bridge.clone() };
     let http = api::serve(args.http_addr, api_tx, info).await?;
@@ -87,8 +97,7 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
     let mut seed = [0u8; 8];
     getrandom::getrandom(&mut seed).map_err(|e| format!("no randomness: {e}"))?;
     cfg.seed = u64::from_le_bytes(seed);
-    // Room for our headers inside the underlay MTU (1500 - IP - UDP).
-    cfg.datagram_max = DATAGRAM_MAX;
+    cfg.datagram_max = datagram_max;
     let encrypted = password.is_some();
     cfg.password = password;
     let mut router = Router::with_random(Instant::ZERO, cfg, Box::new(OsRandom));

@@ -14,6 +14,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::segment;
+
 /// The sockets the loop needs.
 pub trait Stack: 'static {
     /// A bound UDP socket.
@@ -35,6 +37,12 @@ pub trait Stack: 'static {
     fn try_recv(u: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)>;
     /// Sends one datagram without waiting.
     fn try_send_to(u: &Self::Udp, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+    /// Path MTU reports waiting on the socket (the kernel's `EMSGSIZE`, or ICMP "fragmentation
+    /// needed" from a router on the path): the destination and its path MTU (IP bytes).
+    /// Stacks without such reports have none.
+    fn path_mtu_reports(_u: &Self::Udp) -> Vec<(SocketAddr, usize)> {
+        Vec::new()
+    }
     /// Sends datagrams without waiting, as few system calls as the stack allows; returns how
     /// many went out (the rest found the socket buffer full and are dropped, as UDP may).
     fn send_batch(u: &Self::Udp, batch: &[(&[u8], SocketAddr)]) -> usize {
@@ -69,7 +77,52 @@ impl Stack for Tokio {
         }
         // Let the kernel coalesce a burst of equal datagrams into one read (UDP GRO).
         let _ = setsockopt(&u, sockopt::UdpGroSegment, &true);
+        // Every datagram leaves with "don't fragment" (the overlay never relies on the
+        // underlay fragmenting), and what the path reports comes back on the error queue.
+        {
+            use std::os::fd::AsFd;
+            if let Err(e) = crate::sys::set_dont_fragment_probe(u.as_fd()) {
+                tracing::warn!(error = %e, "cannot set \"don't fragment\" on the UDP socket");
+            }
+        }
+        if let Err(e) = setsockopt(&u, sockopt::Ipv4RecvErr, &true) {
+            tracing::warn!(error = %e, "cannot receive path MTU errors on the UDP socket");
+        }
         Ok(u)
+    }
+    fn path_mtu_reports(u: &Self::Udp) -> Vec<(SocketAddr, usize)> {
+        use std::io::IoSliceMut;
+        use std::os::fd::AsRawFd;
+
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+        let mut out = Vec::new();
+        let mut buf = [0u8; 64];
+        let mut cmsg = nix::cmsg_space!(nix::libc::sock_extended_err, nix::libc::sockaddr_in);
+        // Bounded: the queue holds at most what the socket's buffer allows.
+        for _ in 0..1024 {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let msg = match recvmsg::<SockaddrStorage>(
+                u.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(m) => m,
+                Err(_) => break,
+            };
+            let to = msg.address.and_then(|a| a.as_sockaddr_in().map(|v4| SocketAddr::V4((*v4).into())));
+            let Ok(cmsgs) = msg.cmsgs() else { continue };
+            for c in cmsgs {
+                if let ControlMessageOwned::Ipv4RecvErr(e, _) = c {
+                    if e.ee_errno == nix::libc::EMSGSIZE as u32 && e.ee_info > 0 {
+                        if let Some(to) = to {
+                            out.push((to, e.ee_info as usize));
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
     async fn recv(u: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
         u.async_io(tokio::io::Interest::READABLE, || recv_gro(u, buf)).await
@@ -201,6 +254,15 @@ fn send_gso(u: &tokio::net::UdpSocket, batch: &[(&[u8], SocketAddr)]) -> usize {
             match sendmsg(u.as_raw_fd(), &iovs, &cmsg, MsgFlags::MSG_DONTWAIT, Some(&addr)) {
                 Ok(_) => true,
                 Err(nix::errno::Errno::EAGAIN) => false,
+                // An error an earlier datagram earned (ICMP, reported on the error queue), or a
+                // path too narrow: this run is lost, as UDP may lose it; segmentation works.
+                Err(
+                    nix::errno::Errno::EMSGSIZE
+                    | nix::errno::Errno::ECONNREFUSED
+                    | nix::errno::Errno::EHOSTUNREACH
+                    | nix::errno::Errno::ENETUNREACH
+                    | nix::errno::Errno::EHOSTDOWN,
+                ) => false,
                 Err(e) => {
                     // The device or kernel cannot segment: send one by one from now on.
                     tracing::info!(error = %e, "UDP segmentation offload refused; sending datagrams one by one");
@@ -362,18 +424,30 @@ fn flush_bridge(inject: &mut impl FnMut(&[&[u8]]), bytes: &mut Vec<u8>, list: &m
     list.clear();
 }
 
-/// Sends the batched datagrams and empties the batch.
-fn flush<S: Stack>(udp: &S::Udp, out: &mut Vec<u8>, batch: &mut Vec<(usize, usize, SocketAddr)>) {
+/// Sends the batched datagrams and empties the batch. Returns false when some did not go
+/// out (a full buffer, or an error the socket reports: see [`Stack::path_mtu_reports`]).
+fn flush<S: Stack>(udp: &S::Udp, out: &mut Vec<u8>, batch: &mut Vec<(usize, usize, SocketAddr)>) -> bool {
     if batch.is_empty() {
-        return;
+        return true;
     }
     let list: Vec<(&[u8], SocketAddr)> = batch.iter().map(|&(o, n, to)| (&out[o..o + n], to)).collect();
     let sent = S::send_batch(udp, &list);
     if sent < list.len() {
-        tracing::debug!(dropped = list.len() - sent, "UDP send buffer full; datagrams dropped");
+        tracing::debug!(dropped = list.len() - sent, "UDP send buffer full or an error reported; datagrams dropped");
     }
+    let all = sent == list.len();
+    drop(list);
     out.clear();
     batch.clear();
+    all
+}
+
+/// Hands the router the path MTU reports waiting on the UDP socket.
+fn take_path_mtu_reports<S: Stack>(udp: &S::Udp, router: &mut Router, now: Instant) {
+    for (to, mtu) in S::path_mtu_reports(udp) {
+        tracing::debug!(%to, mtu, "path MTU reported");
+        router.handle_path_mtu(now, to, mtu);
+    }
 }
 
 /// Runs `router` on `port` until `shutdown` completes or a command asks to stop. Frames
@@ -422,6 +496,8 @@ pub async fn run<S: Stack>(
     let mut bridge: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
     tokio::pin!(shutdown);
     let mut udp_first = true;
+    let mut send_errors = false;
+    let mut seg_scratch = Vec::new();
     loop {
         let deadline = router.poll_timeout().map(|t| epoch + std::time::Duration::from_micros(t.as_micros()));
         let sleep = async {
@@ -455,13 +531,26 @@ pub async fn run<S: Stack>(
                         handle_received(&mut router, t, from, &udp_buf[..n], seg);
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "UDP receive error"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "UDP receive error");
+                    take_path_mtu_reports::<S>(&udp, &mut router, now());
+                }
             },
             Woke::Frames => {
                 let t = now();
                 for _ in 0..BATCH {
                     let Some(f) = frames.next() else { break };
-                    router.handle_frame(t, f);
+                    let limit = router.frame_limit(t, f);
+                    if f.len() <= limit {
+                        router.handle_frame(t, f);
+                    } else {
+                        // TCP segments are cut to what the path carries, as a NIC cuts them
+                        // to its link; anything else reaches the router whole, which
+                        // answers it "too big" (or fragments it).
+                        segment::complete(f, limit.saturating_sub(14), &mut seg_scratch, |s| {
+                            router.handle_frame(t, s);
+                        });
+                    }
                 }
             }
             Woke::Input(input) => match input {
@@ -488,7 +577,11 @@ pub async fn run<S: Stack>(
                     break;
                 }
             }
-            Woke::Timer => router.handle_timeout(now()),
+            Woke::Timer => {
+                // Reports are also taken here: one the send path met first leaves no wake-up.
+                take_path_mtu_reports::<S>(&udp, &mut router, now());
+                router.handle_timeout(now());
+            }
             Woke::Shutdown => break,
         }
         while let Some(t) = router.poll_transmit(&mut buf) {
@@ -504,8 +597,8 @@ pub async fn run<S: Stack>(
                 Destination::Udp(to) => {
                     batch.push((out.len(), t.len, to));
                     out.extend_from_slice(bytes);
-                    if batch.len() == BATCH {
-                        flush::<S>(&udp, &mut out, &mut batch);
+                    if batch.len() == BATCH && !flush::<S>(&udp, &mut out, &mut batch) {
+                        send_errors = true;
                     }
                 }
                 Destination::Conn(id) => {
@@ -515,7 +608,9 @@ pub async fn run<S: Stack>(
                 }
             }
         }
-        flush::<S>(&udp, &mut out, &mut batch);
+        if !flush::<S>(&udp, &mut out, &mut batch) || std::mem::take(&mut send_errors) {
+            take_path_mtu_reports::<S>(&udp, &mut router, now());
+        }
         flush_bridge(&mut inject, &mut into_bridge, &mut bridge);
         while let Some(e) = router.poll_event() {
             match e {

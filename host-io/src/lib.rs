@@ -1,3 +1,5 @@
 //! The parts of the `weave` binary that tests drive directly.
 
 pub mod eventloop;
+pub mod segment;
+pub mod sys;

@@ -64,6 +64,26 @@ pub(crate) async fn link(h: &Handle, name: &str) -> Result<Option<LinkMessage>, 
     }
 }
 
+/// The largest MTU among the links that may carry the underlay: up, and neither loopback, the
+/// weave bridge `bridge`, nor a port of any weave bridge. `None` when there is none.
+pub(crate) async fn underlay_mtu(h: &Handle, bridge: &str) -> Result<Option<u32>, PlumbError> {
+    use netlink_packet_route::link::LinkFlag;
+    let mut s = h.link().get().execute();
+    let mut best = None;
+    while let Some(m) = s.try_next().await.map_err(nl("listing links"))? {
+        let name =
+            m.attributes.iter().find_map(|a| if let LinkAttribute::IfName(n) = a { Some(n.as_str()) } else { None });
+        let Some(name) = name else { continue };
+        let up = m.header.flags.contains(&LinkFlag::Up);
+        let ours = name == bridge || name.starts_with("vethwe");
+        if !up || ours || m.header.flags.contains(&LinkFlag::Loopback) {
+            continue;
+        }
+        best = best.max(mtu_of(&m));
+    }
+    Ok(best)
+}
+
 /// The MTU of a link.
 pub(crate) fn mtu_of(m: &LinkMessage) -> Option<u32> {
     m.attributes.iter().find_map(|a| if let LinkAttribute::Mtu(v) = a { Some(*v) } else { None })

@@ -98,7 +98,7 @@ fn ipv4_header_checksum(f: &mut [u8], hlen: usize) {
 
 /// Completes a captured frame: hands `emit` the frame itself, or its TCP segments cut to
 /// `mtu`, with computed checksums. `scratch` is reused between calls.
-pub(crate) fn complete(frame: &[u8], mtu: usize, scratch: &mut Vec<u8>, mut emit: impl FnMut(&[u8])) {
+pub fn complete(frame: &[u8], mtu: usize, scratch: &mut Vec<u8>, mut emit: impl FnMut(&[u8])) {
     let Some(ip) = parse_ip(frame) else { return emit(frame) };
     let l4 = ETH + ip.hlen;
     let end = l4 + ip.l4len;

@@ -73,7 +73,15 @@ pub(crate) fn connections(s: &Status) -> String {
             .map(|l| format!("  (link {} at {}: {})", if l.established { "up" } else { "down" }, l.at, l.reason))
             .unwrap_or_default();
         let sealed = if c.encrypted { ", encrypted" } else { "" };
-        let _ = writeln!(o, "{dir} {:<22} {:<13} {:<32} {udp}{sealed}{change}", c.remote.to_string(), c.state, peer);
+        // The path MTU as an IP packet size (the UDP payload it carries, and 28 bytes of
+        // headers), marked when the search has not settled.
+        let pmtu = if c.state == ConnState::Established {
+            format!(", pmtu {}{}", usize::from(c.pmtu) + 28, if c.pmtu_verified { "" } else { "?" })
+        } else {
+            String::new()
+        };
+        let _ =
+            writeln!(o, "{dir} {:<22} {:<13} {:<32} {udp}{sealed}{pmtu}{change}", c.remote.to_string(), c.state, peer);
     }
     for f in &s.recent_failures {
         let _ = writeln!(
@@ -170,6 +178,24 @@ pub(crate) fn metrics(s: &Status) -> String {
     for r in DropReason::ALL {
         drops.get_or_create(&vec![("reason", r.as_str())]).inc_by(st.drops.get(r));
     }
+    let pmtus = Family::<Vec<(&'static str, String)>, Gauge>::default();
+    reg.register(
+        "weave_path_mtu_bytes",
+        "Path MTU towards each established peer (IP packet bytes; verified by probes or not)",
+        pmtus.clone(),
+    );
+    for c in s.connections.iter().filter(|c| c.state == ConnState::Established) {
+        let peer = c.peer.map(|p| p.to_string()).unwrap_or_default();
+        let verified = if c.pmtu_verified { "true" } else { "false" }.to_string();
+        pmtus.get_or_create(&vec![("peer", peer), ("verified", verified)]).set(i64::from(c.pmtu) + 28);
+    }
+    let pmtu_counters =
+        counters(&mut reg, "weave_path_mtu_events", "Path MTU probes sent, and smaller path MTUs the kernel reported");
+    pmtu_counters.get_or_create(&vec![("event", "probe_sent")]).inc_by(st.pmtu_probes_sent);
+    pmtu_counters.get_or_create(&vec![("event", "kernel_report")]).inc_by(st.pmtu_reports);
+    let too_big = counters(&mut reg, "weave_frames_too_big", "Frames too big for their path, by what was done");
+    too_big.get_or_create(&vec![("action", "icmp_sent")]).inc_by(st.icmp_too_big_sent);
+    too_big.get_or_create(&vec![("action", "fragmented")]).inc_by(st.frames_fragmented);
     let mismatches = Counter::<u64>::default();
     mismatches.inc_by(st.password_mismatches);
     reg.register(

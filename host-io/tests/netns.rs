@@ -158,7 +158,7 @@ fn different_passwords_do_not_connect_and_status_says_why() {
         let conns = String::from_utf8_lossy(&lab.weave(h, &["status", "connections"]).stdout).into_owned();
         assert!(conns.contains("password mismatch"), "h{h} says why: {conns}");
         assert!(!conns.contains("established"), "h{h}: {conns}");
-        let metrics = ureq_free_metrics(&lab, h);
+        let metrics = lab.metrics(h);
         assert!(!metrics.contains("weave_password_mismatches_total 0"), "h{h} counts it");
         let exposed = daemon_exposure(&lab, h);
         assert!(!exposed.contains("alpha-alpha") && !exposed.contains("bravo-bravo"), "h{h} leaks a password");
@@ -280,24 +280,8 @@ fn a_silent_drop_on_a_direct_path_is_routed_around_through_the_third_host() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(seen.contains("no answer to probes while sending"), "{seen}");
-    let metrics = ureq_free_metrics(&lab, 0) + &ureq_free_metrics(&lab, 2);
+    let metrics = lab.metrics(0) + &lab.metrics(2);
     assert!(metrics.contains("weave_link_changes_total{change=\"lost_probe_timeout\"} 1"), "{metrics}");
-}
-
-/// `/metrics`, fetched from inside the host's namespace with the CLI's own HTTP client.
-fn ureq_free_metrics(lab: &Lab, host: usize) -> String {
-    let o = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.hosts[host],
-            "bash",
-            "-c",
-            "exec 3<>/dev/tcp/127.0.0.1/6784; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]
@@ -377,7 +361,7 @@ fn connect_and_forget_at_run_time() {
     assert!(!targets.contains("10.201.0.1:6783"), "{targets}");
     let o = lab.weave(1, &["forget", "10.201.0.9"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not among the peers"), "{o:?}");
-    let metrics = ureq_free_metrics(&lab, 1);
+    let metrics = lab.metrics(1);
     assert!(metrics.contains("weave_connections{state=\"established\"} 1"), "{metrics}");
     assert!(metrics.contains("weave_frames_total{event=\"injected\"}"), "{metrics}");
 }
@@ -388,32 +372,7 @@ fn a_tcp_transfer_between_containers_arrives_byte_for_byte() {
     let c0 = lab.container(0, &["10.32.0.1/24"]);
     let c1 = lab.container(1, &["10.32.0.2/24"]);
     assert!(lab.pings(&c0, "10.32.0.2", SETTLE));
-    // 4 MiB of pseudo-random bytes.
-    let mut data = Vec::with_capacity(4 << 20);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    while data.len() < 4 << 20 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    let dir = lab.dir.clone();
-    std::fs::create_dir_all(&dir).unwrap();
-    let (src, dst) = (dir.join("sent"), dir.join("received"));
-    std::fs::write(&src, &data).unwrap();
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", &c1, "sh", "-c"])
-        .arg(format!("nc -l -p 5001 > {}", dst.display()))
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let sent =
-        sh(&["ip", "netns", "exec", &c0, "sh", "-c", &format!("nc -N -w 10 10.32.0.2 5001 < {}", src.display())]);
-    assert!(sent.status.success(), "{sent:?}");
-    let _ = server.wait();
-    let got = std::fs::read(&dst).unwrap();
-    assert_eq!(got.len(), data.len(), "every byte arrived");
-    assert!(got == data, "and in order, unchanged");
+    lab.transfer(&c0, &c1, "10.32.0.2", 4 << 20);
 }
 
 /// A container that hands its stack one large buffer to send as many UDP datagrams (UDP

@@ -72,6 +72,21 @@ impl Router {
         }
     }
 
+    /// The longest frame to `frame`'s destination MAC that the router sends on without
+    /// answering "too big": for a MAC known to live behind a peer, what the path there
+    /// carries; otherwise no limit (`usize::MAX`: local and flooded frames are not cut). A
+    /// driver that completes segmentation offload for the bridge cuts TCP segments to it, as
+    /// a NIC cuts them to its link. Changes nothing but routes that are due.
+    pub fn frame_limit(&mut self, now: Instant, frame: &[u8]) -> usize {
+        if frame.len() < FRAME_MIN {
+            return usize::MAX;
+        }
+        let (dst, _) = macs(frame);
+        let Some(MacOwner::Peer(p)) = self.macs.lookup(dst) else { return usize::MAX };
+        let Some(via) = self.routes_now(now).next_hop(p) else { return usize::MAX };
+        self.path_room(via, p).map_or(usize::MAX, |room| room.saturating_sub(FRAMES_HEADER_LEN + FRAME_PREFIX_LEN))
+    }
+
     /// Takes a frame captured on the local bridge.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
         self.stats.frames_captured += 1;

@@ -139,6 +139,54 @@ impl Lab {
         false
     }
 
+    /// Sends `len` pseudo-random bytes over TCP from container `from` to `ip` (container
+    /// `to`) and checks they arrive whole, in order and unchanged.
+    pub fn transfer(&self, from: &str, to: &str, ip: &str, len: usize) {
+        let mut data = Vec::with_capacity(len);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ len as u64;
+        while data.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+        data.truncate(len);
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let (src, dst) = (self.dir.join(format!("sent-{k}")), self.dir.join(format!("received-{k}")));
+        std::fs::write(&src, &data).unwrap();
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", to, "sh", "-c"])
+            .arg(format!("nc -l -p 5001 > {}", dst.display()))
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let sent =
+            sh(&["ip", "netns", "exec", from, "sh", "-c", &format!("nc -N -w 10 {ip} 5001 < {}", src.display())]);
+        let _ = server.wait();
+        assert!(sent.status.success(), "{sent:?}");
+        let got = std::fs::read(&dst).unwrap();
+        assert_eq!(got.len(), data.len(), "every byte arrived");
+        assert!(got == data, "and in order, unchanged");
+    }
+
+    /// `/metrics` of host `host`'s router, fetched from inside its namespace without an
+    /// HTTP client (bash's `/dev/tcp`).
+    pub fn metrics(&self, host: usize) -> String {
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.hosts[host],
+                "bash",
+                "-c",
+                "exec 3<>/dev/tcp/127.0.0.1/6784; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
     pub fn pid(&self, host: usize) -> Option<i32> {
         std::fs::read_to_string(self.dir.join(format!("h{host}/router.pid"))).ok()?.trim().parse().ok()
     }

@@ -1,7 +1,7 @@
 #![no_main]
 //! Datagram decoding never panics; a checked frames datagram re-encodes to the same bytes.
 use libfuzzer_sys::fuzz_target;
-use router_core::wire::datagram::{emit_heartbeat, push_frame, Datagram, Header, Kind, FRAMES_HEADER_LEN};
+use router_core::wire::datagram::{emit_heartbeat, push_frame, push_probe, Datagram, Header, Kind, FRAMES_HEADER_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(d) = Datagram::new_checked(data) else { return };
@@ -30,6 +30,14 @@ fuzz_target!(|data: &[u8]| {
                 push_frame(&mut out, f);
             }
             assert_eq!(out, data);
+        }
+        Kind::Probe => {
+            let (session, id) = d.probe().expect("probe kind has a body");
+            let mut out = Vec::new();
+            push_probe(d.src(), d.dst(), session, id, data.len(), &mut out);
+            // Probes carry no flags or hop limit, and their padding is not read; compare the rest.
+            assert_eq!(out.len(), data.len());
+            assert_eq!(&out[4..28], &data[4..28]);
         }
     }
 });

@@ -235,6 +235,8 @@ impl Router {
             scratch_record: Vec::new(),
         };
         r.route_hold = r.config.route_delay_min;
+        let ceiling = r.pmtu_ceiling();
+        r.routes.set_ceiling(ceiling);
         // A random start: a restarted peer's numbers do not collide with its last life's.
         r.next_seq = r.rng.next_u64() >> 1;
         let first = now + r.jittered(r.config.anti_entropy);

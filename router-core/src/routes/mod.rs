@@ -93,8 +93,11 @@ pub struct Routes {
     me: u32,
     hops: Hops,
     /// Per peer, the smallest payload limit advertised along our path to it (`u16::MAX`
-    /// where none is; empty when no link on the graph advertises one).
+    /// where none is; empty when no link on the graph advertises one below `ceiling`).
     path_mtus: Vec<u16>,
+    /// Limits at or above this constrain nothing (we never send more): with none below it,
+    /// no per-peer limits are kept.
+    ceiling: u16,
     /// Our children in every peer's broadcast tree, as bitsets over our neighbours: bit `k`
     /// of the `stride` bytes from `s * stride` is set when our `k`-th neighbour's next hop
     /// towards `s` is us. One load per flood; computed on first use after a change.
@@ -256,7 +259,8 @@ impl Routes {
     /// is the one its unicast route takes.
     fn compute_path_mtus(&mut self) {
         self.path_mtus.clear();
-        if self.me == NONE || self.graph.mtus.iter().all(|&m| m == u16::MAX) {
+        let ceiling = if self.ceiling == 0 { u16::MAX } else { self.ceiling };
+        if self.me == NONE || self.graph.mtus.iter().all(|&m| m >= ceiling) {
             return;
         }
         let n = self.graph.names.len();
@@ -281,7 +285,14 @@ impl Routes {
         self.scratch_queue = queue;
     }
 
-    /// The smallest payload limit advertised along our route to `dst` (`None`: none is).
+    /// Sets the largest payload we ever send: advertised limits at or above it are not kept
+    /// (the next recomputation applies it).
+    pub(crate) fn set_ceiling(&mut self, ceiling: u16) {
+        self.ceiling = ceiling;
+    }
+
+    /// The smallest payload limit advertised along our route to `dst` below our ceiling
+    /// (`None`: none is).
     pub fn path_mtu(&self, dst: PeerName) -> Option<u16> {
         let &i = self.graph.index.get(&dst)?;
         self.path_mtus.get(i as usize).copied().filter(|&m| m != u16::MAX)

@@ -250,6 +250,9 @@ impl Router {
         self.send_gossip(id, &Message::GossipSummary(summary));
         tracing::info!(conn = %id, peer = %h.name, "connection up");
         self.push_event(Event::ConnectionUp { conn: id, peer: h.name });
+        // Probed before the link is established: on most paths the ceiling is acknowledged
+        // first, and the link is advertised with its path MTU in one change.
+        self.pmtu_start(now, id);
     }
 
     pub(crate) fn send_tcp_heartbeat(&mut self, now: Instant, id: ConnId) {

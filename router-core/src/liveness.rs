@@ -290,7 +290,9 @@ impl Router {
             // (a healed partition): compare views across it now, not at the next period.
             let summary = self.topology.summary();
             self.send_gossip(id, &Message::GossipSummary(summary));
-            self.pmtu_start(now, id);
+            if !self.conns[&id].pmtu.verified {
+                self.pmtu_start(now, id);
+            }
         } else {
             c.established_at = None;
             // Hysteresis: a link that fails again soon after coming back must prove itself longer.

@@ -148,11 +148,17 @@ impl Router {
         }
     }
 
-    /// The round's timer: probes still unanswered have failed once (or twice).
+    /// The round's timer: probes still unanswered have failed once (or twice). Before the
+    /// link is established a silence proves nothing (UDP may not pass at all yet): the search
+    /// waits for the link instead.
     fn pmtu_end_round(&mut self, now: Instant, id: ConnId) {
         let Some(c) = self.conns.get_mut(&id) else { return };
+        let established = c.established();
         let p = &mut c.pmtu;
         let round = std::mem::take(&mut p.round);
+        if !established && !round.iter().any(|r| r.2) {
+            return;
+        }
         let mut missed = Vec::new();
         for &(_, s, acked) in &round {
             if acked || s <= p.lo {
@@ -175,15 +181,12 @@ impl Router {
     /// The path MTU timer of connection `id`: a round ended, or a recheck is due.
     pub(crate) fn pmtu_timer(&mut self, now: Instant, id: ConnId) {
         let Some(c) = self.conns.get(&id) else { return };
-        if !c.established() {
-            // Searched again when the link comes back.
-            return;
-        }
-        if c.pmtu.round.is_empty() {
-            self.pmtu_start(now, id);
-        } else {
+        if !c.pmtu.round.is_empty() {
             self.pmtu_end_round(now, id);
+        } else if c.established() {
+            self.pmtu_start(now, id);
         }
+        // Otherwise the recheck waits for the link to come back.
     }
 
     /// The driver learned that datagrams to `to` larger than `mtu` bytes (a whole IP packet:

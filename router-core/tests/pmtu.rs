@@ -36,6 +36,20 @@ fn learn(net: &mut Net, host: usize, m: [u8; 6]) {
     net.run_for(Duration::from_millis(20));
 }
 
+/// Two hosts over a link of IP MTU `mtu`, settled, with host 1's container known to host 0;
+/// both bridges empty. Returns the network and the two containers' MACs.
+fn narrow_pair(mtu: usize) -> (Net, [u8; 6], [u8; 6]) {
+    let mut net = Net::new(2);
+    net.set_mtu(0, 1, mtu);
+    net.connect(0, 1);
+    net.run_for(SETTLE);
+    let (a, b) = (mac(0, 1), mac(1, 1));
+    learn(&mut net, 1, b);
+    net.hosts[0].bridge.clear();
+    net.hosts[1].bridge.clear();
+    (net, a, b)
+}
+
 #[test]
 fn a_narrow_link_is_found_and_settles_within_the_precision() {
     let mut net = Net::new(2);
@@ -65,14 +79,7 @@ fn an_unconstrained_link_settles_at_the_ceiling_in_one_round() {
 
 #[test]
 fn a_df_frame_too_big_for_the_path_is_answered_with_fragmentation_needed() {
-    let mut net = Net::new(2);
-    net.set_mtu(0, 1, 1308);
-    net.connect(0, 1);
-    net.run_for(SETTLE);
-    let (a, b) = (mac(0, 1), mac(1, 1));
-    learn(&mut net, 1, b);
-    net.hosts[0].bridge.clear();
-    net.hosts[1].bridge.clear();
+    let (mut net, a, b) = narrow_pair(1308);
     let (size, _) = pmtu(&mut net, 0, 1);
     let max_frame = usize::from(size) - 24 - 2;
     // Fits: it crosses.
@@ -100,13 +107,7 @@ fn a_df_frame_too_big_for_the_path_is_answered_with_fragmentation_needed() {
 
 #[test]
 fn without_df_the_router_fragments_and_the_pieces_cross() {
-    let mut net = Net::new(2);
-    net.set_mtu(0, 1, 1028);
-    net.connect(0, 1);
-    net.run_for(SETTLE);
-    let (a, b) = (mac(0, 1), mac(1, 1));
-    learn(&mut net, 1, b);
-    net.hosts[1].bridge.clear();
+    let (mut net, a, b) = narrow_pair(1028);
     let f = ipv4_frame(b, a, 3000, false);
     net.capture(0, &f);
     net.run_for(Duration::from_millis(20));
@@ -149,13 +150,7 @@ fn a_narrow_middle_link_limits_the_whole_relayed_path() {
 
 #[test]
 fn ipv6_gets_packet_too_big_and_broadcasts_are_dropped_and_counted() {
-    let mut net = Net::new(2);
-    net.set_mtu(0, 1, 1428);
-    net.connect(0, 1);
-    net.run_for(SETTLE);
-    let (a, b) = (mac(0, 1), mac(1, 1));
-    learn(&mut net, 1, b);
-    net.hosts[0].bridge.clear();
+    let (mut net, a, b) = narrow_pair(1428);
     let v6 = PacketBuilder::ethernet2(a, b).ipv6([0xfd; 16], [0xfe; 16], 64).udp(1, 2);
     let mut f = Vec::new();
     v6.write(&mut f, &[1u8; 1500]).unwrap();

@@ -7,7 +7,8 @@ use router_core::crypto::DATAGRAM_OVERHEAD;
 use router_core::wire::datagram::{FRAMES_HEADER_LEN, FRAME_PREFIX_LEN};
 use router_core::{Config, Instant, Random, Router};
 use tokio::sync::mpsc;
-use weave_host_io::eventloop::{self, Command, Tokio};
+use weave_host_io::eventloop::{self, Command};
+use weave_host_io::stack::Tokio;
 
 use crate::api::{self, ApiCmd};
 use crate::capture;

@@ -2,4 +2,5 @@
 
 pub mod eventloop;
 pub mod segment;
+pub mod stack;
 pub mod sys;

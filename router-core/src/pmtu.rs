@@ -2,12 +2,13 @@
 //!
 //! The largest UDP payload that passes to a neighbour is searched for with probes: datagrams
 //! padded to the size under test, sent with the driver's "don't fragment" setting, which the
-//! neighbour acknowledges over TCP. The first round tries the ceiling alone (the local
-//! interface's limit: the common case passes at once); each later round tries a ladder of
-//! sizes between what is known to pass and what may, and a size counts as too big only when
-//! it went unanswered twice (a lost probe is not a narrow path). The search settles when the
-//! two bounds meet, and starts again after `pmtu_recheck`, when the link comes back, and
-//! when the driver reports a smaller path MTU (EMSGSIZE, or an ICMP error from the kernel).
+//! neighbour acknowledges over TCP. The first round, at the end of the handshake, tries the
+//! ceiling alone (the local interface's limit: the common case passes at once, before the
+//! link is established); each later round tries a ladder of sizes between what is known to
+//! pass and what may, and a size counts as too big only when it went unanswered twice on an
+//! established link (a lost probe is not a narrow path). The search settles when the two
+//! bounds meet, and starts again after `pmtu_recheck`, when the link comes back unsettled,
+//! and when the driver reports a smaller path MTU (EMSGSIZE, or an ICMP error).
 //!
 //! Until it settles, frames are sized for the upper bound (optimistic, as a kernel's own
 //! discovery is); once it settles, for the verified size, which the router also advertises

@@ -78,7 +78,7 @@ impl Pair {
             c.seed = i;
             c.discovery = false;
             c.password = password.map(|p| router_core::Password::new(p).expect("non-empty"));
-            Router::new(Instant::ZERO, c)
+            Router::seeded(Instant::ZERO, c).expect("a valid configuration")
         });
         let mut p = Pair { routers, now: Instant::ZERO, buf: vec![0; TRANSMIT_BUF_MIN] };
         p.routers[0].connect(p.now, ADDRS[1].parse().unwrap()).unwrap();

@@ -10,7 +10,7 @@ use router_core::{Config, Event, Instant, Password, PeerName, Router, TRANSMIT_B
 fuzz_target!(|data: &[u8]| {
     let mut cfg = Config::new(PeerName::from_u64(1));
     cfg.password = Some(Password::new("fuzz").unwrap());
-    let mut r = Router::new(Instant::ZERO, cfg);
+    let mut r = Router::seeded(Instant::ZERO, cfg).unwrap();
     let conn = r.accept(Instant::ZERO, "10.0.0.2:40000".parse().unwrap());
     let mut bytes = Vec::new();
     // Most inputs start with a valid preamble and a handshake header so the fuzzer reaches

@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use router_core::{Config, Instant, PeerName, Router, TRANSMIT_BUF_MIN};
 
 fuzz_target!(|data: &[u8]| {
-    let mut r = Router::new(Instant::ZERO, Config::new(PeerName::from_u64(1)));
+    let mut r = Router::new(Instant::ZERO, Config::new(PeerName::from_u64(1))).unwrap();
     let mut buf = vec![0u8; TRANSMIT_BUF_MIN];
     for (i, d) in data.split(|&b| b == 0xA5).enumerate() {
         let now = Instant::from_millis(i as u64);

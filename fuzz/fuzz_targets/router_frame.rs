@@ -30,7 +30,7 @@ impl Pair {
             c
         };
         Pair {
-            r: [Router::new(Instant::ZERO, cfg(1)), Router::new(Instant::ZERO, cfg(2))],
+            r: [Router::new(Instant::ZERO, cfg(1)).unwrap(), Router::new(Instant::ZERO, cfg(2)).unwrap()],
             addr: ["10.0.0.1:6783".parse().unwrap(), "10.0.0.2:6783".parse().unwrap()],
             conn: [None, None],
             narrow,

@@ -5,7 +5,7 @@ use router_core::wire::preamble::Preamble;
 use router_core::{Config, Instant, PeerName, Router, TRANSMIT_BUF_MIN};
 
 fuzz_target!(|data: &[u8]| {
-    let mut r = Router::new(Instant::ZERO, Config::new(PeerName::from_u64(1)));
+    let mut r = Router::new(Instant::ZERO, Config::new(PeerName::from_u64(1))).unwrap();
     let conn = r.accept(Instant::ZERO, "10.0.0.2:40000".parse().unwrap());
     // Half the inputs start with a valid preamble so the fuzzer reaches the messages.
     let mut bytes = Vec::new();

@@ -5,7 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use router_core::crypto::DATAGRAM_OVERHEAD;
 use router_core::wire::datagram::{FRAMES_HEADER_LEN, FRAME_PREFIX_LEN};
-use router_core::{Config, Instant, Random, Router};
+use router_core::{Config, Instant, PeerName, Random, Router};
 use tokio::sync::mpsc;
 use weave_host_io::eventloop::{self, Command};
 use weave_host_io::stack::Tokio;
@@ -37,6 +37,27 @@ pub(crate) fn parse_peer(s: &str, default_port: u16) -> Result<SocketAddr, Strin
 const IP_UDP: usize = 28;
 /// The underlay MTU assumed when no interface tells.
 const UNDERLAY_MTU_DEFAULT: u32 = 1500;
+
+/// Refuses settings no router can run with, before anything is made or written: the same
+/// check the core makes (`Config::validate`) on what the flags set.
+pub(crate) fn check_args(args: &RouterArgs) -> Result<(), String> {
+    let mut c = Config::new(args.name.unwrap_or(PeerName::from_u64(0x0200_0000_0001)));
+    c.tcp_port = args.port;
+    c.udp_port = args.port;
+    c.conn_limit = args.conn_limit;
+    c.validate().map_err(|e| match e {
+        router_core::ConfigError::BadName(n) => format!("--name {n}: {e}"),
+        router_core::ConfigError::Range { field: "conn_limit", .. } => format!("--conn-limit: {e}"),
+        e => e.to_string(),
+    })?;
+    if args.port == 0 {
+        return Err("--port 0: give a port from 1 to 65535".into());
+    }
+    if args.mtu.is_some_and(|m| m < 576) {
+        return Err(format!("--mtu {}: the smallest is 576", args.mtu.unwrap_or(0)));
+    }
+    Ok(())
+}
 
 /// Key material from the operating system.
 struct OsRandom;
@@ -101,7 +122,7 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
     cfg.datagram_max = datagram_max;
     let encrypted = password.is_some();
     cfg.password = password;
-    let mut router = Router::with_random(Instant::ZERO, cfg, Box::new(OsRandom));
+    let mut router = Router::with_random(Instant::ZERO, cfg, Box::new(OsRandom)).map_err(|e| e.to_string())?;
     let mut peers = state.peers();
     for p in &args.peers {
         if !peers.contains(p) {

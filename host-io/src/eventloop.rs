@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_coalesced_read_is_handed_over_datagram_by_datagram() {
-        let mut r = Router::new(Instant::ZERO, Config::new(PeerName::from_u64(1)));
+        let mut r = Router::new(Instant::ZERO, Config::new(PeerName::from_u64(1))).unwrap();
         let from: SocketAddr = "10.0.0.2:6783".parse().unwrap();
         // Three datagrams of 20 bytes and a last one of 7, read as one (UDP GRO): none is
         // valid, each is dropped and counted on its own.

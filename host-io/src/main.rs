@@ -245,6 +245,7 @@ fn need_root(what: &str) -> Result<(), String> {
 
 fn router(args: RouterArgs) -> Result<(), String> {
     need_root("weave router")?;
+    daemon::check_args(&args)?;
     let password = secret::read(&args)?;
     init_logs(&args.log_level);
     let rt = plumb::runtime().map_err(|e| format!("cannot start a runtime: {e}"))?;
@@ -253,6 +254,7 @@ fn router(args: RouterArgs) -> Result<(), String> {
 
 fn launch(args: RouterArgs) -> Result<(), String> {
     need_root("weave launch")?;
+    daemon::check_args(&args)?;
     // Read here so a bad file fails `launch` itself; handed to the daemon on its stdin, never
     // in its argv or environment.
     let password = secret::read(&args)?;

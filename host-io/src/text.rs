@@ -220,6 +220,7 @@ mod tests {
     fn metrics_name_every_state_and_reason_with_their_values() {
         let name = "02:00:00:00:00:01".parse().unwrap();
         let mut s = router_core::Router::new(router_core::Instant::ZERO, router_core::Config::new(name))
+            .unwrap()
             .status(router_core::Instant::ZERO);
         s.stats.frames_relayed = 7;
         s.stats.password_mismatches = 2;

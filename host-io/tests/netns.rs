@@ -88,6 +88,32 @@ fn bad_arguments_and_missing_routers_get_clear_errors() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown status section"), "{o:?}");
 }
 
+/// Settings no router can run with are refused at launch, saying which and why, and nothing
+/// is made or written: no state directory, no bridge.
+#[test]
+fn bad_settings_are_refused_before_anything_is_written() {
+    let lab = Lab::new(1, &[]);
+    let dir = lab.dir.join("state");
+    let dir = dir.to_str().unwrap();
+    for (flags, want) in [
+        (&["--name", "ff:ff:ff:ff:ff:ff"][..], "--name ff:ff:ff:ff:ff:ff: ff:ff:ff:ff:ff:ff cannot name a peer"),
+        (&["--name", "01:00:00:00:00:02"][..], "cannot name a peer"),
+        (&["--name", "00:00:00:00:00:00"][..], "cannot name a peer"),
+        (&["--conn-limit", "0"][..], "--conn-limit: conn_limit is 0"),
+        (&["--port", "0"][..], "--port 0"),
+        (&["--mtu", "100"][..], "--mtu 100"),
+    ] {
+        let mut args = vec!["launch", "--state-dir", dir];
+        args.extend_from_slice(flags);
+        let o = lab.weave(0, &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{flags:?}: {err}");
+        assert!(!std::path::Path::new(dir).exists(), "{flags:?} wrote {dir}");
+        let links = ok(&["ip", "-n", &lab.hosts[0], "-o", "link", "show"]);
+        assert!(!links.contains("weave"), "{flags:?} made a bridge: {links}");
+    }
+}
+
 /// Everything the daemon exposes to other users of the host: its argv, its environment, its
 /// log.
 fn daemon_exposure(lab: &Lab, host: usize) -> String {

@@ -83,7 +83,7 @@ fn scenario(seed: u64, password: Option<&str>) -> Deliveries {
                 cfg.backoff_max = Duration::from_secs(2);
                 cfg.udp_timeout = Duration::from_secs(2);
                 cfg.password = password;
-                let mut router = Router::new(Instant::ZERO, cfg);
+                let mut router = Router::seeded(Instant::ZERO, cfg).expect("a valid configuration");
                 for j in 0..i {
                     let addr = SocketAddr::new(turmoil::lookup(format!("h{j}")), 6783);
                     router.connect(Instant::ZERO, addr).unwrap();

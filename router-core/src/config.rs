@@ -153,3 +153,143 @@ impl Config {
         }
     }
 }
+
+/// A setting no router can run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The peer name is the broadcast, a multicast or the all-zero address.
+    #[error("{0} cannot name a peer: give a unicast MAC-like name (first byte even), not zero")]
+    BadName(PeerName),
+    /// An interval of zero (which would wake the router without end) or of more than a day.
+    #[error("{field} is {value:?}: give a duration above zero and at most a day")]
+    Interval {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: Duration,
+    },
+    /// Two settings that contradict each other.
+    #[error("{0}")]
+    Inconsistent(&'static str),
+    /// A count or size out of its range.
+    #[error("{field} is {value}: it must be between {min} and {max}")]
+    Range {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: usize,
+        /// The smallest allowed.
+        min: usize,
+        /// The largest allowed.
+        max: usize,
+    },
+    /// A password, but no source of key material: the seeded stream of [`crate::Router::new`]
+    /// is for simulation and tests, never for a password.
+    #[error("a password needs key material from the operating system: use Router::with_random")]
+    PasswordWithoutRandom,
+}
+
+impl Config {
+    /// Checks every setting; `Router::new` and `Router::with_random` refuse what fails.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.name.is_unicast() {
+            return Err(ConfigError::BadName(self.name));
+        }
+        const DAY: Duration = Duration::from_secs(86_400);
+        for (field, value) in [
+            ("udp_heartbeat", self.udp_heartbeat),
+            ("udp_heartbeat_fast", self.udp_heartbeat_fast),
+            ("udp_timeout", self.udp_timeout),
+            ("probe_after", self.probe_after),
+            ("probe_interval", self.probe_interval),
+            ("probe_timeout", self.probe_timeout),
+            ("tcp_heartbeat", self.tcp_heartbeat),
+            ("tcp_timeout", self.tcp_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("anti_entropy", self.anti_entropy),
+            ("mac_expiry", self.mac_expiry),
+            ("backoff_min", self.backoff_min),
+            ("backoff_max", self.backoff_max),
+            ("route_delay_max", self.route_delay_max),
+            ("pmtu_probe_timeout", self.pmtu_probe_timeout),
+            ("pmtu_recheck", self.pmtu_recheck),
+        ] {
+            if value.is_zero() || value > DAY {
+                return Err(ConfigError::Interval { field, value });
+            }
+        }
+        for (field, value) in [
+            ("gossip_coalesce", self.gossip_coalesce),
+            ("route_delay_min", self.route_delay_min),
+            ("flap_window", self.flap_window),
+            ("stable_after", self.stable_after),
+            ("password_retry", self.password_retry),
+        ] {
+            if value > DAY {
+                return Err(ConfigError::Interval { field, value });
+            }
+        }
+        if self.udp_timeout < self.udp_heartbeat {
+            return Err(ConfigError::Inconsistent("udp_timeout must not be shorter than udp_heartbeat"));
+        }
+        if self.backoff_min > self.backoff_max {
+            return Err(ConfigError::Inconsistent("backoff_min must not be longer than backoff_max"));
+        }
+        if self.route_delay_min > self.route_delay_max {
+            return Err(ConfigError::Inconsistent("route_delay_min must not be longer than route_delay_max"));
+        }
+        let range = |field, value: usize, min, max| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::Range { field, value, min, max })
+            }
+        };
+        range("hop_limit", usize::from(self.hop_limit), 1, 255)?;
+        range("datagram_max", self.datagram_max, 548, 65_507)?;
+        range("datagram_min", self.datagram_min, 128, self.datagram_max)?;
+        range("conn_limit", self.conn_limit, 1, 65_535)?;
+        range("mac_table_max", self.mac_table_max, 1, 1 << 24)?;
+        range("peers_max", self.peers_max, 2, 1 << 24)?;
+        range("outbox_limit", self.outbox_limit, 65_536, 1 << 30)?;
+        range("recover_rounds", self.recover_rounds as usize, 1, 64)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::PeerName;
+
+    fn ok() -> Config {
+        Config::new(PeerName::from_u64(0x0200_0000_0001))
+    }
+
+    #[test]
+    fn the_defaults_pass_and_each_bad_setting_is_named() {
+        assert_eq!(ok().validate(), Ok(()));
+        for name in [PeerName::BROADCAST, PeerName::from_u64(0), PeerName::from_u64(0x0100_0000_0001)] {
+            assert_eq!(Config::new(name).validate(), Err(ConfigError::BadName(name)));
+        }
+        let mut c = ok();
+        c.udp_heartbeat = Duration::ZERO;
+        assert!(matches!(c.validate(), Err(ConfigError::Interval { field: "udp_heartbeat", .. })));
+        let mut c = ok();
+        c.anti_entropy = Duration::ZERO;
+        assert!(c.validate().unwrap_err().to_string().contains("anti_entropy"));
+        let mut c = ok();
+        c.mac_expiry = Duration::from_secs(86_401);
+        assert!(matches!(c.validate(), Err(ConfigError::Interval { field: "mac_expiry", .. })));
+        let mut c = ok();
+        c.hop_limit = 0;
+        assert!(matches!(c.validate(), Err(ConfigError::Range { field: "hop_limit", .. })));
+        let mut c = ok();
+        c.udp_timeout = c.udp_heartbeat / 2;
+        assert!(matches!(c.validate(), Err(ConfigError::Inconsistent(_))));
+        let mut c = ok();
+        c.datagram_min = c.datagram_max + 1;
+        assert!(matches!(c.validate(), Err(ConfigError::Range { field: "datagram_min", .. })));
+    }
+}

@@ -9,7 +9,8 @@
 //! ```
 //! use router_core::{Config, Destination, Instant, PeerName, Router, TRANSMIT_BUF_MIN};
 //!
-//! let mut router = Router::new(Instant::ZERO, Config::new("02:00:00:00:00:01".parse().unwrap()));
+//! let mut router = Router::new(Instant::ZERO, Config::new("02:00:00:00:00:01".parse().unwrap()))
+//!     .expect("a valid configuration");
 //! let mut buf = vec![0u8; TRANSMIT_BUF_MIN];
 //! let mut now = Instant::ZERO;
 //! // The driver's loop: feed one input, drain every output, sleep until the next deadline.
@@ -60,7 +61,7 @@ pub mod topology;
 mod view;
 pub mod wire;
 
-pub use config::Config;
+pub use config::{Config, ConfigError};
 pub use conn::{ConnError, LinkChange, LinkReason, Phase};
 pub use crypto::{Password, PasswordError, Random, SeededRandom};
 pub use forward::Decision;

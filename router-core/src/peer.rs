@@ -51,6 +51,12 @@ impl PeerName {
     pub fn is_valid(self) -> bool {
         self != Self::BROADCAST
     }
+
+    /// Whether this name is one a router may take for itself: a unicast MAC-like address
+    /// (first byte even), not all zeros.
+    pub fn is_unicast(self) -> bool {
+        self.0[0] & 1 == 0 && self != PeerName([0; 6])
+    }
 }
 
 /// A [`PeerName`] or [`Mac`] string that is not six `:`-separated hex bytes.

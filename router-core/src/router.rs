@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::conn::{Conn, ConnError, Target};
 use crate::crypto::{Random, SeededRandom};
 use crate::dedup::Dedup;
@@ -181,17 +181,29 @@ impl core::fmt::Debug for Router {
 }
 
 impl Router {
-    /// A router with no connections, at time `now`, whose key material comes from a stream
-    /// seeded by `config.seed`: deterministic, for simulation and tests. A driver that sets a
-    /// password on a real network uses [`Router::with_random`] with the OS's source.
-    pub fn new(now: Instant, config: Config) -> Router {
+    /// A router with no connections, at time `now`, without a password. Refuses a
+    /// configuration that fails [`Config::validate`], and one with a password: key material
+    /// must come from a real random source ([`Router::with_random`]; a simulator or a test
+    /// passes a seeded one, [`SeededRandom`], on purpose).
+    pub fn new(now: Instant, config: Config) -> Result<Router, ConfigError> {
+        if config.password.is_some() {
+            return Err(ConfigError::PasswordWithoutRandom);
+        }
+        Router::seeded(now, config)
+    }
+
+    /// A router whose key material, password sessions included, comes from a stream seeded
+    /// by `config.seed`: the same inputs give the same keys. For simulators and tests only;
+    /// never on a real network.
+    pub fn seeded(now: Instant, config: Config) -> Result<Router, ConfigError> {
         let random = Box::new(SeededRandom::new(config.seed ^ 0x6b65_7973_6565_6421));
         Router::with_random(now, config, random)
     }
 
     /// A router with no connections, at time `now`, taking key material from `random`.
-    pub fn with_random(now: Instant, config: Config, random: Box<dyn Random>) -> Router {
-        assert!(config.name.is_valid(), "the broadcast name ff:ff:ff:ff:ff:ff cannot name a peer");
+    /// Refuses a configuration that fails [`Config::validate`].
+    pub fn with_random(now: Instant, config: Config, random: Box<dyn Random>) -> Result<Router, ConfigError> {
+        config.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let uid = PeerUid(rng.next_u64() | 1);
         #[cfg(feature = "many-routers")]
@@ -242,7 +254,7 @@ impl Router {
         let first = now + r.jittered(r.config.anti_entropy);
         r.timers.set(Timer::AntiEntropy, first);
         r.commit(now);
-        r
+        Ok(r)
     }
 
     /// Our name.

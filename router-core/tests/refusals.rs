@@ -10,7 +10,7 @@ use router_core::{
 };
 
 fn router() -> Router {
-    Router::new(Instant::ZERO, Config::new(PeerName::from_u64(1)))
+    Router::new(Instant::ZERO, Config::new(PeerName::from_u64(1))).expect("a valid configuration")
 }
 
 /// Everything the router wrote to `conn`, and its events.

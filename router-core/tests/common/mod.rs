@@ -117,7 +117,7 @@ impl Net {
     pub fn with_config(n: usize, cfg: impl Fn(usize) -> Config) -> Net {
         let hosts = (0..n)
             .map(|i| Host {
-                router: Router::new(Instant::ZERO, cfg(i)),
+                router: Router::seeded(Instant::ZERO, cfg(i)).expect("a valid configuration"),
                 bridge: Vec::new(),
                 events: Vec::new(),
                 up: true,
@@ -307,8 +307,13 @@ impl Net {
         }
         self.queue.retain(|_, (h, _)| *h != i);
         self.restarts += 1;
-        self.hosts[i] =
-            Host { router: Router::new(self.now, cfg), bridge: Vec::new(), events: Vec::new(), up: true, wakes: 0 };
+        self.hosts[i] = Host {
+            router: Router::seeded(self.now, cfg).expect("a valid configuration"),
+            bridge: Vec::new(),
+            events: Vec::new(),
+            up: true,
+            wakes: 0,
+        };
         self.drain(i);
     }
 

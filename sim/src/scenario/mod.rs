@@ -557,6 +557,9 @@ mod tests {
             ("[workload]\nactive = 1.5\n", "workload.active"),
             ("[[faults]]\nat = \"1m\"\naction = \"heal\"\n", "faults[0].at: after the end"),
             ("[[faults]]\nat = \"1s\"\naction = \"explode\"\n", "unknown variant `explode`"),
+            ("[router]\nudp_heartbeat = \"0s\"\n", "router: udp_heartbeat is 0ns"),
+            ("[router]\nanti_entropy = \"0s\"\n", "router: anti_entropy is 0ns"),
+            ("[router]\nhop_limit = 0\n", "router: hop_limit is 0"),
         ];
         for (extra, want) in cases {
             let e = Scenario::parse(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();

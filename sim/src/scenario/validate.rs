@@ -1,7 +1,40 @@
 //! Checks of a parsed scenario that serde's types cannot express: names that must exist,
 //! numbers in range, faults in order. Each refusal names its place in the file.
 
+use router_core::Config;
+
 use super::*;
+
+impl RouterSettings {
+    /// Puts these settings into a router's configuration (what is left out keeps the
+    /// router's default).
+    pub fn apply(&self, c: &mut Config) {
+        c.discovery = self.discovery;
+        c.lazy_routes = self.lazy_routes;
+        let durations = [
+            (self.udp_heartbeat, &mut c.udp_heartbeat),
+            (self.udp_timeout, &mut c.udp_timeout),
+            (self.tcp_heartbeat, &mut c.tcp_heartbeat),
+            (self.tcp_timeout, &mut c.tcp_timeout),
+            (self.anti_entropy, &mut c.anti_entropy),
+            (self.gossip_coalesce, &mut c.gossip_coalesce),
+            (self.backoff_min, &mut c.backoff_min),
+            (self.backoff_max, &mut c.backoff_max),
+            (self.mac_expiry, &mut c.mac_expiry),
+        ];
+        for (v, field) in durations {
+            if let Some(v) = v {
+                *field = v.0;
+            }
+        }
+        if let Some(v) = self.hop_limit {
+            c.hop_limit = v;
+        }
+        if let Some(v) = self.conn_limit {
+            c.conn_limit = v;
+        }
+    }
+}
 
 impl Scenario {
     pub(super) fn validate(&self) -> Result<(), ScenarioError> {
@@ -167,6 +200,10 @@ impl Scenario {
         if !(0.0..=1.0).contains(&self.workload.active) {
             return Err(invalid("workload.active", "a fraction from 0 to 1"));
         }
+        // The router settings, as every router of the run would get them.
+        let mut c = Config::new(router_core::PeerName::from_u64(0x0200_0000_0001));
+        self.router.apply(&mut c);
+        c.validate().map_err(|e| invalid("router", e.to_string()))?;
         Ok(())
     }
 }

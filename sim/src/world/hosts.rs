@@ -19,41 +19,7 @@ impl World {
         // Thousands of routers share this process: keep little idle output room each.
         c.outbox_keep = 4 << 10;
         c.seed = derive(self.seed, "router", (u64::from(h) << 32) | u64::from(self.hosts[h as usize].incarnation));
-        c.discovery = s.discovery;
-        c.lazy_routes = s.lazy_routes;
-        if let Some(v) = s.hop_limit {
-            c.hop_limit = v;
-        }
-        if let Some(v) = s.conn_limit {
-            c.conn_limit = v;
-        }
-        if let Some(v) = s.udp_heartbeat {
-            c.udp_heartbeat = v.0;
-        }
-        if let Some(v) = s.udp_timeout {
-            c.udp_timeout = v.0;
-        }
-        if let Some(v) = s.tcp_heartbeat {
-            c.tcp_heartbeat = v.0;
-        }
-        if let Some(v) = s.tcp_timeout {
-            c.tcp_timeout = v.0;
-        }
-        if let Some(v) = s.anti_entropy {
-            c.anti_entropy = v.0;
-        }
-        if let Some(v) = s.gossip_coalesce {
-            c.gossip_coalesce = v.0;
-        }
-        if let Some(v) = s.backoff_min {
-            c.backoff_min = v.0;
-        }
-        if let Some(v) = s.backoff_max {
-            c.backoff_max = v.0;
-        }
-        if let Some(v) = s.mac_expiry {
-            c.mac_expiry = v.0;
-        }
+        s.apply(&mut c);
         c.password = self.password_of(h).map(|p| Password::new(p.as_bytes()).expect("non-empty"));
         c
     }
@@ -65,7 +31,9 @@ impl World {
         self.hosts[h as usize].incarnation += 1;
         let cfg = self.router_config(h);
         let now = self.now;
-        let mut r = Router::new(now, cfg);
+        // Scenario validation checked the settings; key material comes from the seed, so a
+        // run replays exactly.
+        let mut r = Router::seeded(now, cfg).expect("validated router settings");
         for &t in &self.hosts[h as usize].targets {
             r.connect(now, router_addr(t)).expect("valid address");
         }

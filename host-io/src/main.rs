@@ -247,6 +247,11 @@ fn router(args: RouterArgs) -> Result<(), String> {
     need_root("weave router")?;
     daemon::check_args(&args)?;
     let password = secret::read(&args)?;
+    if let (true, Some(p)) = (secret::from_env(&args), &password) {
+        // The variable is in this process's initial environment, which /proc/PID/environ
+        // shows for its whole life: start again without it.
+        return Err(secret::reexec_without_env(p));
+    }
     init_logs(&args.log_level);
     let rt = plumb::runtime().map_err(|e| format!("cannot start a runtime: {e}"))?;
     rt.block_on(daemon::run(args, password))

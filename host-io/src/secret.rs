@@ -46,6 +46,45 @@ pub(crate) fn read(args: &RouterArgs) -> Result<Option<Zeroizing<Vec<u8>>>, Stri
     Ok(Some(bytes))
 }
 
+/// Whether the password would come from the environment (no stdin or file given).
+pub(crate) fn from_env(args: &RouterArgs) -> bool {
+    !args.password_stdin && args.password_file.is_none() && std::env::var_os(ENV).is_some()
+}
+
+/// Runs this program again, as the same process (same PID, as a service manager expects),
+/// without `WEAVE_PASSWORD` in its environment: the password goes to the new image on its
+/// standard input (`--password-stdin`), so that `/proc/PID/environ` never shows it. Returns
+/// only on failure.
+pub(crate) fn reexec_without_env(password: &[u8]) -> String {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+
+    // The whole password must fit the pipe, so that writing it cannot block.
+    if password.len() > 4096 {
+        return format!("the password in {ENV} is longer than 4096 bytes: use a password file");
+    }
+    let (r, w) = match nix::unistd::pipe() {
+        Ok(p) => p,
+        Err(e) => return format!("cannot make a pipe for the password: {e}"),
+    };
+    let mut w = std::fs::File::from(w);
+    if let Err(e) = w.write_all(password) {
+        return format!("cannot hand the password over: {e}");
+    }
+    drop(w);
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return format!("cannot find this program to run it again: {e}"),
+    };
+    let e = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .arg("--password-stdin")
+        .env_remove(ENV)
+        .stdin(std::process::Stdio::from(r))
+        .exec();
+    format!("cannot run this program again without {ENV} in its environment: {e}")
+}
+
 /// The core's form of the password.
 pub(crate) fn to_password(bytes: &[u8]) -> Password {
     Password::new(bytes.to_vec()).expect("checked by read")

@@ -212,6 +212,39 @@ fn a_bad_password_setting_is_refused_at_launch_and_never_echoed() {
     assert!(!err.contains("s3cret-pa55"), "{err}");
 }
 
+/// `weave router` (how a service manager runs it) given the password in `WEAVE_PASSWORD`
+/// runs without it in its environment: `/proc/PID/environ` of the running router never shows
+/// it, and the router is the same process (PID) that was started.
+#[test]
+fn weave_router_drops_the_password_from_its_environment() {
+    let lab = Lab::new(1, &[]);
+    let dir = lab.dir.join("h0");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.hosts[0], WEAVE, "router", "--nickname", "h0", "--state-dir"])
+        .arg(&dir)
+        .env("WEAVE_PASSWORD", "env-pa55word-xyzzy")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + SETTLE;
+    while Instant::now() < end && !lab.weave(0, &["status"]).status.success() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = String::from_utf8_lossy(&lab.weave(0, &["status"]).stdout).into_owned();
+    assert!(status.contains("Encryption: enabled"), "{status}");
+    let pid = lab.pid(0).expect("pid file");
+    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned();
+    assert!(!environ.contains("env-pa55word-xyzzy") && !environ.contains("WEAVE_PASSWORD"), "{environ}");
+    assert!(!daemon_exposure(&lab, 0).contains("env-pa55word-xyzzy"));
+    // `ip netns exec` runs the router as its own child (not a fork of it): same process.
+    let parent = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: u32 = parent.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(ppid == child.id() || pid as u32 == child.id(), "the router is the process that was started");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Docker sets the FORWARD policy to DROP, and with br_netfilter bridged frames go through
 /// FORWARD: weave's rule lets the bridge's own traffic through. Taking that rule away stops
 /// the traffic, which shows the check is real.

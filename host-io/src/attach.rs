@@ -122,47 +122,66 @@ pub(crate) struct Attachment {
     pub(crate) cidrs: Vec<String>,
 }
 
-/// The recorded attachments.
-pub(crate) fn load(dir: &std::path::Path) -> Vec<Attachment> {
-    std::fs::read_to_string(dir.join("attachments.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default()
+/// The recorded attachments (none when nothing was recorded); an error for a file that
+/// does not parse, which is never replaced.
+pub(crate) fn load(dir: &std::path::Path) -> Result<Vec<Attachment>, String> {
+    let path = dir.join("attachments.json");
+    match crate::state::read(&path)? {
+        None => Ok(Vec::new()),
+        Some(s) => serde_json::from_str(&s).map_err(|e| crate::state::corrupt(&path, e)),
+    }
+}
+
+/// Saves the attachments.
+fn save(dir: &std::path::Path, all: &[Attachment]) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(all).map_err(|e| e.to_string())?;
+    crate::state::write_atomic(&dir.join("attachments.json"), text.as_bytes())
 }
 
 /// Records an attachment (merging CIDRs for a target attached again).
 pub(crate) fn record(dir: &std::path::Path, target: &str, mac: &str, cidrs: &[String]) -> Result<(), String> {
     let t = plumb::resolve_target(target)?;
-    let mut all = load(dir);
+    crate::state::locked(dir, || record_locked(dir, target, mac, cidrs, t.ns))
+        .map_err(|e| format!("cannot record the attachment: {e}"))
+}
+
+fn record_locked(
+    dir: &std::path::Path,
+    target: &str,
+    mac: &str,
+    cidrs: &[String],
+    ns: std::path::PathBuf,
+) -> Result<(), String> {
+    let mut all = load(dir)?;
     match all.iter_mut().find(|a| a.target == target) {
         Some(a) => {
             a.mac = mac.to_string();
             // A restarted container lives in a new namespace.
-            a.ns = t.ns;
+            a.ns = ns;
             for c in cidrs {
                 if !a.cidrs.contains(c) {
                     a.cidrs.push(c.clone());
                 }
             }
         }
-        None => all.push(Attachment { target: target.into(), ns: t.ns, mac: mac.into(), cidrs: cidrs.to_vec() }),
+        None => all.push(Attachment { target: target.into(), ns, mac: mac.into(), cidrs: cidrs.to_vec() }),
     }
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let text = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("attachments.json"), text).map_err(|e| format!("cannot record the attachment: {e}"))
+    save(dir, &all)
 }
 
 /// Forgets CIDRs of a target (all of it when `cidrs` is empty).
 pub(crate) fn unrecord(dir: &std::path::Path, target: &str, cidrs: &[String]) -> Result<(), String> {
-    let mut all = load(dir);
-    if cidrs.is_empty() {
-        all.retain(|a| a.target != target);
-    } else if let Some(a) = all.iter_mut().find(|a| a.target == target) {
-        a.cidrs.retain(|c| !cidrs.contains(c));
-    }
-    all.retain(|a| !a.cidrs.is_empty());
-    let text = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("attachments.json"), text).map_err(|e| format!("cannot record the detachment: {e}"))
+    crate::state::locked(dir, || {
+        let mut all = load(dir)?;
+        if cidrs.is_empty() {
+            all.retain(|a| a.target != target);
+        } else if let Some(a) = all.iter_mut().find(|a| a.target == target) {
+            a.cidrs.retain(|c| !cidrs.contains(c));
+        }
+        all.retain(|a| !a.cidrs.is_empty());
+        save(dir, &all)
+    })
+    .map_err(|e| format!("cannot record the detachment: {e}"))
 }
 
 /// `weave ps`: the bridge first, then every attached target whose namespace still exists.
@@ -175,8 +194,8 @@ pub(crate) fn ps(info: &crate::api::DaemonInfo, only: &[String]) -> Result<Strin
             br.as_ref().and_then(plumb::mac_of).map(|m| router_core::Mac(m).to_string()).unwrap_or_default(),
         )
     })?;
-    let mut out = format!("weave:expose {bridge_mac} {}\n", crate::expose::exposed(info).join(" "));
-    for a in load(&info.state_dir) {
+    let mut out = format!("weave:expose {bridge_mac} {}\n", crate::expose::exposed(info)?.join(" "));
+    for a in load(&info.state_dir)? {
         if (!only.is_empty() && !only.contains(&a.target)) || !a.ns.exists() {
             continue;
         }

@@ -101,10 +101,11 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
         capture::open_port(plumb::PCAP_PORT, mtu).map_err(|e| format!("capture on {}: {e}", plumb::PCAP_PORT))?;
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCmd>(64);
     let info = api::DaemonInfo { state_dir: args.state_dir.clone(), bridge: args.bridge.clone() };
-    let http = api::serve(args.http_addr, api_tx, info).await?;
+    let http = api::serve(args.http_addr, api_tx, info.clone()).await?;
     if let Err(e) = crate::firewall::install(&args.bridge) {
         tracing::warn!("firewall rules not installed: {e}");
     }
+    crate::expose::restore(&info).await;
     crate::docker::watch(args.state_dir.clone(), args.bridge.clone());
 
     let mut cfg = Config::new(name);
@@ -123,7 +124,7 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
     let encrypted = password.is_some();
     cfg.password = password;
     let mut router = Router::with_random(Instant::ZERO, cfg, Box::new(OsRandom)).map_err(|e| e.to_string())?;
-    let mut peers = state.peers();
+    let mut peers = state.peers()?;
     for p in &args.peers {
         if !peers.contains(p) {
             peers.push(p.clone());

@@ -75,8 +75,16 @@ fn is_container(target: &str) -> bool {
     !(target.starts_with("netns:") || target.starts_with("pid:") || target.starts_with('/'))
 }
 
+/// The recorded attachments, or none (and a warning) when the file cannot be read.
+fn recorded(dir: &Path) -> Vec<attach::Attachment> {
+    attach::load(dir).unwrap_or_else(|e| {
+        tracing::warn!("Docker containers are not followed: {e}");
+        Vec::new()
+    })
+}
+
 fn on_event(dir: &Path, bridge: &str, action: &str, id: &str, name: &str) {
-    for a in attach::load(dir).into_iter().filter(|a| is_container(&a.target) && names_container(&a.target, id, name)) {
+    for a in recorded(dir).into_iter().filter(|a| is_container(&a.target) && names_container(&a.target, id, name)) {
         match action {
             "start" => reattach(dir, bridge, &a),
             "destroy" => {
@@ -103,7 +111,7 @@ fn reattach(dir: &Path, bridge: &str, a: &attach::Attachment) {
 
 /// Attaches again every recorded container that runs without its interface.
 fn reattach_all(dir: &Path, bridge: &str) {
-    for a in attach::load(dir).into_iter().filter(|a| is_container(&a.target)) {
+    for a in recorded(dir).into_iter().filter(|a| is_container(&a.target)) {
         // A container that is not running (or gone) is skipped: resolving it fails.
         if crate::plumb::resolve_target(&a.target).is_ok() {
             reattach(dir, bridge, &a);

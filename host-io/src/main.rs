@@ -433,8 +433,9 @@ fn run(cli: Cli) -> Result<(), String> {
                 Ok::<(), String>(())
             })?;
             firewall::uninstall();
-            let _ = std::fs::remove_dir_all(&state_dir);
-            Ok(())
+            // Only what weave keeps there: `--state-dir` may name a directory that holds
+            // more.
+            state::remove(&state_dir)
         }
         Cmd::Version => {
             println!("weave {}", env!("CARGO_PKG_VERSION"));

@@ -50,6 +50,11 @@ pub struct Config {
     pub mac_expiry: Duration,
     /// Most MAC entries.
     pub mac_table_max: usize,
+    /// Most MAC entries one owner may have (the local bridge is one owner, each peer
+    /// another): a container sending from random source MACs fills its owner's share, not
+    /// the table. MACs beyond it are not learned (counted in `macs_refused`); their frames
+    /// still flood.
+    pub mac_per_peer_max: usize,
     /// Most peers held in the topology; entries for further peers are refused (counted).
     pub peers_max: usize,
     /// Bytes of queued output after which data frames are dropped.
@@ -123,6 +128,7 @@ impl Config {
             pmtu_recheck: Duration::from_secs(600),
             mac_expiry: Duration::from_secs(600),
             mac_table_max: 65_536,
+            mac_per_peer_max: 4096,
             peers_max: 65_536,
             outbox_limit: 8 << 20,
             outbox_keep: 64 << 10,
@@ -251,6 +257,7 @@ impl Config {
         range("datagram_min", self.datagram_min, 128, self.datagram_max)?;
         range("conn_limit", self.conn_limit, 1, 65_535)?;
         range("mac_table_max", self.mac_table_max, 1, 1 << 24)?;
+        range("mac_per_peer_max", self.mac_per_peer_max, 1, self.mac_table_max)?;
         range("peers_max", self.peers_max, 2, 1 << 24)?;
         range("outbox_limit", self.outbox_limit, 65_536, 1 << 30)?;
         range("recover_rounds", self.recover_rounds as usize, 1, 64)?;

@@ -39,8 +39,8 @@ pub(crate) struct Dedup {
 }
 
 impl Dedup {
-    pub(crate) fn new(max: usize) -> Self {
-        Dedup { windows: Table::default(), max }
+    pub(crate) fn new(max: usize, key: [u64; 4]) -> Self {
+        Dedup { windows: Table::with_key(key), max }
     }
 
     /// Records `(src, seq)`; returns false if it was seen before or is too old to tell.
@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn repeats_are_dropped_and_reordering_within_the_window_is_not() {
-        let mut d = Dedup::new(8);
+        let mut d = Dedup::new(8, [3; 4]);
         let base = 1u64 << 40;
         assert!(d.fresh(P, base));
         assert!(!d.fresh(P, base));
@@ -112,7 +112,7 @@ mod tests {
     proptest! {
         #[test]
         fn each_number_passes_at_most_once(seqs in proptest::collection::vec(0u64..300, 1..400)) {
-            let mut d = Dedup::new(8);
+            let mut d = Dedup::new(8, [3; 4]);
             let mut passed = std::collections::BTreeSet::new();
             for s in seqs {
                 if d.fresh(P, 1_000_000 + s) {

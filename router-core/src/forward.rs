@@ -169,7 +169,8 @@ impl Router {
                 }
             }
             Learned::Moved => self.stats.macs_moved += 1,
-            Learned::Refreshed | Learned::Group | Learned::Full => {}
+            Learned::Full => self.stats.macs_refused += 1,
+            Learned::Refreshed | Learned::Group => {}
         }
     }
 

@@ -1,16 +1,21 @@
 //! MAC learning: which peer each MAC lives behind.
 //!
 //! Group addresses are never learned. A MAC seen somewhere new moves at once (a migrated
-//! container works immediately). Idle entries expire; the table has a bound.
+//! container works immediately). Idle entries expire. The table has a bound, and so does each
+//! owner's share of it (the local bridge is one owner, each peer another): one container
+//! sending from random source MACs fills its owner's share, not the table. The table is keyed
+//! (see `Table`), so chosen MACs cannot be made to collide.
 
 use core::time::Duration;
+
+use std::collections::BTreeMap;
 
 use crate::peer::{Mac, PeerName};
 use crate::table::Table;
 use crate::time::Instant;
 
 /// Where a MAC lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub enum MacOwner {
     /// On our own bridge.
     Local,
@@ -35,7 +40,7 @@ pub(crate) enum Learned {
     Moved,
     /// Group address; not learned.
     Group,
-    /// The table is full; not learned.
+    /// The table, or its owner's share of it, is full; not learned (or not moved).
     Full,
 }
 
@@ -45,11 +50,32 @@ pub(crate) struct MacCache {
     map: Table<Mac, Entry>,
     expiry: Duration,
     max: usize,
+    /// Most entries one owner may have.
+    per_owner_max: usize,
+    /// Entries per owner (owners with none are not kept).
+    owners: BTreeMap<MacOwner, u32>,
 }
 
 impl MacCache {
-    pub(crate) fn new(expiry: Duration, max: usize) -> Self {
-        MacCache { map: Table::default(), expiry, max }
+    pub(crate) fn new(expiry: Duration, max: usize, per_owner_max: usize, key: [u64; 4]) -> Self {
+        MacCache { map: Table::with_key(key), expiry, max, per_owner_max, owners: BTreeMap::new() }
+    }
+
+    fn count(&self, owner: MacOwner) -> usize {
+        self.owners.get(&owner).map_or(0, |&n| n as usize)
+    }
+
+    fn add(&mut self, owner: MacOwner) {
+        *self.owners.entry(owner).or_insert(0) += 1;
+    }
+
+    fn sub(owners: &mut BTreeMap<MacOwner, u32>, owner: MacOwner) {
+        if let Some(n) = owners.get_mut(&owner) {
+            *n -= 1;
+            if *n == 0 {
+                owners.remove(&owner);
+            }
+        }
     }
 
     /// Records that `mac` was seen at `owner`.
@@ -58,18 +84,26 @@ impl MacCache {
         if mac.is_group() {
             return Learned::Group;
         }
+        let full = self.count(owner) >= self.per_owner_max;
         if let Some(e) = self.map.get_mut(&mac) {
-            e.last_seen = now;
             if e.owner == owner {
+                e.last_seen = now;
                 return Learned::Refreshed;
             }
-            e.owner = owner;
+            if full {
+                return Learned::Full;
+            }
+            let was = core::mem::replace(&mut e.owner, owner);
+            e.last_seen = now;
+            Self::sub(&mut self.owners, was);
+            self.add(owner);
             return Learned::Moved;
         }
-        if self.map.len() >= self.max {
+        if full || self.map.len() >= self.max {
             return Learned::Full;
         }
         self.map.insert(mac, Entry { owner, last_seen: now });
+        self.add(owner);
         Learned::New
     }
 
@@ -81,13 +115,16 @@ impl MacCache {
 
     /// Forgets `mac`.
     pub(crate) fn remove(&mut self, mac: Mac) {
-        self.map.remove(&mac);
+        if let Some(e) = self.map.remove(&mac) {
+            Self::sub(&mut self.owners, e.owner);
+        }
     }
 
     /// Forgets every MAC behind `peer` (it became unreachable or restarted).
     pub(crate) fn forget_peer(&mut self, peer: PeerName) -> usize {
         let before = self.map.len();
         self.map.retain(|_, e| e.owner != MacOwner::Peer(peer));
+        self.owners.remove(&MacOwner::Peer(peer));
         before - self.map.len()
     }
 
@@ -101,9 +138,11 @@ impl MacCache {
         let before = self.map.len();
         let expiry = self.expiry;
         let mut next: Option<Instant> = None;
+        let owners = &mut self.owners;
         self.map.retain(|_, e| {
             let due = e.last_seen + expiry;
             if due <= now {
+                Self::sub(owners, e.owner);
                 return false;
             }
             next = Some(next.map_or(due, |n| n.min(due)));
@@ -144,7 +183,7 @@ mod tests {
 
     #[test]
     fn learns_moves_and_expires() {
-        let mut c = MacCache::new(Duration::from_secs(10), 4);
+        let mut c = MacCache::new(Duration::from_secs(10), 4, 4, [1; 4]);
         let t0 = Instant::ZERO;
         assert_eq!(c.learn(t0, M, MacOwner::Local), Learned::New);
         assert_eq!(c.learn(t0, M, MacOwner::Local), Learned::Refreshed);
@@ -158,7 +197,7 @@ mod tests {
 
     #[test]
     fn group_addresses_are_never_learned_and_the_table_is_bounded() {
-        let mut c = MacCache::new(Duration::from_secs(10), 2);
+        let mut c = MacCache::new(Duration::from_secs(10), 2, 2, [1; 4]);
         assert_eq!(c.learn(Instant::ZERO, Mac::BROADCAST, MacOwner::Local), Learned::Group);
         assert_eq!(c.learn(Instant::ZERO, Mac([1, 0, 0x5e, 0, 0, 1]), MacOwner::Local), Learned::Group);
         for i in 0..2 {
@@ -171,7 +210,7 @@ mod tests {
     #[test]
     fn entries_falling_due_one_after_another_are_swept_in_batches() {
         let expiry = Duration::from_secs(10);
-        let mut c = MacCache::new(expiry, 1000);
+        let mut c = MacCache::new(expiry, 1000, 1000, [1; 4]);
         // 500 MACs last seen 20 ms apart, over the first 10 s.
         let seen = |i: u64| Instant::from_millis(20 * i);
         for i in 0..500u64 {
@@ -202,5 +241,27 @@ mod tests {
         }
         assert_eq!(c.len(), 0);
         assert!(sweeps <= 11, "{sweeps} sweeps");
+    }
+
+    #[test]
+    fn one_owner_fills_its_share_not_the_table_and_counts_stay_true() {
+        let mut c = MacCache::new(Duration::from_secs(10), 100, 10, [7; 4]);
+        let flooder = MacOwner::Peer(PeerName::from_u64(9));
+        for n in 0..1000u64 {
+            let mac = Mac((0x0200_0000_0000 | n).to_be_bytes()[2..].try_into().unwrap());
+            c.learn(Instant::ZERO, mac, flooder);
+        }
+        assert_eq!(c.len(), 10, "the flooding peer holds its share only");
+        let mine = Mac([2, 0xaa, 0, 0, 0, 1]);
+        assert_eq!(c.learn(Instant::ZERO, mine, MacOwner::Local), Learned::New, "others still learn");
+        // A MAC may not move into a full share, and moves keep the counts right.
+        assert_eq!(c.learn(Instant::ZERO, mine, flooder), Learned::Full);
+        assert_eq!(c.learn(Instant::ZERO, mine, MacOwner::Peer(PeerName::from_u64(3))), Learned::Moved);
+        assert_eq!(c.count(MacOwner::Local), 0);
+        assert_eq!(c.forget_peer(PeerName::from_u64(9)), 10);
+        assert_eq!(c.count(flooder), 0);
+        let (gone, _) = c.sweep(Instant::ZERO + Duration::from_secs(11));
+        assert_eq!((gone, c.len()), (1, 0));
+        assert!(c.owners.is_empty(), "every count went with its entries");
     }
 }

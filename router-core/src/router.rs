@@ -204,6 +204,14 @@ impl Router {
     /// Refuses a configuration that fails [`Config::validate`].
     pub fn with_random(now: Instant, config: Config, random: Box<dyn Random>) -> Result<Router, ConfigError> {
         config.validate()?;
+        let mut random = random;
+        // Keys of the tables others choose the keys of: from the random source, never the seed.
+        let mut table_key = || {
+            let mut b = [0u8; 32];
+            random.fill(&mut b);
+            core::array::from_fn::<u64, 4, _>(|i| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes")))
+        };
+        let (mac_key, udp_key, dedup_key) = (table_key(), table_key(), table_key());
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let uid = PeerUid(rng.next_u64() | 1);
         #[cfg(feature = "many-routers")]
@@ -211,7 +219,7 @@ impl Router {
         #[cfg(not(feature = "many-routers"))]
         let pool = Pool::default();
         let mut r = Router {
-            macs: MacCache::new(config.mac_expiry, config.mac_table_max),
+            macs: MacCache::new(config.mac_expiry, config.mac_table_max, config.mac_per_peer_max, mac_key),
             out: Outbox::new(config.outbox_limit, config.outbox_keep),
             config,
             rng,
@@ -224,7 +232,7 @@ impl Router {
             conns: SortedMap::default(),
             next_conn: 0,
             by_peer: SortedMap::default(),
-            by_udp: Table::default(),
+            by_udp: Table::with_key(udp_key),
             targets: BTreeMap::new(),
             timers: TimerTable::default(),
             events: VecDeque::new(),
@@ -234,7 +242,7 @@ impl Router {
             scratch_peers: Vec::new(),
             discovery_pending: false,
             next_seq: 0,
-            dedup: Dedup::new(DEDUP_SOURCES_MAX),
+            dedup: Dedup::new(DEDUP_SOURCES_MAX, dedup_key),
             route_hold: core::time::Duration::ZERO,
             last_recompute: None,
             routes_due: false,

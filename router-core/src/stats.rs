@@ -174,6 +174,8 @@ pub struct Stats {
     pub links_lost_ack: u64,
     /// Handshakes that failed because the passwords differ or only one side has one.
     pub password_mismatches: u64,
+    /// MACs not learned, or not moved: the table, or their owner's share of it, was full.
+    pub macs_refused: u64,
     /// Path MTU probes sent.
     pub pmtu_probes_sent: u64,
     /// Smaller path MTUs the driver reported (EMSGSIZE, ICMP from the kernel).
@@ -236,12 +238,14 @@ impl Stats {
             links_lost_heartbeat,
             links_lost_ack,
             password_mismatches,
+            macs_refused,
             pmtu_probes_sent,
             pmtu_reports,
             icmp_too_big_sent,
             frames_fragmented,
             drops,
         } = o;
+        self.macs_refused += macs_refused;
         self.pmtu_probes_sent += pmtu_probes_sent;
         self.pmtu_reports += pmtu_reports;
         self.icmp_too_big_sent += icmp_too_big_sent;

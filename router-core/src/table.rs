@@ -16,13 +16,11 @@
 //! full takes 1.33 to 2.67 times. `Option<(K, V)>` slots cost nothing over `(K, V)` where the key or
 //! value has a niche (an enum, a `NonZero`); callers lay out their entries for that.
 
-use core::hash::{BuildHasher, Hash};
-
-use rustc_hash::FxBuildHasher;
+use core::hash::Hash;
 
 /// A map from `K` to `V` (see the module docs). Iteration is in the order of the keys'
 /// hashes: stable for the same keys, whatever order they came in.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Table<K, V> {
     /// In the order of the keys' hashes, each entry at or after its home slot with no empty
     /// slot between the two. Slots past `homes` hold the overflow of the last homes.
@@ -30,21 +28,47 @@ pub struct Table<K, V> {
     /// Home slots: a key's home is its hash scaled to `0..homes`.
     homes: usize,
     len: usize,
+    /// The keyed hash (aHash): keys chosen by someone who does not know the key cannot be
+    /// made to fall on one run of slots.
+    hasher: ahash::RandomState,
 }
 
-impl<K, V> Default for Table<K, V> {
-    fn default() -> Self {
-        Table { slots: Vec::new(), homes: 0, len: 0 }
+impl<K, V> core::fmt::Debug for Table<K, V> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Table").field("len", &self.len).field("homes", &self.homes).finish_non_exhaustive()
     }
 }
 
-/// The key's hash, mixed so that its top bits (which pick the home) are uniform.
-#[inline]
-fn hash<K: Hash>(k: &K) -> u64 {
-    FxBuildHasher.hash_one(k).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+/// The key of [`Table::default`]: fixed, for tables whose keys nobody outside chooses.
+const FIXED_KEY: [u64; 4] =
+    [0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344, 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89];
+
+impl<K, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Table::with_key(FIXED_KEY)
+    }
+}
+
+impl<K, V> Table<K, V> {
+    /// An empty table hashing with `key`. Tables keyed by what others choose (MACs that
+    /// containers send, names and addresses that peers use) take a random key.
+    pub fn with_key(key: [u64; 4]) -> Self {
+        Table {
+            slots: Vec::new(),
+            homes: 0,
+            len: 0,
+            hasher: ahash::RandomState::with_seeds(key[0], key[1], key[2], key[3]),
+        }
+    }
 }
 
 impl<K: Hash + Eq, V> Table<K, V> {
+    /// The key's hash, whose top bits pick its home.
+    #[inline]
+    fn hash(&self, k: &K) -> u64 {
+        self.hasher.hash_one(k)
+    }
+
     #[inline]
     fn home(&self, h: u64) -> usize {
         ((u128::from(h) * self.homes as u128) >> 64) as usize
@@ -54,10 +78,10 @@ impl<K: Hash + Eq, V> Table<K, V> {
     /// holds a later hash.
     #[inline]
     fn find(&self, k: &K) -> Result<usize, usize> {
-        let h = hash(k);
+        let h = self.hash(k);
         let mut i = self.home(h);
         while let Some(Some((e, _))) = self.slots.get(i) {
-            let eh = hash(e);
+            let eh = self.hash(e);
             if eh > h {
                 break;
             }
@@ -136,7 +160,7 @@ impl<K: Hash + Eq, V> Table<K, V> {
         let mut i = self.find(k).ok()?;
         // The entries after it that lie past their home move back one.
         while let Some(Some((next, _))) = self.slots.get(i + 1) {
-            if self.home(hash(next)) > i {
+            if self.home(self.hash(next)) > i {
                 break;
             }
             self.slots.swap(i, i + 1);
@@ -169,7 +193,7 @@ impl<K: Hash + Eq, V> Table<K, V> {
         for i in 0..self.slots.len() {
             let Some((k, _)) = &self.slots[i] else { continue };
             // Slots from `next` up to `i` are empty: their entries moved back or went.
-            let to = self.home(hash(k)).max(next);
+            let to = self.home(self.hash(k)).max(next);
             self.slots.swap(to, i);
             next = to + 1;
         }
@@ -184,7 +208,7 @@ impl<K: Hash + Eq, V> Table<K, V> {
         let mut next = 0;
         // In hash order, so each goes to its home or just after the one before.
         for (k, v) in old.into_iter().flatten() {
-            let i = self.home(hash(&k)).max(next);
+            let i = self.home(self.hash(&k)).max(next);
             if i == self.slots.len() {
                 self.slots.push(None);
             }
@@ -226,7 +250,7 @@ mod tests {
         let mut last = 0;
         for (i, s) in m.slots.iter().enumerate() {
             let Some((k, _)) = s else { continue };
-            let h = hash(k);
+            let h = m.hash(k);
             prop_assert!(last <= h, "slot {} is out of order", i);
             last = h;
             let home = m.home(h);

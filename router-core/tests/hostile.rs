@@ -23,7 +23,7 @@ fn a_mac_flood_fills_one_share_and_the_others_still_learn_and_reach() {
         net.capture(0, &frame(BROADCAST, src, b"flood"));
     }
     net.run_for(Duration::from_millis(50));
-    let (s0, s1) = (net.hosts[0].router.stats().clone(), net.hosts[1].router.stats().clone());
+    let (s0, s1) = (*net.hosts[0].router.stats(), *net.hosts[1].router.stats());
     assert!(
         s0.macs_learned <= 100 && s0.macs_refused >= 4900,
         "host 0: {} learned, {} refused",

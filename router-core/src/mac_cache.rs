@@ -52,29 +52,53 @@ pub(crate) struct MacCache {
     max: usize,
     /// Most entries one owner may have.
     per_owner_max: usize,
-    /// Entries per owner (owners with none are not kept).
-    owners: BTreeMap<MacOwner, u32>,
+    /// Entries per owner (owners with none are not kept), counted only while the table holds
+    /// at least `per_owner_max` entries: below that no owner can exceed its share, and a
+    /// router that knows thousands of owners keeps no count for them.
+    owners: Option<BTreeMap<MacOwner, u32>>,
 }
 
 impl MacCache {
     pub(crate) fn new(expiry: Duration, max: usize, per_owner_max: usize, key: [u64; 4]) -> Self {
-        MacCache { map: Table::with_key(key), expiry, max, per_owner_max, owners: BTreeMap::new() }
+        MacCache { map: Table::with_key(key), expiry, max, per_owner_max, owners: None }
     }
 
+    #[cfg(test)]
     fn count(&self, owner: MacOwner) -> usize {
-        self.owners.get(&owner).map_or(0, |&n| n as usize)
+        self.owners.as_ref().and_then(|o| o.get(&owner)).map_or(0, |&n| n as usize)
+    }
+
+    /// Whether `owner` has its whole share.
+    fn full(&self, owner: MacOwner) -> bool {
+        self.owners.as_ref().is_some_and(|o| o.get(&owner).is_some_and(|&n| n as usize >= self.per_owner_max))
     }
 
     fn add(&mut self, owner: MacOwner) {
-        *self.owners.entry(owner).or_insert(0) += 1;
+        if let Some(o) = &mut self.owners {
+            *o.entry(owner).or_insert(0) += 1;
+        } else if self.map.len() >= self.per_owner_max {
+            // Counting starts: every entry so far, this one included.
+            let mut o = BTreeMap::new();
+            for (_, e) in self.map.iter() {
+                *o.entry(e.owner).or_insert(0u32) += 1;
+            }
+            self.owners = Some(o);
+        }
     }
 
-    fn sub(owners: &mut BTreeMap<MacOwner, u32>, owner: MacOwner) {
-        if let Some(n) = owners.get_mut(&owner) {
+    fn sub(owners: &mut Option<BTreeMap<MacOwner, u32>>, owner: MacOwner) {
+        if let Some(n) = owners.as_mut().and_then(|o| o.get_mut(&owner)) {
             *n -= 1;
             if *n == 0 {
-                owners.remove(&owner);
+                owners.as_mut().expect("counting").remove(&owner);
             }
+        }
+    }
+
+    /// Stops counting once the table holds well under a share again.
+    fn maybe_stop_counting(&mut self) {
+        if self.map.len() < self.per_owner_max / 2 {
+            self.owners = None;
         }
     }
 
@@ -84,7 +108,7 @@ impl MacCache {
         if mac.is_group() {
             return Learned::Group;
         }
-        let full = self.count(owner) >= self.per_owner_max;
+        let full = self.full(owner);
         if let Some(e) = self.map.get_mut(&mac) {
             if e.owner == owner {
                 e.last_seen = now;
@@ -117,6 +141,7 @@ impl MacCache {
     pub(crate) fn remove(&mut self, mac: Mac) {
         if let Some(e) = self.map.remove(&mac) {
             Self::sub(&mut self.owners, e.owner);
+            self.maybe_stop_counting();
         }
     }
 
@@ -124,7 +149,10 @@ impl MacCache {
     pub(crate) fn forget_peer(&mut self, peer: PeerName) -> usize {
         let before = self.map.len();
         self.map.retain(|_, e| e.owner != MacOwner::Peer(peer));
-        self.owners.remove(&MacOwner::Peer(peer));
+        if let Some(o) = &mut self.owners {
+            o.remove(&MacOwner::Peer(peer));
+        }
+        self.maybe_stop_counting();
         before - self.map.len()
     }
 
@@ -148,6 +176,7 @@ impl MacCache {
             next = Some(next.map_or(due, |n| n.min(due)));
             true
         });
+        self.maybe_stop_counting();
         (before - self.map.len(), next.map(|due| due.max(now + expiry / 10)))
     }
 
@@ -262,6 +291,6 @@ mod tests {
         assert_eq!(c.count(flooder), 0);
         let (gone, _) = c.sweep(Instant::ZERO + Duration::from_secs(11));
         assert_eq!((gone, c.len()), (1, 0));
-        assert!(c.owners.is_empty(), "every count went with its entries");
+        assert!(c.owners.is_none(), "an empty table counts nothing");
     }
 }

@@ -1,5 +1,7 @@
 //! The HTTP API on `--http-addr`: status (text and JSON), connect, forget, stop, metrics.
-//! Handlers ask the event loop, which owns the router, through a channel.
+//! Handlers ask the event loop, which owns the router, through a channel. What may block
+//! (name resolution, the `iptables` command, file locks) runs on tokio's blocking threads,
+//! never on the loop's: a resolver that does not answer delays that request only.
 
 use std::net::SocketAddr;
 
@@ -23,8 +25,8 @@ pub(crate) enum ApiCmd {
     Status(oneshot::Sender<Status>),
     /// Connect to peers (`replace`: forget the others first).
     Connect {
-        /// Peers as `host[:port]`.
-        peers: Vec<String>,
+        /// The peers' addresses, resolved.
+        peers: Vec<SocketAddr>,
         /// Forget every other peer.
         replace: bool,
         /// The outcome.
@@ -32,8 +34,8 @@ pub(crate) enum ApiCmd {
     },
     /// Stop connecting to peers.
     Forget {
-        /// Peers as `host[:port]`.
-        peers: Vec<String>,
+        /// The peers' addresses, resolved.
+        peers: Vec<SocketAddr>,
         /// The outcome.
         reply: oneshot::Sender<Result<(), String>>,
     },
@@ -57,21 +59,20 @@ fn save_targets(router: &Router, state: &State) -> Result<(), String> {
 }
 
 /// Carries out one command; returns true when the router must stop.
-pub(crate) fn handle(cmd: ApiCmd, router: &mut Router, now: Instant, state: &State, port: u16) -> bool {
+pub(crate) fn handle(cmd: ApiCmd, router: &mut Router, now: Instant, state: &State) -> bool {
     match cmd {
         ApiCmd::Status(reply) => {
             let _ = reply.send(router.status(now));
         }
         ApiCmd::Connect { peers, replace, reply } => {
             let r = (|| {
-                let addrs = peers.iter().map(|p| parse_peer(p, port)).collect::<Result<Vec<_>, _>>()?;
                 if replace {
                     let old: Vec<SocketAddr> = router.targets().collect();
                     for a in old {
                         router.forget(now, a).map_err(|e| e.to_string())?;
                     }
                 }
-                for a in addrs {
+                for a in peers {
                     router.connect(now, a).map_err(|e| e.to_string())?;
                 }
                 save_targets(router, state)
@@ -80,8 +81,7 @@ pub(crate) fn handle(cmd: ApiCmd, router: &mut Router, now: Instant, state: &Sta
         }
         ApiCmd::Forget { peers, reply } => {
             let r = (|| {
-                for p in &peers {
-                    let a = parse_peer(p, port)?;
+                for a in peers {
                     router.forget(now, a).map_err(|e| e.to_string())?;
                 }
                 save_targets(router, state)
@@ -103,6 +103,27 @@ pub(crate) struct DaemonInfo {
     pub(crate) state_dir: std::path::PathBuf,
     /// The bridge.
     pub(crate) bridge: String,
+    /// The router's port (the default for peers given without one).
+    #[serde(default = "default_port")]
+    pub(crate) port: u16,
+}
+
+fn default_port() -> u16 {
+    6783
+}
+
+/// How long resolving peer names may take before the request fails.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Resolves `host[:port]` names on a blocking thread, within [`RESOLVE_TIMEOUT`].
+async fn resolve(peers: Vec<String>, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let names = peers.join(" ");
+    let work = tokio::task::spawn_blocking(move || peers.iter().map(|p| parse_peer(p, port)).collect());
+    match tokio::time::timeout(RESOLVE_TIMEOUT, work).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(format!("resolving {names}: {e}")),
+        Err(_) => Err(format!("resolving {names} took longer than {}s: check the resolver", RESOLVE_TIMEOUT.as_secs())),
+    }
 }
 
 #[derive(Clone)]
@@ -156,12 +177,13 @@ async fn metrics(AxState(tx): AxState<App>) -> Response {
 }
 
 async fn peers_cmd(tx: App, body: PeersBody, connect: bool) -> Response {
-    let (reply, rx) = oneshot::channel();
-    let cmd = if connect {
-        ApiCmd::Connect { peers: body.peers, replace: body.replace, reply }
-    } else {
-        ApiCmd::Forget { peers: body.peers, reply }
+    let peers = match resolve(body.peers, tx.info.port).await {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
+    let (reply, rx) = oneshot::channel();
+    let cmd =
+        if connect { ApiCmd::Connect { peers, replace: body.replace, reply } } else { ApiCmd::Forget { peers, reply } };
     if tx.tx.send(cmd).await.is_err() {
         return unavailable();
     }

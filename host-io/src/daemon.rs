@@ -100,7 +100,7 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
     let (frames, mut injector) =
         capture::open_port(plumb::PCAP_PORT, mtu).map_err(|e| format!("capture on {}: {e}", plumb::PCAP_PORT))?;
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCmd>(64);
-    let info = api::DaemonInfo { state_dir: args.state_dir.clone(), bridge: args.bridge.clone() };
+    let info = api::DaemonInfo { state_dir: args.state_dir.clone(), bridge: args.bridge.clone(), port: args.port };
     let http = api::serve(args.http_addr, api_tx, info.clone()).await?;
     if let Err(e) = crate::firewall::install(&args.bridge) {
         tracing::warn!("firewall rules not installed: {e}");
@@ -145,11 +145,11 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
 
     // API requests become commands for the loop.
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
-    let (st, port) = (state.clone(), args.port);
+    let st = state.clone();
     let forwarder = tokio::spawn(async move {
         while let Some(c) = api_rx.recv().await {
             let st = st.clone();
-            let cmd: Command = Box::new(move |r, now| api::handle(c, r, now, &st, port));
+            let cmd: Command = Box::new(move |r, now| api::handle(c, r, now, &st));
             if cmd_tx.send(cmd).await.is_err() {
                 break;
             }

@@ -10,9 +10,20 @@ pub(crate) fn exposed(info: &DaemonInfo) -> Result<Vec<String>, String> {
     crate::state::lines(&info.state_dir.join("exposed"))
 }
 
+/// Runs `f` (the `iptables` command, a file lock) on a blocking thread: the daemon's runtime
+/// has one thread, the router's.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| format!("a blocking task failed: {e}"))?
+}
+
 /// Exposes (`on`) or hides `cidr` on the bridge, and records it in the state directory.
 pub(crate) async fn set(info: &DaemonInfo, cidr: &str, on: bool) -> Result<(), String> {
     apply(info, cidr, on).await?;
+    let (info, cidr) = (info.clone(), cidr.to_string());
+    blocking(move || record(&info, &cidr, on)).await
+}
+
+fn record(info: &DaemonInfo, cidr: &str, on: bool) -> Result<(), String> {
     crate::state::locked(&info.state_dir, || {
         let mut list = exposed(info)?;
         if on {
@@ -53,13 +64,15 @@ async fn apply(info: &DaemonInfo, cidr: &str, on: bool) -> Result<(), String> {
         .ok_or_else(|| format!("bridge {} does not exist: run `weave launch` first", info.bridge))?;
     if on {
         plumb::add_addr(&h, br.header.index, c.addr().into(), c.prefix_len()).await.map_err(|e| e.to_string())?;
-        firewall::masquerade(&net, &info.bridge, true)?;
+        let bridge = info.bridge.clone();
+        blocking(move || firewall::masquerade(&net, &bridge, true)).await?;
     } else {
         let was = plumb::del_addr(&h, br.header.index, c.addr().into()).await.map_err(|e| e.to_string())?;
         if !was {
             return Err(format!("{cidr} is not exposed"));
         }
-        firewall::masquerade(&net, &info.bridge, false)?;
+        let bridge = info.bridge.clone();
+        blocking(move || firewall::masquerade(&net, &bridge, false)).await?;
     }
     Ok(())
 }

@@ -65,3 +65,47 @@ fn reset_removes_only_what_weave_keeps() {
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(left, vec!["notes.txt".to_string()], "weave's files are gone, nothing else");
 }
+
+/// A resolver that never answers delays only the request that needs it: `weave connect` to a
+/// name waits (and then fails, saying why) while traffic between containers flows on.
+#[test]
+fn a_resolver_that_never_answers_does_not_stall_traffic() {
+    let mut lab = two_hosts();
+    let c0 = lab.container(0, &["10.32.0.1/24"]);
+    lab.container(1, &["10.32.0.2/24"]);
+    assert!(lab.pings(&c0, "10.32.0.2", SETTLE));
+    // `ip netns exec` gives the router this resolv.conf: a nameserver on the lab's own link
+    // that nobody has, so every query waits out its timeout.
+    let etc = std::path::PathBuf::from("/etc/netns").join(&lab.hosts[0]);
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("resolv.conf"), "nameserver 10.201.0.99\noptions timeout:5 attempts:3\n").unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(etc);
+    // The router was launched before the file existed; launch it again so it reads it.
+    ok(&["kill", "-9", &lab.pid(0).expect("pid file").to_string()]);
+    std::thread::sleep(Duration::from_millis(300));
+    lab.launch(0, &[]);
+    assert!(lab.pings(&c0, "10.32.0.2", SETTLE));
+    let mut connect = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.hosts[0], WEAVE, "connect", "peer.weave-test.invalid"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // While the name is being resolved, every ping is answered at once.
+    for _ in 0..5 {
+        let o = sh(&["ip", "netns", "exec", &c0, "ping", "-c", "1", "-W", "1", "10.32.0.2"]);
+        assert!(o.status.success(), "traffic stalled while a name resolves: {o:?}");
+    }
+    let st = lab.weave(0, &["status"]);
+    assert!(st.status.success(), "the API answers meanwhile: {st:?}");
+    let out = connect.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("peer.weave-test.invalid"), "{err}");
+}

@@ -91,7 +91,7 @@ fn a_resolver_that_never_answers_does_not_stall_traffic() {
     std::thread::sleep(Duration::from_millis(300));
     lab.launch(0, &[]);
     assert!(lab.pings(&c0, "10.32.0.2", SETTLE));
-    let mut connect = std::process::Command::new("ip")
+    let connect = std::process::Command::new("ip")
         .args(["netns", "exec", &lab.hosts[0], WEAVE, "connect", "peer.weave-test.invalid"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

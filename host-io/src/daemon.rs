@@ -59,6 +59,15 @@ pub(crate) fn check_args(args: &RouterArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The MTU of the route towards `to` as the kernel knows it (its interface's, the route's
+/// own, or a path MTU it learned); none without a route. Nothing is sent.
+fn mtu_towards(to: SocketAddr) -> Option<u32> {
+    let s = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    s.connect(to).ok()?;
+    let m = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::IpMtu).ok()?;
+    u32::try_from(m).ok()
+}
+
 /// Key material from the operating system.
 struct OsRandom;
 
@@ -73,11 +82,19 @@ impl Random for OsRandom {
 pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) -> Result<(), String> {
     let password = password.map(|p| crate::secret::to_password(&p));
     let nl = plumb::connect().await.map_err(|e| e.to_string())?;
-    // The ceiling of path MTU discovery: the underlay interface's MTU less the IP and UDP
-    // headers. The largest frame must fit one datagram: that less our headers (and,
-    // encrypted, the counter and tag).
-    let underlay = plumb::underlay_mtu(&nl, &args.bridge).await.map_err(|e| e.to_string())?;
-    let underlay = underlay.unwrap_or(UNDERLAY_MTU_DEFAULT);
+    // The ceiling of path MTU discovery: the MTU of the underlay towards the peers (the
+    // smallest of the routes to those given and saved), else the host's largest interface
+    // MTU, less the IP and UDP headers. The largest frame must fit one datagram: that less
+    // our headers (and, encrypted, the counter and tag).
+    let saved = crate::state::lines(&args.state_dir.join("peers")).unwrap_or_default();
+    let towards =
+        args.peers.iter().chain(&saved).filter_map(|p| parse_peer(p, args.port).ok()).filter_map(mtu_towards).min();
+    let underlay = match towards {
+        Some(m) => m,
+        None => {
+            plumb::underlay_mtu(&nl, &args.bridge).await.map_err(|e| e.to_string())?.unwrap_or(UNDERLAY_MTU_DEFAULT)
+        }
+    };
     let datagram_max = (underlay as usize).saturating_sub(IP_UDP).min(65_507);
     let overhead = FRAMES_HEADER_LEN + FRAME_PREFIX_LEN + 14 + if password.is_some() { DATAGRAM_OVERHEAD } else { 0 };
     let mtu_max = datagram_max.saturating_sub(overhead) as u32;

@@ -45,6 +45,11 @@ fn a_narrow_leg_is_found_containers_are_told_and_nothing_is_fragmented() {
     let c0 = lab.container(0, &["10.32.0.1/24"]);
     let c2 = lab.container(2, &["10.32.0.2/24"]);
     assert!(lab.pings(&c0, "10.32.0.2", SETTLE), "containers reach each other");
+    // h2 was given its peer: its default MTU follows the route there (1280 less 68 bytes);
+    // h0 was given none, and takes its own interface's (1500 less 68).
+    let mtu = |c: &str| ok(&["ip", "-n", c, "-o", "link", "show", "ethwe"]);
+    assert!(mtu(&c2).contains("mtu 1212"), "{}", mtu(&c2));
+    assert!(mtu(&c0).contains("mtu 1432"), "{}", mtu(&c0));
     // Every underlay host, the router in the middle too: without "don't fragment" it would
     // cut our 1,472-byte datagrams for its 1,280-byte leg.
     let frags = |lab: &Lab| [0, 1, 2].map(|h| counter(&lab.hosts[h], "IpFragCreates"));

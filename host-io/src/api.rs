@@ -1,5 +1,6 @@
-//! The HTTP API on `--http-addr`: status (text and JSON), connect, forget, stop, metrics.
-//! Handlers ask the event loop, which owns the router, through a channel. What may block
+//! The read-only HTTP API on `--http-addr` (status in text and JSON, report, metrics,
+//! config), and the control socket (connect, forget, expose, hide, stop) that only root may
+//! use. Handlers ask the event loop, which owns the router, through a channel. What may block
 //! (name resolution, the `iptables` command, file locks) runs on tokio's blocking threads,
 //! never on the loop's: a resolver that does not answer delays that request only.
 
@@ -8,7 +9,7 @@ use std::net::SocketAddr;
 use axum::extract::{Path, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router as Http};
 use router_core::{Instant, Router, Status};
 use serde::{Deserialize, Serialize};
@@ -41,16 +42,6 @@ pub(crate) enum ApiCmd {
     },
     /// Stop the router.
     Stop(oneshot::Sender<()>),
-}
-
-/// Body of `POST /connect` and `POST /forget`.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct PeersBody {
-    /// Peers as `host[:port]`.
-    pub(crate) peers: Vec<String>,
-    /// For connect: forget every other peer.
-    #[serde(default)]
-    pub(crate) replace: bool,
 }
 
 fn save_targets(router: &Router, state: &State) -> Result<(), String> {
@@ -176,65 +167,113 @@ async fn metrics(AxState(tx): AxState<App>) -> Response {
     }
 }
 
-async fn peers_cmd(tx: App, body: PeersBody, connect: bool) -> Response {
-    let peers = match resolve(body.peers, tx.info.port).await {
-        Ok(p) => p,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-    };
-    let (reply, rx) = oneshot::channel();
-    let cmd =
-        if connect { ApiCmd::Connect { peers, replace: body.replace, reply } } else { ApiCmd::Forget { peers, reply } };
-    if tx.tx.send(cmd).await.is_err() {
-        return unavailable();
-    }
-    match rx.await {
-        Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
-        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-        Err(_) => unavailable(),
-    }
-}
-
-async fn connect(AxState(tx): AxState<App>, Json(b): Json<PeersBody>) -> Response {
-    peers_cmd(tx, b, true).await
-}
-
-async fn forget(AxState(tx): AxState<App>, Json(b): Json<PeersBody>) -> Response {
-    peers_cmd(tx, b, false).await
-}
-
-async fn stop(AxState(tx): AxState<App>) -> Response {
-    let (reply, rx) = oneshot::channel();
-    if tx.tx.send(ApiCmd::Stop(reply)).await.is_err() {
-        return unavailable();
-    }
-    let _ = rx.await;
-    (StatusCode::OK, "stopping\n").into_response()
-}
-
 async fn config(AxState(app): AxState<App>) -> Response {
     Json(app.info.clone()).into_response()
 }
 
-/// Body of `POST /expose` and `POST /hide`.
+/// A request on the control socket (one JSON line; the answer is one JSON line too).
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct CidrBody {
-    /// An address with prefix for the bridge, like 10.32.0.254/24.
-    pub(crate) cidr: String,
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub(crate) enum ControlRequest {
+    /// Connect to peers (`replace`: forget the others first).
+    Connect {
+        /// Peers as `host[:port]`.
+        peers: Vec<String>,
+        /// Forget every other peer.
+        #[serde(default)]
+        replace: bool,
+    },
+    /// Stop connecting to peers.
+    Forget {
+        /// Peers as `host[:port]`.
+        peers: Vec<String>,
+    },
+    /// An address on the bridge and NAT for its subnet.
+    Expose {
+        /// Like 10.32.0.254/24.
+        cidr: String,
+    },
+    /// Undoes `Expose`.
+    Hide {
+        /// The address given to `Expose`.
+        cidr: String,
+    },
+    /// Stop the router.
+    Stop,
 }
 
-async fn expose_or_hide(app: App, body: CidrBody, on: bool) -> Response {
-    match crate::expose::set(&app.info, &body.cidr, on).await {
-        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+/// The answer on the control socket.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ControlAnswer {
+    /// Done; what to tell the user.
+    Ok(String),
+    /// Not done, and why.
+    Error(String),
+}
+
+/// Carries out one control request.
+async fn control(app: &App, req: ControlRequest) -> Result<String, String> {
+    let shutting = || "the router is shutting down".to_string();
+    match req {
+        ControlRequest::Connect { peers, replace } => {
+            let peers = resolve(peers, app.info.port).await?;
+            let (reply, rx) = oneshot::channel();
+            app.tx.send(ApiCmd::Connect { peers, replace, reply }).await.map_err(|_| shutting())?;
+            rx.await.map_err(|_| shutting())?.map(|()| "ok".into())
+        }
+        ControlRequest::Forget { peers } => {
+            let peers = resolve(peers, app.info.port).await?;
+            let (reply, rx) = oneshot::channel();
+            app.tx.send(ApiCmd::Forget { peers, reply }).await.map_err(|_| shutting())?;
+            rx.await.map_err(|_| shutting())?.map(|()| "ok".into())
+        }
+        ControlRequest::Expose { cidr } => crate::expose::set(&app.info, &cidr, true).await.map(|()| "ok".into()),
+        ControlRequest::Hide { cidr } => crate::expose::set(&app.info, &cidr, false).await.map(|()| "ok".into()),
+        ControlRequest::Stop => {
+            let (reply, rx) = oneshot::channel();
+            app.tx.send(ApiCmd::Stop(reply)).await.map_err(|_| shutting())?;
+            let _ = rx.await;
+            Ok("stopping".into())
+        }
     }
 }
 
-async fn expose(AxState(app): AxState<App>, Json(b): Json<CidrBody>) -> Response {
-    expose_or_hide(app, b, true).await
+/// The name of the control socket of the router whose read-only API is on `http_addr`: an
+/// abstract Unix socket, so one per network namespace, found by the CLI from the same
+/// address it reads status from.
+pub(crate) fn control_name(http_addr: &SocketAddr) -> String {
+    format!("weave-control@{http_addr}")
 }
 
-async fn hide(AxState(app): AxState<App>, Json(b): Json<CidrBody>) -> Response {
-    expose_or_hide(app, b, false).await
+/// Longest control request.
+const CONTROL_REQUEST_MAX: u64 = 64 << 10;
+
+/// Serves one control connection: only root (by the kernel's word, `SO_PEERCRED`) may steer.
+async fn control_conn(app: App, stream: tokio::net::UnixStream) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let uid = stream.peer_cred().map(|c| c.uid()).ok();
+    let (r, mut w) = stream.into_split();
+    let answer = if uid != Some(0) {
+        tracing::warn!(?uid, "control request from a user other than root refused");
+        ControlAnswer::Error("only root may control the router".into())
+    } else {
+        let mut line = String::new();
+        let mut r = BufReader::new(r.take(CONTROL_REQUEST_MAX));
+        match r.read_line(&mut line).await {
+            Err(e) => ControlAnswer::Error(format!("reading the request: {e}")),
+            Ok(_) => match serde_json::from_str::<ControlRequest>(&line) {
+                Err(e) => ControlAnswer::Error(format!("not a control request: {e}")),
+                Ok(req) => match control(&app, req).await {
+                    Ok(s) => ControlAnswer::Ok(s),
+                    Err(e) => ControlAnswer::Error(e),
+                },
+            },
+        }
+    };
+    let mut out = serde_json::to_vec(&answer).unwrap_or_default();
+    out.push(b'\n');
+    let _ = w.write_all(&out).await;
 }
 
 /// Serves the API; the returned task runs until aborted.
@@ -245,22 +284,44 @@ pub(crate) async fn serve(
 ) -> Result<JoinHandle<()>, String> {
     let app = Http::new()
         .route("/config", get(config))
-        .route("/expose", post(expose))
-        .route("/hide", post(hide))
         .route("/status", get(status_text))
         .route("/status/:section", get(status_section))
         .route("/report", get(report))
         .route("/metrics", get(metrics))
-        .route("/connect", post(connect))
-        .route("/forget", post(forget))
-        .route("/stop", post(stop))
-        .with_state(App { tx, info });
+        .with_state(App { tx: tx.clone(), info: info.clone() });
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         format!("cannot serve the HTTP API on {addr}: {e} (is another router running? try --http-addr)")
     })?;
+    let name = control_name(&addr);
+    let control = {
+        use std::os::linux::net::SocketAddrExt;
+        let sa = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).map_err(|e| e.to_string())?;
+        let l = std::os::unix::net::UnixListener::bind_addr(&sa)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::UnixListener::from_std)
+            .map_err(|e| format!("cannot open the control socket @{name}: {e} (is another router running?)"))?;
+        l
+    };
+    let app_c = App { tx, info };
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP API stopped");
+        let controls = async {
+            loop {
+                match control.accept().await {
+                    Ok((s, _)) => {
+                        tokio::spawn(control_conn(app_c.clone(), s));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control socket accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            r = axum::serve(listener, app) => if let Err(e) = r {
+                tracing::error!(error = %e, "HTTP API stopped");
+            },
+            () = controls => {}
         }
     }))
 }

@@ -50,6 +50,15 @@ pub(crate) fn check_args(args: &RouterArgs) -> Result<(), String> {
         router_core::ConfigError::Range { field: "conn_limit", .. } => format!("--conn-limit: {e}"),
         e => e.to_string(),
     })?;
+    if !args.http_addr.ip().is_loopback() {
+        if !args.http_public {
+            return Err(format!(
+                "--http-addr {}: the status API stays on this host (loopback) unless --http-public is given",
+                args.http_addr
+            ));
+        }
+        tracing::warn!(addr = %args.http_addr, "the read-only status API is served beyond this host (--http-public)");
+    }
     if args.port == 0 {
         return Err("--port 0: give a port from 1 to 65535".into());
     }

@@ -56,9 +56,13 @@ pub(crate) struct RouterArgs {
     /// Where the peer name and peers are kept.
     #[arg(long, default_value = "/var/lib/weave")]
     pub(crate) state_dir: PathBuf,
-    /// Address of the HTTP API.
+    /// Address of the read-only HTTP API (status, report, metrics); loopback unless
+    /// --http-public.
     #[arg(long, default_value = "127.0.0.1:6784", env = "WEAVE_HTTP_ADDR")]
     pub(crate) http_addr: SocketAddr,
+    /// Serve the read-only HTTP API on an address other hosts can reach.
+    #[arg(long)]
+    pub(crate) http_public: bool,
     /// Most control connections.
     #[arg(long, default_value_t = 100)]
     pub(crate) conn_limit: usize,
@@ -197,16 +201,24 @@ fn get(a: &SocketAddr, path: &str) -> Result<String, String> {
     }
 }
 
-fn post(a: &SocketAddr, path: &str, body: Option<serde_json::Value>) -> Result<String, String> {
-    let req = ureq::post(&api_url(a, path)).timeout(Duration::from_secs(10));
-    let r = match body {
-        Some(b) => req.send_json(b),
-        None => req.call(),
-    };
-    match r {
-        Ok(r) => r.into_string().map_err(|e| e.to_string()),
-        Err(ureq::Error::Status(_, r)) => Err(r.into_string().unwrap_or_default().trim().to_string()),
-        Err(_) => Err(not_running(a)),
+/// Sends one request on the router's control socket (root only) and returns its answer.
+fn control(a: &SocketAddr, req: &api::ControlRequest) -> Result<String, String> {
+    use std::io::{BufRead, Write};
+    use std::os::linux::net::SocketAddrExt;
+    let name = api::control_name(a);
+    let sa = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).map_err(|e| e.to_string())?;
+    let mut s = std::os::unix::net::UnixStream::connect_addr(&sa).map_err(|_| not_running(a))?;
+    // Name resolution may take the router up to 10 s; expose runs iptables.
+    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    s.write_all(&line).map_err(|e| format!("sending to the router: {e}"))?;
+    let mut answer = String::new();
+    std::io::BufReader::new(s).read_line(&mut answer).map_err(|e| format!("waiting for the router: {e}"))?;
+    match serde_json::from_str(&answer) {
+        Ok(api::ControlAnswer::Ok(s)) => Ok(s),
+        Ok(api::ControlAnswer::Error(e)) => Err(e),
+        Err(_) => Err(format!("unexpected answer from the router: {}", answer.trim())),
     }
 }
 
@@ -283,6 +295,9 @@ fn launch(args: RouterArgs) -> Result<(), String> {
     if let Some(m) = args.mtu {
         cmd.args(["--mtu", &m.to_string()]);
     }
+    if args.http_public {
+        cmd.arg("--http-public");
+    }
     if let Some(n) = &args.nickname {
         cmd.args(["--nickname", n]);
     }
@@ -329,12 +344,9 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Launch(a) => launch(a),
         Cmd::Router(a) => router(a),
         Cmd::Connect { api, replace, peers } => {
-            post(&api.http_addr, "/connect", Some(serde_json::json!({ "peers": peers, "replace": replace })))
-                .map(|_| ())
+            control(&api.http_addr, &api::ControlRequest::Connect { peers, replace }).map(|_| ())
         }
-        Cmd::Forget { api, peers } => {
-            post(&api.http_addr, "/forget", Some(serde_json::json!({ "peers": peers }))).map(|_| ())
-        }
+        Cmd::Forget { api, peers } => control(&api.http_addr, &api::ControlRequest::Forget { peers }).map(|_| ()),
         Cmd::Attach { bridge, args } => {
             need_root("weave attach")?;
             let (cidrs, target) = args.split_at(args.len() - 1);
@@ -407,14 +419,14 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
             Ok(())
         }
-        Cmd::Stop { api } => post(&api.http_addr, "/stop", None).map(|_| ()),
+        Cmd::Stop { api } => control(&api.http_addr, &api::ControlRequest::Stop).map(|_| ()),
         Cmd::Expose { api, cidr } => {
             attach::parse_cidr(&cidr)?;
-            post(&api.http_addr, "/expose", Some(serde_json::json!({ "cidr": cidr }))).map(|_| ())
+            control(&api.http_addr, &api::ControlRequest::Expose { cidr }).map(|_| ())
         }
         Cmd::Hide { api, cidr } => {
             attach::parse_cidr(&cidr)?;
-            post(&api.http_addr, "/hide", Some(serde_json::json!({ "cidr": cidr }))).map(|_| ())
+            control(&api.http_addr, &api::ControlRequest::Hide { cidr }).map(|_| ())
         }
         Cmd::Ps { api, targets } => {
             let info = daemon_info(&api)?;
@@ -423,7 +435,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Reset { api, bridge, state_dir } => {
             need_root("weave reset")?;
-            let _ = post(&api.http_addr, "/stop", None);
+            let _ = control(&api.http_addr, &api::ControlRequest::Stop);
             std::thread::sleep(Duration::from_millis(300));
             let rt = plumb::runtime().map_err(|e| format!("cannot start a runtime: {e}"))?;
             rt.block_on(async {

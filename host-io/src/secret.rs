@@ -76,9 +76,12 @@ pub(crate) fn reexec_without_env(password: &[u8]) -> String {
         Ok(e) => e,
         Err(e) => return format!("cannot find this program to run it again: {e}"),
     };
+    // The flag goes right after the subcommand: after a `--` it would be taken for a peer.
+    let mut args = std::env::args_os().skip(1);
     let e = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
+        .args(args.next())
         .arg("--password-stdin")
+        .args(args)
         .env_remove(ENV)
         .stdin(std::process::Stdio::from(r))
         .exec();

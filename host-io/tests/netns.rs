@@ -222,6 +222,8 @@ fn weave_router_drops_the_password_from_its_environment() {
     let mut child = Command::new("ip")
         .args(["netns", "exec", &lab.hosts[0], WEAVE, "router", "--nickname", "h0", "--state-dir"])
         .arg(&dir)
+        // As the systemd unit runs it: peers after `--` (one on loopback that refuses).
+        .args(["--", "127.0.0.1:1"])
         .env("WEAVE_PASSWORD", "env-pa55word-xyzzy")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -150,6 +150,15 @@ pub(crate) fn remove(dir: &Path) -> Result<(), String> {
             Err(e) => return Err(format!("cannot remove {}: {e}", dir.join(f).display())),
         }
     }
+    // Temporary files a crash left behind (`write_atomic`'s).
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     // Only when empty: a directory that holds anything else was not weave's alone.
     let _ = std::fs::remove_dir(dir);
     Ok(())
@@ -175,6 +184,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dir.join("peer-name")).unwrap(), "not a name\n");
         // Reset removes weave's files; a directory with something else in it stays.
         std::fs::write(dir.join("mine.txt"), "keep").unwrap();
+        std::fs::write(dir.join(".peers.tmp-1"), "a crash left this").unwrap();
         let n = locked(&dir, || Ok(1)).unwrap();
         assert_eq!(n, 1);
         remove(&dir).unwrap();

@@ -75,6 +75,10 @@ fn a_narrow_leg_is_found_containers_are_told_and_nothing_is_fragmented() {
     assert_eq!(frags(&lab), before, "no host fragmented a datagram");
     let metrics = lab.metrics(0);
     assert!(metrics.contains("weave_path_mtu_bytes{peer="), "{metrics}");
+    // The router namespace's "fragmentation needed" for our first, full-size probe reached
+    // the router through its socket's error queue.
+    let reported = metrics.lines().find(|l| l.starts_with("weave_path_mtu_events_total{event=\"kernel_report\"}"));
+    assert!(reported.is_some_and(|l| !l.ends_with(" 0")), "{metrics}");
     let answered = metrics.lines().find(|l| l.starts_with("weave_frames_too_big_total{action=\"icmp_sent\"}"));
     assert!(answered.is_some_and(|l| !l.ends_with(" 0")), "{metrics}");
 }

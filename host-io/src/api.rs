@@ -254,13 +254,18 @@ async fn control_conn(app: App, stream: tokio::net::UnixStream) {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let uid = stream.peer_cred().map(|c| c.uid()).ok();
     let (r, mut w) = stream.into_split();
+    // The request is read whatever the caller, so that a refusal reaches it as an answer,
+    // not as a connection closed under its write.
+    let mut line = String::new();
+    let mut reader = BufReader::new(r.take(CONTROL_REQUEST_MAX));
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), reader.read_line(&mut line))
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no request within 5 s")));
     let answer = if uid != Some(0) {
         tracing::warn!(?uid, "control request from a user other than root refused");
         ControlAnswer::Error("only root may control the router".into())
     } else {
-        let mut line = String::new();
-        let mut r = BufReader::new(r.take(CONTROL_REQUEST_MAX));
-        match r.read_line(&mut line).await {
+        match read {
             Err(e) => ControlAnswer::Error(format!("reading the request: {e}")),
             Ok(_) => match serde_json::from_str::<ControlRequest>(&line) {
                 Err(e) => ControlAnswer::Error(format!("not a control request: {e}")),

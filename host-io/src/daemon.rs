@@ -50,14 +50,11 @@ pub(crate) fn check_args(args: &RouterArgs) -> Result<(), String> {
         router_core::ConfigError::Range { field: "conn_limit", .. } => format!("--conn-limit: {e}"),
         e => e.to_string(),
     })?;
-    if !args.http_addr.ip().is_loopback() {
-        if !args.http_public {
-            return Err(format!(
-                "--http-addr {}: the status API stays on this host (loopback) unless --http-public is given",
-                args.http_addr
-            ));
-        }
-        tracing::warn!(addr = %args.http_addr, "the read-only status API is served beyond this host (--http-public)");
+    if !args.http_addr.ip().is_loopback() && !args.http_public {
+        return Err(format!(
+            "--http-addr {}: the status API stays on this host (loopback) unless --http-public is given",
+            args.http_addr
+        ));
     }
     if args.port == 0 {
         return Err("--port 0: give a port from 1 to 65535".into());
@@ -90,6 +87,9 @@ impl Random for OsRandom {
 /// Runs the router in the foreground until SIGTERM, SIGINT or `weave stop`.
 pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) -> Result<(), String> {
     let password = password.map(|p| crate::secret::to_password(&p));
+    if !args.http_addr.ip().is_loopback() {
+        tracing::warn!(addr = %args.http_addr, "the read-only status API is served beyond this host (--http-public)");
+    }
     let nl = plumb::connect().await.map_err(|e| e.to_string())?;
     // The ceiling of path MTU discovery: the MTU of the underlay towards the peers (the
     // smallest of the routes to those given and saved), else the host's largest interface

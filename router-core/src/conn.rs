@@ -182,8 +182,6 @@ pub(crate) struct Pmtu {
     /// `hi` falls below them: a lost probe is not a narrow path).
     pub(crate) missed: Vec<u16>,
     pub(crate) next_id: u32,
-    /// When the search last settled.
-    pub(crate) settled_at: Option<Instant>,
 }
 
 /// The search stops once the bounds are this close (bytes).

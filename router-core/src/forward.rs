@@ -16,6 +16,10 @@ use crate::wire::datagram::{
     Datagram, Header, Kind, FLAG_ENCRYPTED, FRAMES_HEADER_LEN, FRAME_MIN, FRAME_PREFIX_LEN, HEADER_LEN,
 };
 
+/// A frames datagram's header and one frame's length prefix: what a datagram carrying a
+/// single frame adds to it.
+const FRAME_OVERHEAD: usize = FRAMES_HEADER_LEN + FRAME_PREFIX_LEN;
+
 /// What the forwarding decision for a captured frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -84,7 +88,7 @@ impl Router {
         let (dst, _) = macs(frame);
         let Some(MacOwner::Peer(p)) = self.macs.lookup(dst) else { return usize::MAX };
         let Some(via) = self.routes_now(now).next_hop(p) else { return usize::MAX };
-        self.path_room(via, p).map_or(usize::MAX, |room| room.saturating_sub(FRAMES_HEADER_LEN + FRAME_PREFIX_LEN))
+        self.path_room(via, p).map_or(usize::MAX, |room| room.saturating_sub(FRAME_OVERHEAD))
     }
 
     /// Takes a frame captured on the local bridge.
@@ -98,13 +102,13 @@ impl Router {
                 let Some(room) = self.path_room(via, dst) else {
                     return self.stats.drop(DropReason::NoRoute, 1);
                 };
-                if FRAMES_HEADER_LEN + FRAME_PREFIX_LEN + frame.len() <= room {
+                if FRAME_OVERHEAD + frame.len() <= room {
                     if self.send_frame(now, via, &h, frame, room) {
                         self.stats.frames_sent += 1;
                     }
                     return;
                 }
-                match toobig::answer(frame, room.saturating_sub(FRAMES_HEADER_LEN + FRAME_PREFIX_LEN)) {
+                match toobig::answer(frame, room.saturating_sub(FRAME_OVERHEAD)) {
                     Answer::Icmp(reply) => {
                         self.out.inject(&reply);
                         self.stats.icmp_too_big_sent += 1;
@@ -129,8 +133,8 @@ impl Router {
                 children.extend_from_slice(self.routes_now(now).broadcast_children(me));
                 for &c in &children {
                     // A flood too big for a link is never answered: it is dropped there.
-                    let room = self.path_room(c, c).unwrap_or(0);
-                    if FRAMES_HEADER_LEN + FRAME_PREFIX_LEN + frame.len() <= room {
+                    let room = self.by_peer.get(&c).map_or(0, |&id| self.link_room(id));
+                    if FRAME_OVERHEAD + frame.len() <= room {
                         self.send_frame(now, c, &h, frame, room);
                     } else {
                         self.stats.drop(DropReason::TooBig, 1);
@@ -189,23 +193,19 @@ impl Router {
         Some((id, c, to))
     }
 
-    /// Queues one frame to a neighbour. Returns whether it was queued. A header whose
-    /// sequence number is `u64::MAX` joins the open datagram to that neighbour or takes a
-    /// new number.
     /// The room for a frames datagram (plaintext, before sealing) to `dst` through the
     /// neighbour `via`: our link's path MTU, and no more than the smallest one advertised
-    /// along our route to `dst`. `None` when `via` is no established neighbour.
-    fn path_room(&mut self, via: PeerName, dst: PeerName) -> Option<usize> {
+    /// along our route to `dst`. `None` when `via` is no neighbour.
+    fn path_room(&self, via: PeerName, dst: PeerName) -> Option<usize> {
         let &id = self.by_peer.get(&via)?;
-        let link = self.link_room(id);
-        let overhead = if self.config.password.is_some() { crate::crypto::DATAGRAM_OVERHEAD } else { 0 };
-        let path = match self.routes.path_mtu(dst) {
-            Some(m) => usize::from(m).saturating_sub(overhead),
-            None => usize::MAX,
-        };
-        Some(link.min(path))
+        let path =
+            self.routes.path_mtu(dst).map_or(usize::MAX, |m| usize::from(m).saturating_sub(self.seal_overhead()));
+        Some(self.link_room(id).min(path))
     }
 
+    /// Queues one frame to a neighbour, in datagrams of at most `max` bytes. Returns whether
+    /// it was queued. A header whose sequence number is `u64::MAX` joins the open datagram to
+    /// that neighbour or takes a new number.
     fn send_frame(&mut self, now: Instant, via: PeerName, h: &Header, frame: &[u8], max: usize) -> bool {
         let Some((conn, _, to)) = Self::neighbour(&self.by_peer, &mut self.conns, via) else {
             self.stats.drop(DropReason::NoRoute, 1);
@@ -237,13 +237,13 @@ impl Router {
     fn relay(&mut self, now: Instant, via: PeerName, bytes: &[u8], hop_limit: u8, frames: u64, flood: bool) {
         let periods = (self.config.probe_after, self.config.udp_heartbeat);
         let sealed = self.config.password.is_some();
+        let overhead = self.seal_overhead();
         let Some((id, c, to)) = Self::neighbour(&self.by_peer, &mut self.conns, via) else {
             return self.stats.drop(DropReason::NoRoute, frames);
         };
         if !self.out.has_room(bytes.len()) {
             return self.stats.drop(DropReason::QueueFull, frames);
         }
-        let overhead = if sealed { crate::crypto::DATAGRAM_OVERHEAD } else { 0 };
         if usize::from(c.pmtu.size) < bytes.len() + overhead {
             return self.stats.drop(DropReason::TooBig, frames);
         }

@@ -42,10 +42,10 @@ impl Router {
         floor.min(self.pmtu_ceiling())
     }
 
-    /// Overhead sealing adds to a datagram.
-    fn seal_overhead(&self) -> u16 {
+    /// What sealing adds to a datagram (nothing without a password).
+    pub(crate) fn seal_overhead(&self) -> usize {
         if self.config.password.is_some() {
-            crate::crypto::DATAGRAM_OVERHEAD as u16
+            crate::crypto::DATAGRAM_OVERHEAD
         } else {
             0
         }
@@ -88,7 +88,6 @@ impl Router {
             p.verified = true;
             p.round.clear();
             p.missed.clear();
-            p.settled_at = Some(now);
             self.timers.set(Timer::Conn(id, ConnTimer::Pmtu), now + recheck);
             if was != (p.lo, true) {
                 tracing::debug!(conn = %id, peer = %dst, size = p.lo, "path MTU settled");
@@ -115,7 +114,7 @@ impl Router {
         let mut buf = Vec::new();
         for (pid, size) in probes {
             buf.clear();
-            push_probe(me, dst, session, pid, usize::from(size.saturating_sub(overhead)), &mut buf);
+            push_probe(me, dst, session, pid, usize::from(size).saturating_sub(overhead), &mut buf);
             self.out.datagram(to, &buf, None, seal);
             self.stats.pmtu_probes_sent += 1;
         }
@@ -140,9 +139,6 @@ impl Router {
         let Some(at) = p.round.iter().position(|&(pid, _, _)| pid == probe) else { return };
         p.round[at].2 = true;
         p.lo = p.lo.max(p.round[at].1);
-        if !p.verified {
-            p.size = p.hi;
-        }
         // Everything answered, or the upper bound itself: nothing more to learn this round.
         if p.round.iter().all(|r| r.2) || p.lo >= p.hi {
             self.pmtu_end_round(now, id);
@@ -225,10 +221,9 @@ impl Router {
         self.commit(now);
     }
 
-    /// The largest frames payload (datagram less its frames header, and the sealing
-    /// overhead) that passes on `id`'s link now.
+    /// The largest plaintext datagram (before sealing) that passes on `id`'s link now.
     pub(crate) fn link_room(&self, id: ConnId) -> usize {
         let size = self.conns.get(&id).map_or(self.pmtu_ceiling(), |c| c.pmtu.size);
-        usize::from(size.saturating_sub(self.seal_overhead()))
+        usize::from(size).saturating_sub(self.seal_overhead())
     }
 }

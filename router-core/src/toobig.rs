@@ -8,12 +8,12 @@
 //! hosts accept these errors from any source). Anything else (not IP, a VLAN-tagged frame, a
 //! source that must never be answered) is dropped and counted by the caller.
 
+use etherparse::icmpv4::DestUnreachableHeader;
+use etherparse::{Icmpv4Type, Icmpv6Type, IpFragOffset, Ipv4Header, Ipv4Options, Ipv6Header, PacketBuilder};
+
 const ETH_LEN: usize = 14;
 const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
 const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
-/// IPv4 flags: don't fragment, more fragments.
-const DF: u16 = 0x4000;
-const MF: u16 = 0x2000;
 /// The smallest MTU an IPv6 link may have.
 const IPV6_MIN_MTU: usize = 1280;
 
@@ -58,68 +58,53 @@ fn ipv4_parts(frame: &[u8]) -> Option<(&[u8], &[u8])> {
 
 fn ipv4(frame: &[u8], mtu: usize) -> Answer {
     let Some((header, payload)) = ipv4_parts(frame) else { return Answer::Drop };
-    let src = &header[12..16];
+    let Ok((h, _)) = Ipv4Header::from_slice(header) else { return Answer::Drop };
     // Never answer a packet from nowhere, from a group address or from the broadcast address.
-    if src == [0, 0, 0, 0] || src[0] >= 224 || frame[6] & 1 == 1 {
+    if h.source == [0, 0, 0, 0] || h.source[0] >= 224 || frame[6] & 1 == 1 {
         return Answer::Drop;
     }
-    let flags = u16::from_be_bytes([header[6], header[7]]);
-    if flags & DF != 0 {
-        // The error quotes the header and the first 8 bytes of the payload (RFC 792), which
-        // is what the sender's stack matches against its sockets.
-        let quoted = header.len() + payload.len().min(8);
-        let ip = &frame[ETH_LEN..ETH_LEN + quoted];
-        let mut icmp = vec![3, 4, 0, 0, 0, 0];
-        icmp.extend_from_slice(&u16::try_from(mtu).unwrap_or(u16::MAX).to_be_bytes());
-        icmp.extend_from_slice(ip);
-        let sum = checksum(&[&icmp]);
-        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-        let mut out = eth_reply(frame, ETHERTYPE_IPV4);
-        let mut iph = [0u8; 20];
-        iph[0] = 0x45;
-        iph[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
-        iph[8] = 64;
-        iph[9] = 1;
-        iph[12..16].copy_from_slice(&header[16..20]);
-        iph[16..20].copy_from_slice(src);
-        let sum = checksum(&[&iph]);
-        iph[10..12].copy_from_slice(&sum.to_be_bytes());
-        out.extend_from_slice(&iph);
-        out.extend_from_slice(&icmp);
-        return Answer::Icmp(out);
+    if !h.dont_fragment {
+        return fragment(frame, h, payload, mtu);
     }
-    fragment(frame, header, payload, flags, mtu)
+    // The error quotes the header and the first 8 bytes of the payload (RFC 792), which is
+    // what the sender's stack matches against its sockets.
+    let quoted = &frame[ETH_LEN..ETH_LEN + header.len() + payload.len().min(8)];
+    let next_hop_mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
+    let kind = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded { next_hop_mtu });
+    let b = PacketBuilder::ethernet2(mac(frame, 0), mac(frame, 6)).ipv4(h.destination, h.source, 64).icmpv4(kind);
+    let mut out = Vec::with_capacity(b.size(quoted.len()));
+    b.write(&mut out, quoted).expect("writing to a Vec cannot fail");
+    Answer::Icmp(out)
 }
 
-/// Cuts an IPv4 packet into fragments of at most `mtu` bytes of IP each.
-fn fragment(frame: &[u8], header: &[u8], payload: &[u8], flags: u16, mtu: usize) -> Answer {
-    let later = later_header(header);
-    let base = usize::from(flags & 0x1fff) * 8;
+/// Cuts an IPv4 packet (header `h`) into fragments of at most `mtu` bytes of IP each.
+fn fragment(frame: &[u8], h: Ipv4Header, payload: &[u8], mtu: usize) -> Answer {
+    let Ok(later_options) = Ipv4Options::try_from(&copied_options(h.options.as_slice())[..]) else {
+        return Answer::Drop;
+    };
+    let base = usize::from(h.fragment_offset.value()) * 8;
     let mut out = Vec::new();
     let mut at = 0;
     while at < payload.len() {
-        let h = if at == 0 { header } else { &later[..] };
+        let mut fh = h.clone();
+        if at > 0 {
+            fh.options = later_options.clone();
+        }
         // Every fragment but the last carries a multiple of 8 bytes.
-        let room = mtu.saturating_sub(h.len()) / 8 * 8;
+        let room = mtu.saturating_sub(fh.header_len()) / 8 * 8;
         if room == 0 {
             return Answer::Drop;
         }
         let n = room.min(payload.len() - at);
-        let last = at + n == payload.len();
-        let mut ip = h.to_vec();
-        ip[2..4].copy_from_slice(&((h.len() + n) as u16).to_be_bytes());
-        let offset = (base + at) / 8;
-        let Ok(offset) = u16::try_from(offset) else { return Answer::Drop };
-        if offset > 0x1fff {
+        let Some(offset) = u16::try_from((base + at) / 8).ok().and_then(|o| IpFragOffset::try_new(o).ok()) else {
             return Answer::Drop;
-        }
-        let more = if last { flags & MF } else { MF };
-        ip[6..8].copy_from_slice(&(more | offset).to_be_bytes());
-        ip[10..12].copy_from_slice(&[0, 0]);
-        let sum = checksum(&[&ip]);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        };
+        fh.fragment_offset = offset;
+        fh.more_fragments = at + n < payload.len() || h.more_fragments;
+        fh.total_len = (fh.header_len() + n) as u16;
+        fh.header_checksum = fh.calc_header_checksum();
         let mut f = frame[..ETH_LEN].to_vec();
-        f.extend_from_slice(&ip);
+        f.extend_from_slice(&fh.to_bytes());
         f.extend_from_slice(&payload[at..at + n]);
         out.push(f);
         at += n;
@@ -127,10 +112,10 @@ fn fragment(frame: &[u8], header: &[u8], payload: &[u8], flags: u16, mtu: usize)
     Answer::Fragments(out)
 }
 
-/// The header of a fragment after the first: only the options marked "copied" stay.
-fn later_header(header: &[u8]) -> Vec<u8> {
-    let mut h = header[..20].to_vec();
-    let opts = &header[20..];
+/// The options a fragment after the first carries: those marked "copied", padded to a
+/// multiple of 4 bytes.
+fn copied_options(opts: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
     let mut i = 0;
     while i < opts.len() {
         match opts[i] {
@@ -142,88 +127,46 @@ fn later_header(header: &[u8]) -> Vec<u8> {
                     break;
                 }
                 if t & 0x80 != 0 {
-                    h.extend_from_slice(&opts[i..i + len]);
+                    out.extend_from_slice(&opts[i..i + len]);
                 }
                 i += len;
             }
         }
     }
-    while h.len() % 4 != 0 {
-        h.push(0);
+    while out.len() % 4 != 0 {
+        out.push(0);
     }
-    h[0] = 0x40 | (h.len() / 4) as u8;
-    h
+    out
 }
 
 fn ipv6(frame: &[u8], mtu: usize) -> Answer {
     let ip = &frame[ETH_LEN..];
-    if ip.len() < 40 || ip[0] >> 4 != 6 || mtu < IPV6_MIN_MTU {
+    let Ok((h, _)) = Ipv6Header::from_slice(ip) else { return Answer::Drop };
+    if mtu < IPV6_MIN_MTU {
         return Answer::Drop;
     }
-    let (src, dst) = (&ip[8..24], &ip[24..40]);
     // Never answer the unspecified or a multicast source, nor a multicast destination.
-    if src == [0; 16] || src[0] == 0xff || dst[0] == 0xff || frame[6] & 1 == 1 {
+    if h.source == [0; 16] || h.source[0] == 0xff || h.destination[0] == 0xff || frame[6] & 1 == 1 {
         return Answer::Drop;
     }
     // As much of the packet as fits an error of the minimum IPv6 MTU (RFC 4443).
     let quoted = &ip[..ip.len().min(IPV6_MIN_MTU - 40 - 8)];
-    let mut icmp = vec![2, 0, 0, 0];
-    icmp.extend_from_slice(&u32::try_from(mtu).unwrap_or(u32::MAX).to_be_bytes());
-    icmp.extend_from_slice(quoted);
-    let len = u32::try_from(icmp.len()).expect("bounded by the minimum MTU");
-    let mut pseudo = Vec::with_capacity(40);
-    pseudo.extend_from_slice(dst);
-    pseudo.extend_from_slice(src);
-    pseudo.extend_from_slice(&len.to_be_bytes());
-    pseudo.extend_from_slice(&[0, 0, 0, 58]);
-    let sum = checksum(&[&pseudo, &icmp]);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    let mut out = eth_reply(frame, ETHERTYPE_IPV6);
-    let mut iph = [0u8; 40];
-    iph[0] = 0x60;
-    iph[4..6].copy_from_slice(&(icmp.len() as u16).to_be_bytes());
-    iph[6] = 58;
-    iph[7] = 64;
-    iph[8..24].copy_from_slice(dst);
-    iph[24..40].copy_from_slice(src);
-    out.extend_from_slice(&iph);
-    out.extend_from_slice(&icmp);
+    let kind = Icmpv6Type::PacketTooBig { mtu: u32::try_from(mtu).unwrap_or(u32::MAX) };
+    let b = PacketBuilder::ethernet2(mac(frame, 0), mac(frame, 6)).ipv6(h.destination, h.source, 64).icmpv6(kind);
+    let mut out = Vec::with_capacity(b.size(quoted.len()));
+    b.write(&mut out, quoted).expect("writing to a Vec cannot fail");
     Answer::Icmp(out)
 }
 
-/// An Ethernet header back to the frame's sender, from its destination.
-fn eth_reply(frame: &[u8], ethertype: [u8; 2]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(ETH_LEN + 128);
-    out.extend_from_slice(&frame[6..12]);
-    out.extend_from_slice(&frame[0..6]);
-    out.extend_from_slice(&ethertype);
-    out
-}
-
-/// The Internet checksum of the concatenation of `parts` (each of even length but the last).
-fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u32 = 0;
-    for p in parts {
-        let mut chunks = p.chunks_exact(2);
-        for c in &mut chunks {
-            sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-        }
-        if let [b] = chunks.remainder() {
-            sum += u32::from(*b) << 8;
-        }
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+/// The MAC at `at` in the frame: the reply goes from the frame's destination to its source.
+fn mac(frame: &[u8], at: usize) -> [u8; 6] {
+    frame[at..at + 6].try_into().expect("an Ethernet header")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etherparse::{
-        Icmpv4Type, Icmpv6Type, IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
-    };
+    use etherparse::{IpNumber, NetSlice, SlicedPacket, TransportSlice};
     use proptest::prelude::*;
 
     const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -259,9 +202,7 @@ mod tests {
         let Some(TransportSlice::Icmpv4(i)) = &p.transport else { panic!("ICMP") };
         assert_eq!(
             i.icmp_type(),
-            Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
-                next_hop_mtu: 1286
-            })
+            Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1286 })
         );
         assert_eq!(i.header().icmp_type.calc_checksum(i.payload()), i.checksum(), "ICMP checksum");
         // The quote: the original IP header and the UDP header.

@@ -10,6 +10,9 @@ use crate::topology::View;
 use crate::view::Leaf;
 use crate::wire::gossip::PeerEntry;
 
+/// The smallest UDP payload every path carries (a 576-byte IPv4 packet).
+const MTU_FLOOR: u16 = 548;
+
 /// What the routes need of a view that does not depend on whose routes they are: the names,
 /// their index and the established adjacency. Routers whose views are equal may share one
 /// (see [`crate::share`]).
@@ -68,7 +71,8 @@ impl Graph {
                 let Some(&j) = self.index.get(&c.peer) else { continue };
                 if established_to(entries[j as usize], e.name) {
                     self.edges.push(j);
-                    self.mtus.push(c.mtu.unwrap_or(u16::MAX));
+                    // No path is assumed narrower than the protocol's floor, whatever a peer says.
+                    self.mtus.push(c.mtu.map_or(u16::MAX, |m| m.max(MTU_FLOOR)));
                 }
             }
             self.offsets.push(u32::try_from(self.edges.len()).expect("fewer than 2^32 links"));

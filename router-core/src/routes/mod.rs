@@ -294,6 +294,9 @@ impl Routes {
     /// The smallest payload limit advertised along our route to `dst` below our ceiling
     /// (`None`: none is).
     pub fn path_mtu(&self, dst: PeerName) -> Option<u16> {
+        if self.path_mtus.is_empty() {
+            return None;
+        }
         let &i = self.graph.index.get(&dst)?;
         self.path_mtus.get(i as usize).copied().filter(|&m| m != u16::MAX)
     }

@@ -23,7 +23,7 @@ pub struct Config {
     /// the local interface towards the peers (its MTU less the IP and UDP headers).
     pub datagram_max: usize,
     /// Smallest UDP payload every path is assumed to carry: the floor of path MTU discovery
-    /// (548 over IPv4: a 576-byte packet; 1,232 over IPv6).
+    /// (548 over IPv4, a 576-byte packet, and no less; 1,232 over IPv6).
     pub datagram_min: usize,
     /// A path MTU probe unanswered for this long has failed (it is tried once more).
     pub pmtu_probe_timeout: Duration,
@@ -254,7 +254,7 @@ impl Config {
         };
         range("hop_limit", usize::from(self.hop_limit), 1, 255)?;
         range("datagram_max", self.datagram_max, 548, 65_507)?;
-        range("datagram_min", self.datagram_min, 128, self.datagram_max)?;
+        range("datagram_min", self.datagram_min, 548, self.datagram_max)?;
         range("conn_limit", self.conn_limit, 1, 65_535)?;
         range("mac_table_max", self.mac_table_max, 1, 1 << 24)?;
         range("mac_per_peer_max", self.mac_per_peer_max, 1, self.mac_table_max)?;

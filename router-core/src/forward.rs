@@ -82,7 +82,8 @@ impl Router {
     /// driver that completes segmentation offload for the bridge cuts TCP segments to it, as
     /// a NIC cuts them to its link. Changes nothing but routes that are due.
     pub fn frame_limit(&mut self, now: Instant, frame: &[u8]) -> usize {
-        if frame.len() < FRAME_MIN {
+        // Short frames fit every path (the floor of path MTU discovery): no lookups for them.
+        if frame.len() < FRAME_MIN || FRAME_OVERHEAD + frame.len() + self.seal_overhead() <= self.config.datagram_min {
             return usize::MAX;
         }
         let (dst, _) = macs(frame);

@@ -22,7 +22,7 @@ use crate::router::Router;
 use crate::time::Instant;
 use crate::timer::{ConnTimer, Timer};
 use crate::wire::control::Message;
-use crate::wire::datagram::{push_probe, PROBE_MIN_LEN};
+use crate::wire::datagram::push_probe;
 
 /// Sizes tried in one round after the first.
 const LADDER: u16 = 7;
@@ -38,8 +38,7 @@ impl Router {
     }
 
     fn pmtu_floor(&self) -> u16 {
-        let floor = u16::try_from(self.config.datagram_min).unwrap_or(u16::MAX).max(PROBE_MIN_LEN as u16 + 64);
-        floor.min(self.pmtu_ceiling())
+        u16::try_from(self.config.datagram_min).unwrap_or(u16::MAX).min(self.pmtu_ceiling())
     }
 
     /// What sealing adds to a datagram (nothing without a password).

@@ -60,10 +60,16 @@ impl Pool {
 
     /// The stored value under `key` that `same` accepts, downcast; or `value`, now stored
     /// (unless another value lives under its key: then `value` stays apart).
-    fn intern<T: Any + Send + Sync>(&self, kind: Kind, key: u64, value: Arc<T>, same: impl Fn(&T) -> bool) -> Arc<T> {
+    fn intern<T: Any + Send + Sync>(
+        &self,
+        kind: Kind,
+        key: u64,
+        value: Arc<T>,
+        same: impl Fn(&T, &T) -> bool,
+    ) -> Arc<T> {
         let Some(store) = &self.0 else { return value };
         match store.get(kind, key).map(Arc::downcast::<T>) {
-            Some(Ok(have)) if same(&have) => have,
+            Some(Ok(have)) if same(&have, &value) => have,
             Some(_) => value,
             None => {
                 let v: Shared = value.clone();
@@ -79,15 +85,13 @@ impl Pool {
             return e;
         }
         let key = mix(mix(e.name.to_u64(), e.uid.0), e.version);
-        let want = Arc::clone(&e);
-        self.intern(Kind::Entry, key, e, |have| *have == *want)
+        self.intern(Kind::Entry, key, e, |have, e| have == e)
     }
 
     /// The stored copy of a leaf holding the very same entries as `l` (whose key is set), or
     /// `l` itself (now stored).
     pub(crate) fn leaf(&self, l: Arc<Leaf>) -> Arc<Leaf> {
-        let want = Arc::clone(&l);
-        self.intern(Kind::Leaf, l.key, l, |have| have.same_as(&want))
+        self.intern(Kind::Leaf, l.key, l, Leaf::same_as)
     }
 
     /// The route graph of `view`, whose [`View::leaf_key`] is `key`: the stored one when it was

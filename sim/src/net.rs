@@ -216,8 +216,7 @@ impl Underlay {
             return Fate::Drop(NetDrop::UdpBlocked);
         }
         let c = &self.classes[usize::from(link.unwrap_or(self.default_class))];
-        let mtu = if self.mtu.is_empty() { c.mtu } else { self.mtu.get(&k).copied().unwrap_or(c.mtu) };
-        if len > mtu {
+        if len > self.mtu_of(k, c) {
             return Fate::Drop(NetDrop::Mtu);
         }
         let plain = c.loss == 0.0
@@ -319,8 +318,16 @@ impl Underlay {
     pub fn mtu_report(&self, a: u32, b: u32) -> Option<usize> {
         let k = key(a, b);
         let c = &self.classes[usize::from(self.links.get(&k).copied().unwrap_or(self.default_class))];
-        let mtu = self.mtu.get(&k).copied().unwrap_or(c.mtu);
-        c.icmp.then_some(mtu + 28)
+        c.icmp.then(|| self.mtu_of(k, c) + 28)
+    }
+
+    /// The largest datagram link `k` (of class `c`) carries now.
+    fn mtu_of(&self, k: (u32, u32), c: &LinkClass) -> usize {
+        if self.mtu.is_empty() {
+            c.mtu
+        } else {
+            self.mtu.get(&k).copied().unwrap_or(c.mtu)
+        }
     }
 
     /// Blocks or unblocks UDP between two hosts.

@@ -38,16 +38,24 @@ const IP_UDP: usize = 28;
 /// The underlay MTU assumed when no interface tells.
 const UNDERLAY_MTU_DEFAULT: u32 = 1500;
 
+/// Sets what the flags say in `c`.
+fn apply_flags(args: &RouterArgs, c: &mut Config) {
+    c.tcp_port = args.port;
+    c.udp_port = args.port;
+    c.conn_limit = args.conn_limit;
+    c.discovery = !args.no_discovery;
+    c.flood_rate = args.flood_rate;
+    c.flood_rate_total = args.flood_rate_total;
+}
+
 /// Refuses settings no router can run with, before anything is made or written: the same
 /// check the core makes (`Config::validate`) on what the flags set.
 pub(crate) fn check_args(args: &RouterArgs) -> Result<(), String> {
     let mut c = Config::new(args.name.unwrap_or(PeerName::from_u64(0x0200_0000_0001)));
-    c.tcp_port = args.port;
-    c.udp_port = args.port;
-    c.conn_limit = args.conn_limit;
+    apply_flags(args, &mut c);
     c.validate().map_err(|e| match e {
         router_core::ConfigError::BadName(n) => format!("--name {n}: {e}"),
-        router_core::ConfigError::Range { field: "conn_limit", .. } => format!("--conn-limit: {e}"),
+        router_core::ConfigError::Range { field, .. } => format!("--{}: {e}", field.replace('_', "-")),
         e => e.to_string(),
     })?;
     if !args.http_addr.ip().is_loopback() && !args.http_public {
@@ -139,10 +147,7 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
         .nickname
         .clone()
         .unwrap_or_else(|| nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default());
-    cfg.tcp_port = args.port;
-    cfg.udp_port = args.port;
-    cfg.conn_limit = args.conn_limit;
-    cfg.discovery = !args.no_discovery;
+    apply_flags(&args, &mut cfg);
     let mut seed = [0u8; 8];
     getrandom::getrandom(&mut seed).map_err(|e| format!("no randomness: {e}"))?;
     cfg.seed = u64::from_le_bytes(seed);

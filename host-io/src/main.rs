@@ -66,6 +66,15 @@ pub(crate) struct RouterArgs {
     /// Most control connections.
     #[arg(long, default_value_t = 100)]
     pub(crate) conn_limit: usize,
+    /// Broadcast, multicast and unknown-unicast frames per second that each local source MAC
+    /// may flood (in bursts of a tenth of that); sources not yet learned share one such
+    /// budget. Beyond it, frames are dropped and counted (`flood_limited`).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) flood_rate: u32,
+    /// The same, for all local sources together; a source that flooded nothing for a second
+    /// always gets through.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) flood_rate_total: u32,
     /// Do not dial peers learned from gossip.
     #[arg(long)]
     pub(crate) no_discovery: bool,
@@ -288,6 +297,8 @@ fn launch(args: RouterArgs) -> Result<(), String> {
         .arg("--state-dir")
         .arg(&args.state_dir)
         .args(["--http-addr", &args.http_addr.to_string(), "--conn-limit", &args.conn_limit.to_string()])
+        .args(["--flood-rate", &args.flood_rate.to_string()])
+        .args(["--flood-rate-total", &args.flood_rate_total.to_string()])
         .args(["--log-level", &args.log_level]);
     if let Some(n) = args.name {
         cmd.args(["--name", &n.to_string()]);

@@ -174,6 +174,10 @@ pub(crate) fn metrics(s: &Status) -> String {
     ] {
         links.get_or_create(&vec![("change", k)]).inc_by(v);
     }
+    let macs = counters(&mut reg, "weave_macs", "MAC table: addresses learned, moved, and refused by a full share");
+    for (k, v) in [("learned", st.macs_learned), ("moved", st.macs_moved), ("refused", st.macs_refused)] {
+        macs.get_or_create(&vec![("event", k)]).inc_by(v);
+    }
     let drops = counters(&mut reg, "weave_drops", "Dropped frames or datagrams by reason");
     for r in DropReason::ALL {
         drops.get_or_create(&vec![("reason", r.as_str())]).inc_by(st.drops.get(r));

@@ -55,6 +55,13 @@ pub struct Config {
     /// the table. MACs beyond it are not learned (counted in `macs_refused`); their frames
     /// still flood.
     pub mac_per_peer_max: usize,
+    /// Frames per second each learned local source MAC may flood (broadcast, multicast or
+    /// unknown unicast), in bursts of a tenth of that; sources not learned as local share one
+    /// such budget. Frames beyond it are dropped (`FloodLimited`).
+    pub flood_rate: u32,
+    /// Frames per second all local sources together may flood; a source that flooded nothing
+    /// for a second passes whatever this says (see `flood_rate`).
+    pub flood_rate_total: u32,
     /// Most peers held in the topology; entries for further peers are refused (counted).
     pub peers_max: usize,
     /// Bytes of queued output after which data frames are dropped.
@@ -129,6 +136,8 @@ impl Config {
             mac_expiry: Duration::from_secs(600),
             mac_table_max: 65_536,
             mac_per_peer_max: 4096,
+            flood_rate: 1000,
+            flood_rate_total: 10_000,
             peers_max: 65_536,
             outbox_limit: 8 << 20,
             outbox_keep: 64 << 10,
@@ -258,6 +267,8 @@ impl Config {
         range("conn_limit", self.conn_limit, 1, 65_535)?;
         range("mac_table_max", self.mac_table_max, 1, 1 << 24)?;
         range("mac_per_peer_max", self.mac_per_peer_max, 1, self.mac_table_max)?;
+        range("flood_rate", self.flood_rate as usize, 1, 10_000_000)?;
+        range("flood_rate_total", self.flood_rate_total as usize, self.flood_rate as usize, 10_000_000)?;
         range("peers_max", self.peers_max, 2, 1 << 24)?;
         range("outbox_limit", self.outbox_limit, 65_536, 1 << 30)?;
         range("recover_rounds", self.recover_rounds as usize, 1, 64)?;

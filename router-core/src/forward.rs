@@ -58,11 +58,7 @@ impl Router {
         if src.is_group() {
             return Decision::Drop(DropReason::BadSourceMac);
         }
-        self.learn(now, src, MacOwner::Local);
-        if dst.is_group() {
-            return Decision::Flood;
-        }
-        match self.macs.lookup(dst) {
+        let decision = match if dst.is_group() { None } else { self.macs.lookup(dst) } {
             Some(MacOwner::Local) => Decision::Local,
             Some(MacOwner::Peer(p)) => match self.routes_now(now).next_hop(p) {
                 Some(via) => Decision::Unicast { dst: p, via },
@@ -73,7 +69,20 @@ impl Router {
                 }
             },
             None => Decision::Flood,
+        };
+        if decision == Decision::Flood {
+            let learned = self.macs.lookup(src) == Some(MacOwner::Local);
+            // A refused frame still teaches its source: a container that has just started
+            // is a learned source by its next try, with a budget of its own.
+            let admitted = self.flood.admit(now, src, learned);
+            self.learn(now, src, MacOwner::Local);
+            if !admitted {
+                return Decision::Drop(DropReason::FloodLimited);
+            }
+            return decision;
         }
+        self.learn(now, src, MacOwner::Local);
+        decision
     }
 
     /// The longest frame to `frame`'s destination MAC that the router sends on without

@@ -10,6 +10,7 @@ use crate::config::{Config, ConfigError};
 use crate::conn::{Conn, ConnError, Target};
 use crate::crypto::{Random, SeededRandom};
 use crate::dedup::Dedup;
+use crate::flood::FloodBudget;
 use crate::mac_cache::MacCache;
 use crate::outbox::{Destination, Outbox, Transmit};
 use crate::peer::{ConnId, PeerName, PeerUid};
@@ -131,6 +132,7 @@ pub struct Router {
     pub(crate) by_peer: SortedMap<PeerName, ConnId>,
     pub(crate) dedup: Dedup,
     pub(crate) macs: MacCache,
+    pub(crate) flood: FloodBudget,
     pub(crate) routes: Routes,
     pub(crate) out: Outbox,
     pub(crate) timers: TimerTable,
@@ -220,6 +222,13 @@ impl Router {
         let pool = Pool::default();
         let mut r = Router {
             macs: MacCache::new(config.mac_expiry, config.mac_table_max, config.mac_per_peer_max, mac_key),
+            // Its own key without another draw from `random` (draws move every later value).
+            flood: FloodBudget::new(
+                config.flood_rate,
+                config.flood_rate_total,
+                config.mac_per_peer_max,
+                mac_key.map(|k| k.rotate_left(17) ^ 0x5bd1_e995),
+            ),
             out: Outbox::new(config.outbox_limit, config.outbox_keep),
             config,
             rng,

@@ -40,11 +40,14 @@ pub enum DropReason {
     /// answered with an ICMP error nor fragmented (not IP, a broadcast or multicast, an IPv6
     /// path under 1,280 bytes), or a relayed datagram too big for the next link.
     TooBig,
+    /// A frame from the local bridge to flood (broadcast, multicast or unknown unicast) beyond
+    /// its source's flood budget, or beyond all local sources' together.
+    FloodLimited,
 }
 
 impl DropReason {
     /// Every reason, for exporting counters.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::BadSourceMac,
         DropReason::Oversize,
@@ -60,6 +63,7 @@ impl DropReason {
         DropReason::Replayed,
         DropReason::Looped,
         DropReason::TooBig,
+        DropReason::FloodLimited,
     ];
 
     /// A short snake_case name, as used in metrics.
@@ -80,6 +84,7 @@ impl DropReason {
             DropReason::Replayed => "replayed",
             DropReason::Looped => "looped",
             DropReason::TooBig => "too_big",
+            DropReason::FloodLimited => "flood_limited",
         }
     }
 

@@ -145,3 +145,22 @@ fn a_peer_with_the_wrong_password_is_isolated_and_the_rest_converge() {
         }
     }
 }
+
+/// The hostile-container scenario's checks can fail: with the flood budgets lifted, the flood
+/// fills the thin links and the bystanders' pings are lost while it lasts. Its spoofer is real:
+/// frames for the victim's MAC reach it (the network cannot tell the two apart).
+#[test]
+fn without_flood_budgets_the_hostile_containers_break_the_others_pings() {
+    let mut s = load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("hostile-container.toml"));
+    let (o, _) = run(&s, s.seed, Trace::new());
+    assert!(o.passed(), "{:?}", o.first_failure());
+    assert!(o.spoofed_deliveries > 0, "the spoofer received the victim's frames");
+    assert!(o.routers.drops.get(router_core::DropReason::FloodLimited) > 100_000);
+    s.router.flood_rate = Some(1_000_000);
+    s.router.flood_rate_total = Some(10_000_000);
+    let (o, _) = run(&s, s.seed, Trace::new());
+    let f = o.first_failure().expect("the pings during the flood fail");
+    assert_eq!(f.check, "pings-during", "{f:?}");
+    let w = &o.during[0];
+    assert!(w.answered * 10 < w.sent * 9, "{w:?}");
+}

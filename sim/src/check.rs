@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use router_core::wire::datagram::{Datagram, Kind};
-use router_core::{Duration, Instant, PeerName, Stats};
+use router_core::{Duration, Instant, Mac, PeerName, Stats};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -66,7 +66,38 @@ pub struct Checker {
     last_problem: String,
     /// Frames checked.
     pub frames_tracked: u64,
+    /// Frames for a spoofed MAC that reached its spoofer.
+    pub spoofed_deliveries: u64,
+    /// Containers that misbehave, and the MAC each may receive as its own besides its
+    /// own (the one it spoofs).
+    hostile: Vec<bool>,
+    spoofs: Vec<Option<Mac>>,
+    /// Containers whose MAC another spoofs.
+    victims: Vec<bool>,
+    /// The `during` windows' pings: (from, to, least fraction answered, sent, answered).
+    pub windows: Vec<WindowTally>,
+    /// Workload pings counted in a window and not yet answered: (container, seq) → (window,
+    /// sent at).
+    window_pings: FxHashMap<(u32, u16), (usize, Instant)>,
 }
+
+/// The workload's pings in one `checks.during` window.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowTally {
+    /// Start.
+    pub from: Instant,
+    /// End.
+    pub to: Instant,
+    /// The least fraction that must be answered.
+    pub min: f64,
+    /// Pings sent within the window by and to bystanders (neither hostile nor a victim).
+    pub sent: u64,
+    /// Of those, answered within a second.
+    pub answered: u64,
+}
+
+/// How long a window's ping may take to be answered.
+const WINDOW_ANSWER: Duration = Duration::from_secs(1);
 
 impl Checker {
     /// Checkers for a scenario.
@@ -88,6 +119,68 @@ impl Checker {
             liveness_failures: Vec::new(),
             last_problem: String::new(),
             frames_tracked: 0,
+            spoofed_deliveries: 0,
+            hostile: Vec::new(),
+            spoofs: Vec::new(),
+            victims: Vec::new(),
+            windows: s
+                .checks
+                .during
+                .iter()
+                .map(|w| WindowTally {
+                    from: Instant::ZERO + w.from.0,
+                    to: Instant::ZERO + w.to.0,
+                    min: w.pings_answered_min,
+                    sent: 0,
+                    answered: 0,
+                })
+                .collect(),
+            window_pings: FxHashMap::default(),
+        }
+    }
+
+    /// Which containers misbehave, which MAC each spoofs, and whose MAC is spoofed (by
+    /// container index).
+    pub(crate) fn set_roles(&mut self, hostile: Vec<bool>, spoofs: Vec<Option<Mac>>, victims: Vec<bool>) {
+        self.hostile = hostile;
+        self.spoofs = spoofs;
+        self.victims = victims;
+    }
+
+    fn bystander(&self, c: u32) -> bool {
+        let c = c as usize;
+        !self.hostile.get(c).copied().unwrap_or(false) && !self.victims.get(c).copied().unwrap_or(false)
+    }
+
+    /// Container `c` sent workload ping `seq` to container `to`.
+    pub(crate) fn on_workload_ping(&mut self, now: Instant, c: u32, to: u32, seq: u16) {
+        if !(self.bystander(c) && self.bystander(to)) {
+            return;
+        }
+        if let Some(w) = self.windows.iter().position(|w| w.from <= now && now < w.to) {
+            self.windows[w].sent += 1;
+            self.window_pings.insert((c, seq), (w, now));
+        }
+    }
+
+    /// Judges the `during` windows: each must have seen pings, and enough answered.
+    pub fn finish_windows(&mut self) {
+        for w in &self.windows {
+            let ok = w.sent > 0 && w.answered as f64 >= w.min * w.sent as f64;
+            if !ok {
+                self.liveness_failures.push(Violation {
+                    at: w.to,
+                    check: "pings-during",
+                    detail: format!(
+                        "between {} and {}: {} of {} workload pings answered (at least {:.0} % needed)",
+                        w.from,
+                        w.to,
+                        w.answered,
+                        w.sent,
+                        w.min * 100.0
+                    ),
+                });
+            }
         }
     }
 
@@ -184,6 +277,11 @@ impl Checker {
     /// A frame reaches a container.
     pub fn on_container(&mut self, now: Instant, c: u32, ct: &Container, frame: &[u8], r: Received) {
         if let Received::Ip { echo_reply: Some(seq), .. } = r {
+            if let Some((w, at)) = self.window_pings.remove(&(c, seq)) {
+                if now <= at + WINDOW_ANSWER {
+                    self.windows[w].answered += 1;
+                }
+            }
             if let Some(&i) = self.probe_of.get(&(c, seq)) {
                 if let Some(p) = self.probes.as_mut().and_then(|p| p.get_mut(i)) {
                     p.ok = true;
@@ -194,7 +292,12 @@ impl Checker {
             return;
         }
         let Some(id) = frame_id(frame) else { return };
-        let dst_is_mine = frame[0..6] == ct.mac.0;
+        // A spoofer receives what is sent to the MAC it spoofs: the network cannot tell them
+        // apart.
+        let spoofed = self.spoofs.get(c as usize).copied().flatten();
+        let to_spoofed = spoofed.is_some_and(|m| frame[0..6] == m.0);
+        self.spoofed_deliveries += u64::from(to_spoofed);
+        let dst_is_mine = frame[0..6] == ct.mac.0 || to_spoofed;
         let unicast = frame[0] & 1 == 0;
         // A container that moved may meet a flood again at its new host: that is physics.
         let who = (u64::from(ct.moves) << 32) | u64::from(c);

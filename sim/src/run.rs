@@ -46,6 +46,10 @@ pub struct Outcome {
     pub frames_tracked: u64,
     /// Pings sent and answered by the workload and probes.
     pub pings: (u64, u64),
+    /// Frames for a spoofed MAC that reached its spoofer.
+    pub spoofed_deliveries: u64,
+    /// The `checks.during` windows' pings.
+    pub during: Vec<crate::check::WindowTally>,
 }
 
 impl Outcome {
@@ -73,6 +77,7 @@ pub fn run(s: &Scenario, seed: u64, trace: Trace) -> (Outcome, World) {
     while !w.checker.liveness_done && !w.checker.stopped() && w.next_time().is_some_and(|t| t <= hard_end) {
         w.step();
     }
+    w.checker.finish_windows();
     let _ = w.trace.finish();
     let faults_end = s.faults_end();
     let since = |t: Option<Instant>| t.map(|t| t - (Instant::ZERO + faults_end));
@@ -100,6 +105,8 @@ pub fn run(s: &Scenario, seed: u64, trace: Trace) -> (Outcome, World) {
         routers,
         frames_tracked: w.checker.frames_tracked,
         pings,
+        during: w.checker.windows.clone(),
+        spoofed_deliveries: w.checker.spoofed_deliveries,
     };
     (o, w)
 }

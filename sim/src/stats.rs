@@ -17,6 +17,8 @@ pub struct SimStats {
     pub faults: u64,
     /// Datagrams the network duplicated.
     pub duplicated: u64,
+    /// Frames hostile containers sent.
+    pub hostile_frames: u64,
     /// Datagrams the network dropped, by reason.
     pub net_drops: BTreeMap<NetDrop, u64>,
 }

@@ -125,6 +125,16 @@ fn print_outcome(o: &Outcome, label: &str, replay: &str) {
     if let Some(d) = o.pinged_after {
         println!("  PASS  ping: every probed same-subnet pair answers {} after the last fault", secs(d));
     }
+    for w in o.during.iter().filter(|w| w.sent > 0 && w.answered as f64 >= w.min * w.sent as f64) {
+        println!(
+            "  PASS  pings-during: {} of {} workload pings between {} and {} answered (at least {:.0} % needed)",
+            w.answered,
+            w.sent,
+            w.from,
+            w.to,
+            w.min * 100.0
+        );
+    }
     let r = &o.routers;
     println!(
         "routers   captured {} injected {} sent {} flooded {} relayed {}   datagrams {}   gossip {} B in {} updates",
@@ -164,6 +174,12 @@ fn print_outcome(o: &Outcome, label: &str, replay: &str) {
         o.sim.duplicated
     );
     println!("pings     {} sent, {} answered", o.pings.0, o.pings.1);
+    if o.sim.hostile_frames > 0 {
+        println!(
+            "hostile   {} frames sent by misbehaving containers; {} frames for a spoofed MAC reached its spoofer",
+            o.sim.hostile_frames, o.spoofed_deliveries
+        );
+    }
     println!("trace     {:016x} ({} events)", o.trace_hash, o.trace_events);
     if o.passed() {
         println!("result    PASS");

@@ -56,6 +56,9 @@ pub struct Scenario {
     /// Containers and their traffic.
     #[serde(default)]
     pub workload: Workload,
+    /// Containers that misbehave for a while.
+    #[serde(default)]
+    pub hostile: Vec<Hostile>,
     /// What must hold.
     #[serde(default)]
     pub checks: Checks,
@@ -246,6 +249,10 @@ pub struct RouterSettings {
     pub backoff_max: Option<Dur>,
     /// MAC idle expiry.
     pub mac_expiry: Option<Dur>,
+    /// Flooded frames per second per local source MAC (`router_core::Config::flood_rate`).
+    pub flood_rate: Option<u32>,
+    /// Flooded frames per second from all local sources (`Config::flood_rate_total`).
+    pub flood_rate_total: Option<u32>,
     /// The network's password: every router authenticates its peers with it and encrypts.
     pub password: Option<String>,
     /// Per-host passwords overriding `password` (host name → password; "" for none).
@@ -427,6 +434,51 @@ impl Default for Workload {
     }
 }
 
+/// A container that misbehaves from `start` to `end`, on top of its workload.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Hostile {
+    /// The container, as `host/cN`.
+    pub container: String,
+    /// What it does.
+    pub kind: HostileKind,
+    /// For `spoof`: the container whose MAC it sends from.
+    #[serde(default)]
+    pub victim: Option<String>,
+    /// Frames per second (above 1,000, sent in a burst each millisecond).
+    pub rate: u32,
+    /// When it starts.
+    pub start: Dur,
+    /// When it stops.
+    pub end: Dur,
+}
+
+/// Kinds of misbehaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostileKind {
+    /// Frames from random source MACs, alternately broadcast and to random (unknown) unicast
+    /// MACs.
+    MacFlood,
+    /// UDP broadcasts on its subnet from its own MAC.
+    BroadcastStorm,
+    /// Frames from the victim's MAC to random containers of its subnet.
+    Spoof,
+}
+
+/// A stretch of time in which most of the workload's pings must be answered.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Start.
+    pub from: Dur,
+    /// End.
+    pub to: Dur,
+    /// The least fraction of the workload's pings sent within the window (by and to
+    /// containers that are neither hostile nor a spoofing victim) answered within a second.
+    pub pings_answered_min: f64,
+}
+
 /// Checks and their time budgets.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -439,6 +491,8 @@ pub struct Checks {
     pub ping_within: Option<Dur>,
     /// Most container pairs the ping check tries (chosen by the seed when there are more).
     pub ping_pairs_max: usize,
+    /// Liveness while things happen: windows in which the workload's pings must get through.
+    pub during: Vec<Window>,
 }
 
 impl Default for Checks {
@@ -448,6 +502,7 @@ impl Default for Checks {
             converge_within: Some(Dur(Duration::from_secs(10))),
             ping_within: Some(Dur(Duration::from_secs(10))),
             ping_pairs_max: 200,
+            during: Vec::new(),
         }
     }
 }
@@ -490,6 +545,15 @@ impl Scenario {
         }
     }
 
+    /// The index of container `host/cN` (validated names only), in the order containers are
+    /// made: host by host, `containers_per_host` each.
+    pub fn container_index(&self, name: &str) -> Option<usize> {
+        let (h, c) = name.split_once('/')?;
+        let host = self.host_names().iter().position(|n| n == h)?;
+        let k: usize = c.strip_prefix('c')?.parse().ok()?;
+        (k < self.workload.containers_per_host).then_some(host * self.workload.containers_per_host + k)
+    }
+
     /// The link class by name (`default` exists even when not written).
     pub fn class(&self, name: &str) -> Option<LinkClass> {
         match self.link_classes.get(name) {
@@ -503,7 +567,8 @@ impl Scenario {
     pub fn faults_end(&self) -> Duration {
         let timeline = self.faults.iter().map(|f| f.at.0).max().unwrap_or(Duration::ZERO);
         let random = self.random_faults.as_ref().map_or(Duration::ZERO, |r| r.end.0);
-        timeline.max(random).max(self.hosts.start_spread.0)
+        let hostile = self.hostile.iter().map(|h| h.end.0).max().unwrap_or(Duration::ZERO);
+        timeline.max(random).max(self.hosts.start_spread.0).max(hostile)
     }
 
     /// Gives every router a password unless the scenario already sets passwords: the same
@@ -560,6 +625,24 @@ mod tests {
             ("[router]\nudp_heartbeat = \"0s\"\n", "router: udp_heartbeat is 0ns"),
             ("[router]\nanti_entropy = \"0s\"\n", "router: anti_entropy is 0ns"),
             ("[router]\nhop_limit = 0\n", "router: hop_limit is 0"),
+            ("[router]\nflood_rate = 0\n", "router: flood_rate is 0"),
+            (
+                "[[hostile]]\ncontainer = \"h0/c3\"\nkind = \"mac-flood\"\nrate = 10\nstart = \"1s\"\nend = \"2s\"\n",
+                "hostile[0].container: no container `h0/c3`",
+            ),
+            (
+                "[[hostile]]\ncontainer = \"h0/c0\"\nkind = \"spoof\"\nrate = 10\nstart = \"1s\"\nend = \"2s\"\n",
+                "hostile[0].victim: spoof needs a victim",
+            ),
+            (
+                "[[hostile]]\ncontainer = \"h0/c0\"\nkind = \"spoof\"\nvictim = \"h0/c0\"\nrate = 10\nstart = \"1s\"\nend = \"2s\"\n",
+                "hostile[0].victim: a container cannot spoof itself",
+            ),
+            (
+                "[[hostile]]\ncontainer = \"h0/c0\"\nkind = \"mac-flood\"\nrate = 0\nstart = \"1s\"\nend = \"2s\"\n",
+                "hostile[0].rate",
+            ),
+            ("[checks]\n[[checks.during]]\nfrom = \"1s\"\nto = \"1m\"\npings_answered_min = 0.9\n", "checks.during[0]"),
         ];
         for (extra, want) in cases {
             let e = Scenario::parse(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();

@@ -33,6 +33,12 @@ impl RouterSettings {
         if let Some(v) = self.conn_limit {
             c.conn_limit = v;
         }
+        if let Some(v) = self.flood_rate {
+            c.flood_rate = v;
+        }
+        if let Some(v) = self.flood_rate_total {
+            c.flood_rate_total = v;
+        }
     }
 }
 
@@ -196,6 +202,45 @@ impl Scenario {
         }
         if containers > total {
             return Err(invalid("workload.subnets", format!("{containers} containers do not fit")));
+        }
+        let container = |place: String, n: &str| -> Result<usize, ScenarioError> {
+            self.container_index(n).ok_or_else(|| {
+                invalid(
+                    place,
+                    format!("no container `{n}`: write host/cN with N below {}", self.workload.containers_per_host),
+                )
+            })
+        };
+        for (i, h) in self.hostile.iter().enumerate() {
+            let place = |k: &str| format!("hostile[{i}].{k}");
+            let me = container(place("container"), &h.container)?;
+            match (h.kind, &h.victim) {
+                (HostileKind::Spoof, Some(v)) => {
+                    if container(place("victim"), v)? == me {
+                        return Err(invalid(place("victim"), "a container cannot spoof itself"));
+                    }
+                }
+                (HostileKind::Spoof, None) => return Err(invalid(place("victim"), "spoof needs a victim")),
+                (_, Some(_)) => return Err(invalid(place("victim"), "only spoof has a victim")),
+                (_, None) => {}
+            }
+            if !(1..=1_000_000).contains(&h.rate) {
+                return Err(invalid(place("rate"), "between 1 and 1000000 frames per second"));
+            }
+            if h.start.0 >= h.end.0 || h.end.0 > self.duration.0 {
+                return Err(invalid(place("end"), "need start < end <= duration"));
+            }
+        }
+        for (i, w) in self.checks.during.iter().enumerate() {
+            if w.from.0 >= w.to.0 || w.to.0 + Duration::from_secs(1) > self.duration.0 {
+                return Err(invalid(
+                    format!("checks.during[{i}]"),
+                    "need from < to, and to at least 1s before the end (answers get a second)",
+                ));
+            }
+            if !(0.0..=1.0).contains(&w.pings_answered_min) {
+                return Err(invalid(format!("checks.during[{i}].pings_answered_min"), "a fraction from 0 to 1"));
+            }
         }
         if !(0.0..=1.0).contains(&self.workload.active) {
             return Err(invalid("workload.active", "a fraction from 0 to 1"));

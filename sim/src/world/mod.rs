@@ -29,6 +29,7 @@ use crate::stats::SimStats;
 use crate::trace::{hash_bytes, Trace};
 
 mod faults;
+mod hostile;
 mod hosts;
 mod tcp;
 mod traffic;
@@ -119,6 +120,8 @@ pub(crate) enum Ev {
         to: u32,
         mtu: usize,
     },
+    /// The next burst of hostile entry `i`.
+    Hostile(u32),
     Liveness,
     Prune,
 }
@@ -174,6 +177,9 @@ pub struct World {
     stalled: BTreeSet<u32>,
     pub(crate) ids: Ids,
     work_rng: ChaCha8Rng,
+    /// Hostile containers' random choices: a stream of their own, so that adding one changes
+    /// nothing else.
+    hostile_rng: ChaCha8Rng,
     faults: Vec<Fault>,
     /// Counters of the simulation itself.
     pub stats: SimStats,
@@ -221,6 +227,7 @@ impl World {
             stalled: BTreeSet::new(),
             ids: Ids::default(),
             work_rng: stream(seed, "workload", 0),
+            hostile_rng: stream(seed, "hostile", 0),
             faults,
             stats: SimStats::default(),
             trace,
@@ -248,6 +255,7 @@ impl World {
             });
         }
         w.make_containers();
+        w.schedule_hostile();
         let spread = w.scenario.hosts.start_spread.0.as_micros() as u64;
         for i in 0..n {
             let at = if spread > 0 { below(&mut start_rng, spread + 1) } else { 0 };
@@ -313,7 +321,7 @@ impl World {
             Ev::Timer { .. } => &mut k.timers,
             Ev::Udp { .. } => &mut k.udp,
             Ev::Syn { .. } | Ev::SynAck { .. } | Ev::DialFail { .. } | Ev::Seg { .. } => &mut k.tcp,
-            Ev::Work { .. } => &mut k.work,
+            Ev::Work { .. } | Ev::Hostile(_) => &mut k.work,
             Ev::Start(_) | Ev::Fault(_) | Ev::Liveness | Ev::Prune | Ev::PathMtu { .. } => &mut k.other,
         } += 1;
         self.dispatch(ev);
@@ -367,6 +375,7 @@ impl World {
             Ev::Seg { tcp, dir } => self.on_seg(tcp, dir),
             Ev::Fault(i) => self.on_fault(i),
             Ev::Work { container, kind } => self.on_work(container, kind),
+            Ev::Hostile(i) => self.on_hostile(i),
             Ev::PathMtu { host, to, mtu } => {
                 let now = self.now;
                 if let Some(r) = self.hosts[host as usize].router.as_mut() {

@@ -175,7 +175,8 @@ impl World {
             if kind == Work::Udp {
                 me.send_udp(ip, &mut self.ids, &mut out);
             } else {
-                me.ping(now, ip, &mut self.ids, &mut out);
+                let seq = me.ping(now, ip, &mut self.ids, &mut out);
+                self.checker.on_workload_ping(now, c, o, seq);
             }
         }
         for f in out {

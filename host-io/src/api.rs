@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use weave_host_io::control::{ControlAnswer, ControlRequest};
+
 use crate::daemon::parse_peer;
 use crate::state::State;
 use crate::text;
@@ -171,47 +173,6 @@ async fn config(AxState(app): AxState<App>) -> Response {
     Json(app.info.clone()).into_response()
 }
 
-/// A request on the control socket (one JSON line; the answer is one JSON line too).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
-pub(crate) enum ControlRequest {
-    /// Connect to peers (`replace`: forget the others first).
-    Connect {
-        /// Peers as `host[:port]`.
-        peers: Vec<String>,
-        /// Forget every other peer.
-        #[serde(default)]
-        replace: bool,
-    },
-    /// Stop connecting to peers.
-    Forget {
-        /// Peers as `host[:port]`.
-        peers: Vec<String>,
-    },
-    /// An address on the bridge and NAT for its subnet.
-    Expose {
-        /// Like 10.32.0.254/24.
-        cidr: String,
-    },
-    /// Undoes `Expose`.
-    Hide {
-        /// The address given to `Expose`.
-        cidr: String,
-    },
-    /// Stop the router.
-    Stop,
-}
-
-/// The answer on the control socket.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum ControlAnswer {
-    /// Done; what to tell the user.
-    Ok(String),
-    /// Not done, and why.
-    Error(String),
-}
-
 /// Carries out one control request.
 async fn control(app: &App, req: ControlRequest) -> Result<String, String> {
     let shutting = || "the router is shutting down".to_string();
@@ -230,7 +191,7 @@ async fn control(app: &App, req: ControlRequest) -> Result<String, String> {
         }
         ControlRequest::Expose { cidr } => crate::expose::set(&app.info, &cidr, true).await.map(|()| "ok".into()),
         ControlRequest::Hide { cidr } => crate::expose::set(&app.info, &cidr, false).await.map(|()| "ok".into()),
-        ControlRequest::Stop => {
+        ControlRequest::Stop {} => {
             let (reply, rx) = oneshot::channel();
             app.tx.send(ApiCmd::Stop(reply)).await.map_err(|_| shutting())?;
             let _ = rx.await;
@@ -246,9 +207,6 @@ pub(crate) fn control_name(http_addr: &SocketAddr) -> String {
     format!("weave-control@{http_addr}")
 }
 
-/// Longest control request.
-const CONTROL_REQUEST_MAX: u64 = 64 << 10;
-
 /// Serves one control connection: only root (by the kernel's word, `SO_PEERCRED`) may steer.
 async fn control_conn(app: App, stream: tokio::net::UnixStream) {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -257,7 +215,7 @@ async fn control_conn(app: App, stream: tokio::net::UnixStream) {
     // The request is read whatever the caller, so that a refusal reaches it as an answer,
     // not as a connection closed under its write.
     let mut line = String::new();
-    let mut reader = BufReader::new(r.take(CONTROL_REQUEST_MAX));
+    let mut reader = BufReader::new(r.take(weave_host_io::control::REQUEST_MAX));
     let read = tokio::time::timeout(std::time::Duration::from_secs(5), reader.read_line(&mut line))
         .await
         .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no request within 5 s")));
@@ -267,8 +225,8 @@ async fn control_conn(app: App, stream: tokio::net::UnixStream) {
     } else {
         match read {
             Err(e) => ControlAnswer::Error(format!("reading the request: {e}")),
-            Ok(_) => match serde_json::from_str::<ControlRequest>(&line) {
-                Err(e) => ControlAnswer::Error(format!("not a control request: {e}")),
+            Ok(_) => match weave_host_io::control::parse_request(&line) {
+                Err(e) => ControlAnswer::Error(e),
                 Ok(req) => match control(&app, req).await {
                     Ok(s) => ControlAnswer::Ok(s),
                     Err(e) => ControlAnswer::Error(e),

@@ -7,16 +7,7 @@ use ipnet::Ipv4Net;
 
 use crate::plumb::{self, PlumbError, CONTAINER_IF};
 
-/// An address with its prefix length: `a.b.c.d/n`, IPv4, prefix 1 to 32.
-pub(crate) type Cidr = Ipv4Net;
-
-/// Parses `a.b.c.d/n`.
-pub(crate) fn parse_cidr(s: &str) -> Result<Cidr, String> {
-    match s.parse::<Ipv4Net>() {
-        Ok(c) if c.prefix_len() > 0 => Ok(c),
-        _ => Err(format!("`{s}` is not a CIDR like 10.32.0.1/24")),
-    }
-}
+pub(crate) use weave_host_io::control::parse_cidr;
 
 fn garp(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
     let mut f = Vec::with_capacity(60);

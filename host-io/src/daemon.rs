@@ -19,6 +19,7 @@ use zeroize::Zeroizing;
 
 /// Resolves `host[:port]` with the default port.
 pub(crate) fn parse_peer(s: &str, default_port: u16) -> Result<SocketAddr, String> {
+    weave_host_io::control::check_peer(s)?;
     let with_port = if s.parse::<SocketAddr>().is_ok()
         || s.rsplit_once(':').is_some_and(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
     {

@@ -1,5 +1,6 @@
 //! The parts of the `weave` binary that tests drive directly.
 
+pub mod control;
 pub mod eventloop;
 pub mod segment;
 pub mod stack;

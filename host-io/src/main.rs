@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use router_core::PeerName;
+use weave_host_io::control::{ControlAnswer, ControlRequest};
 
 #[derive(Parser)]
 #[command(name = "weave", version, about = "One virtual Ethernet across many hosts")]
@@ -211,7 +212,7 @@ fn get(a: &SocketAddr, path: &str) -> Result<String, String> {
 }
 
 /// Sends one request on the router's control socket (root only) and returns its answer.
-fn control(a: &SocketAddr, req: &api::ControlRequest) -> Result<String, String> {
+fn control(a: &SocketAddr, req: &ControlRequest) -> Result<String, String> {
     use std::io::{BufRead, Write};
     use std::os::linux::net::SocketAddrExt;
     let name = api::control_name(a);
@@ -225,8 +226,8 @@ fn control(a: &SocketAddr, req: &api::ControlRequest) -> Result<String, String> 
     let mut answer = String::new();
     std::io::BufReader::new(s).read_line(&mut answer).map_err(|e| format!("waiting for the router: {e}"))?;
     match serde_json::from_str(&answer) {
-        Ok(api::ControlAnswer::Ok(s)) => Ok(s),
-        Ok(api::ControlAnswer::Error(e)) => Err(e),
+        Ok(ControlAnswer::Ok(s)) => Ok(s),
+        Ok(ControlAnswer::Error(e)) => Err(e),
         Err(_) => Err(format!("unexpected answer from the router: {}", answer.trim())),
     }
 }
@@ -289,7 +290,9 @@ fn launch(args: RouterArgs) -> Result<(), String> {
     }
     let st = state::State::open(&args.state_dir)?;
     let log =
-        std::fs::File::create(st.log_file()).map_err(|e| format!("cannot create {}: {e}", st.log_file().display()))?;
+        std::fs::File::create(st.log_file()).map_err(|e| {
+        format!("cannot create {}: {e} (the state directory must be writable: see --state-dir)", st.log_file().display())
+    })?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("router")
@@ -355,9 +358,9 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Launch(a) => launch(a),
         Cmd::Router(a) => router(a),
         Cmd::Connect { api, replace, peers } => {
-            control(&api.http_addr, &api::ControlRequest::Connect { peers, replace }).map(|_| ())
+            control(&api.http_addr, &ControlRequest::Connect { peers, replace }).map(|_| ())
         }
-        Cmd::Forget { api, peers } => control(&api.http_addr, &api::ControlRequest::Forget { peers }).map(|_| ()),
+        Cmd::Forget { api, peers } => control(&api.http_addr, &ControlRequest::Forget { peers }).map(|_| ()),
         Cmd::Attach { bridge, args } => {
             need_root("weave attach")?;
             let (cidrs, target) = args.split_at(args.len() - 1);
@@ -430,14 +433,14 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
             Ok(())
         }
-        Cmd::Stop { api } => control(&api.http_addr, &api::ControlRequest::Stop).map(|_| ()),
+        Cmd::Stop { api } => control(&api.http_addr, &ControlRequest::Stop {}).map(|_| ()),
         Cmd::Expose { api, cidr } => {
             attach::parse_cidr(&cidr)?;
-            control(&api.http_addr, &api::ControlRequest::Expose { cidr }).map(|_| ())
+            control(&api.http_addr, &ControlRequest::Expose { cidr }).map(|_| ())
         }
         Cmd::Hide { api, cidr } => {
             attach::parse_cidr(&cidr)?;
-            control(&api.http_addr, &api::ControlRequest::Hide { cidr }).map(|_| ())
+            control(&api.http_addr, &ControlRequest::Hide { cidr }).map(|_| ())
         }
         Cmd::Ps { api, targets } => {
             let info = daemon_info(&api)?;
@@ -446,7 +449,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Reset { api, bridge, state_dir } => {
             need_root("weave reset")?;
-            let _ = control(&api.http_addr, &api::ControlRequest::Stop);
+            let _ = control(&api.http_addr, &ControlRequest::Stop {});
             std::thread::sleep(Duration::from_millis(300));
             let rt = plumb::runtime().map_err(|e| format!("cannot start a runtime: {e}"))?;
             rt.block_on(async {

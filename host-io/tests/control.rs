@@ -60,6 +60,13 @@ fn only_root_may_steer_the_router_and_http_only_reads() {
     assert!(raw_control(&lab, 0, r#"{"cmd":"connect","peers":["10.201.0.9"]}"#).contains("ok"));
     let status = String::from_utf8_lossy(&lab.weave(0, &["status", "targets"]).stdout).into_owned();
     assert!(status.contains("10.201.0.9"), "{status}");
+    // A bad request is refused whole, saying what is wrong, and changes nothing.
+    let answer = raw_control(&lab, 0, r#"{"cmd":"connect","peers":["10.201.0.8","h1:99999"]}"#);
+    assert!(answer.contains("`99999` is not a port"), "{answer}");
+    let o = lab.weave(0, &["connect", "h1:99999"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`99999` is not a port"), "{o:?}");
+    let status = String::from_utf8_lossy(&lab.weave(0, &["status", "targets"]).stdout).into_owned();
+    assert!(!status.contains("10.201.0.8"), "{status}");
     let o = lab.weave(0, &["stop"]);
     assert!(o.status.success(), "{o:?}");
 }

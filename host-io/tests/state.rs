@@ -66,6 +66,32 @@ fn reset_removes_only_what_weave_keeps() {
     assert_eq!(left, vec!["notes.txt".to_string()], "weave's files are gone, nothing else");
 }
 
+/// A state directory the router cannot write: `launch` says which file and why, and leaves
+/// nothing behind (no bridge, no router).
+#[test]
+fn a_read_only_state_directory_is_refused_before_anything_is_made() {
+    let lab = Lab::new(1, &[]);
+    let dir = lab.dir.join("h0");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    // Root writes through permissions; a read-only mount stops even root.
+    ok(&["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", d]);
+    struct Unmount<'a>(&'a str);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = sh(&["umount", self.0]);
+        }
+    }
+    let _u = Unmount(d);
+    let o = lab.try_launch(0, &[], Secret::None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("Read-only file system") && err.contains("--state-dir"), "{err}");
+    let links = ok(&["ip", "-n", &lab.hosts[0], "-o", "link", "show"]);
+    assert!(!links.contains("weave"), "no bridge was made: {links}");
+    assert!(lab.pid(0).is_none());
+}
+
 /// A resolver that never answers delays only the request that needs it: `weave connect` to a
 /// name waits (and then fails, saying why) while traffic between containers flows on.
 #[test]

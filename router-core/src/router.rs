@@ -235,7 +235,8 @@ impl Router {
             uid,
             version: 0,
             topology: Topology::default(),
-            routes: Routes::default(),
+            // Keyed as the tables are, without another draw from `random`.
+            routes: Routes::keyed(udp_key.map(|k| k.rotate_left(29) ^ 0x2545_f491)),
             routes_dirty: true,
             own_dirty: true,
             conns: SortedMap::default(),
@@ -535,7 +536,7 @@ impl Router {
         if self.pool.is_shared() {
             self.topology.peers.share(&self.pool);
             let key = self.topology.peers.leaf_key();
-            let graph = self.pool.graph(&self.topology.peers, key);
+            let graph = self.pool.graph(&self.topology.peers, key, self.routes.key());
             self.routes.rebuild_on(graph, self.config.name);
         } else {
             self.routes.rebuild(&self.topology.peers, self.config.name);

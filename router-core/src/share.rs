@@ -96,14 +96,15 @@ impl Pool {
 
     /// The route graph of `view`, whose [`View::leaf_key`] is `key`: the stored one when it was
     /// built from the very same leaves, else a new one (stored unless the key is taken).
-    pub(crate) fn graph(&self, view: &View, key: u64) -> Arc<Graph> {
-        let Some(store) = &self.0 else { return Arc::new(Graph::build(view)) };
+    /// The graph's name index hashes with `hash_key`.
+    pub(crate) fn graph(&self, view: &View, key: u64, hash_key: [u64; 4]) -> Arc<Graph> {
+        let Some(store) = &self.0 else { return Arc::new(Graph::build_keyed(view, hash_key)) };
         if let Some(Ok(g)) = store.get(Kind::Graph, key).map(Arc::downcast::<Graph>) {
             if g.built_from(view) {
                 return g;
             }
         }
-        let g = Arc::new(Graph::build_shared(view));
+        let g = Arc::new(Graph::build_shared(view, hash_key));
         let v: Shared = g.clone();
         store.put(Kind::Graph, key, &v);
         g

@@ -40,7 +40,7 @@ impl<K, V> core::fmt::Debug for Table<K, V> {
 }
 
 /// The key of [`Table::default`]: fixed, for tables whose keys nobody outside chooses.
-const FIXED_KEY: [u64; 4] =
+pub(crate) const FIXED_KEY: [u64; 4] =
     [0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344, 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89];
 
 impl<K, V> Default for Table<K, V> {

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 use crate::peer::PeerName;
 use crate::topology::View;
 use crate::view::Leaf;
@@ -16,13 +14,14 @@ const MTU_FLOOR: u16 = 548;
 /// What the routes need of a view that does not depend on whose routes they are: the names,
 /// their index and the established adjacency. Routers whose views are equal may share one
 /// (see [`crate::share`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Graph {
     /// For a pooled graph, the view's leaves, to tell whether it was built from an equal
     /// view; empty otherwise.
     pub(super) leaves: Vec<Arc<Leaf>>,
     pub(super) names: Vec<PeerName>,
-    pub(super) index: FxHashMap<PeerName, u32>,
+    /// Keyed (aHash): names are chosen by peers, which must not be able to make them collide.
+    pub(super) index: std::collections::HashMap<PeerName, u32, ahash::RandomState>,
     /// Adjacency in compressed rows: neighbours of `i` are `edges[offsets[i]..offsets[i + 1]]`.
     pub(super) offsets: Vec<u32>,
     pub(super) edges: Vec<u32>,
@@ -31,18 +30,43 @@ pub struct Graph {
     pub(super) mtus: Vec<u16>,
 }
 
+impl Default for Graph {
+    fn default() -> Self {
+        Graph::keyed(crate::table::FIXED_KEY)
+    }
+}
+
 impl Graph {
+    /// An empty graph whose name index hashes with `key`.
+    pub(crate) fn keyed(key: [u64; 4]) -> Graph {
+        Graph {
+            leaves: Vec::new(),
+            names: Vec::new(),
+            index: std::collections::HashMap::with_hasher(ahash::RandomState::with_seeds(
+                key[0], key[1], key[2], key[3],
+            )),
+            offsets: Vec::new(),
+            edges: Vec::new(),
+            mtus: Vec::new(),
+        }
+    }
+
     /// The graph of `view`. Links count only when both ends advertise them as established.
     pub fn build(view: &View) -> Graph {
-        let mut g = Graph::default();
+        Graph::build_keyed(view, crate::table::FIXED_KEY)
+    }
+
+    /// [`Graph::build`], the name index hashing with `key`.
+    pub(crate) fn build_keyed(view: &View, key: [u64; 4]) -> Graph {
+        let mut g = Graph::keyed(key);
         g.rebuild(view);
         g
     }
 
-    /// [`Graph::build`] for sharing: also keeps the view's leaves, which
+    /// [`Graph::build_keyed`] for sharing: also keeps the view's leaves, which
     /// [`Graph::built_from`] checks against a view before the graph is reused for it.
-    pub(crate) fn build_shared(view: &View) -> Graph {
-        let mut g = Graph::build(view);
+    pub(crate) fn build_shared(view: &View, key: [u64; 4]) -> Graph {
+        let mut g = Graph::build_keyed(view, key);
         g.leaves.extend(view.leaves().iter().cloned());
         g
     }

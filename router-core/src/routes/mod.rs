@@ -107,6 +107,8 @@ pub struct Routes {
     children: Vec<PeerName>,
     /// BFS work space, released after each computation (it is as large as the view).
     scratch_queue: Vec<u32>,
+    /// The key the graph's name index hashes with.
+    key: [u64; 4],
 }
 
 /// Which peers a [`Routes`] reached, kept across a recomputation to tell what changed. It
@@ -161,12 +163,22 @@ impl Routes {
         r
     }
 
+    /// No routes yet; graphs built here index names with a hash keyed by `key`.
+    pub(crate) fn keyed(key: [u64; 4]) -> Routes {
+        Routes { graph: Arc::new(Graph::keyed(key)), key, ..Routes::default() }
+    }
+
+    /// The key graphs built here index names with.
+    pub(crate) fn key(&self) -> [u64; 4] {
+        self.key
+    }
+
     /// Recomputes in place over `view`, reusing the graph's allocations when no other routes
     /// share it.
     pub fn rebuild(&mut self, view: &View, me: PeerName) {
         match Arc::get_mut(&mut self.graph) {
             Some(g) => g.rebuild(view),
-            None => self.graph = Arc::new(Graph::build(view)),
+            None => self.graph = Arc::new(Graph::build_keyed(view, self.key)),
         }
         self.recompute(me);
     }

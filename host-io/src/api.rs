@@ -32,27 +32,52 @@ pub(crate) enum ApiCmd {
         peers: Vec<SocketAddr>,
         /// Forget every other peer.
         replace: bool,
-        /// The outcome.
-        reply: oneshot::Sender<Result<(), String>>,
+        /// The outcome: the peers to keep in the state directory.
+        reply: oneshot::Sender<Result<Targets, String>>,
     },
     /// Stop connecting to peers.
     Forget {
         /// The peers' addresses, resolved.
         peers: Vec<SocketAddr>,
-        /// The outcome.
-        reply: oneshot::Sender<Result<(), String>>,
+        /// The outcome: the peers to keep in the state directory.
+        reply: oneshot::Sender<Result<Targets, String>>,
     },
     /// Stop the router.
     Stop(oneshot::Sender<()>),
 }
 
-fn save_targets(router: &Router, state: &State) -> Result<(), String> {
-    let peers: Vec<String> = router.targets().map(|a| a.to_string()).collect();
-    state.save_peers(&peers)
+/// The router's peers after a change, numbered in the order the changes were made, so that
+/// of two saved out of order the newer wins.
+#[derive(Debug)]
+pub(crate) struct Targets {
+    version: u64,
+    peers: Vec<String>,
+}
+
+fn targets(router: &Router) -> Targets {
+    static VERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let version = VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    Targets { version, peers: router.targets().map(|a| a.to_string()).collect() }
+}
+
+/// Saves `t` in the state directory (on a blocking thread, never the loop's) unless a newer
+/// list was saved already.
+async fn save_targets(app: &App, t: Targets) -> Result<(), String> {
+    let (dir, saved) = (app.info.state_dir.clone(), app.saved.clone());
+    let work = tokio::task::spawn_blocking(move || {
+        let mut last = saved.lock().map_err(|_| "the peers file lock is poisoned".to_string())?;
+        if t.version <= *last {
+            return Ok(());
+        }
+        State::open(&dir)?.save_peers(&t.peers)?;
+        *last = t.version;
+        Ok(())
+    });
+    work.await.map_err(|e| format!("saving the peers failed: {e}"))?
 }
 
 /// Carries out one command; returns true when the router must stop.
-pub(crate) fn handle(cmd: ApiCmd, router: &mut Router, now: Instant, state: &State) -> bool {
+pub(crate) fn handle(cmd: ApiCmd, router: &mut Router, now: Instant) -> bool {
     match cmd {
         ApiCmd::Status(reply) => {
             let _ = reply.send(router.status(now));
@@ -68,7 +93,7 @@ pub(crate) fn handle(cmd: ApiCmd, router: &mut Router, now: Instant, state: &Sta
                 for a in peers {
                     router.connect(now, a).map_err(|e| e.to_string())?;
                 }
-                save_targets(router, state)
+                Ok(targets(router))
             })();
             let _ = reply.send(r);
         }
@@ -77,7 +102,7 @@ pub(crate) fn handle(cmd: ApiCmd, router: &mut Router, now: Instant, state: &Sta
                 for a in peers {
                     router.forget(now, a).map_err(|e| e.to_string())?;
                 }
-                save_targets(router, state)
+                Ok(targets(router))
             })();
             let _ = reply.send(r);
         }
@@ -123,6 +148,8 @@ async fn resolve(peers: Vec<String>, port: u16) -> Result<Vec<SocketAddr>, Strin
 struct App {
     tx: mpsc::Sender<ApiCmd>,
     info: DaemonInfo,
+    /// The version of the peers list last saved.
+    saved: std::sync::Arc<std::sync::Mutex<u64>>,
 }
 
 fn unavailable() -> Response {
@@ -181,13 +208,13 @@ async fn control(app: &App, req: ControlRequest) -> Result<String, String> {
             let peers = resolve(peers, app.info.port).await?;
             let (reply, rx) = oneshot::channel();
             app.tx.send(ApiCmd::Connect { peers, replace, reply }).await.map_err(|_| shutting())?;
-            rx.await.map_err(|_| shutting())?.map(|()| "ok".into())
+            save_targets(app, rx.await.map_err(|_| shutting())??).await.map(|()| "ok".into())
         }
         ControlRequest::Forget { peers } => {
             let peers = resolve(peers, app.info.port).await?;
             let (reply, rx) = oneshot::channel();
             app.tx.send(ApiCmd::Forget { peers, reply }).await.map_err(|_| shutting())?;
-            rx.await.map_err(|_| shutting())?.map(|()| "ok".into())
+            save_targets(app, rx.await.map_err(|_| shutting())??).await.map(|()| "ok".into())
         }
         ControlRequest::Expose { cidr } => crate::expose::set(&app.info, &cidr, true).await.map(|()| "ok".into()),
         ControlRequest::Hide { cidr } => crate::expose::set(&app.info, &cidr, false).await.map(|()| "ok".into()),
@@ -251,7 +278,7 @@ pub(crate) async fn serve(
         .route("/status/:section", get(status_section))
         .route("/report", get(report))
         .route("/metrics", get(metrics))
-        .with_state(App { tx: tx.clone(), info: info.clone() });
+        .with_state(App { tx: tx.clone(), info: info.clone(), saved: Default::default() });
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         format!("cannot serve the HTTP API on {addr}: {e} (is another router running? try --http-addr)")
     })?;
@@ -265,7 +292,7 @@ pub(crate) async fn serve(
             .map_err(|e| format!("cannot open the control socket @{name}: {e} (is another router running?)"))?;
         l
     };
-    let app_c = App { tx, info };
+    let app_c = App { tx, info, saved: Default::default() };
     Ok(tokio::spawn(async move {
         let controls = async {
             loop {

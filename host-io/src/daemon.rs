@@ -177,11 +177,9 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
 
     // API requests become commands for the loop.
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
-    let st = state.clone();
     let forwarder = tokio::spawn(async move {
         while let Some(c) = api_rx.recv().await {
-            let st = st.clone();
-            let cmd: Command = Box::new(move |r, now| api::handle(c, r, now, &st));
+            let cmd: Command = Box::new(move |r, now| api::handle(c, r, now));
             if cmd_tx.send(cmd).await.is_err() {
                 break;
             }

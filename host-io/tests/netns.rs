@@ -416,10 +416,14 @@ fn connect_and_forget_at_run_time() {
     assert!(lab.pings(&c0, "10.32.0.2", SETTLE));
     let targets = String::from_utf8_lossy(&lab.weave(1, &["status", "targets"]).stdout).into_owned();
     assert!(targets.contains("10.201.0.1:6783") && targets.contains("connected"), "{targets}");
+    // The state directory keeps the peers for the next start.
+    let saved = || std::fs::read_to_string(lab.dir.join("h1/peers")).unwrap_or_default();
+    assert!(saved().contains("10.201.0.1:6783"), "{}", saved());
     let o = lab.weave(1, &["forget", "10.201.0.1"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let targets = String::from_utf8_lossy(&lab.weave(1, &["status", "targets"]).stdout).into_owned();
     assert!(!targets.contains("10.201.0.1:6783"), "{targets}");
+    assert!(!saved().contains("10.201.0.1"), "{}", saved());
     let o = lab.weave(1, &["forget", "10.201.0.9"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not among the peers"), "{o:?}");
     let metrics = lab.metrics(1);

@@ -46,33 +46,40 @@ impl Stack for Tokio {
         use std::os::fd::AsRawFd;
 
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+        thread_local! {
+            /// Room for the error's control message, allocated once per thread: the queue is
+            /// read at every timer wake-up, and is nearly always empty.
+            static CMSG: std::cell::RefCell<Vec<u8>> =
+                std::cell::RefCell::new(nix::cmsg_space!(nix::libc::sock_extended_err, nix::libc::sockaddr_in));
+        }
         let mut out = Vec::new();
         let mut buf = [0u8; 64];
-        let mut cmsg = nix::cmsg_space!(nix::libc::sock_extended_err, nix::libc::sockaddr_in);
-        // Bounded: the queue holds at most what the socket's buffer allows.
-        for _ in 0..1024 {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let msg = match recvmsg::<SockaddrStorage>(
-                u.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
-            ) {
-                Ok(m) => m,
-                Err(_) => break,
-            };
-            let to = msg.address.and_then(|a| a.as_sockaddr_in().map(|v4| SocketAddr::V4((*v4).into())));
-            let Ok(cmsgs) = msg.cmsgs() else { continue };
-            for c in cmsgs {
-                if let ControlMessageOwned::Ipv4RecvErr(e, _) = c {
-                    if e.ee_errno == nix::libc::EMSGSIZE as u32 && e.ee_info > 0 {
-                        if let Some(to) = to {
-                            out.push((to, e.ee_info as usize));
+        CMSG.with_borrow_mut(|cmsg| {
+            // Bounded: the queue holds at most what the socket's buffer allows.
+            for _ in 0..1024 {
+                let mut iov = [IoSliceMut::new(&mut buf)];
+                let msg = match recvmsg::<SockaddrStorage>(
+                    u.as_raw_fd(),
+                    &mut iov,
+                    Some(cmsg),
+                    MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Ok(m) => m,
+                    Err(_) => break,
+                };
+                let to = msg.address.and_then(|a| a.as_sockaddr_in().map(|v4| SocketAddr::V4((*v4).into())));
+                let Ok(cmsgs) = msg.cmsgs() else { continue };
+                for c in cmsgs {
+                    if let ControlMessageOwned::Ipv4RecvErr(e, _) = c {
+                        if e.ee_errno == nix::libc::EMSGSIZE as u32 && e.ee_info > 0 {
+                            if let Some(to) = to {
+                                out.push((to, e.ee_info as usize));
+                            }
                         }
                     }
                 }
             }
-        }
+        });
         out
     }
     async fn recv(u: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {

@@ -124,6 +124,9 @@ pub(crate) struct DaemonInfo {
     /// The router's port (the default for peers given without one).
     #[serde(default = "default_port")]
     pub(crate) port: u16,
+    /// The daemon's process id (0: not told).
+    #[serde(default)]
+    pub(crate) pid: u32,
 }
 
 fn default_port() -> u16 {

@@ -60,17 +60,12 @@ fn open(dev: &str) -> Result<Capture<Active>, pcap::Error> {
 
 /// Frames captured on the bridge port, read by the event loop itself: the capture handle is
 /// non-blocking and its descriptor sits in tokio's reactor, so a frame costs no thread
-/// hand-off, no wakeup of another thread and no allocation.
+/// hand-off, no wakeup of another thread, no allocation and no copy (the loop reads it in the
+/// capture buffer). Frames come as the containers' stacks left them (see `segment`).
 pub(crate) struct Captured {
     fd: AsyncFd<Handle>,
-    /// The bridge's MTU: large TCP segments are cut to it.
+    /// The bridge's MTU: the loop cuts larger TCP segments to it.
     mtu: usize,
-    /// The completed frames of the last capture (`segment::complete`), and which of them the
-    /// loop has taken.
-    pending: Vec<u8>,
-    ranges: Vec<(usize, usize)>,
-    taken: usize,
-    scratch: Vec<u8>,
     /// The last read found the ring empty: readiness must be cleared before waiting again.
     drained: bool,
 }
@@ -95,30 +90,20 @@ impl weave_host_io::eventloop::Frames for Captured {
     }
 
     fn next(&mut self) -> Option<&[u8]> {
-        while self.taken == self.ranges.len() {
-            self.pending.clear();
-            self.ranges.clear();
-            self.taken = 0;
-            match self.fd.get_mut().0.next_packet() {
-                Ok(p) => {
-                    let (pending, ranges) = (&mut self.pending, &mut self.ranges);
-                    weave_host_io::segment::complete(p.data, self.mtu, &mut self.scratch, |f| {
-                        ranges.push((pending.len(), f.len()));
-                        pending.extend_from_slice(f);
-                    });
+        match self.fd.get_mut().0.next_packet() {
+            Ok(p) => Some(p.data),
+            Err(e) => {
+                if !matches!(e, pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) {
+                    tracing::warn!(error = %e, "capture read failed");
                 }
-                Err(e) => {
-                    if !matches!(e, pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) {
-                        tracing::warn!(error = %e, "capture read failed");
-                    }
-                    self.drained = true;
-                    return None;
-                }
+                self.drained = true;
+                None
             }
         }
-        let (o, n) = self.ranges[self.taken];
-        self.taken += 1;
-        Some(&self.pending[o..o + n])
+    }
+
+    fn offloaded_mtu(&self) -> Option<usize> {
+        Some(self.mtu)
     }
 }
 
@@ -135,15 +120,7 @@ pub(crate) fn open_port(dev: &str, mtu: u32) -> Result<(Captured, Injector), pca
     #[allow(deprecated)]
     let fd = AsyncFd::new(Handle(cap)).map_err(|e| pcap::Error::IoError(e.kind()))?;
     let inject = open(dev)?;
-    let captured = Captured {
-        fd,
-        mtu: mtu as usize,
-        pending: Vec::new(),
-        ranges: Vec::new(),
-        taken: 0,
-        scratch: Vec::new(),
-        drained: false,
-    };
+    let captured = Captured { fd, mtu: mtu as usize, drained: false };
     Ok((captured, Injector { cap: inject, errors: 0 }))
 }
 

@@ -126,16 +126,74 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
     tracing::info!(underlay, mtu, "MTU: the underlay's, and the bridge's and containers'");
     let state = State::open(&args.state_dir)?;
     let name = state.peer_name(args.name)?;
+    // Held until the process exits: one router per bridge.
+    let _lock = lock_bridge(&args.bridge)?;
     std::fs::write(state.pid_file(), format!("{}\n", std::process::id()))
         .map_err(|e| format!("cannot write pid file: {e}"))?;
-    plumb::ensure_bridge(&nl, &args.bridge, mtu)
-        .await
-        .map_err(|e| format!("setting up bridge {}: {e}", args.bridge))?;
+    let made = match plumb::ensure_bridge(&nl, &args.bridge, mtu, plumb::bridge_mac(name.0)).await {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_file(state.pid_file());
+            return Err(format!("setting up bridge {}: {e}", args.bridge));
+        }
+    };
+    let r = serve(args.clone(), password, name, mtu, datagram_max, &state).await;
+    if r.is_err() {
+        // A start that failed leaves nothing it made behind.
+        plumb::undo_bridge(&nl, &args.bridge, made).await;
+    }
+    let _ = std::fs::remove_file(state.pid_file());
+    r
+}
 
+/// Takes the lock that makes one router per bridge (in this network namespace): a second
+/// router on the bridge would capture the first's frames. The lock file holds the holder's
+/// pid; the lock goes with the process.
+fn lock_bridge(bridge: &str) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let netns = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap_or(0);
+    let dir = std::path::Path::new("/run/weave");
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(format!("bridge-{netns}-{bridge}.lock"));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut f = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        format!(
+            "bridge {bridge} is served by another weave router (pid {}): `weave stop` it, or launch with another \
+             --bridge",
+            holder.trim()
+        )
+    })?;
+    f.set_len(0).and_then(|()| write!(f, "{}", std::process::id())).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(f)
+}
+
+/// Everything after the bridge: capture, API, the router and its loop, until it stops.
+async fn serve(
+    args: RouterArgs,
+    password: Option<router_core::Password>,
+    name: PeerName,
+    mtu: u32,
+    datagram_max: usize,
+    state: &State,
+) -> Result<(), String> {
+    let ports = plumb::Ports::of(&args.bridge);
     let (frames, mut injector) =
-        capture::open_port(plumb::PCAP_PORT, mtu).map_err(|e| format!("capture on {}: {e}", plumb::PCAP_PORT))?;
+        capture::open_port(&ports.pcap, mtu).map_err(|e| format!("capture on {}: {e}", ports.pcap))?;
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCmd>(64);
-    let info = api::DaemonInfo { state_dir: args.state_dir.clone(), bridge: args.bridge.clone(), port: args.port };
+    let info = api::DaemonInfo {
+        state_dir: args.state_dir.clone(),
+        bridge: args.bridge.clone(),
+        port: args.port,
+        pid: std::process::id(),
+    };
     let http = api::serve(args.http_addr, api_tx, info.clone()).await?;
     if let Err(e) = crate::firewall::install(&args.bridge) {
         tracing::warn!("firewall rules not installed: {e}");
@@ -201,7 +259,6 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
     // Let the API answer the request that stopped us.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     http.abort();
-    let _ = std::fs::remove_file(state.pid_file());
     Ok(())
 }
 

@@ -66,6 +66,14 @@ pub trait Frames {
     fn ready(&mut self) -> impl Future<Output = ()> + Send;
     /// The next captured frame, if one is waiting now.
     fn next(&mut self) -> Option<&[u8]>;
+    /// Where frames come as a container's stack handed them to its interface, with the
+    /// kernel's offloads on (TCP segments of up to 64 KiB, checksums left partial): the
+    /// MTU of the link they were captured on. The loop completes such frames (`segment`),
+    /// cutting TCP segments once, to the smaller of this and what the path to the
+    /// destination carries. `None` (the default): frames come complete.
+    fn offloaded_mtu(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Frames handed over on a channel.
@@ -100,6 +108,9 @@ impl Frames for ChannelFrames {
         Some(&self.cur)
     }
 }
+
+/// Bytes of an Ethernet header (without VLAN tags).
+const ETHERNET_HEADER: usize = 14;
 
 /// Most datagrams, or captured frames, handled in one pass of the loop.
 const BATCH: usize = 64;
@@ -317,18 +328,20 @@ pub async fn run<S: Stack>(
             },
             Woke::Frames => {
                 let t = now();
+                let offloaded = frames.offloaded_mtu();
                 for _ in 0..BATCH {
                     let Some(f) = frames.next() else { break };
-                    let limit = router.frame_limit(t, f);
-                    if f.len() <= limit {
-                        router.handle_frame(t, f);
-                    } else {
+                    // The largest IP packet the frame may go on as: what the path carries.
+                    let path = router.frame_limit(t, f).saturating_sub(ETHERNET_HEADER);
+                    match offloaded {
                         // TCP segments are cut to what the path carries, as a NIC cuts them
                         // to its link; anything else reaches the router whole, which
                         // answers it "too big" (or fragments it).
-                        segment::complete(f, limit.saturating_sub(14), &mut seg_scratch, |s| {
+                        Some(link) => segment::complete(f, link.min(path), &mut seg_scratch, |s| {
                             router.handle_frame(t, s);
-                        });
+                        }),
+                        None if f.len() <= path.saturating_add(ETHERNET_HEADER) => router.handle_frame(t, f),
+                        None => segment::complete(f, path, &mut seg_scratch, |s| router.handle_frame(t, s)),
                     }
                 }
             }

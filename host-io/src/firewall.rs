@@ -46,11 +46,43 @@ pub(crate) fn install(bridge: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Removes the isolation rules.
-pub(crate) fn uninstall() {
-    remove("filter", "FORWARD", &["-j", CHAIN]);
-    let _ = iptables(&["-t", "filter", "-F", CHAIN]);
-    let _ = iptables(&["-t", "filter", "-X", CHAIN]);
+/// Removes every rule of `bridge`: its isolation rules and the NAT of its exposed subnets
+/// (whether or not the state directory still lists them). The chain goes once no bridge has
+/// rules in it.
+pub(crate) fn uninstall(bridge: &str) {
+    for (table, chain) in [("filter", CHAIN), ("nat", "POSTROUTING")] {
+        for rule in rules_of(table, chain, bridge) {
+            let mut del = vec!["-t", table, "-D", chain];
+            del.extend(rule.iter().map(String::as_str));
+            let _ = iptables(&del);
+        }
+    }
+    if rules_of_any(CHAIN).is_empty() {
+        remove("filter", "FORWARD", &["-j", CHAIN]);
+        let _ = iptables(&["-t", "filter", "-X", CHAIN]);
+    }
+}
+
+/// The rules of `chain` (as `iptables -S` lists them, without `-A CHAIN`).
+fn listed(table: &str, chain: &str) -> Vec<Vec<String>> {
+    let Ok(out) = Command::new("iptables").args(["-w", "-t", table, "-S", chain]).output() else { return Vec::new() };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("-A {chain} ")))
+        .map(|l| l.split_whitespace().map(|w| w.trim_matches('"').to_string()).collect())
+        .collect()
+}
+
+/// The rules of `chain` that name `bridge` as an interface.
+fn rules_of(table: &str, chain: &str, bridge: &str) -> Vec<Vec<String>> {
+    listed(table, chain)
+        .into_iter()
+        .filter(|r| r.windows(2).any(|w| (w[0] == "-i" || w[0] == "-o") && w[1] == bridge))
+        .collect()
+}
+
+fn rules_of_any(chain: &str) -> Vec<Vec<String>> {
+    listed("filter", chain)
 }
 
 /// NAT for an exposed subnet: containers reach beyond the host.

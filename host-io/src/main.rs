@@ -239,6 +239,38 @@ fn default_api() -> SocketAddr {
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6784)))
 }
 
+/// How long `weave stop` waits for the router to exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stops the router, and returns once it has exited and its API address is free (so a
+/// `weave launch` right after finds nothing in its way).
+fn stop(api: &ApiArgs) -> Result<(), String> {
+    let pid = daemon_info(api).ok().map(|i| i.pid).filter(|&p| p > 0);
+    control(&api.http_addr, &ControlRequest::Stop {})?;
+    let alive = |p: u32| {
+        // A zombie has exited: only its entry waits for its parent.
+        let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+        status.lines().any(|l| l.starts_with("State:") && !l.contains("Z (zombie)"))
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let running = pid.is_some_and(alive);
+        let answering = std::net::TcpStream::connect_timeout(&api.http_addr, Duration::from_millis(200)).is_ok();
+        if !running && !answering {
+            return Ok(());
+        }
+        if started.elapsed() > STOP_TIMEOUT {
+            let who = pid.map_or("the router".to_string(), |p| format!("the router (pid {p})"));
+            let end = pid.map_or(String::new(), |p| format!("; `kill -9 {p}` ends it"));
+            return Err(format!(
+                "{who} has not exited within {}s of being asked to stop: see its log{end}",
+                STOP_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn daemon_info(api: &ApiArgs) -> Result<api::DaemonInfo, String> {
     let r = get(&api.http_addr, "/config")?;
     serde_json::from_str(&r).map_err(|e| format!("unexpected answer from the router: {e}"))
@@ -433,7 +465,7 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
             Ok(())
         }
-        Cmd::Stop { api } => control(&api.http_addr, &ControlRequest::Stop {}).map(|_| ()),
+        Cmd::Stop { api } => stop(&api),
         Cmd::Expose { api, cidr } => {
             attach::parse_cidr(&cidr)?;
             control(&api.http_addr, &ControlRequest::Expose { cidr }).map(|_| ())
@@ -449,16 +481,15 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Reset { api, bridge, state_dir } => {
             need_root("weave reset")?;
-            let _ = control(&api.http_addr, &ControlRequest::Stop {});
-            std::thread::sleep(Duration::from_millis(300));
+            if get(&api.http_addr, "/report").is_ok() {
+                stop(&api)?;
+            }
             let rt = plumb::runtime().map_err(|e| format!("cannot start a runtime: {e}"))?;
             rt.block_on(async {
                 let h = plumb::connect().await.map_err(|e| e.to_string())?;
-                plumb::delete(&h, plumb::BRIDGE_PORT).await.map_err(|e| e.to_string())?;
-                plumb::delete(&h, &bridge).await.map_err(|e| e.to_string())?;
-                Ok::<(), String>(())
+                plumb::remove_bridge(&h, &bridge).await.map_err(|e| e.to_string())
             })?;
-            firewall::uninstall();
+            firewall::uninstall(&bridge);
             // Only what weave keeps there: `--state-dir` may name a directory that holds
             // more.
             state::remove(&state_dir)

@@ -10,12 +10,54 @@ use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use nix::errno::Errno;
 use rtnetlink::Handle;
 
-/// The router's capture port on the bridge (the bridge side is enslaved).
-pub(crate) const PCAP_PORT: &str = "vethwe-pcap";
-/// The bridge side of the capture port.
-pub(crate) const BRIDGE_PORT: &str = "vethwe-bridge";
 /// The container side of an attachment.
 pub(crate) const CONTAINER_IF: &str = "ethwe";
+
+/// The router's capture port of a bridge: a veth pair, one end a port of the bridge, the
+/// router capturing and injecting on the other. Named after the bridge, so that routers on
+/// different bridges of one host never take each other's: `vethwe-bridge` and `vethwe-pcap`
+/// for the default bridge `weave`, `vethwe-b` and `vethwe-p` with six hex digits of a hash
+/// of the bridge's name for any other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ports {
+    /// The end that is a port of the bridge.
+    pub(crate) bridge_side: String,
+    /// The end the router captures on.
+    pub(crate) pcap: String,
+}
+
+impl Ports {
+    pub(crate) fn of(bridge: &str) -> Ports {
+        if bridge == "weave" {
+            return Ports { bridge_side: "vethwe-bridge".into(), pcap: "vethwe-pcap".into() };
+        }
+        // FNV-1a: stable across builds and releases, unlike std's hasher.
+        let h = bridge.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let tag = (h ^ (h >> 24) ^ (h >> 48)) & 0xff_ffff;
+        Ports { bridge_side: format!("vethwe-b{tag:06x}"), pcap: format!("vethwe-p{tag:06x}") }
+    }
+}
+
+/// The bridge's MAC for peer `name`: fixed, so the bridge never takes a port's MAC when a
+/// container is attached (a Linux bridge without an address set takes its lowest port's),
+/// and the host's neighbours' ARP entries for an exposed address stay right. The peer name
+/// with its last byte inverted, as a unicast, locally administered address.
+pub(crate) fn bridge_mac(name: [u8; 6]) -> [u8; 6] {
+    let mut m = name;
+    m[0] = (m[0] | 0x02) & 0xfe;
+    m[5] ^= 0xff;
+    m
+}
+
+/// The bridge a link is a port of, by index.
+fn controller_of(m: &LinkMessage) -> Option<u32> {
+    m.attributes.iter().find_map(|a| if let LinkAttribute::Controller(i) = a { Some(*i) } else { None })
+}
+
+/// The name of a link.
+fn name_of(m: &LinkMessage) -> Option<&str> {
+    m.attributes.iter().find_map(|a| if let LinkAttribute::IfName(n) = a { Some(n.as_str()) } else { None })
+}
 
 /// A plumbing step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -106,10 +148,38 @@ fn is_bridge(m: &LinkMessage) -> bool {
     })
 }
 
-/// Creates the bridge (with `mtu`) and the router's capture port, unless they exist. An
-/// existing bridge with another MTU is an error: the user must `weave reset` first.
-pub(crate) async fn ensure_bridge(h: &Handle, bridge: &str, mtu: u32) -> Result<u32, PlumbError> {
-    let br = match link(h, bridge).await? {
+/// What [`ensure_bridge`] made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Made {
+    /// Whether the bridge is new (a failed start removes it again).
+    pub(crate) new_bridge: bool,
+    /// Whether the capture port is new.
+    pub(crate) new_port: bool,
+}
+
+/// Creates the bridge (with `mtu` and `mac`) and the router's capture port, unless they
+/// exist. Refuses, changing nothing, when what is in the way is not ours to use: an interface
+/// of the bridge's name that is no bridge, a bridge with another MTU (`weave reset` first), a
+/// capture port that belongs to another bridge.
+pub(crate) async fn ensure_bridge(h: &Handle, bridge: &str, mtu: u32, mac: [u8; 6]) -> Result<Made, PlumbError> {
+    let ports = Ports::of(bridge);
+    let existing = link(h, bridge).await?;
+    if let Some(p) = link(h, &ports.bridge_side).await? {
+        let on = controller_of(&p);
+        if on.is_none() || on != existing.as_ref().map(|m| m.header.index) {
+            return Err(PlumbError::Missing(format!(
+                "{} exists and is not a port of bridge {bridge}: another router's capture port? remove it                  (`ip link del {}`) or launch with another --bridge",
+                ports.bridge_side, ports.bridge_side
+            )));
+        }
+    } else if link(h, &ports.pcap).await?.is_some() {
+        return Err(PlumbError::Missing(format!(
+            "{} exists without its peer {}: remove it (`ip link del {}`)",
+            ports.pcap, ports.bridge_side, ports.pcap
+        )));
+    }
+    let new_bridge = existing.is_none();
+    let br = match existing {
         Some(m) => {
             if !is_bridge(&m) {
                 return Err(PlumbError::Missing(format!(
@@ -138,16 +208,49 @@ pub(crate) async fn ensure_bridge(h: &Handle, bridge: &str, mtu: u32) -> Result<
             m.header.index
         }
     };
-    if link(h, BRIDGE_PORT).await?.is_none() {
+    let made = Made { new_bridge, new_port: link(h, &ports.bridge_side).await?.is_none() };
+    let rest = async {
+        h.link().set(br).address(mac.to_vec()).execute().await.map_err(nl(format!("setting {bridge}'s MAC")))?;
+        add_port(h, &ports, br, mtu).await?;
+        h.link().set(br).up().execute().await.map_err(nl(format!("bringing {bridge} up")))?;
+        offloads_tcp_only(&ports.bridge_side)
+    };
+    match rest.await {
+        Ok(()) => Ok(made),
+        Err(e) => {
+            undo_bridge(h, bridge, made).await;
+            Err(e)
+        }
+    }
+}
+
+/// Removes what [`ensure_bridge`] made (a failed start); errors are logged.
+pub(crate) async fn undo_bridge(h: &Handle, bridge: &str, made: Made) {
+    let ports = Ports::of(bridge);
+    if made.new_port {
+        if let Err(e) = delete(h, &ports.bridge_side).await {
+            tracing::warn!("{e}");
+        }
+    }
+    if made.new_bridge {
+        if let Err(e) = delete(h, bridge).await {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// The capture port, made unless it exists, on bridge `br`.
+async fn add_port(h: &Handle, ports: &Ports, br: u32, mtu: u32) -> Result<(), PlumbError> {
+    if link(h, &ports.bridge_side).await?.is_none() {
         h.link()
             .add()
-            .veth(BRIDGE_PORT.to_string(), PCAP_PORT.to_string())
+            .veth(ports.bridge_side.clone(), ports.pcap.clone())
             .execute()
             .await
             .map_err(nl("creating the capture port"))?;
     }
-    let bp = link(h, BRIDGE_PORT).await?.ok_or_else(|| PlumbError::Missing(BRIDGE_PORT.into()))?;
-    let pp = link(h, PCAP_PORT).await?.ok_or_else(|| PlumbError::Missing(PCAP_PORT.into()))?;
+    let bp = link(h, &ports.bridge_side).await?.ok_or_else(|| PlumbError::Missing(ports.bridge_side.clone()))?;
+    let pp = link(h, &ports.pcap).await?.ok_or_else(|| PlumbError::Missing(ports.pcap.clone()))?;
     h.link()
         .set(bp.header.index)
         .mtu(mtu)
@@ -157,9 +260,37 @@ pub(crate) async fn ensure_bridge(h: &Handle, bridge: &str, mtu: u32) -> Result<
         .await
         .map_err(nl("attaching the capture port"))?;
     h.link().set(pp.header.index).mtu(mtu).up().execute().await.map_err(nl("bringing the capture port up"))?;
-    h.link().set(br).up().execute().await.map_err(nl(format!("bringing {bridge} up")))?;
-    offloads_tcp_only(BRIDGE_PORT)?;
-    Ok(br)
+    Ok(())
+}
+
+/// Removes bridge `bridge` with everything weave attached to it: the capture port and the
+/// containers' host-side veths (which takes their `ethwe` ends away too). Other ports are
+/// left, detached. Returns the names removed.
+pub(crate) async fn remove_bridge(h: &Handle, bridge: &str) -> Result<Vec<String>, PlumbError> {
+    let ports = Ports::of(bridge);
+    let mut gone = Vec::new();
+    if let Some(br) = link(h, bridge).await? {
+        let mut s = h.link().get().execute();
+        let mut ours = Vec::new();
+        while let Some(m) = s.try_next().await.map_err(nl("listing links"))? {
+            let Some(name) = name_of(&m) else { continue };
+            if controller_of(&m) == Some(br.header.index) && name.starts_with("vethwe") {
+                ours.push(name.to_string());
+            }
+        }
+        for name in ours {
+            if delete(h, &name).await? {
+                gone.push(name);
+            }
+        }
+    }
+    if delete(h, &ports.bridge_side).await? {
+        gone.push(ports.bridge_side);
+    }
+    if delete(h, bridge).await? {
+        gone.push(bridge.to_string());
+    }
+    Ok(gone)
 }
 
 /// Segmentation offloads other than TCP's: frames of these kinds must reach the capture

@@ -114,6 +114,10 @@ pub(crate) fn handle(cmd: ApiCmd, router: &mut Router, now: Instant) -> bool {
     false
 }
 
+/// Peers given by name that do not resolve yet: name → (attempts, the last error). The
+/// daemon retries them (`daemon::resolve_later`); `status targets` lists them.
+pub(crate) type Unresolved = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, (u32, String)>>>;
+
 /// What the CLI needs to know about the running daemon.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct DaemonInfo {
@@ -153,6 +157,7 @@ struct App {
     info: DaemonInfo,
     /// The version of the peers list last saved.
     saved: std::sync::Arc<std::sync::Mutex<u64>>,
+    unresolved: Unresolved,
 }
 
 fn unavailable() -> Response {
@@ -177,7 +182,13 @@ async fn status_section(AxState(tx): AxState<App>, Path(section): Path<String>) 
     match section.as_str() {
         "peers" => text::peers(&s).into_response(),
         "connections" => text::connections(&s).into_response(),
-        "targets" => text::targets(&s).into_response(),
+        "targets" => {
+            let mut t = text::targets(&s);
+            if let Ok(names) = tx.unresolved.lock() {
+                t.push_str(&text::unresolved(&names));
+            }
+            t.into_response()
+        }
         other => (StatusCode::NOT_FOUND, format!("no status section `{other}`: use peers, connections or targets\n"))
             .into_response(),
     }
@@ -274,14 +285,16 @@ pub(crate) async fn serve(
     addr: SocketAddr,
     tx: mpsc::Sender<ApiCmd>,
     info: DaemonInfo,
+    unresolved: Unresolved,
 ) -> Result<JoinHandle<()>, String> {
+    let state = App { tx, info, saved: Default::default(), unresolved };
     let app = Http::new()
         .route("/config", get(config))
         .route("/status", get(status_text))
         .route("/status/:section", get(status_section))
         .route("/report", get(report))
         .route("/metrics", get(metrics))
-        .with_state(App { tx: tx.clone(), info: info.clone(), saved: Default::default() });
+        .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         format!("cannot serve the HTTP API on {addr}: {e} (is another router running? try --http-addr)")
     })?;
@@ -295,7 +308,7 @@ pub(crate) async fn serve(
             .map_err(|e| format!("cannot open the control socket @{name}: {e} (is another router running?)"))?;
         l
     };
-    let app_c = App { tx, info, saved: Default::default() };
+    let app_c = state;
     Ok(tokio::spawn(async move {
         let controls = async {
             loop {

@@ -146,6 +146,57 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
     r
 }
 
+/// A peer given as an address (`a.b.c.d[:port]`), which needs no resolving.
+fn literal_peer(p: &str, default_port: u16) -> Option<SocketAddr> {
+    p.parse::<SocketAddr>().ok().or_else(|| p.parse::<std::net::Ipv4Addr>().ok().map(|ip| (ip, default_port).into()))
+}
+
+/// Resolves a peer's name on a blocking thread until it resolves, with the backoff the
+/// router redials addresses with (1 s, doubling to 60 s), then has the loop connect to it.
+/// Meanwhile `status targets` lists it with the last error, and the log says so at the
+/// 1st, 2nd, 4th… failure.
+async fn resolve_later(name: String, port: u16, tx: mpsc::Sender<Command>, unresolved: api::Unresolved) {
+    let defaults = Config::new(PeerName::from_u64(0x0200_0000_0001));
+    let mut delay = defaults.backoff_min;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let n = name.clone();
+        let work = tokio::task::spawn_blocking(move || parse_peer(&n, port));
+        let r = match tokio::time::timeout(std::time::Duration::from_secs(10), work).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("resolving `{name}` took longer than 10 s")),
+        };
+        match r {
+            Ok(addr) => {
+                if let Ok(mut m) = unresolved.lock() {
+                    m.remove(&name);
+                }
+                tracing::info!(peer = %name, %addr, attempts, "peer name resolved");
+                let cmd: Command = Box::new(move |r, now| {
+                    if let Err(e) = r.connect(now, addr) {
+                        tracing::warn!(%addr, error = %e, "not connecting");
+                    }
+                    false
+                });
+                let _ = tx.send(cmd).await;
+                return;
+            }
+            Err(e) => {
+                if attempts.is_power_of_two() {
+                    tracing::warn!(peer = %name, attempts, "{e}; trying again");
+                }
+                if let Ok(mut m) = unresolved.lock() {
+                    m.insert(name.clone(), (attempts, e));
+                }
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(defaults.backoff_max);
+    }
+}
+
 /// Takes the lock that makes one router per bridge (in this network namespace): a second
 /// router on the bridge would capture the first's frames. The lock file holds the holder's
 /// pid; the lock goes with the process.
@@ -194,7 +245,8 @@ async fn serve(
         port: args.port,
         pid: std::process::id(),
     };
-    let http = api::serve(args.http_addr, api_tx, info.clone()).await?;
+    let unresolved = api::Unresolved::default();
+    let http = api::serve(args.http_addr, api_tx, info.clone(), unresolved.clone()).await?;
     if let Err(e) = crate::firewall::install(&args.bridge) {
         tracing::warn!("firewall rules not installed: {e}");
     }
@@ -221,20 +273,26 @@ async fn serve(
         }
     }
     state.save_peers(&peers)?;
+    // API requests, and peers whose names resolve later, become commands for the loop.
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
     for p in &peers {
-        match parse_peer(p, args.port) {
-            Ok(a) => {
+        if let Err(e) = weave_host_io::control::check_peer(p) {
+            tracing::warn!("{e}: not connecting");
+            continue;
+        }
+        match literal_peer(p, args.port) {
+            Some(a) => {
                 if let Err(e) = router.connect(Instant::ZERO, a) {
                     tracing::warn!(peer = %p, error = %e, "not connecting");
                 }
             }
-            Err(e) => tracing::warn!("{e}"),
+            None => {
+                tokio::spawn(resolve_later(p.clone(), args.port, cmd_tx.clone(), unresolved.clone()));
+            }
         }
     }
     tracing::info!(%name, port = args.port, bridge = %args.bridge, encrypted, "router started");
 
-    // API requests become commands for the loop.
-    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
     let forwarder = tokio::spawn(async move {
         while let Some(c) = api_rx.recv().await {
             let cmd: Command = Box::new(move |r, now| api::handle(c, r, now));

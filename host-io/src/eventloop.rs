@@ -9,7 +9,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-use router_core::{ConnEvent, ConnId, Destination, Event, Instant, Router, TRANSMIT_BUF_MIN};
+use router_core::{ConnEvent, ConnId, DialFailure, Destination, Event, Instant, Router, TRANSMIT_BUF_MIN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -192,6 +192,47 @@ fn spawn_conn<T: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
     ConnIo { writer: wtx, reader }
 }
 
+/// What the operating system said about a failed dial, as the core names it.
+fn dial_failure(e: &io::Error) -> DialFailure {
+    use nix::errno::Errno;
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::ECONNREFUSED) => DialFailure::Refused,
+        Some(Errno::ETIMEDOUT) => DialFailure::TimedOut,
+        Some(Errno::EHOSTUNREACH | Errno::EHOSTDOWN) => DialFailure::HostUnreachable,
+        Some(Errno::ENETUNREACH | Errno::ENETDOWN) => DialFailure::NetworkUnreachable,
+        _ if e.kind() == io::ErrorKind::TimedOut => DialFailure::TimedOut,
+        _ if e.kind() == io::ErrorKind::ConnectionRefused => DialFailure::Refused,
+        _ => DialFailure::Other,
+    }
+}
+
+/// Rate limits the log of connections going down, per remote address: the first time, when
+/// the reason changes, and then at the 2nd, 4th, 8th… time in a row with the same reason. A
+/// router retrying thousands of dead addresses logs a few lines for each, not one per try.
+#[derive(Default)]
+struct Quiet {
+    seen: HashMap<SocketAddr, (String, u64)>,
+}
+
+impl Quiet {
+    /// Most addresses remembered; beyond, the memory starts again.
+    const MAX: usize = 4096;
+
+    fn should_log(&mut self, remote: SocketAddr, reason: &impl std::fmt::Display) -> bool {
+        let reason = reason.to_string();
+        if self.seen.len() >= Self::MAX && !self.seen.contains_key(&remote) {
+            self.seen.clear();
+        }
+        let e = self.seen.entry(remote).or_insert_with(|| (String::new(), 0));
+        if e.0 != reason {
+            *e = (reason, 1);
+            return true;
+        }
+        e.1 += 1;
+        e.1.is_power_of_two()
+    }
+}
+
 /// Hands the router what one read returned: one datagram, or several coalesced ones of
 /// `seg` bytes each (the last may be shorter). An empty datagram is handed over as such.
 fn handle_received(router: &mut Router, now: Instant, from: SocketAddr, bytes: &[u8], seg: usize) {
@@ -288,6 +329,7 @@ pub async fn run<S: Stack>(
     let mut udp_first = true;
     let mut send_errors = false;
     let mut seg_scratch = Vec::new();
+    let mut quiet = Quiet::default();
     loop {
         let deadline = router.poll_timeout().map(|t| epoch + std::time::Duration::from_micros(t.as_micros()));
         let sleep = async {
@@ -355,8 +397,7 @@ pub async fn run<S: Stack>(
                     router.handle_conn_event(now(), id, ConnEvent::Connected);
                 }
                 Input::Dialled(id, Err(e)) => {
-                    tracing::debug!(conn = %id, error = %e, "dial failed");
-                    router.handle_conn_event(now(), id, ConnEvent::Closed);
+                    router.handle_conn_event(now(), id, ConnEvent::DialFailed(dial_failure(&e)));
                 }
                 Input::Bytes(id, b) => router.handle_stream(now(), id, &b),
                 Input::Closed(id) => {
@@ -421,7 +462,12 @@ pub async fn run<S: Stack>(
                         c.reader.abort();
                     }
                 }
-                Event::ConnectionDown { peer, reason, .. } => tracing::info!(?peer, %reason, "connection down"),
+                Event::ConnectionDown { remote, peer, reason, .. } if quiet.should_log(remote, &reason) => {
+                    match peer {
+                        Some(p) => tracing::info!(%remote, peer = %p, %reason, "connection down"),
+                        None => tracing::info!(%remote, %reason, "connection down"),
+                    }
+                }
                 Event::LinkEstablished { peer } => tracing::info!(%peer, "link established"),
                 Event::LinkLost { peer, reason } => tracing::info!(%peer, %reason, "link lost"),
                 _ => {}
@@ -452,5 +498,26 @@ mod tests {
         assert_eq!(r.stats().drops.get(DropReason::Malformed), 4);
         handle_received(&mut r, Instant::ZERO, from, &[], 0);
         assert_eq!(r.stats().datagrams_received, 5, "an empty datagram is one datagram");
+    }
+
+    #[test]
+    fn a_dead_target_is_logged_a_few_times_not_at_every_try() {
+        let mut q = Quiet::default();
+        let a: SocketAddr = "10.0.0.9:6783".parse().unwrap();
+        let logged = (0..1000).filter(|_| q.should_log(a, &"dial failed: timed out")).count();
+        assert_eq!(logged, 10, "the 1st, 2nd, 4th, … 512th");
+        assert!(q.should_log(a, &"dial failed: connection refused"), "a new reason is logged at once");
+        assert!(q.should_log("10.0.0.8:6783".parse().unwrap(), &"dial failed: timed out"), "per address");
+    }
+
+    #[test]
+    fn dial_errors_are_named_as_the_os_names_them() {
+        use nix::errno::Errno;
+        let os = |e: Errno| io::Error::from_raw_os_error(e as i32);
+        assert_eq!(dial_failure(&os(Errno::ECONNREFUSED)), DialFailure::Refused);
+        assert_eq!(dial_failure(&os(Errno::EHOSTUNREACH)), DialFailure::HostUnreachable);
+        assert_eq!(dial_failure(&os(Errno::ENETUNREACH)), DialFailure::NetworkUnreachable);
+        assert_eq!(dial_failure(&io::Error::new(io::ErrorKind::TimedOut, "connect timed out")), DialFailure::TimedOut);
+        assert_eq!(dial_failure(&os(Errno::EACCES)), DialFailure::Other);
     }
 }

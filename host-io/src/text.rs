@@ -98,13 +98,25 @@ pub(crate) fn connections(s: &Status) -> String {
 }
 
 /// One line per target address.
+/// Peers given by name that do not resolve yet (name → attempts, last error), as lines of
+/// `status targets`.
+pub(crate) fn unresolved(names: &std::collections::BTreeMap<String, (u32, String)>) -> String {
+    let mut o = String::new();
+    for (name, (attempts, error)) in names {
+        let _ = writeln!(o, "{:<22} {:<10} {:<10} attempts {:<3} {}", name, "unresolved", "given", attempts, error);
+    }
+    o
+}
+
 pub(crate) fn targets(s: &Status) -> String {
     let mut o = String::new();
     for t in &s.targets {
         let state = if t.is_self {
             "self"
-        } else if t.conn.is_some() {
+        } else if t.connected {
             "connected"
+        } else if t.conn.is_some() {
+            "connecting"
         } else {
             "retrying"
         };

@@ -34,8 +34,10 @@ pub enum ConnError {
     RefusedByPeer(RefuseReason),
     /// We refused the peer.
     Refused(RefuseReason),
-    /// The driver could not connect, or reported the connection closed.
+    /// The driver reported the connection closed.
     Closed,
+    /// The driver could not connect.
+    DialFailed(crate::router::DialFailure),
     /// The peer sent something undecodable.
     Malformed(String),
     /// Preamble and handshake took too long.
@@ -56,6 +58,7 @@ impl fmt::Display for ConnError {
             ConnError::RefusedByPeer(r) => write!(f, "refused by peer: {r}"),
             ConnError::Refused(r) => write!(f, "refused: {r}"),
             ConnError::Closed => f.write_str("connection closed"),
+            ConnError::DialFailed(why) => write!(f, "dial failed: {why}"),
             ConnError::Malformed(e) => write!(f, "malformed message: {e}"),
             ConnError::HandshakeTimeout => f.write_str("handshake timed out"),
             ConnError::Timeout => f.write_str("no traffic within the TCP timeout"),

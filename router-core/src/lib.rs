@@ -69,7 +69,7 @@ pub use forward::Decision;
 pub use mac_cache::MacOwner;
 pub use outbox::{Destination, Transmit, TRANSMIT_BUF_MIN};
 pub use peer::{ConnId, Mac, ParseNameError, PeerName, PeerUid};
-pub use router::{CommandError, ConnEvent, Event, Router};
+pub use router::{CommandError, ConnEvent, DialFailure, Event, Router};
 pub use stats::{DropReason, Drops, Stats};
 pub use status::Status;
 pub use time::Instant;

@@ -88,6 +88,10 @@ impl Router {
                 self.out.forget_conn(id);
                 self.drop_conn(now, id, ConnError::Closed, false);
             }
+            ConnEvent::DialFailed(f) => {
+                self.out.forget_conn(id);
+                self.drop_conn(now, id, ConnError::DialFailed(f), false);
+            }
         }
         self.commit(now);
     }
@@ -237,7 +241,7 @@ impl Router {
         if tell_driver {
             self.push_event(Event::Close { conn: id });
         }
-        self.push_event(Event::ConnectionDown { conn: id, peer, reason: why });
+        self.push_event(Event::ConnectionDown { conn: id, remote: c.remote_addr, peer, reason: why });
     }
 
     /// Dials peers that gossip tells us about and we are not connected to.

@@ -53,6 +53,8 @@ pub enum Event {
     ConnectionDown {
         /// The connection.
         conn: ConnId,
+        /// The address at its other end.
+        remote: SocketAddr,
         /// The peer, if the handshake had told us.
         peer: Option<PeerName>,
         /// Why.
@@ -91,8 +93,39 @@ impl Event {
 pub enum ConnEvent {
     /// An outbound connection asked for by [`Event::Dial`] is open.
     Connected,
-    /// The connection failed to open, or was closed by the other end or by an error.
+    /// An outbound connection asked for by [`Event::Dial`] could not be opened, and why.
+    DialFailed(DialFailure),
+    /// The connection was closed by the other end or by an error (or failed to open, for a
+    /// driver that cannot tell why).
     Closed,
+}
+
+/// Why a dial failed, as the operating system said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub enum DialFailure {
+    /// Nothing listens at the address (a reset).
+    Refused,
+    /// No answer within the dial timeout.
+    TimedOut,
+    /// The host is unreachable (no route to it, or no answer to ARP).
+    HostUnreachable,
+    /// The network is unreachable (no route at all).
+    NetworkUnreachable,
+    /// Some other error.
+    Other,
+}
+
+impl core::fmt::Display for DialFailure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            DialFailure::Refused => "connection refused",
+            DialFailure::TimedOut => "timed out",
+            DialFailure::HostUnreachable => "no route to host",
+            DialFailure::NetworkUnreachable => "network unreachable",
+            DialFailure::Other => "could not connect",
+        })
+    }
 }
 
 /// Misuse of the router by its driver.

@@ -185,8 +185,11 @@ pub struct TargetStatus {
     pub addr: SocketAddr,
     /// Learned from gossip rather than given.
     pub discovered: bool,
-    /// Its connection, if any.
+    /// Its connection, if any (while dialling, or once dialled).
     pub conn: Option<ConnId>,
+    /// A connection with the peer there is up, whichever side opened it (the peer may have
+    /// dialled us first, and then ours is not needed).
+    pub connected: bool,
     /// The peer there, once known.
     pub peer: Option<PeerName>,
     /// Failed attempts in a row.
@@ -291,6 +294,8 @@ impl Router {
                 addr,
                 discovered: t.discovered,
                 conn: t.conn,
+                connected: t.conn.and_then(|id| self.by_peer.get(&self.conns.get(&id)?.peer.as_ref()?.name)).is_some()
+                    || t.peer.is_some_and(|p| self.by_peer.contains_key(&p)),
                 peer: t.peer,
                 attempts: t.attempts,
                 is_self: t.is_self,

@@ -2,6 +2,8 @@
 //! incarnations that take the path's latency, stall while it is down, and are reset when an
 //! end restarts.
 
+use router_core::DialFailure;
+
 use super::*;
 
 /// One TCP connection: end 0 dialled, end 1 accepted. Queue `d` carries bytes from end `d`
@@ -73,7 +75,8 @@ impl World {
             return;
         }
         let Some(r) = host.router.as_mut() else { return };
-        r.handle_conn_event(now, conn, ConnEvent::Closed);
+        // Every failed dial here is one nobody answered.
+        r.handle_conn_event(now, conn, ConnEvent::DialFailed(DialFailure::TimedOut));
         self.trace.record(now.as_micros(), 4, h, u64::from(conn.0), || {
             format!("{{\"t\":{},\"ev\":\"dial-failed\",\"host\":{h}}}", now.as_micros())
         });

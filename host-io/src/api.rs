@@ -131,6 +131,12 @@ pub(crate) struct DaemonInfo {
     /// The daemon's process id (0: not told).
     #[serde(default)]
     pub(crate) pid: u32,
+    /// The MTU of the bridge and the containers' interfaces.
+    #[serde(default)]
+    pub(crate) mtu: u32,
+    /// How frames enter and leave the bridge.
+    #[serde(default)]
+    pub(crate) data_path: String,
 }
 
 fn default_port() -> u16 {
@@ -158,6 +164,17 @@ struct App {
     /// The version of the peers list last saved.
     saved: std::sync::Arc<std::sync::Mutex<u64>>,
     unresolved: Unresolved,
+    /// When the router's time was zero (set as its loop starts).
+    started: Started,
+}
+
+/// When the router's time was zero, set as its loop starts.
+pub(crate) type Started = std::sync::Arc<std::sync::OnceLock<std::time::SystemTime>>;
+
+impl App {
+    fn clock(&self) -> text::Clock {
+        text::Clock { start: self.started.get().copied().unwrap_or_else(std::time::SystemTime::now) }
+    }
 }
 
 fn unavailable() -> Response {
@@ -172,7 +189,7 @@ async fn snapshot(tx: &App) -> Option<Status> {
 
 async fn status_text(AxState(tx): AxState<App>) -> Response {
     match snapshot(&tx).await {
-        Some(s) => text::status(&s).into_response(),
+        Some(s) => text::status(&s, &tx.info, &tx.clock()).into_response(),
         None => unavailable(),
     }
 }
@@ -181,7 +198,7 @@ async fn status_section(AxState(tx): AxState<App>, Path(section): Path<String>) 
     let Some(s) = snapshot(&tx).await else { return unavailable() };
     match section.as_str() {
         "peers" => text::peers(&s).into_response(),
-        "connections" => text::connections(&s).into_response(),
+        "connections" => text::connections(&s, &tx.clock()).into_response(),
         "targets" => {
             let mut t = text::targets(&s);
             if let Ok(names) = tx.unresolved.lock() {
@@ -196,17 +213,24 @@ async fn status_section(AxState(tx): AxState<App>, Path(section): Path<String>) 
 
 async fn report(AxState(tx): AxState<App>) -> Response {
     match snapshot(&tx).await {
-        Some(s) => Json(s).into_response(),
+        Some(s) => Json(tx.clock().report(&s)).into_response(),
         None => unavailable(),
     }
 }
 
-async fn metrics(AxState(tx): AxState<App>) -> Response {
-    match snapshot(&tx).await {
-        Some(s) => {
-            ([(axum::http::header::CONTENT_TYPE, text::METRICS_CONTENT_TYPE)], text::metrics(&s)).into_response()
-        }
-        None => unavailable(),
+/// The metrics in OpenMetrics when the scraper asks for it (Prometheus does, by `Accept`),
+/// else in Prometheus' text format 0.0.4.
+async fn metrics(AxState(tx): AxState<App>, headers: axum::http::HeaderMap) -> Response {
+    let Some(s) = snapshot(&tx).await else { return unavailable() };
+    let open = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let body = text::metrics(&s);
+    if open {
+        ([(axum::http::header::CONTENT_TYPE, text::METRICS_CONTENT_TYPE)], body).into_response()
+    } else {
+        ([(axum::http::header::CONTENT_TYPE, text::PROMETHEUS_CONTENT_TYPE)], text::prometheus_text(&body)).into_response()
     }
 }
 
@@ -286,8 +310,9 @@ pub(crate) async fn serve(
     tx: mpsc::Sender<ApiCmd>,
     info: DaemonInfo,
     unresolved: Unresolved,
+    started: Started,
 ) -> Result<JoinHandle<()>, String> {
-    let state = App { tx, info, saved: Default::default(), unresolved };
+    let state = App { tx, info, saved: Default::default(), unresolved, started };
     let app = Http::new()
         .route("/config", get(config))
         .route("/status", get(status_text))

@@ -129,6 +129,45 @@ fn save(dir: &std::path::Path, all: &[Attachment]) -> Result<(), String> {
     crate::state::write_atomic(&dir.join("attachments.json"), text.as_bytes())
 }
 
+/// Refuses addresses another live target holds (by the attachments recorded in `dir`; one
+/// whose namespace is gone holds nothing) or that are on the bridge (exposed): a newcomer's
+/// gratuitous ARP would take the address over. `target` itself may hold them already.
+pub(crate) fn check_free(dir: &std::path::Path, bridge: &str, cidrs: &[String], target: Option<&str>) -> Result<(), String> {
+    let wanted = cidrs.iter().map(|c| parse_cidr(c)).collect::<Result<Vec<_>, _>>()?;
+    let ns = target.and_then(|t| plumb::resolve_target(t).ok()).map(|t| t.ns);
+    for a in load(dir)? {
+        if Some(a.target.as_str()) == target || ns.as_ref() == Some(&a.ns) || !a.ns.exists() {
+            continue;
+        }
+        for c in a.cidrs.iter().filter_map(|c| parse_cidr(c).ok()) {
+            if let Some(w) = wanted.iter().find(|w| w.addr() == c.addr()) {
+                return Err(format!(
+                    "{} is already attached to {}: detach it there first, or give --force",
+                    w.addr(),
+                    a.target
+                ));
+            }
+        }
+    }
+    let rt = plumb::runtime().map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let on_bridge = rt.block_on(async {
+        let h = plumb::connect().await?;
+        match plumb::link(&h, bridge).await? {
+            Some(br) => plumb::addrs(&h, br.header.index).await,
+            None => Ok(Vec::new()),
+        }
+    });
+    for (ip, _) in on_bridge.map_err(|e| e.to_string())? {
+        if let Some(w) = wanted.iter().find(|w| IpAddr::V4(w.addr()) == ip) {
+            return Err(format!(
+                "{} is bridge {bridge}'s own address (weave expose): choose another, or give --force",
+                w.addr()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Records an attachment (merging CIDRs for a target attached again).
 pub(crate) fn record(dir: &std::path::Path, target: &str, mac: &str, cidrs: &[String]) -> Result<(), String> {
     let t = plumb::resolve_target(target)?;

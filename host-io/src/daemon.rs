@@ -244,9 +244,15 @@ async fn serve(
         bridge: args.bridge.clone(),
         port: args.port,
         pid: std::process::id(),
+        mtu,
+        data_path: format!(
+            "pcap on {} (port {} of bridge {}), TCP segments and checksums completed in userspace",
+            ports.pcap, ports.bridge_side, args.bridge
+        ),
     };
     let unresolved = api::Unresolved::default();
-    let http = api::serve(args.http_addr, api_tx, info.clone(), unresolved.clone()).await?;
+    let started = api::Started::default();
+    let http = api::serve(args.http_addr, api_tx, info.clone(), unresolved.clone(), started.clone()).await?;
     if let Err(e) = crate::firewall::install(&args.bridge) {
         tracing::warn!("firewall rules not installed: {e}");
     }
@@ -309,6 +315,7 @@ async fn serve(
             _ = term.recv() => {}
         }
     };
+    let _ = started.set(std::time::SystemTime::now());
     eventloop::run::<Tokio>(router, args.port, frames, |f| injector.inject(f), cmd_rx, shutdown)
         .await
         .map_err(|e| format!("cannot open port {}: {e}", args.port))?;

@@ -79,8 +79,8 @@ pub(crate) struct RouterArgs {
     /// Do not dial peers learned from gossip.
     #[arg(long)]
     pub(crate) no_discovery: bool,
-    /// Log level (error, warn, info, debug, trace).
-    #[arg(long, default_value = "info")]
+    /// Log level.
+    #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub(crate) log_level: String,
     /// Peers to connect to, as HOST or HOST:PORT.
     pub(crate) peers: Vec<String>,
@@ -123,6 +123,9 @@ enum Cmd {
         /// Bridge name.
         #[arg(long, default_value = "weave")]
         bridge: String,
+        /// Attach even an address another target holds (or the bridge, exposed).
+        #[arg(long)]
+        force: bool,
         /// CIDRs, then the target.
         #[arg(required = true, num_args = 2..)]
         args: Vec<String>,
@@ -132,6 +135,9 @@ enum Cmd {
         /// Bridge name.
         #[arg(long, default_value = "weave")]
         bridge: String,
+        /// Attach even an address another target holds (or the bridge, exposed).
+        #[arg(long)]
+        force: bool,
         /// CIDRs, then the arguments of `docker run`.
         #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -271,6 +277,13 @@ fn stop(api: &ApiArgs) -> Result<(), String> {
     }
 }
 
+/// The running router's state directory, or the default one.
+fn state_dir() -> PathBuf {
+    daemon_info(&ApiArgs { http_addr: default_api() })
+        .map(|i| i.state_dir)
+        .unwrap_or_else(|_| PathBuf::from("/var/lib/weave"))
+}
+
 fn daemon_info(api: &ApiArgs) -> Result<api::DaemonInfo, String> {
     let r = get(&api.http_addr, "/config")?;
     serde_json::from_str(&r).map_err(|e| format!("unexpected answer from the router: {e}"))
@@ -297,6 +310,18 @@ fn need_root(what: &str) -> Result<(), String> {
     }
 }
 
+/// Above this, `launch` starts the log afresh, keeping the old one as `router.log.1`.
+const LOG_MAX: u64 = 16 << 20;
+
+/// The router's log, opened for appending: a launch, failed or not, never erases what an
+/// earlier router wrote. One that has grown past [`LOG_MAX`] is moved to `router.log.1` first.
+fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_MAX) {
+        std::fs::rename(path, path.with_extension("log.1"))?;
+    }
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
 fn router(args: RouterArgs) -> Result<(), String> {
     need_root("weave router")?;
     daemon::check_args(&args)?;
@@ -321,10 +346,10 @@ fn launch(args: RouterArgs) -> Result<(), String> {
         return Err(format!("a weave router already answers on {}: `weave stop` it first", args.http_addr));
     }
     let st = state::State::open(&args.state_dir)?;
-    let log =
-        std::fs::File::create(st.log_file()).map_err(|e| {
+    let log = open_log(&st.log_file()).map_err(|e| {
         format!("cannot create {}: {e} (the state directory must be writable: see --state-dir)", st.log_file().display())
     })?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("router")
@@ -371,13 +396,15 @@ fn launch(args: RouterArgs) -> Result<(), String> {
     for _ in 0..100 {
         std::thread::sleep(Duration::from_millis(100));
         if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(st.log_file()).unwrap_or_default();
+            let log = std::fs::read(st.log_file()).unwrap_or_default();
+            // This launch's lines only: the log is appended to.
+            let log = String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or_default());
             let tail: Vec<&str> = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
             return Err(format!("the router exited ({status}):\n{}", tail.join("\n")));
         }
         if let Ok(r) = get(&args.http_addr, "/report") {
             let v: serde_json::Value = serde_json::from_str(&r).map_err(|e| e.to_string())?;
-            println!("{}", v["name"].as_str().unwrap_or_default());
+            print_out(&format!("{}\n", v["name"].as_str().unwrap_or_default()));
             return Ok(());
         }
     }
@@ -393,16 +420,17 @@ fn run(cli: Cli) -> Result<(), String> {
             control(&api.http_addr, &ControlRequest::Connect { peers, replace }).map(|_| ())
         }
         Cmd::Forget { api, peers } => control(&api.http_addr, &ControlRequest::Forget { peers }).map(|_| ()),
-        Cmd::Attach { bridge, args } => {
+        Cmd::Attach { bridge, force, args } => {
             need_root("weave attach")?;
             let (cidrs, target) = args.split_at(args.len() - 1);
+            let dir = state_dir();
+            if !force {
+                attach::check_free(&dir, &bridge, cidrs, Some(&target[0]))?;
+            }
             let mac = attach::attach(&bridge, cidrs, &target[0])?;
-            let dir = daemon_info(&ApiArgs { http_addr: default_api() })
-                .map(|i| i.state_dir)
-                .unwrap_or_else(|_| PathBuf::from("/var/lib/weave"));
             attach::record(&dir, &target[0], &mac, cidrs)
         }
-        Cmd::Run { bridge, args } => {
+        Cmd::Run { bridge, force, args } => {
             need_root("weave run")?;
             let n = args.iter().take_while(|a| attach::parse_cidr(a).is_ok()).count();
             if n == 0 {
@@ -411,6 +439,10 @@ fn run(cli: Cli) -> Result<(), String> {
             let (cidrs, docker) = args.split_at(n);
             if docker.is_empty() {
                 return Err("no image given: usage is weave run CIDR... <docker run args>".into());
+            }
+            let dir = state_dir();
+            if !force {
+                attach::check_free(&dir, &bridge, cidrs, None)?;
             }
             let out = std::process::Command::new("docker")
                 .args(["run", "-d"])
@@ -423,11 +455,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
             match attach::attach(&bridge, cidrs, &id) {
                 Ok(mac) => {
-                    let dir = daemon_info(&ApiArgs { http_addr: default_api() })
-                        .map(|i| i.state_dir)
-                        .unwrap_or_else(|_| PathBuf::from("/var/lib/weave"));
                     attach::record(&dir, &id, &mac, cidrs)?;
-                    println!("{id}");
+                    print_out(&format!("{id}\n"));
                     Ok(())
                 }
                 Err(e) => {
@@ -456,13 +485,13 @@ fn run(cli: Cli) -> Result<(), String> {
                     return Err(format!("unknown status section `{other}`: use peers, connections or targets"))
                 }
             };
-            print!("{}", get(&api.http_addr, &path)?);
+            print_out(&get(&api.http_addr, &path)?);
             Ok(())
         }
         Cmd::Report { api } => {
             let r = get(&api.http_addr, "/report")?;
             let v: serde_json::Value = serde_json::from_str(&r).map_err(|e| e.to_string())?;
-            println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+            print_out(&format!("{}\n", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?));
             Ok(())
         }
         Cmd::Stop { api } => stop(&api),
@@ -476,7 +505,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Ps { api, targets } => {
             let info = daemon_info(&api)?;
-            print!("{}", attach::ps(&info, &targets)?);
+            print_out(&attach::ps(&info, &targets)?);
             Ok(())
         }
         Cmd::Reset { api, bridge, state_dir } => {
@@ -495,9 +524,23 @@ fn run(cli: Cli) -> Result<(), String> {
             state::remove(&state_dir)
         }
         Cmd::Version => {
-            println!("weave {}", env!("CARGO_PKG_VERSION"));
+            print_out(&format!("weave {}\n", env!("CARGO_PKG_VERSION")));
             Ok(())
         }
+    }
+}
+
+/// Writes to standard output; a reader that went away (`weave status | head -3`) ends the
+/// command quietly, as it ends other Unix tools.
+fn print_out(s: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_all(s.as_bytes()).and_then(|()| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("weave: writing the output: {e}");
+        std::process::exit(1);
     }
 }
 

@@ -16,7 +16,7 @@ fn nick(n: &Option<String>) -> String {
 }
 
 /// The overview `weave status` prints.
-pub(crate) fn status(s: &Status) -> String {
+pub(crate) fn status(s: &Status, d: &crate::api::DaemonInfo, clock: &Clock) -> String {
     let established = s.connections.iter().filter(|c| c.state == ConnState::Established).count();
     let reachable = s.peers.iter().filter(|p| p.reachable).count();
     let mut o = String::new();
@@ -26,6 +26,9 @@ pub(crate) fn status(s: &Status) -> String {
     let _ = writeln!(o, "           Name: {}{}", s.name, nick(&Some(s.nickname.clone())));
     let enc = if s.encryption { "enabled (SPAKE2 password, ChaCha20-Poly1305)" } else { "disabled" };
     let _ = writeln!(o, "     Encryption: {enc}");
+    let _ = writeln!(o, "      Data path: {}", d.data_path);
+    let _ = writeln!(o, "            MTU: {} (bridge {} and containers)", d.mtu, d.bridge);
+    let _ = writeln!(o, "        Started: {}", humantime::format_rfc3339_seconds(clock.start));
     let _ = writeln!(o, "        Targets: {}", s.targets.iter().filter(|t| !t.discovered).count());
     let _ = writeln!(o, "    Connections: {} ({} established)", s.connections.len(), established);
     let _ = writeln!(o, "          Peers: {} ({} reachable)", s.peers.len(), reachable);
@@ -56,7 +59,53 @@ pub(crate) fn peers(s: &Status) -> String {
 }
 
 /// One line per connection, aligned, with the state and reason.
-pub(crate) fn connections(s: &Status) -> String {
+/// The wall-clock time of router instants: the router counts from its start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    /// When the router's time was zero.
+    pub(crate) start: std::time::SystemTime,
+}
+
+impl Clock {
+    /// `at` as an RFC 3339 time (UTC, milliseconds).
+    pub(crate) fn at(&self, at: router_core::Instant) -> String {
+        let t = self.start + std::time::Duration::from_micros(at.as_micros());
+        humantime::format_rfc3339_millis(t).to_string()
+    }
+
+    /// A report (`Status` as JSON) with every router instant (microseconds since the
+    /// router started, under the keys in [`INSTANT_KEYS`]) given as an RFC 3339 time, and
+    /// the router's start time added.
+    pub(crate) fn report(&self, s: &Status) -> serde_json::Value {
+        fn walk(c: &Clock, v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, x) in m.iter_mut() {
+                        match x.as_u64() {
+                            Some(n) if INSTANT_KEYS.contains(&k.as_str()) => {
+                                *x = c.at(router_core::Instant::from_micros(n)).into();
+                            }
+                            _ => walk(c, x),
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(c, x)),
+                _ => {}
+            }
+        }
+        let mut v = serde_json::to_value(s).unwrap_or_default();
+        walk(self, &mut v);
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("started".into(), humantime::format_rfc3339_millis(self.start).to_string().into());
+        }
+        v
+    }
+}
+
+/// The fields of `router_core::Status` (and what it holds) that are router instants.
+const INSTANT_KEYS: [&str; 6] = ["now", "at", "last_seen", "opened_at", "established_since", "probing_since"];
+
+pub(crate) fn connections(s: &Status, clock: &Clock) -> String {
     let mut o = String::new();
     for c in &s.connections {
         let dir = if c.outbound { "->" } else { "<-" };
@@ -70,7 +119,9 @@ pub(crate) fn connections(s: &Status) -> String {
         let change = c
             .link_changes
             .last()
-            .map(|l| format!("  (link {} at {}: {})", if l.established { "up" } else { "down" }, l.at, l.reason))
+            .map(|l| {
+                format!("  (link {} at {}: {})", if l.established { "up" } else { "down" }, clock.at(l.at), l.reason)
+            })
             .unwrap_or_default();
         let sealed = if c.encrypted { ", encrypted" } else { "" };
         // The path MTU as an IP packet size (the UDP payload it carries, and 28 bytes of
@@ -90,7 +141,7 @@ pub(crate) fn connections(s: &Status) -> String {
             f.remote.to_string(),
             "failed",
             f.peer.map(|p| p.to_string()).unwrap_or_default(),
-            f.at,
+            clock.at(f.at),
             f.reason
         );
     }
@@ -225,12 +276,54 @@ pub(crate) fn metrics(s: &Status) -> String {
     o
 }
 
+/// The content type of [`prometheus_text`].
+pub(crate) const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics text (as [`metrics`] writes it) in Prometheus' text format 0.0.4: a counter
+/// family is named as its samples are (`_total`), and there is no `# EOF`.
+pub(crate) fn prometheus_text(open: &str) -> String {
+    let counters: std::collections::BTreeSet<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .filter(|n| !n.ends_with("_total"))
+        .collect();
+    let mut o = String::with_capacity(open.len());
+    for l in open.lines() {
+        if l == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = l.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        o.push_str(renamed.as_deref().unwrap_or(l));
+        o.push('\n');
+    }
+    o
+}
+
 /// The content type of [`metrics`].
 pub(crate) const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_times_are_wall_clock_times() {
+        use router_core::{Config, Instant, Router};
+        let mut r = Router::new(Instant::ZERO, Config::new("02:00:00:00:00:01".parse().unwrap())).unwrap();
+        let mut frame = vec![0xff; 6];
+        frame.extend_from_slice(&[2, 0, 0, 0, 0, 9, 0x88, 0xb5]);
+        frame.resize(60, 0);
+        r.handle_frame(Instant::from_micros(250_000), &frame);
+        let clock = Clock { start: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000) };
+        let v = clock.report(&r.status(Instant::from_micros(1_500_000)));
+        assert_eq!(v["now"], "2027-01-15T08:00:01.500Z");
+        assert_eq!(v["started"], "2027-01-15T08:00:00.000Z");
+        assert_eq!(v["macs"][0]["last_seen"], "2027-01-15T08:00:00.250Z", "{v}");
+    }
 
     #[test]
     fn metrics_name_every_state_and_reason_with_their_values() {
@@ -251,5 +344,10 @@ mod tests {
             assert!(m.contains(&format!("weave_drops_total{{reason=\"{}\"}} 0", r.as_str())), "{m}");
         }
         assert!(m.ends_with("# EOF\n"), "{m}");
+        let p = prometheus_text(&m);
+        assert!(p.contains("# TYPE weave_frames_total counter\n"), "{p}");
+        assert!(p.contains("# HELP weave_frames_total "), "{p}");
+        assert!(p.contains("# TYPE weave_connections gauge\n"), "gauges keep their names: {p}");
+        assert!(!p.contains("# EOF"), "{p}");
     }
 }

@@ -158,3 +158,70 @@ fn the_bridge_mac_is_fixed_from_the_peer_name_and_does_not_move() {
     lab.launch(0, &[]);
     assert_eq!(mac(), before);
 }
+
+#[test]
+fn small_things_a_user_notices() {
+    let mut lab = Lab::new(1, &[]);
+    // A log level that does not exist is refused before anything happens.
+    let o = lab.weave(0, &["launch", "--log-level", "chatty"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("chatty") && err.contains("possible values"), "{err}");
+    assert!(!links(&lab, 0).contains("weave"));
+    // The log is appended to: a second launch keeps what the first router wrote.
+    lab.launch(0, &[]);
+    assert!(lab.weave(0, &["stop"]).status.success());
+    lab.launch(0, &[]);
+    let log = std::fs::read_to_string(lab.dir.join("h0/router.log")).unwrap();
+    assert_eq!(log.matches("router started").count(), 2, "{log}");
+    // Status says which data path and MTU are in use; the report's times are wall-clock
+    // times with their zone.
+    let status = String::from_utf8_lossy(&lab.weave(0, &["status"]).stdout).into_owned();
+    assert!(status.contains("Data path: pcap on vethwe-pcap") && status.contains("MTU: "), "{status}");
+    let report: serde_json::Value = serde_json::from_slice(&lab.weave(0, &["report"]).stdout).unwrap();
+    let year = format!("{}-", 1970 + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 31_556_952);
+    for k in ["now", "started"] {
+        let t = report[k].as_str().unwrap_or_default();
+        assert!(t.starts_with(&year) && t.ends_with('Z'), "{k}: {t}");
+    }
+    // Metrics in Prometheus' text format unless OpenMetrics is asked for.
+    let scrape = |accept: &str| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &lab.hosts[0], "bash", "-c"])
+            .arg(format!(
+                "exec 3<>/dev/tcp/127.0.0.1/6784; printf 'GET /metrics HTTP/1.0\\r\\nAccept: {accept}\\r\\n\\r\\n' >&3; cat <&3"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let plain = scrape("text/plain");
+    assert!(plain.contains("content-type: text/plain; version=0.0.4") && !plain.contains("# EOF"), "{plain}");
+    let open = scrape("application/openmetrics-text; version=1.0.0");
+    assert!(open.contains("content-type: application/openmetrics-text") && open.contains("# EOF"), "{open}");
+    // A reader that goes away early ends the command quietly.
+    let o = Command::new("ip")
+        .args(["netns", "exec", &lab.hosts[0], "bash", "-c"])
+        // `true` has gone before weave writes: the write meets a pipe with no reader.
+        .arg(format!("set -o pipefail; {WEAVE} report | true"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !err.contains("panicked"), "{o:?}");
+    // An address another container holds is refused, unless forced.
+    let a = lab.container(0, &["10.32.0.1/24"]);
+    let b = format!("wc-dup-{}", lab.id);
+    ok(&["ip", "netns", "add", &b]);
+    lab.containers.push(b.clone());
+    let o = lab.weave(0, &["attach", "10.32.0.1/24", &format!("netns:{b}")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(&format!("already attached to netns:{a}")), "{err}");
+    let o = lab.weave(0, &["attach", "10.32.0.2/24", &format!("netns:{b}")]);
+    assert!(o.status.success(), "another address is fine: {o:?}");
+    let o = lab.weave(0, &["attach", "--force", "10.32.0.1/24", &format!("netns:{a}-x")]);
+    assert!(!o.status.success(), "a missing target still fails: {o:?}");
+    assert!(lab.weave(0, &["expose", "10.32.0.254/24"]).status.success());
+    let o = lab.weave(0, &["attach", "10.32.0.254/24", &format!("netns:{b}")]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bridge weave's own address"), "{o:?}");
+    let o = lab.weave(0, &["attach", "--force", "10.32.0.1/24", &format!("netns:{b}")]);
+    assert!(o.status.success(), "forced: {o:?}");
+}

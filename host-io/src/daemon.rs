@@ -316,10 +316,15 @@ async fn serve(
         }
     };
     let _ = started.set(std::time::SystemTime::now());
+    // Under systemd (`Type=notify`): the API answers and the router runs from here on.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("telling the service manager we are ready failed: {e}");
+    }
     eventloop::run::<Tokio>(router, args.port, frames, |f| injector.inject(f), cmd_rx, shutdown)
         .await
         .map_err(|e| format!("cannot open port {}: {e}", args.port))?;
     tracing::info!("router stopping");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     forwarder.abort();
     // Let the API answer the request that stopped us.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

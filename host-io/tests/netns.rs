@@ -474,3 +474,35 @@ fn udp_sent_with_segmentation_offload_arrives_datagram_by_datagram() {
     let out = receiver.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10 10000", "ten datagrams of 1000 bytes");
 }
+
+/// Under systemd (`Type=notify`), `weave router` says READY=1 once its API answers, and
+/// STOPPING=1 when SIGTERM stops it, even after starting itself again to drop the password
+/// from its environment.
+#[test]
+fn weave_router_tells_the_service_manager_when_it_is_ready_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let lab = Lab::new(1, &[]);
+    std::fs::create_dir_all(&lab.dir).unwrap();
+    let path = lab.dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(SETTLE)).unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.hosts[0], WEAVE, "router", "--state-dir"])
+        .arg(lab.dir.join("h0"))
+        .env("NOTIFY_SOCKET", &path)
+        .env("WEAVE_PASSWORD", "notify-test-password")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("READY=1 within the time allowed");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    assert!(lab.weave(0, &["status"]).status.success(), "the API answers once ready");
+    let pid = lab.pid(0).expect("pid file");
+    ok(&["kill", "-TERM", &pid.to_string()]);
+    let n = sock.recv(&mut buf).expect("STOPPING=1");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

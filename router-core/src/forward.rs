@@ -38,6 +38,13 @@ pub enum Decision {
     Drop(DropReason),
 }
 
+/// Whether `frame` announces where its sender is: a gratuitous ARP (request or reply whose
+/// sender and target addresses are the same), as a container sends when it is attached or
+/// moved.
+fn announces(frame: &[u8]) -> bool {
+    frame.len() >= 42 && frame[12..14] == [0x08, 0x06] && frame[28..32] == frame[38..42]
+}
+
 fn macs(frame: &[u8]) -> (Mac, Mac) {
     let dst = Mac(frame[0..6].try_into().expect("length checked"));
     let src = Mac(frame[6..12].try_into().expect("length checked"));
@@ -75,13 +82,13 @@ impl Router {
             // A refused frame still teaches its source: a container that has just started
             // is a learned source by its next try, with a budget of its own.
             let admitted = self.flood.admit(now, src, learned);
-            self.learn(now, src, MacOwner::Local);
+            self.learn(now, src, MacOwner::Local, announces(frame));
             if !admitted {
                 return Decision::Drop(DropReason::FloodLimited);
             }
             return decision;
         }
-        self.learn(now, src, MacOwner::Local);
+        self.learn(now, src, MacOwner::Local, announces(frame));
         decision
     }
 
@@ -174,8 +181,9 @@ impl Router {
     }
 
     #[inline]
-    fn learn(&mut self, now: Instant, mac: Mac, owner: MacOwner) {
-        match self.macs.learn(now, mac, owner) {
+    fn learn(&mut self, now: Instant, mac: Mac, owner: MacOwner, announce: bool) -> Learned {
+        let l = self.macs.learn(now, mac, owner, announce);
+        match l {
             Learned::New => {
                 self.stats.macs_learned += 1;
                 if self.timers.get(Timer::MacSweep).is_none() {
@@ -184,8 +192,10 @@ impl Router {
             }
             Learned::Moved => self.stats.macs_moved += 1,
             Learned::Full => self.stats.macs_refused += 1,
+            Learned::Stale => self.stats.macs_stale += 1,
             Learned::Refreshed | Learned::Group => {}
         }
+        l
     }
 
     /// The connection of an established neighbour and its UDP address. Takes the two tables
@@ -374,11 +384,16 @@ impl Router {
         }
     }
 
-    /// Learns the frame's source as living at `origin` and injects it into the bridge.
+    /// Learns the frame's source as living at `origin` and injects it into the bridge; but a
+    /// late frame from a container that has just moved onto our bridge is dropped: injected,
+    /// it would teach the bridge that the container lives behind the router.
     fn deliver(&mut self, now: Instant, origin: PeerName, frame: &[u8]) {
         let (_, src) = macs(frame);
-        if !src.is_group() {
-            self.learn(now, src, MacOwner::Peer(origin));
+        if !src.is_group()
+            && self.learn(now, src, MacOwner::Peer(origin), announces(frame)) == Learned::Stale
+            && self.macs.lookup(src) == Some(MacOwner::Local)
+        {
+            return self.stats.drop(DropReason::StaleSource, 1);
         }
         self.out.inject(frame);
         self.stats.frames_injected += 1;

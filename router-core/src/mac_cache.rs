@@ -1,7 +1,10 @@
 //! MAC learning: which peer each MAC lives behind.
 //!
 //! Group addresses are never learned. A MAC seen somewhere new moves at once (a migrated
-//! container works immediately). Idle entries expire. The table has a bound, and so does each
+//! container works immediately), except back to where it has just left: for
+//! [`MOVE_BACK_HOLD`] after a move, only an announcement (a gratuitous ARP) moves it back, so
+//! a frame the container sent before it moved, arriving late by a longer path, cannot undo
+//! the move. Idle entries expire. The table has a bound, and so does each
 //! owner's share of it (the local bridge is one owner, each peer another): one container
 //! sending from random source MACs fills its owner's share, not the table. The table is keyed
 //! (see `Table`), so chosen MACs cannot be made to collide.
@@ -13,6 +16,14 @@ use std::collections::BTreeMap;
 use crate::peer::{Mac, PeerName};
 use crate::table::Table;
 use crate::time::Instant;
+
+/// How long after a MAC moves a frame from where it was may not move it back (unless it is
+/// an announcement): longer than any relay path delays a frame behind the announcement that
+/// overtook it.
+pub(crate) const MOVE_BACK_HOLD: Duration = Duration::from_secs(2);
+
+/// Most recent moves remembered (see [`MOVE_BACK_HOLD`]); beyond, moves are not held.
+const RECENT_MOVES_MAX: usize = 4096;
 
 /// Where a MAC lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -42,6 +53,9 @@ pub(crate) enum Learned {
     Group,
     /// The table, or its owner's share of it, is full; not learned (or not moved).
     Full,
+    /// A frame from where the MAC has just moved away from, not an announcement: not moved
+    /// back (see [`MOVE_BACK_HOLD`]).
+    Stale,
 }
 
 /// The MAC table.
@@ -56,11 +70,14 @@ pub(crate) struct MacCache {
     /// at least `per_owner_max` entries: below that no owner can exceed its share, and a
     /// router that knows thousands of owners keeps no count for them.
     owners: Option<BTreeMap<MacOwner, u32>>,
+    /// MACs that moved lately: where each was, and when it left.
+    recent: Table<Mac, (MacOwner, Instant)>,
 }
 
 impl MacCache {
     pub(crate) fn new(expiry: Duration, max: usize, per_owner_max: usize, key: [u64; 4]) -> Self {
-        MacCache { map: Table::with_key(key), expiry, max, per_owner_max, owners: None }
+        let recent_key = key.map(|k| k.rotate_left(7) ^ 0x9e37_79b9);
+        MacCache { map: Table::with_key(key), expiry, max, per_owner_max, owners: None, recent: Table::with_key(recent_key) }
     }
 
     #[cfg(test)]
@@ -102,9 +119,10 @@ impl MacCache {
         }
     }
 
-    /// Records that `mac` was seen at `owner`.
+    /// Records that `mac` was seen at `owner`, in a frame that is an announcement of where it
+    /// is (a gratuitous ARP) or not.
     #[inline]
-    pub(crate) fn learn(&mut self, now: Instant, mac: Mac, owner: MacOwner) -> Learned {
+    pub(crate) fn learn(&mut self, now: Instant, mac: Mac, owner: MacOwner, announce: bool) -> Learned {
         if mac.is_group() {
             return Learned::Group;
         }
@@ -117,10 +135,15 @@ impl MacCache {
             if full {
                 return Learned::Full;
             }
+            let left = self.recent.get(&mac).is_some_and(|&(o, at)| o == owner && now < at + MOVE_BACK_HOLD);
+            if left && !announce {
+                return Learned::Stale;
+            }
             let was = core::mem::replace(&mut e.owner, owner);
             e.last_seen = now;
             Self::sub(&mut self.owners, was);
             self.add(owner);
+            self.remember_move(now, mac, was);
             return Learned::Moved;
         }
         if full || self.map.len() >= self.max {
@@ -129,6 +152,17 @@ impl MacCache {
         self.map.insert(mac, Entry { owner, last_seen: now });
         self.add(owner);
         Learned::New
+    }
+
+    /// Remembers that `mac` left `was` at `now`.
+    fn remember_move(&mut self, now: Instant, mac: Mac, was: MacOwner) {
+        if self.recent.len() >= RECENT_MOVES_MAX && self.recent.get(&mac).is_none() {
+            self.recent.retain(|_, &mut (_, at)| now < at + MOVE_BACK_HOLD);
+            if self.recent.len() >= RECENT_MOVES_MAX {
+                return;
+            }
+        }
+        self.recent.insert(mac, (was, now));
     }
 
     /// Where `mac` lives, if known.
@@ -214,10 +248,10 @@ mod tests {
     fn learns_moves_and_expires() {
         let mut c = MacCache::new(Duration::from_secs(10), 4, 4, [1; 4]);
         let t0 = Instant::ZERO;
-        assert_eq!(c.learn(t0, M, MacOwner::Local), Learned::New);
-        assert_eq!(c.learn(t0, M, MacOwner::Local), Learned::Refreshed);
+        assert_eq!(c.learn(t0, M, MacOwner::Local, false), Learned::New);
+        assert_eq!(c.learn(t0, M, MacOwner::Local, false), Learned::Refreshed);
         let p = MacOwner::Peer(PeerName::from_u64(7));
-        assert_eq!(c.learn(Instant::from_millis(5000), M, p), Learned::Moved);
+        assert_eq!(c.learn(Instant::from_millis(5000), M, p, false), Learned::Moved);
         assert_eq!(c.lookup(M), Some(p));
         assert_eq!(c.sweep(Instant::from_millis(14_000)), (0, Some(Instant::from_millis(15_000))));
         assert_eq!(c.sweep(Instant::from_millis(15_000)), (1, None));
@@ -225,14 +259,29 @@ mod tests {
     }
 
     #[test]
+    fn a_late_frame_does_not_move_a_mac_back_but_an_announcement_does() {
+        let mut c = MacCache::new(Duration::from_secs(600), 100, 100, [1; 4]);
+        let (a, b) = (MacOwner::Peer(PeerName::from_u64(1)), MacOwner::Peer(PeerName::from_u64(2)));
+        let t = |ms| Instant::from_millis(ms);
+        assert_eq!(c.learn(t(0), M, a, false), Learned::New);
+        assert_eq!(c.learn(t(1000), M, b, true), Learned::Moved, "the container moved to b and said so");
+        assert_eq!(c.learn(t(1003), M, a, false), Learned::Stale, "a frame it sent from a before the move");
+        assert_eq!(c.lookup(M), Some(b));
+        assert_eq!(c.learn(t(1500), M, a, true), Learned::Moved, "it moved back, and said so");
+        assert_eq!(c.learn(t(1501), M, b, false), Learned::Stale);
+        let later = t(1500) + MOVE_BACK_HOLD;
+        assert_eq!(c.learn(later, M, b, false), Learned::Moved, "after the hold, frames move it as ever");
+    }
+
+    #[test]
     fn group_addresses_are_never_learned_and_the_table_is_bounded() {
         let mut c = MacCache::new(Duration::from_secs(10), 2, 2, [1; 4]);
-        assert_eq!(c.learn(Instant::ZERO, Mac::BROADCAST, MacOwner::Local), Learned::Group);
-        assert_eq!(c.learn(Instant::ZERO, Mac([1, 0, 0x5e, 0, 0, 1]), MacOwner::Local), Learned::Group);
+        assert_eq!(c.learn(Instant::ZERO, Mac::BROADCAST, MacOwner::Local, false), Learned::Group);
+        assert_eq!(c.learn(Instant::ZERO, Mac([1, 0, 0x5e, 0, 0, 1]), MacOwner::Local, false), Learned::Group);
         for i in 0..2 {
-            assert_eq!(c.learn(Instant::ZERO, Mac([2, 0, 0, 0, 0, i]), MacOwner::Local), Learned::New);
+            assert_eq!(c.learn(Instant::ZERO, Mac([2, 0, 0, 0, 0, i]), MacOwner::Local, false), Learned::New);
         }
-        assert_eq!(c.learn(Instant::ZERO, Mac([2, 0, 0, 0, 0, 9]), MacOwner::Local), Learned::Full);
+        assert_eq!(c.learn(Instant::ZERO, Mac([2, 0, 0, 0, 0, 9]), MacOwner::Local, false), Learned::Full);
         assert_eq!(c.len(), 2);
     }
 
@@ -244,7 +293,7 @@ mod tests {
         let seen = |i: u64| Instant::from_millis(20 * i);
         for i in 0..500u64 {
             let b = i.to_be_bytes();
-            c.learn(seen(i), Mac([2, 0, 0, 0, b[6], b[7]]), MacOwner::Local);
+            c.learn(seen(i), Mac([2, 0, 0, 0, b[6], b[7]]), MacOwner::Local, false);
         }
         let (mut at, mut sweeps) = (seen(0) + expiry, 0);
         while c.len() > 0 {
@@ -278,14 +327,14 @@ mod tests {
         let flooder = MacOwner::Peer(PeerName::from_u64(9));
         for n in 0..1000u64 {
             let mac = Mac((0x0200_0000_0000 | n).to_be_bytes()[2..].try_into().unwrap());
-            c.learn(Instant::ZERO, mac, flooder);
+            c.learn(Instant::ZERO, mac, flooder, false);
         }
         assert_eq!(c.len(), 10, "the flooding peer holds its share only");
         let mine = Mac([2, 0xaa, 0, 0, 0, 1]);
-        assert_eq!(c.learn(Instant::ZERO, mine, MacOwner::Local), Learned::New, "others still learn");
+        assert_eq!(c.learn(Instant::ZERO, mine, MacOwner::Local, false), Learned::New, "others still learn");
         // A MAC may not move into a full share, and moves keep the counts right.
-        assert_eq!(c.learn(Instant::ZERO, mine, flooder), Learned::Full);
-        assert_eq!(c.learn(Instant::ZERO, mine, MacOwner::Peer(PeerName::from_u64(3))), Learned::Moved);
+        assert_eq!(c.learn(Instant::ZERO, mine, flooder, false), Learned::Full);
+        assert_eq!(c.learn(Instant::ZERO, mine, MacOwner::Peer(PeerName::from_u64(3)), false), Learned::Moved);
         assert_eq!(c.count(MacOwner::Local), 0);
         assert_eq!(c.forget_peer(PeerName::from_u64(9)), 10);
         assert_eq!(c.count(flooder), 0);

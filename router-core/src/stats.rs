@@ -43,11 +43,15 @@ pub enum DropReason {
     /// A frame from the local bridge to flood (broadcast, multicast or unknown unicast) beyond
     /// its source's flood budget, or beyond all local sources' together.
     FloodLimited,
+    /// A frame from a peer whose source MAC has just moved onto our bridge: sent before the
+    /// move, it arrived late (see `MOVE_BACK_HOLD`); injected, it would steal the MAC from
+    /// the container on the bridge.
+    StaleSource,
 }
 
 impl DropReason {
     /// Every reason, for exporting counters.
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::BadSourceMac,
         DropReason::Oversize,
@@ -64,6 +68,7 @@ impl DropReason {
         DropReason::Looped,
         DropReason::TooBig,
         DropReason::FloodLimited,
+        DropReason::StaleSource,
     ];
 
     /// A short snake_case name, as used in metrics.
@@ -85,6 +90,7 @@ impl DropReason {
             DropReason::Looped => "looped",
             DropReason::TooBig => "too_big",
             DropReason::FloodLimited => "flood_limited",
+            DropReason::StaleSource => "stale_source",
         }
     }
 
@@ -181,6 +187,9 @@ pub struct Stats {
     pub password_mismatches: u64,
     /// MACs not learned, or not moved: the table, or their owner's share of it, was full.
     pub macs_refused: u64,
+    /// MACs not moved back to where they had just left, by a frame that was no announcement
+    /// (one sent before the move, arriving late).
+    pub macs_stale: u64,
     /// Path MTU probes sent.
     pub pmtu_probes_sent: u64,
     /// Smaller path MTUs the driver reported (EMSGSIZE, ICMP from the kernel).
@@ -244,6 +253,7 @@ impl Stats {
             links_lost_ack,
             password_mismatches,
             macs_refused,
+            macs_stale,
             pmtu_probes_sent,
             pmtu_reports,
             icmp_too_big_sent,
@@ -251,6 +261,7 @@ impl Stats {
             drops,
         } = o;
         self.macs_refused += macs_refused;
+        self.macs_stale += macs_stale;
         self.pmtu_probes_sent += pmtu_probes_sent;
         self.pmtu_reports += pmtu_reports;
         self.icmp_too_big_sent += icmp_too_big_sent;

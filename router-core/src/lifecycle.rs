@@ -12,6 +12,13 @@ use crate::wire::control::{Handshake, Message, RefuseReason, FRAME_HEADER_LEN};
 use crate::wire::preamble::Preamble;
 
 const ATTEMPTS_MAX: u32 = 16;
+
+/// Failed tries in a row after which a discovered target is dropped and rests.
+const DISCOVERED_TRIES: u32 = 3;
+
+/// A discovered address that stopped being a target rests this many `backoff_max` before
+/// discovery may pick it again (10 minutes at the defaults).
+const DISCOVERY_REST_BACKOFFS: u32 = 10;
 const RECENT_FAILURES_MAX: usize = 16;
 
 impl Router {
@@ -125,7 +132,14 @@ impl Router {
     }
 
     pub(crate) fn dial(&mut self, now: Instant, addr: SocketAddr) {
-        if self.conns.len() >= self.config.conn_limit {
+        // Dials to discovered peers leave a quarter of the connections to the peers we were
+        // given and to those that dial us: on a sparse underlay most discovered addresses do
+        // not answer, and their pending dials must not crowd out the ones that do.
+        let limit = match self.targets.get(&addr) {
+            Some(t) if t.discovered => self.config.conn_limit - self.config.conn_limit / 4,
+            _ => self.config.conn_limit,
+        };
+        if self.conns.len() >= limit {
             if let Some(t) = self.targets.get_mut(&addr) {
                 t.last_error = Some("connection limit reached; will retry".into());
             }
@@ -225,7 +239,20 @@ impl Router {
                     _ => {}
                 }
                 t.last_error = Some(why.to_string());
-                self.schedule_redial(now, addr);
+                // Silence, not a refusal: a peer that refuses (a duplicate, its connection
+                // limit) is there, and is tried again as any target is.
+                let silent = matches!(why, ConnError::DialFailed(_) | ConnError::Closed | ConnError::HandshakeTimeout);
+                if t.discovered && silent && t.attempts >= DISCOVERED_TRIES {
+                    // It does not answer us: its place goes to another discovered peer, and
+                    // it is tried again after a long rest.
+                    self.targets.remove(&addr);
+                    self.timers.cancel(Timer::Redial(addr));
+                    self.discovery_rest.insert(addr, now + self.config.backoff_max * DISCOVERY_REST_BACKOFFS);
+                    self.discovery_pending = true;
+                    self.stats.discovered_rested += 1;
+                } else {
+                    self.schedule_redial(now, addr);
+                }
             }
         }
         if !matches!(
@@ -245,8 +272,13 @@ impl Router {
     }
 
     /// Dials peers that gossip tells us about and we are not connected to.
+    /// Discovered targets are bounded (twice `conn_limit`, with the given ones) and rotate: one
+    /// that fails [`DISCOVERED_TRIES`] times in a row rests, and the next peer gossip names
+    /// gets its place, so that on a sparse underlay the peers a router can reach are all tried
+    /// however many it cannot.
     pub(crate) fn discover(&mut self, now: Instant) {
         self.discovery_pending = false;
+        self.discovery_rest.retain(|_, until| now < *until);
         let me = self.config.name;
         let targeted: std::collections::BTreeSet<PeerName> = self.targets.values().filter_map(|t| t.peer).collect();
         let mut found: Vec<(PeerName, SocketAddr)> = Vec::new();
@@ -257,6 +289,7 @@ impl Router {
                     || self.by_peer.contains_key(&c.peer)
                     || targeted.contains(&c.peer)
                     || self.targets.contains_key(&addr)
+                    || self.discovery_rest.contains_key(&addr)
                 {
                     continue;
                 }

@@ -180,6 +180,8 @@ pub struct Router {
     pub(crate) own_dirty: bool,
     /// The topology changed since discovery last looked for peers to dial.
     pub(crate) discovery_pending: bool,
+    /// Discovered addresses that did not answer, and until when discovery leaves them alone.
+    pub(crate) discovery_rest: BTreeMap<SocketAddr, Instant>,
     pub(crate) scratch_peers: Vec<PeerName>,
     pub(crate) config: Config,
     pub(crate) stats: Stats,
@@ -284,6 +286,7 @@ impl Router {
             recent_failures: VecDeque::new(),
             scratch_peers: Vec::new(),
             discovery_pending: false,
+            discovery_rest: BTreeMap::new(),
             next_seq: 0,
             dedup: Dedup::new(DEDUP_SOURCES_MAX, dedup_key),
             route_hold: core::time::Duration::ZERO,

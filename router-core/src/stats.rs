@@ -187,6 +187,9 @@ pub struct Stats {
     pub password_mismatches: u64,
     /// MACs not learned, or not moved: the table, or their owner's share of it, was full.
     pub macs_refused: u64,
+    /// Discovered targets dropped after failing several tries in a row (they rest before
+    /// discovery picks them again).
+    pub discovered_rested: u64,
     /// MACs not moved back to where they had just left, by a frame that was no announcement
     /// (one sent before the move, arriving late).
     pub macs_stale: u64,
@@ -254,6 +257,7 @@ impl Stats {
             password_mismatches,
             macs_refused,
             macs_stale,
+            discovered_rested,
             pmtu_probes_sent,
             pmtu_reports,
             icmp_too_big_sent,
@@ -262,6 +266,7 @@ impl Stats {
         } = o;
         self.macs_refused += macs_refused;
         self.macs_stale += macs_stale;
+        self.discovered_rested += discovered_rested;
         self.pmtu_probes_sent += pmtu_probes_sent;
         self.pmtu_reports += pmtu_reports;
         self.icmp_too_big_sent += icmp_too_big_sent;

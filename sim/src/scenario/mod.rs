@@ -207,6 +207,10 @@ pub enum ConnectPlan {
     Chain,
     /// As listed in `router.peers`.
     Explicit,
+    /// Each host connects to at most `router.seeds` of its underlay neighbours with a lower
+    /// index (those that started before it, in a join): a sparse start that discovery must
+    /// complete.
+    Earlier,
     /// Nobody is told anything.
     None,
 }
@@ -221,6 +225,9 @@ pub struct RouterSettings {
     /// For `explicit`: host name → names of hosts it connects to.
     #[serde(default)]
     pub peers: BTreeMap<String, Vec<String>>,
+    /// For `earlier`: how many earlier neighbours each host is told of (default 2).
+    #[serde(default)]
+    pub seeds: Option<usize>,
     /// Dial peers learned from gossip.
     #[serde(default)]
     pub discovery: bool,

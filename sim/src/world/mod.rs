@@ -289,6 +289,12 @@ impl World {
                     t[idx(h) as usize] = peers.iter().map(|p| idx(p)).collect();
                 }
             }
+            ConnectPlan::Earlier => {
+                let seeds = s.router.seeds.unwrap_or(2);
+                for a in 1..n {
+                    t[a as usize] = self.net.neighbours(a).into_iter().filter(|&b| b < a).take(seeds).collect();
+                }
+            }
             ConnectPlan::None => {}
         }
         t

@@ -65,6 +65,10 @@ pub struct Underlay {
     blocked: FxHashSet<(u32, u32)>,
     cut: FxHashSet<(u32, u32)>,
     udp_blocked: FxHashSet<(u32, u32)>,
+    /// UDP blocked in one direction only: (from, to).
+    udp_blocked_one_way: FxHashSet<(u32, u32)>,
+    /// The names of `classes`.
+    class_names: Vec<String>,
     /// Links whose MTU a fault changed.
     mtu: FxHashMap<(u32, u32), usize>,
     seed: u64,
@@ -93,6 +97,8 @@ impl Underlay {
             blocked: FxHashSet::default(),
             cut: FxHashSet::default(),
             udp_blocked: FxHashSet::default(),
+            udp_blocked_one_way: FxHashSet::default(),
+            class_names: Vec::new(),
             mtu: FxHashMap::default(),
             seed,
         };
@@ -149,7 +155,17 @@ impl Underlay {
         for nb in &mut u.neighbours {
             nb.sort_unstable();
         }
+        // Classes that faults switch links to.
+        for f in &s.faults {
+            if let crate::scenario::FaultAction::LinkClass { class, .. } = &f.action {
+                if !class_names.contains(class) {
+                    class_names.push(class.clone());
+                    classes.push(s.class(class).expect("validated"));
+                }
+            }
+        }
         u.classes = classes;
+        u.class_names = class_names;
         u
     }
 
@@ -189,7 +205,7 @@ impl Underlay {
 
     /// Whether UDP can go from `a` to `b` right now.
     pub fn udp_up(&self, a: u32, b: u32) -> bool {
-        self.path_up(a, b) && !self.udp_blocked.contains(&key(a, b))
+        self.path_up(a, b) && !self.udp_blocked.contains(&key(a, b)) && !self.udp_blocked_one_way.contains(&(a, b))
     }
 
     /// One-way latency for TCP segments (no jitter: TCP delivers in order).
@@ -213,6 +229,9 @@ impl Underlay {
             return Fate::Drop(NetDrop::Partition);
         }
         if !self.udp_blocked.is_empty() && self.udp_blocked.contains(&k) {
+            return Fate::Drop(NetDrop::UdpBlocked);
+        }
+        if !self.udp_blocked_one_way.is_empty() && self.udp_blocked_one_way.contains(&(a, b)) {
             return Fate::Drop(NetDrop::UdpBlocked);
         }
         let c = &self.classes[usize::from(link.unwrap_or(self.default_class))];
@@ -330,17 +349,48 @@ impl Underlay {
         }
     }
 
-    /// Blocks or unblocks UDP between two hosts.
+    /// Blocks or unblocks UDP between two hosts (unblocking ends one-way blocks too).
     pub fn set_udp_blocked(&mut self, a: u32, b: u32, blocked: bool) {
         if blocked {
             self.udp_blocked.insert(key(a, b));
         } else {
             self.udp_blocked.remove(&key(a, b));
+            self.udp_blocked_one_way.remove(&(a, b));
+            self.udp_blocked_one_way.remove(&(b, a));
         }
+    }
+
+    /// Blocks UDP from `from` to `to` only.
+    pub fn block_udp_one_way(&mut self, from: u32, to: u32) {
+        self.udp_blocked_one_way.insert((from, to));
+    }
+
+    /// Gives the link between `a` and `b` the class at `class` (an index into the classes);
+    /// false when there is no such link.
+    pub fn set_class(&mut self, a: u32, b: u32, class: u16) -> bool {
+        match self.links.get_mut(&key(a, b)) {
+            Some(c) => {
+                *c = class;
+                true
+            }
+            None if self.full_mesh && a != b && a.max(b) < self.n => {
+                self.links.insert(key(a, b), class);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The index of the link class called `name`.
+    pub fn class_index(&self, name: &str) -> Option<u16> {
+        self.class_names.iter().position(|n| n == name).map(|i| i as u16)
     }
 
     /// Whether any fault (partition, cut, UDP block) is in force.
     pub fn faulty(&self) -> bool {
-        !self.blocked.is_empty() || !self.cut.is_empty() || !self.udp_blocked.is_empty()
+        !self.blocked.is_empty()
+            || !self.cut.is_empty()
+            || !self.udp_blocked.is_empty()
+            || !self.udp_blocked_one_way.is_empty()
     }
 }

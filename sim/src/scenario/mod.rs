@@ -77,6 +77,9 @@ pub struct Hosts {
     /// Hosts start at random times within this spread (a join storm when short).
     #[serde(default)]
     pub start_spread: Dur,
+    /// Hosts that start at a given time instead (late joiners): host name → time.
+    #[serde(default)]
+    pub start: BTreeMap<String, Dur>,
 }
 
 /// Underlay shapes.
@@ -316,7 +319,24 @@ pub enum FaultAction {
         /// The other end.
         b: String,
     },
-    /// Ends a UDP block.
+    /// Silently drops UDP from `from` to `to` only (TCP, and UDP the other way, still work).
+    UdpBlockOneWay {
+        /// The sender whose datagrams are lost.
+        from: String,
+        /// The receiver.
+        to: String,
+    },
+    /// Gives one underlay link another link class (latency, loss, MTU, bandwidth…) from now
+    /// on: a sequence of these is a schedule of link properties.
+    LinkClass {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+        /// The class, from `[link_classes]` (or `default`).
+        class: String,
+    },
+    /// Ends a UDP block, both ways and one-way ones too.
     UdpUnblock {
         /// One end.
         a: String,
@@ -500,6 +520,8 @@ pub struct Checks {
     pub ping_pairs_max: usize,
     /// Liveness while things happen: windows in which the workload's pings must get through.
     pub during: Vec<Window>,
+    /// Checks turned off: any of `safety`, `converge`, `ping`.
+    pub skip: Vec<String>,
 }
 
 impl Default for Checks {
@@ -510,6 +532,7 @@ impl Default for Checks {
             ping_within: Some(Dur(Duration::from_secs(10))),
             ping_pairs_max: 200,
             during: Vec::new(),
+            skip: Vec::new(),
         }
     }
 }
@@ -575,7 +598,8 @@ impl Scenario {
         let timeline = self.faults.iter().map(|f| f.at.0).max().unwrap_or(Duration::ZERO);
         let random = self.random_faults.as_ref().map_or(Duration::ZERO, |r| r.end.0);
         let hostile = self.hostile.iter().map(|h| h.end.0).max().unwrap_or(Duration::ZERO);
-        timeline.max(random).max(self.hosts.start_spread.0).max(hostile)
+        let late = self.hosts.start.values().map(|d| d.0).max().unwrap_or(Duration::ZERO);
+        timeline.max(random).max(self.hosts.start_spread.0).max(hostile).max(late)
     }
 
     /// Gives every router a password unless the scenario already sets passwords: the same
@@ -650,6 +674,17 @@ mod tests {
                 "hostile[0].rate",
             ),
             ("[checks]\n[[checks.during]]\nfrom = \"1s\"\nto = \"1m\"\npings_answered_min = 0.9\n", "checks.during[0]"),
+            ("[checks]\nskip = [\"speed\"]\n", "checks.skip[0]: no check `speed`"),
+            ("start = { h9 = \"1s\" }\n", "hosts.start.h9: no host named `h9`"),
+            ("start = { h1 = \"1m\" }\n", "hosts.start.h1: after the end"),
+            (
+                "[[faults]]\nat = \"1s\"\naction = \"link-class\"\na = \"h0\"\nb = \"h1\"\nclass = \"fast\"\n",
+                "faults[0].class: no link class `fast`",
+            ),
+            (
+                "[[faults]]\nat = \"1s\"\naction = \"udp-block-one-way\"\nfrom = \"h0\"\nto = \"h7\"\n",
+                "faults[0].to: no host named `h7`",
+            ),
         ];
         for (extra, want) in cases {
             let e = Scenario::parse(&format!("{MINIMAL}{extra}")).unwrap_err().to_string();

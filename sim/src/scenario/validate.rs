@@ -148,6 +148,17 @@ impl Scenario {
                         return Err(invalid(place("mtu"), "between 548 and 65507 bytes"));
                     }
                 }
+                FaultAction::UdpBlockOneWay { from, to } => {
+                    host(place("from"), from)?;
+                    host(place("to"), to)?;
+                }
+                FaultAction::LinkClass { a, b, class } => {
+                    host(place("a"), a)?;
+                    host(place("b"), b)?;
+                    if self.class(class).is_none() {
+                        return Err(invalid(place("class"), format!("no link class `{class}`")));
+                    }
+                }
                 FaultAction::Cut { a, b }
                 | FaultAction::Repair { a, b }
                 | FaultAction::UdpBlock { a, b }
@@ -229,6 +240,17 @@ impl Scenario {
             }
             if h.start.0 >= h.end.0 || h.end.0 > self.duration.0 {
                 return Err(invalid(place("end"), "need start < end <= duration"));
+            }
+        }
+        for (h, at) in &self.hosts.start {
+            host(format!("hosts.start.{h}"), h)?;
+            if at.0 > self.duration.0 {
+                return Err(invalid(format!("hosts.start.{h}"), "after the end of the scenario"));
+            }
+        }
+        for (i, c) in self.checks.skip.iter().enumerate() {
+            if !["safety", "converge", "ping"].contains(&c.as_str()) {
+                return Err(invalid(format!("checks.skip[{i}]"), format!("no check `{c}`: safety, converge or ping")));
             }
         }
         for (i, w) in self.checks.during.iter().enumerate() {

@@ -36,6 +36,14 @@ impl World {
                 self.unstall();
             }
             FaultAction::UdpBlock { a, b } => self.net.set_udp_blocked(self.idx(a), self.idx(b), true),
+            FaultAction::UdpBlockOneWay { from, to } => self.net.block_udp_one_way(self.idx(from), self.idx(to)),
+            FaultAction::LinkClass { a, b, class } => {
+                let c = self.net.class_index(class).expect("classes of faults are built");
+                let (a, b) = (self.idx(a), self.idx(b));
+                // A link that does not exist has no class to change (validation names hosts,
+                // not links): nothing happens, as with a cut of a missing link.
+                let _ = self.net.set_class(a, b, c);
+            }
             FaultAction::UdpUnblock { a, b } => self.net.set_udp_blocked(self.idx(a), self.idx(b), false),
             FaultAction::Mtu { a, b, mtu } => self.net.set_mtu(self.idx(a), self.idx(b), *mtu),
             FaultAction::Crash { host } => {

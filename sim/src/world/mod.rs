@@ -258,7 +258,11 @@ impl World {
         w.schedule_hostile();
         let spread = w.scenario.hosts.start_spread.0.as_micros() as u64;
         for i in 0..n {
-            let at = if spread > 0 { below(&mut start_rng, spread + 1) } else { 0 };
+            let drawn = if spread > 0 { below(&mut start_rng, spread + 1) } else { 0 };
+            let at = match w.scenario.hosts.start.get(&w.hosts[i as usize].name) {
+                Some(d) => d.0.as_micros() as u64,
+                None => drawn,
+            };
             w.push(Instant::from_micros(at), Ev::Start(i));
         }
         for i in 0..w.faults.len() {

@@ -1,0 +1,60 @@
+//! Late joiners, one-way UDP blocks, link classes that change over time, and checks turned
+//! off do what the scenario says, while it runs.
+
+use router_core::status::ConnState;
+use router_core::Instant;
+use weave_sim::world::peer_name;
+use weave_sim::{run, Scenario, Trace, World};
+
+fn late_joiner() -> Scenario {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/late-joiner.toml")).unwrap();
+    Scenario::parse(&text).unwrap()
+}
+
+fn link_up(w: &mut World, a: usize, b: u32) -> bool {
+    let now = w.now;
+    let st = w.hosts[a].router.as_mut().expect("running").status(now);
+    st.connections.iter().any(|c| c.peer == Some(peer_name(b)) && c.state == ConnState::Established)
+}
+
+#[test]
+fn the_late_joiner_waits_and_the_one_way_block_takes_the_link_down() {
+    let mut w = World::new(late_joiner(), 1, Trace::new());
+    w.run_until(Instant::from_millis(3_000));
+    assert!(link_up(&mut w, 2, 3), "h2-h3 is up before the block");
+    w.run_until(Instant::from_millis(11_000));
+    assert!(w.hosts[5].router.is_none(), "h5 has not started");
+    assert!(!link_up(&mut w, 2, 3) && !link_up(&mut w, 3, 2), "UDP lost one way takes the link down");
+    let lost = w.stats.net_drops.iter().find(|(k, _)| format!("{k:?}") == "Loss").map_or(0, |(_, v)| *v);
+    assert!(lost > 0, "the lossy class is in force on h0-h1");
+    w.run_until(Instant::from_millis(13_000));
+    assert!(w.hosts[5].router.is_some(), "h5 started at 12 s");
+    w.run_until(Instant::from_millis(25_000));
+    assert!(link_up(&mut w, 2, 3), "h2-h3 is back after the unblock");
+}
+
+#[test]
+fn a_check_turned_off_is_not_judged() {
+    let text = r#"
+name = "a line too long for its hop limit"
+duration = "10s"
+[hosts]
+count = 5
+[underlay]
+shape = "line"
+[router]
+hop_limit = 2
+[workload]
+ping_interval = "300ms"
+[checks]
+converge_within = "5s"
+ping_within = "3s"
+"#;
+    let s = Scenario::parse(text).unwrap();
+    let (o, _) = run(&s, 1, Trace::new());
+    assert_eq!(o.first_failure().map(|v| v.check), Some("ping"), "the ends cannot reach each other");
+    let s = Scenario::parse(&text.replace("[checks]", "[checks]\nskip = [\"ping\"]")).unwrap();
+    let (o, _) = run(&s, 1, Trace::new());
+    assert!(o.passed(), "{:?}", o.first_failure());
+    assert!(o.converged_after.is_some(), "the other checks still run");
+}

@@ -232,6 +232,12 @@ impl Container {
         self.send_or_resolve(dst, Pending::Udp, ids, out);
     }
 
+    /// One UDP datagram to `dst` at `dst_mac`, whatever subnet it is in (no ARP: as with a
+    /// static neighbour entry).
+    pub fn udp_to(&self, dst_mac: Mac, dst: Ipv4Addr, ids: &mut Ids) -> Vec<u8> {
+        self.udp(dst_mac, dst, ids)
+    }
+
     /// Broadcasts one UDP datagram on its subnet.
     pub fn broadcast(&self, ids: &mut Ids, out: &mut Vec<Vec<u8>>) {
         let bcast = Ipv4Addr::from(u32::from(self.subnet.addr) | (u32::MAX >> self.subnet.prefix));

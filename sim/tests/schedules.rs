@@ -58,3 +58,34 @@ ping_within = "3s"
     assert!(o.passed(), "{:?}", o.first_failure());
     assert!(o.converged_after.is_some(), "the other checks still run");
 }
+
+/// Isolation between subnets is by addressing: a container that sends straight to a MAC in
+/// another subnet (a static neighbour entry) gets through, and the subnet-isolation check
+/// says so. Without it the check would have nothing to catch.
+#[test]
+fn a_container_crossing_subnets_is_caught_by_the_isolation_check() {
+    let text = r#"
+name = "two subnets, one container crosses"
+duration = "10s"
+[hosts]
+count = 2
+[workload]
+containers_per_host = 2
+subnets = ["10.32.0.0/24", "10.40.0.0/24"]
+ping_interval = "300ms"
+cross_subnet_interval = "500ms"
+[[hostile]]
+container = "h0/c0"
+kind = "cross-subnet"
+rate = 10
+start = "3s"
+end = "6s"
+"#;
+    let s = Scenario::parse(text).unwrap();
+    let (o, _) = run(&s, 1, Trace::new());
+    let v = o.first_failure().expect("the crossing is seen");
+    assert_eq!(v.check, "subnet-isolation", "{v:?}");
+    assert!(v.at >= Instant::from_millis(3_000), "not before the container misbehaves: {v:?}");
+    let (calm, _) = run(&Scenario::parse(&text.replace("kind = \"cross-subnet\"", "kind = \"broadcast-storm\"")).unwrap(), 1, Trace::new());
+    assert!(calm.passed(), "well-behaved containers never cross (they only try, by ARP): {:?}", calm.first_failure());
+}

@@ -491,6 +491,10 @@ pub enum HostileKind {
     BroadcastStorm,
     /// Frames from the victim's MAC to random containers of its subnet.
     Spoof,
+    /// UDP to random containers of other subnets, straight to their MACs (as with a static
+    /// neighbour entry): isolation between subnets is by addressing, so these arrive, and the
+    /// subnet-isolation check reports them.
+    CrossSubnet,
 }
 
 /// A stretch of time in which most of the workload's pings must be answered.

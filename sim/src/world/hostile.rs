@@ -67,6 +67,17 @@ impl World {
                     self.containers[c as usize].broadcast(&mut self.ids, &mut one);
                     one.pop().expect("one broadcast")
                 }
+                HostileKind::CrossSubnet => {
+                    let sn = self.containers[c as usize].subnet;
+                    let others: Vec<usize> =
+                        (0..self.containers.len()).filter(|&o| self.containers[o].subnet != sn).collect();
+                    if others.is_empty() {
+                        continue;
+                    }
+                    let o = others[below(&mut self.hostile_rng, others.len() as u64) as usize];
+                    let (mac, ip) = (self.containers[o].mac, self.containers[o].ip);
+                    self.containers[c as usize].udp_to(mac, ip, &mut self.ids)
+                }
                 HostileKind::Spoof => {
                     let v = victim.expect("validated");
                     let (g, _) = self.subnet_of[c as usize];

@@ -71,6 +71,21 @@ enum Cmd {
         /// failure keeps it.
         #[arg(long)]
         encrypt: bool,
+        /// Runs only shard I of N (0-based): seed number k of the range when k mod N = I. Also
+        /// read from WEAVE_SIM_SHARD ("I/N"), or from JOB_COMPLETION_INDEX (a Kubernetes
+        /// indexed Job) with WEAVE_SIM_SHARDS=N.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Writes what this run covered and found as JSON, for `weave-sim merge`.
+        #[arg(long)]
+        summary: Option<PathBuf>,
+    },
+    /// Merges the summaries of an exploration's shards: checks that they cover its seeds
+    /// exactly once, and reports the failures of all.
+    Merge {
+        /// Summary files written by `explore --summary`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Measures events per second and simulated-to-wall time at 100, 1,000 and 10,000 peers.
     Bench {
@@ -251,6 +266,45 @@ fn cmd_determinism(file: Option<PathBuf>, seed: Option<u64>) -> Result<bool, Str
     }
 }
 
+/// Shard `I/N` from the flag, or the environment (see `explore --shard`); `(0, 1)` when none.
+fn parse_shard(flag: Option<String>) -> Result<(u64, u64), String> {
+    let text = match flag.or_else(|| std::env::var("WEAVE_SIM_SHARD").ok()) {
+        Some(t) => t,
+        None => match (std::env::var("JOB_COMPLETION_INDEX"), std::env::var("WEAVE_SIM_SHARDS")) {
+            (Ok(i), Ok(n)) => format!("{i}/{n}"),
+            _ => return Ok((0, 1)),
+        },
+    };
+    let bad = || format!("shard `{text}`: write I/N with 0 <= I < N, like 2/8");
+    let (i, n) = text.split_once('/').ok_or_else(bad)?;
+    let (i, n): (u64, u64) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+/// What one exploration (or one shard of it) covered and found.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Summary {
+    scenario: String,
+    encrypted: bool,
+    first: u64,
+    runs: u64,
+    shard: (u64, u64),
+    seeds: Vec<u64>,
+    failures: Vec<SummaryFailure>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SummaryFailure {
+    seed: u64,
+    check: String,
+    at_us: u64,
+    detail: String,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn cmd_explore(
     file: Option<PathBuf>,
     runs: u64,
@@ -258,12 +312,15 @@ fn cmd_explore(
     first: u64,
     out: PathBuf,
     encrypt: bool,
+    (shard, shards): (u64, u64),
+    summary: Option<PathBuf>,
 ) -> Result<bool, String> {
     let (mut s, label) = load(&file)?;
     if encrypt {
         s.encrypt();
     }
-    let bar = indicatif::ProgressBar::new(runs);
+    let seeds: Vec<u64> = (0..runs).filter(|k| k % shards == shard).map(|k| first + k).collect();
+    let bar = indicatif::ProgressBar::new(seeds.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}").expect("valid template"),
     );
@@ -272,11 +329,9 @@ fn cmd_explore(
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as u64;
-                if i >= runs {
-                    break;
-                }
-                let (o, _) = run(&s, first + i, Trace::new());
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&seed) = seeds.get(i) else { break };
+                let (o, _) = run(&s, seed, Trace::new());
                 if !o.passed() {
                     let mut f = failures.lock().expect("no panics while held");
                     f.push(o);
@@ -289,7 +344,27 @@ fn cmd_explore(
     bar.finish();
     let mut failures = failures.into_inner().expect("threads joined");
     failures.sort_by_key(|o| o.seed);
-    println!("{label}: {} of {runs} seeds failed", failures.len());
+    let part = if shards > 1 { format!(" (shard {shard}/{shards})") } else { String::new() };
+    println!("{label}: {} of {} seeds failed{part}", failures.len(), seeds.len());
+    if let Some(path) = summary {
+        let sum = Summary {
+            scenario: s.name.clone(),
+            encrypted: encrypt,
+            first,
+            runs,
+            shard: (shard, shards),
+            seeds: seeds.clone(),
+            failures: failures
+                .iter()
+                .map(|o| {
+                    let v = o.first_failure().expect("failed");
+                    SummaryFailure { seed: o.seed, check: v.check.into(), at_us: v.at.as_micros(), detail: v.detail.clone() }
+                })
+                .collect(),
+        };
+        let text = serde_json::to_string_pretty(&sum).map_err(|e| e.to_string())?;
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
     let Some(f) = failures.first() else { return Ok(true) };
     let v = f.first_failure().expect("failed");
     println!("first failure: seed {} [{}] at {}: {}", f.seed, v.check, v.at, v.detail);
@@ -309,6 +384,48 @@ fn cmd_explore(
         f.seed
     );
     Ok(false)
+}
+
+fn cmd_merge(files: &[PathBuf]) -> Result<bool, String> {
+    let mut all: Vec<Summary> = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        all.push(serde_json::from_str(&text).map_err(|e| format!("{}: not an explore summary: {e}", f.display()))?);
+    }
+    let head = &all[0];
+    for (f, s) in files.iter().zip(&all) {
+        if (&s.scenario, s.encrypted, s.first, s.runs, s.shard.1)
+            != (&head.scenario, head.encrypted, head.first, head.runs, head.shard.1)
+        {
+            return Err(format!("{}: from another exploration than {}", f.display(), files[0].display()));
+        }
+    }
+    let mut shards: Vec<u64> = all.iter().map(|s| s.shard.0).collect();
+    shards.sort_unstable();
+    let want: Vec<u64> = (0..head.shard.1).collect();
+    if shards != want {
+        return Err(format!("shards {shards:?} given, {want:?} needed (each once)"));
+    }
+    let mut seeds: Vec<u64> = all.iter().flat_map(|s| s.seeds.iter().copied()).collect();
+    seeds.sort_unstable();
+    let expected: Vec<u64> = (head.first..head.first + head.runs).collect();
+    if seeds != expected {
+        return Err("the shards' seeds do not cover the exploration's exactly once".into());
+    }
+    let mut failures: Vec<&SummaryFailure> = all.iter().flat_map(|s| &s.failures).collect();
+    failures.sort_by_key(|f| f.seed);
+    let enc = if head.encrypted { ", encrypted" } else { "" };
+    println!(
+        "{}{enc}: {} of {} seeds failed ({} shards)",
+        head.scenario,
+        failures.len(),
+        head.runs,
+        head.shard.1
+    );
+    for f in &failures {
+        println!("  seed {} [{}] at {}us: {}", f.seed, f.check, f.at_us, f.detail);
+    }
+    Ok(failures.is_empty())
 }
 
 /// A memory figure of this process from /proc/self/status (`VmHWM` peak, `VmRSS` now), in MiB.
@@ -554,7 +671,9 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Run { file, seed, trace, json, encrypt } => cmd_run(file, seed, trace, json, encrypt),
         Cmd::CheckDeterminism { file, seed } => cmd_determinism(file, seed),
-        Cmd::Explore { file, runs, jobs, seed, out, encrypt } => cmd_explore(file, runs, jobs, seed, out, encrypt),
+        Cmd::Explore { file, runs, jobs, seed, out, encrypt, shard, summary } => parse_shard(shard)
+            .and_then(|shard| cmd_explore(file, runs, jobs, seed, out, encrypt, shard, summary)),
+        Cmd::Merge { files } => cmd_merge(&files),
         Cmd::Bench { peers, seconds } => cmd_bench(peers, seconds),
     };
     match r {

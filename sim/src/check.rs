@@ -76,6 +76,8 @@ pub struct Checker {
     victims: Vec<bool>,
     /// The `during` windows' pings: (from, to, least fraction answered, sent, answered).
     pub windows: Vec<WindowTally>,
+    /// Per `checks.link_changes` entry: its hosts (by index), window, bound and count.
+    pub link_changes: Vec<LinkChangeTally>,
     /// Workload pings counted in a window and not yet answered: (container, seq) → (window,
     /// sent at).
     window_pings: FxHashMap<(u32, u16), (usize, Instant)>,
@@ -94,6 +96,21 @@ pub struct WindowTally {
     pub sent: u64,
     /// Of those, answered within a second.
     pub answered: u64,
+}
+
+/// Changes of one link, as `checks.link_changes` bounds them.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkChangeTally {
+    /// The ends (host indices).
+    pub hosts: (u32, u32),
+    /// The window.
+    pub from: Instant,
+    /// The window's end (none: the run's).
+    pub to: Option<Instant>,
+    /// Most changes allowed.
+    pub max: u32,
+    /// Changes seen.
+    pub changes: u32,
 }
 
 /// How long a window's ping may take to be answered.
@@ -138,6 +155,31 @@ impl Checker {
                 })
                 .collect(),
             window_pings: FxHashMap::default(),
+            link_changes: {
+                let names = s.host_names();
+                let idx = |h: &str| names.iter().position(|n| n == h).expect("validated") as u32;
+                s.checks
+                    .link_changes
+                    .iter()
+                    .map(|l| LinkChangeTally {
+                        hosts: (idx(&l.a), idx(&l.b)),
+                        from: Instant::ZERO + l.from.0,
+                        to: l.to.map(|t| Instant::ZERO + t.0),
+                        max: l.max,
+                        changes: 0,
+                    })
+                    .collect()
+            },
+        }
+    }
+
+    /// Host `h`'s router says its link with host `other` was established or lost.
+    pub(crate) fn on_link_change(&mut self, now: Instant, h: u32, other: u32) {
+        for t in &mut self.link_changes {
+            let ours = t.hosts == (h, other);
+            if ours && t.from <= now && t.to.is_none_or(|to| now < to) {
+                t.changes += 1;
+            }
         }
     }
 
@@ -165,8 +207,21 @@ impl Checker {
         }
     }
 
-    /// Judges the `during` windows: each must have seen pings, and enough answered.
+    /// Judges the `during` windows (each must have seen pings, and enough answered) and the
+    /// bounds on link changes.
     pub fn finish_windows(&mut self) {
+        for t in &self.link_changes {
+            if t.changes > t.max {
+                self.liveness_failures.push(Violation {
+                    at: t.to.unwrap_or(t.from),
+                    check: "link-changes",
+                    detail: format!(
+                        "the link between hosts {} and {} changed {} times (at most {} allowed)",
+                        t.hosts.0, t.hosts.1, t.changes, t.max
+                    ),
+                });
+            }
+        }
         for w in &self.windows {
             let ok = w.sent > 0 && w.answered as f64 >= w.min * w.sent as f64;
             if !ok {

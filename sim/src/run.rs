@@ -50,6 +50,8 @@ pub struct Outcome {
     pub spoofed_deliveries: u64,
     /// The `checks.during` windows' pings.
     pub during: Vec<crate::check::WindowTally>,
+    /// The `checks.link_changes` counts.
+    pub link_changes: Vec<crate::check::LinkChangeTally>,
 }
 
 impl Outcome {
@@ -106,6 +108,7 @@ pub fn run(s: &Scenario, seed: u64, trace: Trace) -> (Outcome, World) {
         frames_tracked: w.checker.frames_tracked,
         pings,
         during: w.checker.windows.clone(),
+        link_changes: w.checker.link_changes.clone(),
         spoofed_deliveries: w.checker.spoofed_deliveries,
     };
     (o, w)

@@ -89,3 +89,16 @@ end = "6s"
     let (calm, _) = run(&Scenario::parse(&text.replace("kind = \"cross-subnet\"", "kind = \"broadcast-storm\"")).unwrap(), 1, Trace::new());
     assert!(calm.passed(), "well-behaved containers never cross (they only try, by ARP): {:?}", calm.first_failure());
 }
+
+/// The link-change bound counts what the first host's router saw: h2's link with h3 comes up,
+/// goes down under the one-way block and comes back; a bound of 2 fails.
+#[test]
+fn a_link_that_changes_more_than_allowed_fails_the_bound() {
+    let (o, _) = run(&late_joiner(), 1, Trace::new());
+    assert!(o.passed(), "{:?}", o.first_failure());
+    assert_eq!(o.link_changes[0].changes, 3);
+    let mut s = late_joiner();
+    s.checks.link_changes[0].max = 2;
+    let (o, _) = run(&s, 1, Trace::new());
+    assert_eq!(o.first_failure().map(|v| v.check), Some("link-changes"), "{:?}", o.first_failure());
+}

@@ -150,6 +150,12 @@ fn print_outcome(o: &Outcome, label: &str, replay: &str) {
             w.min * 100.0
         );
     }
+    for t in o.link_changes.iter().filter(|t| t.changes <= t.max) {
+        println!(
+            "  PASS  link-changes: hosts {} and {}: {} changes (at most {} allowed)",
+            t.hosts.0, t.hosts.1, t.changes, t.max
+        );
+    }
     let r = &o.routers;
     println!(
         "routers   captured {} injected {} sent {} flooded {} relayed {}   datagrams {}   gossip {} B in {} updates",

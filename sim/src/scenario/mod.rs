@@ -526,6 +526,27 @@ pub struct Checks {
     pub during: Vec<Window>,
     /// Checks turned off: any of `safety`, `converge`, `ping`.
     pub skip: Vec<String>,
+    /// Bounds on how often links may change (flap).
+    pub link_changes: Vec<LinkChanges>,
+}
+
+/// At most `max` changes (established or lost, as `a`'s router sees them) of the link between
+/// `a` and `b` from `from` to `to`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LinkChanges {
+    /// One end.
+    pub a: String,
+    /// The other end.
+    pub b: String,
+    /// Most changes.
+    pub max: u32,
+    /// Start of the count (default: the start).
+    #[serde(default)]
+    pub from: Dur,
+    /// End of the count (default: the end of the run).
+    #[serde(default)]
+    pub to: Option<Dur>,
 }
 
 impl Default for Checks {
@@ -537,6 +558,7 @@ impl Default for Checks {
             ping_pairs_max: 200,
             during: Vec::new(),
             skip: Vec::new(),
+            link_changes: Vec::new(),
         }
     }
 }

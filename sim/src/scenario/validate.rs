@@ -248,6 +248,13 @@ impl Scenario {
                 return Err(invalid(format!("hosts.start.{h}"), "after the end of the scenario"));
             }
         }
+        for (i, l) in self.checks.link_changes.iter().enumerate() {
+            host(format!("checks.link_changes[{i}].a"), &l.a)?;
+            host(format!("checks.link_changes[{i}].b"), &l.b)?;
+            if l.to.is_some_and(|t| t.0 < l.from.0) {
+                return Err(invalid(format!("checks.link_changes[{i}]"), "need from <= to"));
+            }
+        }
         for (i, c) in self.checks.skip.iter().enumerate() {
             if !["safety", "converge", "ping"].contains(&c.as_str()) {
                 return Err(invalid(format!("checks.skip[{i}]"), format!("no check `{c}`: safety, converge or ping")));

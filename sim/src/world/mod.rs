@@ -63,6 +63,11 @@ fn host_of(a: SocketAddr) -> Option<u32> {
     }
 }
 
+/// The host whose peer name is `p` (see [`peer_name`]).
+fn host_of_peer(p: PeerName) -> Option<u32> {
+    u32::try_from(p.to_u64().checked_sub(0x0200_0000_0000)?.checked_sub(1)?).ok()
+}
+
 /// Host `i`'s peer name.
 pub fn peer_name(i: u32) -> PeerName {
     PeerName::from_u64(0x0200_0000_0000 | u64::from(i + 1))
@@ -436,6 +441,11 @@ impl World {
             match e {
                 Event::Dial { conn, addr } => self.dial(h, conn, addr),
                 Event::Close { conn } => self.close_stream(h, conn),
+                Event::LinkEstablished { peer } | Event::LinkLost { peer, .. } => {
+                    if let Some(other) = host_of_peer(peer) {
+                        self.checker.on_link_change(self.now, h, other);
+                    }
+                }
                 _ => {}
             }
         }

@@ -142,6 +142,9 @@ pub(crate) struct Conn {
     pub(crate) remote_addr: SocketAddr,
     /// The target this connection was dialled for.
     pub(crate) target: Option<SocketAddr>,
+    /// One side was told to make this connection (its target is given, not discovered):
+    /// a router at its limit keeps such connections before the others.
+    pub(crate) given: bool,
     pub(crate) inbuf: Vec<u8>,
     pub(crate) version: u8,
     pub(crate) opened_at: Instant,
@@ -248,6 +251,7 @@ impl Conn {
             outbound,
             remote_addr,
             target: None,
+            given: false,
             phase: if outbound { Phase::Dialing } else { Phase::Preamble },
             inbuf: Vec::new(),
             version: 0,

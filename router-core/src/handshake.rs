@@ -9,7 +9,7 @@ use crate::router::{Event, Router};
 use crate::time::Instant;
 use crate::timer::{ConnTimer, Timer};
 use crate::wire::control::{
-    split_frame, Handshake, Message, RefuseReason, BODY_MAX, CONFIRM_LEN, FRAME_HEADER_LEN, SEALED_BODY_MAX,
+    split_frame, Handshake, Message, RefuseReason, BODY_MAX, CONFIRM_LEN, FLAG_GIVEN, FRAME_HEADER_LEN, SEALED_BODY_MAX,
 };
 use crate::wire::preamble::{self, Preamble, PreambleError};
 
@@ -209,6 +209,26 @@ impl Router {
     /// and bring the connection up.
     fn complete_handshake(&mut self, now: Instant, id: ConnId, h: Handshake) {
         let c = self.conns.get_mut(&id).expect("handle_message checked the connection");
+        if !c.outbound && h.flags & FLAG_GIVEN != 0 {
+            c.given = true;
+        }
+        // At the limit, a connection one side was told to make displaces one that neither
+        // was (the newest): discovery alone must never keep a router from the peers it was
+        // given, or split the overlay.
+        if !self.by_peer.contains_key(&h.name) && self.by_peer.len() >= self.config.conn_limit {
+            let given = self.conns[&id].given;
+            let spare = given
+                .then(|| {
+                    self.by_peer.values().copied().filter(|o| !self.conns[o].given).max_by_key(|o| self.conns[o].up_at)
+                })
+                .flatten();
+            let r = RefuseReason::ConnectionLimit;
+            match spare {
+                Some(o) => self.close(now, o, ConnError::Refused(r), Some(r)),
+                None => return self.close(now, id, ConnError::Refused(r), Some(r)),
+            }
+        }
+        let c = self.conns.get_mut(&id).expect("still open");
         let ip = c.remote_addr.ip();
         c.peer = Some(Remote {
             name: h.name,

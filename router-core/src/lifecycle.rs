@@ -8,10 +8,15 @@ use crate::peer::{ConnId, PeerName};
 use crate::router::{CommandError, ConnEvent, Event, Router};
 use crate::time::Instant;
 use crate::timer::{ConnTimer, Timer};
-use crate::wire::control::{Handshake, Message, RefuseReason, FRAME_HEADER_LEN};
+use crate::wire::control::{Handshake, Message, RefuseReason, FLAG_GIVEN, FRAME_HEADER_LEN};
 use crate::wire::preamble::Preamble;
 
 const ATTEMPTS_MAX: u32 = 16;
+
+/// Connections accepted beyond the limit while their handshakes decide which stay.
+pub(crate) fn handshake_slack(limit: usize) -> usize {
+    (limit / 8).max(2)
+}
 
 /// Failed tries in a row after which a discovered target is dropped and rests.
 const DISCOVERED_TRIES: u32 = 3;
@@ -65,7 +70,10 @@ impl Router {
     pub fn accept(&mut self, now: Instant, remote: SocketAddr) -> ConnId {
         let id = self.alloc_conn_id();
         let session = rand_core::RngCore::next_u64(&mut self.rng);
-        let full = self.conns.len() >= self.config.conn_limit;
+        // Room for a few handshakes beyond the limit: the limit holds for connections that
+        // are up, and one that comes up over it must have been given (see
+        // `complete_handshake`).
+        let full = self.conns.len() >= self.config.conn_limit + handshake_slack(self.config.conn_limit);
         let blocked = self.auth_blocked.get(&remote.ip()).is_some_and(|&until| now < until);
         let mut c = Conn::new(now, false, remote, session);
         c.pmtu = self.pmtu_initial();
@@ -121,7 +129,7 @@ impl Router {
             udp_port: self.config.udp_port,
             tcp_port: self.config.tcp_port,
             session,
-            flags: 0,
+            flags: if c.outbound && c.given { FLAG_GIVEN } else { 0 },
             pake,
         });
         let n = self.out.message(id, &hs, None);
@@ -135,9 +143,11 @@ impl Router {
         // Dials to discovered peers leave a quarter of the connections to the peers we were
         // given and to those that dial us: on a sparse underlay most discovered addresses do
         // not answer, and their pending dials must not crowd out the ones that do.
+        // A given target is dialled even at the limit: once up, it displaces a connection
+        // nobody was told to make (see `complete_handshake`).
         let limit = match self.targets.get(&addr) {
             Some(t) if t.discovered => self.config.conn_limit - self.config.conn_limit / 4,
-            _ => self.config.conn_limit,
+            _ => self.config.conn_limit + handshake_slack(self.config.conn_limit),
         };
         if self.conns.len() >= limit {
             if let Some(t) = self.targets.get_mut(&addr) {
@@ -151,6 +161,7 @@ impl Router {
         let mut c = Conn::new(now, true, addr, session);
         c.pmtu = self.pmtu_initial();
         c.target = Some(addr);
+        c.given = self.targets.get(&addr).is_some_and(|t| !t.discovered);
         self.conns.insert(id, c);
         if let Some(t) = self.targets.get_mut(&addr) {
             t.conn = Some(id);

@@ -34,6 +34,10 @@ const T_PMTU_ACK: u8 = 9;
 /// Handshake flag: the sender requires a password (encrypted sessions); the handshake then
 /// ends with the sender's PAKE message.
 pub const FLAG_PASSWORD: u8 = 0x01;
+/// Handshake flag: the sender dials because it was told to (a peer given at launch or by
+/// `connect`), not because gossip named us. A router at its connection limit makes room for
+/// such a connection by closing one that neither side was told to make.
+pub const FLAG_GIVEN: u8 = 0x02;
 /// Length of the PAKE message (SPAKE2 over Ed25519: a side byte and a point).
 pub const PAKE_LEN: usize = crate::crypto::PAKE_MSG_LEN;
 /// Length of a key confirmation.

@@ -209,7 +209,11 @@ impl Router {
     /// and bring the connection up.
     fn complete_handshake(&mut self, now: Instant, id: ConnId, h: Handshake) {
         let c = self.conns.get_mut(&id).expect("handle_message checked the connection");
-        if !c.outbound && h.flags & FLAG_GIVEN != 0 {
+        // Given, when the peer was told to dial us, or we were told to dial it (whichever
+        // side's dial got there first).
+        if !c.outbound
+            && (h.flags & FLAG_GIVEN != 0 || self.targets.values().any(|t| !t.discovered && t.peer == Some(h.name)))
+        {
             c.given = true;
         }
         // At the limit, a connection one side was told to make displaces one that neither
@@ -255,7 +259,9 @@ impl Router {
         let c = self.conns.get_mut(&id).expect("still open");
         c.phase = Phase::Up;
         c.up_at = Some(now);
-        let target = c.target;
+        // A peer that dialled us may be one we dial too: its target learns whom it reaches.
+        let listen = c.peer.as_ref().map(|p| p.listen_addr);
+        let target = c.target.or(listen.filter(|a| self.targets.contains_key(a)));
         self.by_peer.insert(h.name, id);
         if let Some(t) = target.and_then(|a| self.targets.get_mut(&a)) {
             t.peer = Some(h.name);

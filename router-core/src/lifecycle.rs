@@ -24,6 +24,7 @@ const DISCOVERED_TRIES: u32 = 3;
 /// A discovered address that stopped being a target rests this many `backoff_max` before
 /// discovery may pick it again (10 minutes at the defaults).
 const DISCOVERY_REST_BACKOFFS: u32 = 10;
+
 const RECENT_FAILURES_MAX: usize = 16;
 
 impl Router {

@@ -230,7 +230,8 @@ async fn metrics(AxState(tx): AxState<App>, headers: axum::http::HeaderMap) -> R
     if open {
         ([(axum::http::header::CONTENT_TYPE, text::METRICS_CONTENT_TYPE)], body).into_response()
     } else {
-        ([(axum::http::header::CONTENT_TYPE, text::PROMETHEUS_CONTENT_TYPE)], text::prometheus_text(&body)).into_response()
+        ([(axum::http::header::CONTENT_TYPE, text::PROMETHEUS_CONTENT_TYPE)], text::prometheus_text(&body))
+            .into_response()
     }
 }
 

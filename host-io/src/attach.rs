@@ -132,7 +132,12 @@ fn save(dir: &std::path::Path, all: &[Attachment]) -> Result<(), String> {
 /// Refuses addresses another live target holds (by the attachments recorded in `dir`; one
 /// whose namespace is gone holds nothing) or that are on the bridge (exposed): a newcomer's
 /// gratuitous ARP would take the address over. `target` itself may hold them already.
-pub(crate) fn check_free(dir: &std::path::Path, bridge: &str, cidrs: &[String], target: Option<&str>) -> Result<(), String> {
+pub(crate) fn check_free(
+    dir: &std::path::Path,
+    bridge: &str,
+    cidrs: &[String],
+    target: Option<&str>,
+) -> Result<(), String> {
     let wanted = cidrs.iter().map(|c| parse_cidr(c)).collect::<Result<Vec<_>, _>>()?;
     let ns = target.and_then(|t| plumb::resolve_target(t).ok()).map(|t| t.ns);
     for a in load(dir)? {

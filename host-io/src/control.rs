@@ -117,7 +117,10 @@ mod tests {
         assert_eq!(parse_request(r#"{"cmd":"stop"}"#), Ok(ControlRequest::Stop {}));
         assert_eq!(
             parse_request(r#"{"cmd":"connect","peers":["10.0.0.1","h1:6790","[::1]:6783"]}"#),
-            Ok(ControlRequest::Connect { peers: vec!["10.0.0.1".into(), "h1:6790".into(), "[::1]:6783".into()], replace: false })
+            Ok(ControlRequest::Connect {
+                peers: vec!["10.0.0.1".into(), "h1:6790".into(), "[::1]:6783".into()],
+                replace: false
+            })
         );
         for (line, want) in [
             (r#"{"cmd":"connect","peers":["h1:99999"]}"#, "`99999` is not a port"),

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
-use router_core::{ConnEvent, ConnId, DialFailure, Destination, Event, Instant, Router, TRANSMIT_BUF_MIN};
+use router_core::{ConnEvent, ConnId, Destination, DialFailure, Event, Instant, Router, TRANSMIT_BUF_MIN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -462,12 +462,10 @@ pub async fn run<S: Stack>(
                         c.reader.abort();
                     }
                 }
-                Event::ConnectionDown { remote, peer, reason, .. } if quiet.should_log(remote, &reason) => {
-                    match peer {
-                        Some(p) => tracing::info!(%remote, peer = %p, %reason, "connection down"),
-                        None => tracing::info!(%remote, %reason, "connection down"),
-                    }
-                }
+                Event::ConnectionDown { remote, peer, reason, .. } if quiet.should_log(remote, &reason) => match peer {
+                    Some(p) => tracing::info!(%remote, peer = %p, %reason, "connection down"),
+                    None => tracing::info!(%remote, %reason, "connection down"),
+                },
                 Event::LinkEstablished { peer } => tracing::info!(%peer, "link established"),
                 Event::LinkLost { peer, reason } => tracing::info!(%peer, %reason, "link lost"),
                 _ => {}

@@ -347,7 +347,10 @@ fn launch(args: RouterArgs) -> Result<(), String> {
     }
     let st = state::State::open(&args.state_dir)?;
     let log = open_log(&st.log_file()).map_err(|e| {
-        format!("cannot create {}: {e} (the state directory must be writable: see --state-dir)", st.log_file().display())
+        format!(
+            "cannot create {}: {e} (the state directory must be writable: see --state-dir)",
+            st.log_file().display()
+        )
     })?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;

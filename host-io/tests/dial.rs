@@ -38,11 +38,23 @@ fn each_dial_failure_says_why_and_a_name_that_resolves_later_connects() {
     std::fs::write(etc.0.join("resolv.conf"), "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
     std::fs::write(etc.0.join("hosts"), "127.0.0.1 localhost\n").unwrap();
     // h1 answers port 6783 with a reset (no router yet) and drops what comes to 6790.
-    ok(&["ip", "netns", "exec", &lab.hosts[1], "iptables", "-w", "-A", "INPUT", "-p", "tcp", "--dport", "6790", "-j", "DROP"]);
-    lab.launch(
-        0,
-        &["10.201.0.2", "10.201.0.2:6790", "10.201.0.77", "192.0.2.1", "later.weave-test"],
-    );
+    ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.hosts[1],
+        "iptables",
+        "-w",
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "6790",
+        "-j",
+        "DROP",
+    ]);
+    lab.launch(0, &["10.201.0.2", "10.201.0.2:6790", "10.201.0.77", "192.0.2.1", "later.weave-test"]);
     let want = [
         ("10.201.0.2:6783", "connection refused"),
         ("10.201.0.2:6790", "timed out"),
@@ -69,7 +81,8 @@ fn each_dial_failure_says_why_and_a_name_that_resolves_later_connects() {
     // The name is tried again on the redial backoff (1, 2, 4, 8… s): well within 40 s.
     let end = Instant::now() + Duration::from_secs(40);
     let mut t = targets(&lab);
-    while Instant::now() < end && (t.contains("later.weave-test") || !line(&t, "10.201.0.2:6783").contains("connected")) {
+    while Instant::now() < end && (t.contains("later.weave-test") || !line(&t, "10.201.0.2:6783").contains("connected"))
+    {
         std::thread::sleep(Duration::from_millis(500));
         t = targets(&lab);
     }

@@ -20,7 +20,22 @@ struct Pings {
 }
 
 fn ping(container: &str, ip: &str, count: u32) -> Pings {
-    let o = sh(&["ip", "netns", "exec", container, "ping", "-q", "-n", "-i", "0.01", "-W", "1", "-c", &count.to_string(), ip]);
+    let o = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        container,
+        "ping",
+        "-q",
+        "-n",
+        "-i",
+        "0.01",
+        "-W",
+        "1",
+        "-c",
+        &count.to_string(),
+        ip,
+    ]);
     let out = String::from_utf8_lossy(&o.stdout);
     let field = |line: &str, word: &str| -> u32 {
         let words: Vec<&str> = line.split_whitespace().collect();

@@ -55,12 +55,7 @@ fn routers_on_two_bridges_keep_to_their_own_and_a_second_on_one_is_refused() {
     assert!(lab.pings(&c0, "10.32.0.2", Duration::from_secs(5)), "the first router's containers still reach h1");
     // A third router on the first bridge would take its frames: refused, changing nothing.
     let dir = lab.dir.join("h0-third");
-    let o = weave_at(
-        &lab,
-        0,
-        "127.0.0.1:6795",
-        &["launch", "--port", "6791", "--state-dir", dir.to_str().unwrap()],
-    );
+    let o = weave_at(&lab, 0, "127.0.0.1:6795", &["launch", "--port", "6791", "--state-dir", dir.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("served by another weave router"), "{err}");
     assert!(!dir.join("router.pid").exists(), "no stale pid file");
@@ -117,7 +112,22 @@ fn reset_removes_everything_weave_made_and_nothing_else() {
     let o = lab.weave(0, &["expose", "10.32.0.254/24"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Something of the user's: a rule and a link weave must leave alone.
-    ok(&["ip", "netns", "exec", &h, "iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", "192.0.2.0/24", "-j", "MASQUERADE"]);
+    ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &h,
+        "iptables",
+        "-w",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-s",
+        "192.0.2.0/24",
+        "-j",
+        "MASQUERADE",
+    ]);
     ok(&["ip", "-n", &h, "link", "add", "mine0", "type", "veth", "peer", "name", "mine1"]);
     let dir = lab.dir.join("h0");
     let o = lab.weave(0, &["reset", "--state-dir", dir.to_str().unwrap()]);
@@ -178,7 +188,10 @@ fn small_things_a_user_notices() {
     let status = String::from_utf8_lossy(&lab.weave(0, &["status"]).stdout).into_owned();
     assert!(status.contains("Data path: pcap on vethwe-pcap") && status.contains("MTU: "), "{status}");
     let report: serde_json::Value = serde_json::from_slice(&lab.weave(0, &["report"]).stdout).unwrap();
-    let year = format!("{}-", 1970 + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 31_556_952);
+    let year = format!(
+        "{}-",
+        1970 + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 31_556_952
+    );
     for k in ["now", "started"] {
         let t = report[k].as_str().unwrap_or_default();
         assert!(t.starts_with(&year) && t.ends_with('Z'), "{k}: {t}");

@@ -77,7 +77,14 @@ pub(crate) struct MacCache {
 impl MacCache {
     pub(crate) fn new(expiry: Duration, max: usize, per_owner_max: usize, key: [u64; 4]) -> Self {
         let recent_key = key.map(|k| k.rotate_left(7) ^ 0x9e37_79b9);
-        MacCache { map: Table::with_key(key), expiry, max, per_owner_max, owners: None, recent: Table::with_key(recent_key) }
+        MacCache {
+            map: Table::with_key(key),
+            expiry,
+            max,
+            per_owner_max,
+            owners: None,
+            recent: Table::with_key(recent_key),
+        }
     }
 
     #[cfg(test)]

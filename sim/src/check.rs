@@ -484,7 +484,11 @@ fn established_graph(w: &World, cand: &[Vec<u32>]) -> Vec<Vec<u32>> {
     let all: Vec<Vec<u32>> = (0..n).map(links_of).collect();
     (0..n)
         .map(|a| {
-            cand[a].iter().copied().filter(|&b| all[a].binary_search(&b).is_ok() && all[b as usize].binary_search(&(a as u32)).is_ok()).collect()
+            cand[a]
+                .iter()
+                .copied()
+                .filter(|&b| all[a].binary_search(&b).is_ok() && all[b as usize].binary_search(&(a as u32)).is_ok())
+                .collect()
         })
         .collect()
 }

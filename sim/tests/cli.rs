@@ -56,7 +56,11 @@ fn shards_cover_the_seeds_of_one_exploration_exactly_once() {
     assert_eq!(union, whole, "the union is the whole run");
     assert!(a.iter().all(|s| !b.contains(s) && !c.contains(s)) && b.iter().all(|s| !c.contains(s)), "no overlap");
     let merge = |names: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_weave-sim")).arg("merge").args(names.iter().map(|n| dir.join(n))).output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_weave-sim"))
+            .arg("merge")
+            .args(names.iter().map(|n| dir.join(n)))
+            .output()
+            .unwrap()
     };
     let o = merge(&["a.json", "b.json", "c.json"]);
     assert!(o.status.success(), "{o:?}");

@@ -86,7 +86,11 @@ end = "6s"
     let v = o.first_failure().expect("the crossing is seen");
     assert_eq!(v.check, "subnet-isolation", "{v:?}");
     assert!(v.at >= Instant::from_millis(3_000), "not before the container misbehaves: {v:?}");
-    let (calm, _) = run(&Scenario::parse(&text.replace("kind = \"cross-subnet\"", "kind = \"broadcast-storm\"")).unwrap(), 1, Trace::new());
+    let (calm, _) = run(
+        &Scenario::parse(&text.replace("kind = \"cross-subnet\"", "kind = \"broadcast-storm\"")).unwrap(),
+        1,
+        Trace::new(),
+    );
     assert!(calm.passed(), "well-behaved containers never cross (they only try, by ARP): {:?}", calm.first_failure());
 }
 

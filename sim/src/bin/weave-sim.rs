@@ -364,7 +364,12 @@ fn cmd_explore(
                 .iter()
                 .map(|o| {
                     let v = o.first_failure().expect("failed");
-                    SummaryFailure { seed: o.seed, check: v.check.into(), at_us: v.at.as_micros(), detail: v.detail.clone() }
+                    SummaryFailure {
+                        seed: o.seed,
+                        check: v.check.into(),
+                        at_us: v.at.as_micros(),
+                        detail: v.detail.clone(),
+                    }
                 })
                 .collect(),
         };
@@ -421,13 +426,7 @@ fn cmd_merge(files: &[PathBuf]) -> Result<bool, String> {
     let mut failures: Vec<&SummaryFailure> = all.iter().flat_map(|s| &s.failures).collect();
     failures.sort_by_key(|f| f.seed);
     let enc = if head.encrypted { ", encrypted" } else { "" };
-    println!(
-        "{}{enc}: {} of {} seeds failed ({} shards)",
-        head.scenario,
-        failures.len(),
-        head.runs,
-        head.shard.1
-    );
+    println!("{}{enc}: {} of {} seeds failed ({} shards)", head.scenario, failures.len(), head.runs, head.shard.1);
     for f in &failures {
         println!("  seed {} [{}] at {}us: {}", f.seed, f.check, f.at_us, f.detail);
     }
@@ -677,8 +676,9 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Run { file, seed, trace, json, encrypt } => cmd_run(file, seed, trace, json, encrypt),
         Cmd::CheckDeterminism { file, seed } => cmd_determinism(file, seed),
-        Cmd::Explore { file, runs, jobs, seed, out, encrypt, shard, summary } => parse_shard(shard)
-            .and_then(|shard| cmd_explore(file, runs, jobs, seed, out, encrypt, shard, summary)),
+        Cmd::Explore { file, runs, jobs, seed, out, encrypt, shard, summary } => {
+            parse_shard(shard).and_then(|shard| cmd_explore(file, runs, jobs, seed, out, encrypt, shard, summary))
+        }
         Cmd::Merge { files } => cmd_merge(&files),
         Cmd::Bench { peers, seconds } => cmd_bench(peers, seconds),
     };

@@ -7,9 +7,13 @@ use std::collections::BTreeMap;
 use router_core::Duration;
 use serde::{Deserialize, Serialize};
 
+mod checks;
+mod hostile;
 mod validate;
 mod values;
 
+pub use checks::{Checks, LinkChanges, Window};
+pub use hostile::{Hostile, HostileKind};
 pub use values::{Dur, Subnet};
 
 fn default_seed() -> u64 {
@@ -457,108 +461,6 @@ impl Default for Workload {
             ping_size: 0,
             active: 1.0,
             start: Dur(Duration::ZERO),
-        }
-    }
-}
-
-/// A container that misbehaves from `start` to `end`, on top of its workload.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Hostile {
-    /// The container, as `host/cN`.
-    pub container: String,
-    /// What it does.
-    pub kind: HostileKind,
-    /// For `spoof`: the container whose MAC it sends from.
-    #[serde(default)]
-    pub victim: Option<String>,
-    /// Frames per second (above 1,000, sent in a burst each millisecond).
-    pub rate: u32,
-    /// When it starts.
-    pub start: Dur,
-    /// When it stops.
-    pub end: Dur,
-}
-
-/// Kinds of misbehaviour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HostileKind {
-    /// Frames from random source MACs, alternately broadcast and to random (unknown) unicast
-    /// MACs.
-    MacFlood,
-    /// UDP broadcasts on its subnet from its own MAC.
-    BroadcastStorm,
-    /// Frames from the victim's MAC to random containers of its subnet.
-    Spoof,
-    /// UDP to random containers of other subnets, straight to their MACs (as with a static
-    /// neighbour entry): isolation between subnets is by addressing, so these arrive, and the
-    /// subnet-isolation check reports them.
-    CrossSubnet,
-}
-
-/// A stretch of time in which most of the workload's pings must be answered.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Window {
-    /// Start.
-    pub from: Dur,
-    /// End.
-    pub to: Dur,
-    /// The least fraction of the workload's pings sent within the window (by and to
-    /// containers that are neither hostile nor a spoofing victim) answered within a second.
-    pub pings_answered_min: f64,
-}
-
-/// Checks and their time budgets.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Checks {
-    /// Safety checks after every event.
-    pub safety: bool,
-    /// After the last fault, topology views agree and routes are shortest within this.
-    pub converge_within: Option<Dur>,
-    /// After the last fault, every connected same-subnet pair pings within this.
-    pub ping_within: Option<Dur>,
-    /// Most container pairs the ping check tries (chosen by the seed when there are more).
-    pub ping_pairs_max: usize,
-    /// Liveness while things happen: windows in which the workload's pings must get through.
-    pub during: Vec<Window>,
-    /// Checks turned off: any of `safety`, `converge`, `ping`.
-    pub skip: Vec<String>,
-    /// Bounds on how often links may change (flap).
-    pub link_changes: Vec<LinkChanges>,
-}
-
-/// At most `max` changes (established or lost, as `a`'s router sees them) of the link between
-/// `a` and `b` from `from` to `to`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct LinkChanges {
-    /// One end.
-    pub a: String,
-    /// The other end.
-    pub b: String,
-    /// Most changes.
-    pub max: u32,
-    /// Start of the count (default: the start).
-    #[serde(default)]
-    pub from: Dur,
-    /// End of the count (default: the end of the run).
-    #[serde(default)]
-    pub to: Option<Dur>,
-}
-
-impl Default for Checks {
-    fn default() -> Self {
-        Checks {
-            safety: yes(),
-            converge_within: Some(Dur(Duration::from_secs(10))),
-            ping_within: Some(Dur(Duration::from_secs(10))),
-            ping_pairs_max: 200,
-            during: Vec::new(),
-            skip: Vec::new(),
-            link_changes: Vec::new(),
         }
     }
 }

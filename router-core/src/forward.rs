@@ -77,18 +77,17 @@ impl Router {
             },
             None => Decision::Flood,
         };
-        if decision == Decision::Flood {
+        // Floods are charged to their source's budget, judged before this frame teaches it.
+        // A refused frame still teaches: a container that has just started is a learned
+        // source by its next try, with a budget of its own.
+        let admitted = decision != Decision::Flood || {
             let learned = self.macs.lookup(src) == Some(MacOwner::Local);
-            // A refused frame still teaches its source: a container that has just started
-            // is a learned source by its next try, with a budget of its own.
-            let admitted = self.flood.admit(now, src, learned);
-            self.learn(now, src, MacOwner::Local, announces(frame));
-            if !admitted {
-                return Decision::Drop(DropReason::FloodLimited);
-            }
-            return decision;
-        }
+            self.flood.admit(now, src, learned)
+        };
         self.learn(now, src, MacOwner::Local, announces(frame));
+        if !admitted {
+            return Decision::Drop(DropReason::FloodLimited);
+        }
         decision
     }
 

@@ -17,42 +17,43 @@ impl World {
         let mut hostile = vec![false; n];
         let mut spoofs = vec![None; n];
         let mut victims = vec![false; n];
-        for (i, h) in self.scenario.hostile.clone().iter().enumerate() {
+        let mut who = Vec::with_capacity(self.scenario.hostile.len());
+        for h in &self.scenario.hostile {
             let c = self.scenario.container_index(&h.container).expect("validated");
             hostile[c] = true;
-            if let Some(v) = &h.victim {
-                let v = self.scenario.container_index(v).expect("validated");
+            let v = h.victim.as_deref().map(|v| self.scenario.container_index(v).expect("validated"));
+            if let Some(v) = v {
                 spoofs[c] = Some(self.containers[v].mac);
                 victims[v] = true;
             }
-            let at = Instant::ZERO + h.start.0;
-            self.push(at, Ev::Hostile(i as u32));
+            who.push((c as u32, v));
         }
+        for (i, h) in self.scenario.hostile.iter().enumerate() {
+            self.queue.push(Instant::ZERO + h.start.0, Ev::Hostile(i as u32));
+        }
+        self.hostile_who = who;
         self.checker.set_roles(hostile, spoofs, victims);
     }
 
     /// One burst of hostile entry `i`, and the next one scheduled.
     pub(super) fn on_hostile(&mut self, i: u32) {
-        let h = self.scenario.hostile[i as usize].clone();
-        if self.now >= Instant::ZERO + h.end.0 {
+        let h = &self.scenario.hostile[i as usize];
+        let (kind, rate, end) = (h.kind, h.rate, h.end.0);
+        if self.now >= Instant::ZERO + end {
             return;
         }
         // Up to 1,000 frames a second one at a time; above, a burst every millisecond.
-        let (tick, burst) = if h.rate <= 1000 {
-            (Duration::from_secs(1) / h.rate, 1)
-        } else {
-            (Duration::from_millis(1), h.rate / 1000)
-        };
+        let (tick, burst) =
+            if rate <= 1000 { (Duration::from_secs(1) / rate, 1) } else { (Duration::from_millis(1), rate / 1000) };
         let next = self.now + tick;
         self.push(next, Ev::Hostile(i));
-        let c = self.scenario.container_index(&h.container).expect("validated") as u32;
+        let (c, victim) = self.hostile_who[i as usize];
         if !self.hosts[self.containers[c as usize].host].running() {
             return;
         }
-        let victim = h.victim.as_deref().map(|v| self.scenario.container_index(v).expect("validated"));
         let mut out = Vec::with_capacity(burst as usize);
         for _ in 0..burst {
-            let f = match h.kind {
+            let f = match kind {
                 HostileKind::MacFlood => {
                     let mut r = [0u8; 12];
                     self.hostile_rng.fill_bytes(&mut r);

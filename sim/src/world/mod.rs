@@ -185,6 +185,8 @@ pub struct World {
     /// Hostile containers' random choices: a stream of their own, so that adding one changes
     /// nothing else.
     hostile_rng: ChaCha8Rng,
+    /// Each hostile entry's container and, for a spoofer, its victim (indices).
+    hostile_who: Vec<(u32, Option<usize>)>,
     faults: Vec<Fault>,
     /// Counters of the simulation itself.
     pub stats: SimStats,
@@ -233,6 +235,7 @@ impl World {
             ids: Ids::default(),
             work_rng: stream(seed, "workload", 0),
             hostile_rng: stream(seed, "hostile", 0),
+            hostile_who: Vec::new(),
             faults,
             stats: SimStats::default(),
             trace,

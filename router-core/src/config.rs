@@ -89,6 +89,9 @@ pub struct Config {
     pub flap_window: Duration,
     /// Triggered gossip waits this long to coalesce changes.
     pub gossip_coalesce: Duration,
+    /// While changes keep coming, triggered gossip waits longer: the wait doubles from
+    /// `gossip_coalesce` up to this, so versions that supersede each other are sent once.
+    pub gossip_delay_max: Duration,
     /// Route recomputation waits this long after a topology change (coalescing changes)...
     pub route_delay_min: Duration,
     /// ...and, while changes keep coming, up to this long (the wait doubles each time).
@@ -153,6 +156,7 @@ impl Config {
             recover_rounds: 3,
             flap_window: Duration::from_secs(30),
             gossip_coalesce: Duration::from_millis(10),
+            gossip_delay_max: Duration::from_millis(200),
             route_delay_min: Duration::from_millis(2),
             route_delay_max: Duration::from_millis(200),
             anti_entropy: Duration::from_secs(30),
@@ -236,6 +240,7 @@ impl Config {
         }
         for (field, value) in [
             ("gossip_coalesce", self.gossip_coalesce),
+            ("gossip_delay_max", self.gossip_delay_max),
             ("route_delay_min", self.route_delay_min),
             ("flap_window", self.flap_window),
             ("stable_after", self.stable_after),

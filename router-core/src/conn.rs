@@ -344,5 +344,7 @@ pub(crate) struct Target {
     pub(crate) peer: Option<PeerName>,
     /// The address leads to ourselves; never dialled again.
     pub(crate) is_self: bool,
+    /// A connection to this address completed its handshake at least once.
+    pub(crate) answered: bool,
     pub(crate) last_error: Option<String>,
 }

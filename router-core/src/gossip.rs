@@ -10,8 +10,10 @@ use core::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use core::time::Duration;
+
 use crate::peer::{ConnId, PeerName};
-use crate::router::Router;
+use crate::router::{Holders, Router};
 use crate::time::Instant;
 use crate::timer::Timer;
 use crate::topology::{entry_order, merge_pooled};
@@ -76,11 +78,22 @@ impl Router {
                 self.stats.gossip_entries_refused += 1;
                 continue;
             }
+            let (uid, version) = (e.uid, e.version);
             if merge_pooled(&mut self.topology.peers, e, &self.pool) {
                 self.topology.changed();
                 self.stats.gossip_entries_merged += 1;
-                self.dirty.insert(name, Some(from));
+                self.dirty.insert(name, Holders::from_elem(from, 1));
+                if self.config.discovery {
+                    self.discovery.entry_changed(name);
+                }
                 self.routes_dirty = true;
+            } else if let Some(holders) = self.dirty.get_mut(&name) {
+                // A neighbour that sends us the version we are about to pass on has it: it
+                // is left out of the flush, so crossing copies do not travel every link twice.
+                let held = self.topology.peers.get(&name);
+                if held.is_some_and(|h| h.uid == uid && h.version == version) && !holders.contains(&from) {
+                    holders.push(from);
+                }
             }
         }
     }
@@ -97,18 +110,31 @@ impl Router {
         entry.version = self.version;
         self.topology.peers.insert(self.pool.entry(Arc::new(entry)));
         self.topology.changed();
-        self.dirty.insert(self.config.name, None);
+        self.dirty.insert(self.config.name, Holders::new());
         self.routes_dirty = true;
     }
 
-    /// Sends coalesced changes to every connection that is up, except where each came from.
+    /// Sends the coalesced changes, and sets how long the next ones wait: while changes keep
+    /// coming the wait doubles up to `gossip_delay_max`; after a quiet spell it is
+    /// `gossip_coalesce` again.
+    pub(crate) fn flush_gossip_throttled(&mut self, now: Instant) {
+        let max = self.config.gossip_delay_max.max(self.config.gossip_coalesce);
+        let busy = self.last_flush.is_some_and(|t| now - t < max * 2);
+        self.flush_hold =
+            if busy { (self.flush_hold * 2).max(self.config.gossip_coalesce).min(max) } else { Duration::ZERO };
+        self.last_flush = Some(now);
+        self.flush_gossip();
+    }
+
+    /// Sends coalesced changes to every connection that is up, except those that sent us the
+    /// same version (they have it).
     pub(crate) fn flush_gossip(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         let conns: Vec<ConnId> = self.by_peer.values().copied().collect();
         for id in conns {
             let entries: Vec<Arc<PeerEntry>> = dirty
                 .iter()
-                .filter(|(_, origin)| **origin != Some(id))
+                .filter(|(_, holders)| !holders.contains(&id))
                 .filter_map(|(n, _)| self.topology.peers.get(n).cloned())
                 .collect();
             if !entries.is_empty() {
@@ -134,11 +160,16 @@ impl Router {
         self.topology.remove(&gone);
         if !gone.is_empty() {
             tracing::debug!(count = gone.len(), "collected unreachable peers");
+            self.discovery.forget(&gone);
             for n in &gone {
                 self.dirty.remove(n);
                 self.dedup.forget(*n);
             }
             self.routes_dirty = true;
+        }
+        // A rested address whose rest has ended is tried again even when nothing else changes.
+        if self.config.discovery && self.discovery.rest_ended(now) {
+            self.discovery.pending = true;
         }
         let summary = self.topology.summary();
         let conns: Vec<ConnId> = self.by_peer.values().copied().collect();

@@ -265,6 +265,7 @@ impl Router {
         self.by_peer.insert(h.name, id);
         if let Some(t) = target.and_then(|a| self.targets.get_mut(&a)) {
             t.peer = Some(h.name);
+            t.answered = true;
             t.last_error = None;
         }
         self.own_dirty = true;

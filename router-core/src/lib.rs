@@ -34,6 +34,7 @@ mod config;
 mod conn;
 pub mod crypto;
 mod dedup;
+mod discovery;
 mod flood;
 pub mod forward;
 mod gossip;

@@ -2,9 +2,10 @@
 
 use std::net::SocketAddr;
 
-use crate::conn::{Conn, ConnError, Phase, Target};
+use crate::conn::{Conn, ConnError, Phase};
 use crate::crypto::Pake;
-use crate::peer::{ConnId, PeerName};
+use crate::discovery::{DISCOVERED_TRIES, DISCOVERY_REST_BACKOFFS};
+use crate::peer::ConnId;
 use crate::router::{CommandError, ConnEvent, Event, Router};
 use crate::time::Instant;
 use crate::timer::{ConnTimer, Timer};
@@ -17,13 +18,6 @@ const ATTEMPTS_MAX: u32 = 16;
 pub(crate) fn handshake_slack(limit: usize) -> usize {
     (limit / 8).max(2)
 }
-
-/// Failed tries in a row after which a discovered target is dropped and rests.
-const DISCOVERED_TRIES: u32 = 3;
-
-/// A discovered address that stopped being a target rests this many `backoff_max` before
-/// discovery may pick it again (10 minutes at the defaults).
-const DISCOVERY_REST_BACKOFFS: u32 = 10;
 
 const RECENT_FAILURES_MAX: usize = 16;
 
@@ -49,6 +43,9 @@ impl Router {
     pub fn forget(&mut self, now: Instant, addr: SocketAddr) -> Result<(), CommandError> {
         let t = self.targets.remove(&addr).ok_or(CommandError::UnknownTarget(addr))?;
         self.timers.cancel(Timer::Redial(addr));
+        if let Some(p) = t.peer {
+            self.discovery.peer_free(p);
+        }
         if let Some(id) = t.conn {
             if let Some(c) = self.conns.get_mut(&id) {
                 c.target = None;
@@ -168,6 +165,7 @@ impl Router {
             t.conn = Some(id);
         }
         self.timers.set(Timer::Conn(id, ConnTimer::Handshake), now + self.config.handshake_timeout);
+        self.stats.dials += 1;
         self.push_event(Event::Dial { conn: id, addr });
     }
 
@@ -216,6 +214,7 @@ impl Router {
             if self.by_peer.get(&p) == Some(&id) {
                 self.by_peer.remove(&p);
                 self.own_dirty = true;
+                self.discovery.peer_free(p);
                 if c.established() {
                     self.push_event(Event::LinkLost { peer: p, reason: crate::conn::LinkReason::HeartbeatTimeout });
                 }
@@ -254,13 +253,18 @@ impl Router {
                 // Silence, not a refusal: a peer that refuses (a duplicate, its connection
                 // limit) is there, and is tried again as any target is.
                 let silent = matches!(why, ConnError::DialFailed(_) | ConnError::Closed | ConnError::HandshakeTimeout);
-                if t.discovered && silent && t.attempts >= DISCOVERED_TRIES {
+                // A discovered address that never answered rests after its first silent dial
+                // (a dial already retries inside its connect timeout); one that answered
+                // before gets DISCOVERED_TRIES.
+                let tries = if t.answered { DISCOVERED_TRIES } else { 1 };
+                if t.discovered && silent && t.attempts >= tries {
                     // It does not answer us: its place goes to another discovered peer, and
-                    // it is tried again after a long rest.
-                    self.targets.remove(&addr);
+                    // it is tried again after a long rest, or as soon as it becomes reachable
+                    // after having been unreachable (a partition healed).
                     self.timers.cancel(Timer::Redial(addr));
-                    self.discovery_rest.insert(addr, now + self.config.backoff_max * DISCOVERY_REST_BACKOFFS);
-                    self.discovery_pending = true;
+                    let (until, peer) = (now + self.config.backoff_max * DISCOVERY_REST_BACKOFFS, t.peer);
+                    self.targets.remove(&addr);
+                    self.discovery.rest(addr, until, peer);
                     self.stats.discovered_rested += 1;
                 } else {
                     self.schedule_redial(now, addr);
@@ -281,53 +285,5 @@ impl Router {
             self.push_event(Event::Close { conn: id });
         }
         self.push_event(Event::ConnectionDown { conn: id, remote: c.remote_addr, peer, reason: why });
-    }
-
-    /// Dials peers that gossip tells us about and we are not connected to.
-    /// Discovered targets are bounded (twice `conn_limit`, with the given ones) and rotate: one
-    /// that fails [`DISCOVERED_TRIES`] times in a row rests, and the next peer gossip names
-    /// gets its place, so that on a sparse underlay the peers a router can reach are all tried
-    /// however many it cannot.
-    pub(crate) fn discover(&mut self, now: Instant) {
-        self.discovery_pending = false;
-        self.discovery_rest.retain(|_, until| now < *until);
-        let me = self.config.name;
-        let targeted: std::collections::BTreeSet<PeerName> = self.targets.values().filter_map(|t| t.peer).collect();
-        let mut found: Vec<(PeerName, SocketAddr)> = Vec::new();
-        for e in self.topology.peers.values() {
-            for c in &e.conns {
-                let Some(addr) = c.addr else { continue };
-                if c.peer == me
-                    || self.by_peer.contains_key(&c.peer)
-                    || targeted.contains(&c.peer)
-                    || self.targets.contains_key(&addr)
-                    || self.discovery_rest.contains_key(&addr)
-                {
-                    continue;
-                }
-                found.push((c.peer, addr));
-            }
-        }
-        found.sort();
-        found.dedup_by_key(|f| f.0);
-        for (peer, addr) in found {
-            if self.targets.len() >= self.config.conn_limit.saturating_mul(2) {
-                break;
-            }
-            self.targets.insert(addr, Target { discovered: true, peer: Some(peer), ..Target::default() });
-            self.dial(now, addr);
-        }
-        // Discovered targets whose peer left the topology are dropped.
-        let stale: Vec<SocketAddr> = self
-            .targets
-            .iter()
-            .filter(|(_, t)| t.discovered && t.conn.is_none())
-            .filter(|(_, t)| t.peer.is_some_and(|p| !self.topology.peers.contains_key(&p)))
-            .map(|(a, _)| *a)
-            .collect();
-        for a in stale {
-            self.targets.remove(&a);
-            self.timers.cancel(Timer::Redial(a));
-        }
     }
 }

@@ -23,10 +23,11 @@ impl Router {
         let me = self.config.name;
         // Echoes prove our direction about once a period, but one may come up to two periods
         // after the last (our beat skipped after an answer, or crossing the peer's in flight):
-        // a proof older than two and a half periods means an echo went missing. And while the
-        // next echo could come too late for the timeout, every heartbeat asks.
+        // a proof older than two and a half periods means an echo went missing. And while an
+        // echo that late could miss the timeout, every heartbeat asks: the next heartbeat may
+        // itself come a period from now, too late to ask then.
         let (period, timeout) = (self.config.udp_heartbeat, self.config.udp_timeout);
-        let stale = (period * 2 + period / 2).min(timeout.saturating_sub(period));
+        let stale = (period * 2 + period / 2).min(timeout.saturating_sub(period * 2));
         let Some(c) = self.conns.get_mut(&id) else { return };
         let Some(p) = c.peer.as_ref() else { return };
         c.udp_seq = c.udp_seq.wrapping_add(1).max(1);

@@ -10,6 +10,7 @@ use crate::config::{Config, ConfigError};
 use crate::conn::{Conn, ConnError, Target};
 use crate::crypto::{Random, SeededRandom};
 use crate::dedup::Dedup;
+use crate::discovery::Discovery;
 use crate::flood::FloodBudget;
 use crate::mac_cache::MacCache;
 use crate::outbox::{Destination, Outbox, Transmit};
@@ -143,6 +144,9 @@ pub enum CommandError {
 const EVENTS_MAX: usize = 4096;
 const DEDUP_SOURCES_MAX: usize = 65_536;
 
+/// Connections that hold the version of an entry waiting in a triggered gossip.
+pub(crate) type Holders = smallvec::SmallVec<[ConnId; 2]>;
+
 /// The sans-IO Weave router.
 ///
 /// # Contract
@@ -178,10 +182,7 @@ pub struct Router {
     pub(crate) routes_due: bool,
     pub(crate) routes_dirty: bool,
     pub(crate) own_dirty: bool,
-    /// The topology changed since discovery last looked for peers to dial.
-    pub(crate) discovery_pending: bool,
-    /// Discovered addresses that did not answer, and until when discovery leaves them alone.
-    pub(crate) discovery_rest: BTreeMap<SocketAddr, Instant>,
+    pub(crate) discovery: Discovery,
     pub(crate) scratch_peers: Vec<PeerName>,
     pub(crate) config: Config,
     pub(crate) stats: Stats,
@@ -191,9 +192,13 @@ pub struct Router {
     pub(crate) topology: Topology,
     pub(crate) next_conn: u32,
     pub(crate) targets: BTreeMap<SocketAddr, Target>,
-    /// Entries to send in the next triggered gossip, with the connection each came from.
-    pub(crate) dirty: BTreeMap<PeerName, Option<ConnId>>,
+    /// Entries to send in the next triggered gossip, with the connections known to hold the
+    /// version we hold (they sent it to us).
+    pub(crate) dirty: BTreeMap<PeerName, Holders>,
     pub(crate) recent_failures: VecDeque<(Instant, SocketAddr, Option<PeerName>, ConnError)>,
+    /// When triggered gossip was last sent, and how long the next waits.
+    pub(crate) last_flush: Option<Instant>,
+    pub(crate) flush_hold: core::time::Duration,
     /// The current wait before recomputing routes after a change.
     pub(crate) route_hold: core::time::Duration,
     pub(crate) last_recompute: Option<Instant>,
@@ -285,11 +290,12 @@ impl Router {
             dirty: BTreeMap::new(),
             recent_failures: VecDeque::new(),
             scratch_peers: Vec::new(),
-            discovery_pending: false,
-            discovery_rest: BTreeMap::new(),
+            discovery: Discovery::default(),
             next_seq: 0,
             dedup: Dedup::new(DEDUP_SOURCES_MAX, dedup_key),
             route_hold: core::time::Duration::ZERO,
+            last_flush: None,
+            flush_hold: core::time::Duration::ZERO,
             last_recompute: None,
             routes_due: false,
             gc_candidates: BTreeSet::new(),
@@ -436,7 +442,7 @@ impl Router {
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(t) = self.timers.pop_due(now) {
             match t {
-                Timer::GossipFlush => self.flush_gossip(),
+                Timer::GossipFlush => self.flush_gossip_throttled(now),
                 Timer::AntiEntropy => self.anti_entropy(now),
                 Timer::MacSweep => self.sweep_macs(now),
                 Timer::Routes if self.lazy_routes() => self.routes_due = true,
@@ -501,10 +507,10 @@ impl Router {
         if self.topology.peers.unshared() && self.pool.is_shared() {
             self.topology.peers.share(&self.pool);
         }
-        if !self.dirty.is_empty() {
-            self.timers.set_if_earlier(Timer::GossipFlush, now + self.config.gossip_coalesce);
+        if !self.dirty.is_empty() && self.timers.get(Timer::GossipFlush).is_none() {
+            self.timers.set(Timer::GossipFlush, now + self.flush_hold.max(self.config.gossip_coalesce));
         }
-        if self.config.discovery && self.discovery_pending {
+        if self.config.discovery && self.discovery.pending {
             self.discover(now);
         }
     }
@@ -539,7 +545,7 @@ impl Router {
             PeerEntry { name: me, uid: self.uid, version: self.version, nickname: self.config.nickname.clone(), conns };
         self.topology.peers.insert(self.pool.entry(std::sync::Arc::new(entry)));
         self.topology.changed();
-        self.dirty.insert(me, None);
+        self.dirty.insert(me, Holders::new());
         self.routes_dirty = true;
     }
 
@@ -585,9 +591,10 @@ impl Router {
             self.push_event(Event::PeerUnreachable(p));
         }
         for p in found {
+            self.discovery.reachable(p);
             self.push_event(Event::PeerReachable(p));
         }
-        self.discovery_pending = true;
+        self.discovery.pending = true;
         self.push_event(Event::TopologyChanged);
     }
 }

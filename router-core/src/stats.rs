@@ -187,6 +187,8 @@ pub struct Stats {
     pub password_mismatches: u64,
     /// MACs not learned, or not moved: the table, or their owner's share of it, was full.
     pub macs_refused: u64,
+    /// Control connections this router dialled.
+    pub dials: u64,
     /// Discovered targets dropped after failing several tries in a row (they rest before
     /// discovery picks them again).
     pub discovered_rested: u64,
@@ -258,6 +260,7 @@ impl Stats {
             macs_refused,
             macs_stale,
             discovered_rested,
+            dials,
             pmtu_probes_sent,
             pmtu_reports,
             icmp_too_big_sent,
@@ -267,6 +270,7 @@ impl Stats {
         self.macs_refused += macs_refused;
         self.macs_stale += macs_stale;
         self.discovered_rested += discovered_rested;
+        self.dials += dials;
         self.pmtu_probes_sent += pmtu_probes_sent;
         self.pmtu_reports += pmtu_reports;
         self.icmp_too_big_sent += icmp_too_big_sent;

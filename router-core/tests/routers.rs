@@ -482,3 +482,30 @@ fn one_way_traffic_is_answered_by_heartbeats_without_probes() {
         assert!(net.established(x, y));
     }
 }
+
+/// An echo proves our direction up to two heartbeat periods after the last proof (the peer's
+/// beat can leave just before ours arrives). When the timeout leaves no room for that, every
+/// heartbeat asks for a TCP ack, so that the link is never lost between two late echoes; with
+/// room to spare an idle link asks for none.
+#[test]
+fn heartbeats_ask_for_tcp_acks_when_an_echo_could_come_too_late() {
+    const HEARTBEAT: u8 = 1;
+    const ACK_REQUESTED: u8 = 0x02;
+    for (timeout, all_ask) in [(2, true), (5, false)] {
+        let mut net = Net::with_config(2, |i| Config { udp_timeout: Duration::from_secs(timeout), ..config(i, 9) });
+        net.connect(0, 1);
+        net.run_for(SETTLE + SETTLE);
+        assert!(net.established(0, 1) && net.established(1, 0));
+        net.tapping = true;
+        net.run_for(Duration::from_secs(30));
+        let beats: Vec<&Tapped> = net.tap.iter().filter(|t| t.udp && t.from == 0 && t.bytes[1] == HEARTBEAT).collect();
+        let asking = beats.iter().filter(|t| t.bytes[3] & ACK_REQUESTED != 0).count();
+        assert!(beats.len() >= 25, "{} heartbeats in 30 s", beats.len());
+        if all_ask {
+            assert_eq!(asking, beats.len(), "timeout {timeout} s: {asking} of {} heartbeats asked", beats.len());
+        } else {
+            assert!(asking <= 2, "timeout {timeout} s: {asking} of {} idle heartbeats asked", beats.len());
+        }
+        assert!(net.hosts[0].events.iter().all(|e| !matches!(e, Event::LinkLost { .. })));
+    }
+}

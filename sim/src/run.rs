@@ -52,6 +52,57 @@ pub struct Outcome {
     pub during: Vec<crate::check::WindowTally>,
     /// The `checks.link_changes` counts.
     pub link_changes: Vec<crate::check::LinkChangeTally>,
+    /// What the routers running at the end sent, per router.
+    pub volume: Volume,
+}
+
+/// Gossip and dials per router (over the routers running at the end of the run).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Volume {
+    /// Mean gossip bytes sent.
+    pub gossip_bytes_mean: u64,
+    /// Most gossip bytes one router sent.
+    pub gossip_bytes_max: u64,
+    /// Mean connections dialled.
+    pub dials_mean: u64,
+    /// Most connections one router dialled.
+    pub dials_max: u64,
+}
+
+impl Volume {
+    fn of<'a>(stats: impl Iterator<Item = &'a Stats>) -> Volume {
+        let (mut v, mut n, mut gossip, mut dials) = (Volume::default(), 0u64, 0u64, 0u64);
+        for s in stats {
+            n += 1;
+            gossip += s.gossip_bytes_sent;
+            dials += s.dials;
+            v.gossip_bytes_max = v.gossip_bytes_max.max(s.gossip_bytes_sent);
+            v.dials_max = v.dials_max.max(s.dials);
+        }
+        v.gossip_bytes_mean = gossip.checked_div(n).unwrap_or(0);
+        v.dials_mean = dials.checked_div(n).unwrap_or(0);
+        v
+    }
+
+    /// Violations of the scenario's bounds.
+    fn check(&self, s: &Scenario, at: Instant) -> Vec<Violation> {
+        let mut out = Vec::new();
+        if let Some(max) = s.checks.gossip_bytes_max.filter(|m| self.gossip_bytes_max > *m) {
+            out.push(Violation {
+                at,
+                check: "volume",
+                detail: format!("a router sent {} gossip bytes (at most {max} allowed)", self.gossip_bytes_max),
+            });
+        }
+        if let Some(max) = s.checks.dials_max.filter(|m| self.dials_max > *m) {
+            out.push(Violation {
+                at,
+                check: "volume",
+                detail: format!("a router dialled {} connections (at most {max} allowed)", self.dials_max),
+            });
+        }
+        out
+    }
 }
 
 impl Outcome {
@@ -80,6 +131,9 @@ pub fn run(s: &Scenario, seed: u64, trace: Trace) -> (Outcome, World) {
         w.step();
     }
     w.checker.finish_windows();
+    let volume = Volume::of(w.hosts.iter().filter_map(|h| h.router.as_ref()).map(|r| r.stats()));
+    let over = volume.check(s, w.now);
+    w.checker.liveness_failures.extend(over);
     let _ = w.trace.finish();
     let faults_end = s.faults_end();
     let since = |t: Option<Instant>| t.map(|t| t - (Instant::ZERO + faults_end));
@@ -109,6 +163,7 @@ pub fn run(s: &Scenario, seed: u64, trace: Trace) -> (Outcome, World) {
         pings,
         during: w.checker.windows.clone(),
         link_changes: w.checker.link_changes.clone(),
+        volume,
         spoofed_deliveries: w.checker.spoofed_deliveries,
     };
     (o, w)

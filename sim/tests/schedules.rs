@@ -1,5 +1,5 @@
-//! Late joiners, one-way UDP blocks, link classes that change over time, and checks turned
-//! off do what the scenario says, while it runs.
+//! Late joiners, one-way UDP blocks, link classes that change over time, checks turned off
+//! and bounds on what routers send do what the scenario says.
 
 use router_core::status::ConnState;
 use router_core::Instant;
@@ -105,4 +105,24 @@ fn a_link_that_changes_more_than_allowed_fails_the_bound() {
     s.checks.link_changes[0].max = 2;
     let (o, _) = run(&s, 1, Trace::new());
     assert_eq!(o.first_failure().map(|v| v.check), Some("link-changes"), "{:?}", o.first_failure());
+}
+
+/// The volume bounds judge the busiest router: the late joiner's run passes bounds set at what
+/// its routers sent, and fails bounds one below.
+#[test]
+fn a_router_that_sends_more_than_allowed_fails_the_volume_bound() {
+    let (o, _) = run(&late_joiner(), 1, Trace::new());
+    assert!(o.passed(), "{:?}", o.first_failure());
+    let v = o.volume;
+    assert!(v.gossip_bytes_max > 0 && v.gossip_bytes_mean <= v.gossip_bytes_max);
+    assert!(v.dials_max > 0 && v.dials_mean <= v.dials_max);
+    let mut s = late_joiner();
+    (s.checks.gossip_bytes_max, s.checks.dials_max) = (Some(v.gossip_bytes_max), Some(v.dials_max));
+    let (o, _) = run(&s, 1, Trace::new());
+    assert!(o.passed(), "{:?}", o.first_failure());
+    for (gossip, dials) in [(v.gossip_bytes_max - 1, v.dials_max), (v.gossip_bytes_max, v.dials_max - 1)] {
+        (s.checks.gossip_bytes_max, s.checks.dials_max) = (Some(gossip), Some(dials));
+        let (o, _) = run(&s, 1, Trace::new());
+        assert_eq!(o.first_failure().map(|v| v.check), Some("volume"), "{:?}", o.first_failure());
+    }
 }

@@ -173,6 +173,11 @@ fn print_outcome(o: &Outcome, label: &str, replay: &str) {
         r.gossip_bytes_sent,
         r.gossip_updates_sent
     );
+    let v = &o.volume;
+    println!(
+        "volume    per router: gossip {} B mean, {} B most; dials {} mean, {} most",
+        v.gossip_bytes_mean, v.gossip_bytes_max, v.dials_mean, v.dials_max
+    );
     if r.password_mismatches > 0 {
         println!("handshakes refused for a password mismatch: {}", r.password_mismatches);
     }

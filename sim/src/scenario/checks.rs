@@ -1,5 +1,5 @@
 //! What must hold (`[checks]`): safety, convergence and pings after the faults, pings during
-//! them, and bounds on link changes.
+//! them, and bounds on link changes and on what routers send.
 
 use super::*;
 
@@ -34,6 +34,10 @@ pub struct Checks {
     pub skip: Vec<String>,
     /// Bounds on how often links may change (flap).
     pub link_changes: Vec<LinkChanges>,
+    /// Most gossip bytes any one router may send over the run.
+    pub gossip_bytes_max: Option<u64>,
+    /// Most control connections any one router may dial over the run.
+    pub dials_max: Option<u64>,
 }
 
 /// At most `max` changes (established or lost, as `a`'s router sees them) of the link between
@@ -65,6 +69,8 @@ impl Default for Checks {
             during: Vec::new(),
             skip: Vec::new(),
             link_changes: Vec::new(),
+            gossip_bytes_max: None,
+            dials_max: None,
         }
     }
 }

@@ -257,6 +257,8 @@ pub struct RouterSettings {
     pub anti_entropy: Option<Dur>,
     /// Triggered-gossip coalescing delay.
     pub gossip_coalesce: Option<Dur>,
+    /// Longest wait of triggered gossip while changes keep coming.
+    pub gossip_delay_max: Option<Dur>,
     /// First reconnect delay.
     pub backoff_min: Option<Dur>,
     /// Longest reconnect delay.

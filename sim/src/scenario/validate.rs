@@ -18,6 +18,7 @@ impl RouterSettings {
             (self.tcp_timeout, &mut c.tcp_timeout),
             (self.anti_entropy, &mut c.anti_entropy),
             (self.gossip_coalesce, &mut c.gossip_coalesce),
+            (self.gossip_delay_max, &mut c.gossip_delay_max),
             (self.backoff_min, &mut c.backoff_min),
             (self.backoff_max, &mut c.backoff_max),
             (self.mac_expiry, &mut c.mac_expiry),

@@ -44,6 +44,8 @@ struct Probe {
 /// The checkers' state.
 #[derive(Debug)]
 pub struct Checker {
+    /// What the picture of the run needs (`--report`); off unless asked for.
+    pub timeline: Option<crate::report::Timeline>,
     safety: bool,
     hop_limit: u8,
     frames: FxHashMap<u64, Track>,
@@ -121,6 +123,7 @@ impl Checker {
     pub fn new(s: &Scenario) -> Self {
         let skip = |c: &str| s.checks.skip.iter().any(|x| x == c);
         Checker {
+            timeline: None,
             safety: s.checks.safety && !s.checks.skip.iter().any(|c| c == "safety"),
             hop_limit: s.router.hop_limit.unwrap_or(64),
             frames: FxHashMap::default(),
@@ -174,7 +177,10 @@ impl Checker {
     }
 
     /// Host `h`'s router says its link with host `other` was established or lost.
-    pub(crate) fn on_link_change(&mut self, now: Instant, h: u32, other: u32) {
+    pub(crate) fn on_link_change(&mut self, now: Instant, h: u32, other: u32, up: bool) {
+        if let Some(t) = &mut self.timeline {
+            t.link(now, up);
+        }
         for t in &mut self.link_changes {
             let ours = t.hosts == (h, other);
             if ours && t.from <= now && t.to.is_none_or(|to| now < to) {
@@ -200,6 +206,9 @@ impl Checker {
     pub(crate) fn on_workload_ping(&mut self, now: Instant, c: u32, to: u32, seq: u16) {
         if !(self.bystander(c) && self.bystander(to)) {
             return;
+        }
+        if let Some(t) = &mut self.timeline {
+            t.ping_sent(now, c, seq);
         }
         if let Some(w) = self.windows.iter().position(|w| w.from <= now && now < w.to) {
             self.windows[w].sent += 1;
@@ -334,6 +343,9 @@ impl Checker {
     /// A frame reaches a container.
     pub fn on_container(&mut self, now: Instant, c: u32, ct: &Container, frame: &[u8], r: Received) {
         if let Received::Ip { echo_reply: Some(seq), .. } = r {
+            if let Some(t) = &mut self.timeline {
+                t.ping_answered(now, c, seq);
+            }
             if let Some((w, at)) = self.window_pings.remove(&(c, seq)) {
                 if now <= at + WINDOW_ANSWER {
                     self.windows[w].answered += 1;

@@ -9,6 +9,7 @@ pub mod explore;
 pub mod lan;
 pub mod net;
 pub mod queue;
+pub mod report;
 pub mod rng;
 pub mod run;
 pub mod scenario;
@@ -17,7 +18,7 @@ pub mod stats;
 pub mod trace;
 pub mod world;
 
-pub use run::{run, Outcome};
+pub use run::{run, run_reported, Outcome};
 pub use scenario::Scenario;
 pub use trace::Trace;
 pub use world::World;

@@ -79,6 +79,11 @@ fn key(a: u32, b: u32) -> (u32, u32) {
 }
 
 impl Underlay {
+    /// Whether every host reaches every other (no links are listed then).
+    pub fn is_full_mesh(&self) -> bool {
+        self.full_mesh
+    }
+
     /// Builds the underlay a scenario describes.
     pub fn build(s: &Scenario, seed: u64) -> Underlay {
         let names = s.host_names();

@@ -119,14 +119,26 @@ impl Outcome {
 
 /// Runs `s` with `seed` until its duration and its liveness checks are done.
 pub fn run(s: &Scenario, seed: u64, trace: Trace) -> (Outcome, World) {
+    run_inner(s, seed, trace, false)
+}
+
+/// As [`run`], keeping the timeline that [`crate::report::svg`] draws.
+pub fn run_reported(s: &Scenario, seed: u64, trace: Trace) -> (Outcome, World) {
+    run_inner(s, seed, trace, true)
+}
+
+fn run_inner(s: &Scenario, seed: u64, trace: Trace, timeline: bool) -> (Outcome, World) {
     let started = WallInstant::now();
     let mut w = World::new(s.clone(), seed, trace);
     let end = Instant::ZERO + s.duration.0;
-    w.run_until(end);
     // Liveness may need time past the scenario's end; give it its budgets.
     let budgets =
         s.checks.converge_within.map_or(Duration::ZERO, |d| d.0) + s.checks.ping_within.map_or(Duration::ZERO, |d| d.0);
     let hard_end = (Instant::ZERO + s.faults_end() + budgets + Duration::from_secs(1)).max(end);
+    if timeline {
+        w.checker.timeline = Some(crate::report::Timeline::new(hard_end - Instant::ZERO));
+    }
+    w.run_until(end);
     while !w.checker.liveness_done && !w.checker.stopped() && w.next_time().is_some_and(|t| t <= hard_end) {
         w.step();
     }

@@ -69,3 +69,24 @@ fn shards_cover_the_seeds_of_one_exploration_exactly_once() {
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("each once"), "{o:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `run --report FILE` writes the picture; a report that cannot be written is an error that
+/// names the file.
+#[test]
+fn run_writes_its_report_where_asked() {
+    let dir = std::env::temp_dir().join(format!("weave-sim-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/two-hosts.toml");
+    let path = dir.join("run.svg");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_weave-sim")).args(["run", file, "--report"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains(r#"data-host="h0""#) && svg.contains(r#"data-host="h1""#));
+    let bad = dir.join("no-such-dir").join("run.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_weave-sim")).args(["run", file, "--report"]).arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot write the report") && err.contains("no-such-dir"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

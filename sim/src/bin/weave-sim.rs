@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use router_core::{DropReason, Duration, Instant};
 use weave_sim::explore::shrink;
 use weave_sim::scenario::{FaultAction, Scenario};
-use weave_sim::{run, Outcome, Trace, World};
+use weave_sim::{run, run_reported, Outcome, Trace, World};
 
 #[path = "weave-sim/shard.rs"]
 mod shard;
@@ -47,6 +47,10 @@ enum Cmd {
         /// handshakes and sealed traffic.
         #[arg(long)]
         encrypt: bool,
+        /// Writes a picture of the run (SVG): the topology, and a timeline of faults, link
+        /// changes, convergence and the share of pings answered.
+        #[arg(long, value_name = "FILE.svg")]
+        report: Option<PathBuf>,
     },
     /// Runs a scenario twice and reports the first event where the runs differ.
     CheckDeterminism {
@@ -233,6 +237,7 @@ fn cmd_run(
     trace: Option<PathBuf>,
     json: bool,
     encrypt: bool,
+    report: Option<PathBuf>,
 ) -> Result<bool, String> {
     let (mut s, label) = load(&file)?;
     if encrypt {
@@ -243,7 +248,15 @@ fn cmd_run(
         Some(p) => Trace::new().with_file(File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?),
         None => Trace::new(),
     };
-    let (o, _) = run(&s, seed, t);
+    let o = match &report {
+        None => run(&s, seed, t).0,
+        Some(path) => {
+            let (o, mut w) = run_reported(&s, seed, t);
+            std::fs::write(path, weave_sim::report::svg(&o, &mut w))
+                .map_err(|e| format!("cannot write the report {}: {e}", path.display()))?;
+            o
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&o).expect("outcomes serialise"));
     } else {
@@ -610,7 +623,7 @@ fn main() -> ExitCode {
     quiet_on_broken_pipe();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Run { file, seed, trace, json, encrypt } => cmd_run(file, seed, trace, json, encrypt),
+        Cmd::Run { file, seed, trace, json, encrypt, report } => cmd_run(file, seed, trace, json, encrypt, report),
         Cmd::CheckDeterminism { file, seed } => cmd_determinism(file, seed),
         Cmd::Explore { file, runs, jobs, seed, out, encrypt, shard, summary } => {
             parse_shard(shard).and_then(|shard| cmd_explore(file, runs, jobs, seed, out, encrypt, shard, summary))

@@ -64,7 +64,7 @@ fn host_of(a: SocketAddr) -> Option<u32> {
 }
 
 /// The host whose peer name is `p` (see [`peer_name`]).
-fn host_of_peer(p: PeerName) -> Option<u32> {
+pub fn host_of_peer(p: PeerName) -> Option<u32> {
     u32::try_from(p.to_u64().checked_sub(0x0200_0000_0000)?.checked_sub(1)?).ok()
 }
 
@@ -321,6 +321,11 @@ impl World {
         self.queue.peek_time()
     }
 
+    /// Every fault of the run, the drawn random ones included, in time order.
+    pub fn faults(&self) -> &[Fault] {
+        &self.faults
+    }
+
     /// Runs one event. Returns false when none is left.
     pub fn step(&mut self) -> bool {
         let Some(e) = self.queue.pop() else { return false };
@@ -444,9 +449,14 @@ impl World {
             match e {
                 Event::Dial { conn, addr } => self.dial(h, conn, addr),
                 Event::Close { conn } => self.close_stream(h, conn),
-                Event::LinkEstablished { peer } | Event::LinkLost { peer, .. } => {
+                Event::LinkEstablished { peer } => {
                     if let Some(other) = host_of_peer(peer) {
-                        self.checker.on_link_change(self.now, h, other);
+                        self.checker.on_link_change(self.now, h, other, true);
+                    }
+                }
+                Event::LinkLost { peer, .. } => {
+                    if let Some(other) = host_of_peer(peer) {
+                        self.checker.on_link_change(self.now, h, other, false);
                     }
                 }
                 _ => {}

@@ -176,7 +176,10 @@ impl World {
                 me.send_udp(ip, &mut self.ids, &mut out);
             } else {
                 let seq = me.ping(now, ip, &mut self.ids, &mut out);
-                self.checker.on_workload_ping(now, c, o, seq);
+                // A ping to another subnet is never answered: it is not judged.
+                if kind == Work::Ping {
+                    self.checker.on_workload_ping(now, c, o, seq);
+                }
             }
         }
         for f in out {

@@ -5,3 +5,4 @@ pub mod eventloop;
 pub mod segment;
 pub mod stack;
 pub mod sys;
+pub mod vnet;

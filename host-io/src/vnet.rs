@@ -1,0 +1,438 @@
+//! Super-frames with their offload metadata: the virtio-net header that an `AF_PACKET` socket
+//! with `PACKET_VNET_HDR` (or a TAP device with `IFF_VNET_HDR`) puts before every frame, and
+//! the coalescing of a flow's TCP segments into one super-frame that the receiving kernel
+//! takes whole (receive offload done by the router before it injects).
+//!
+//! Coalescing follows strict rules, so that cutting the super-frame again at its `gso_size`
+//! (as the kernel does, and as [`crate::segment::complete`] does) gives back exactly the
+//! segments that went in: the same flow, the same IP and TCP headers but for lengths,
+//! checksums, the IPv4 identification (consecutive) and the sequence number (contiguous),
+//! only ACK set (PSH allowed on the last segment), equal payload sizes but for a shorter last
+//! one. A batch is coalesced as it is: nothing waits for frames that are not there yet.
+
+const ETH: usize = 14;
+const TCP: u8 = 6;
+const ACK: u8 = 0x10;
+const PSH: u8 = 0x08;
+/// The largest IP packet: the IPv4 total length and the IPv6 payload length are 16 bits.
+const IP_MAX: usize = 65_535;
+
+/// Bytes of the header (`struct virtio_net_hdr`, without the `num_buffers` of the mergeable
+/// variant).
+pub const HDR_LEN: usize = 10;
+/// `flags`: the transport checksum is to be completed, from `csum_start`, into
+/// `csum_start + csum_offset`; the field holds the pseudo-header sum.
+pub const F_NEEDS_CSUM: u8 = 1;
+/// `flags`: the checksums were verified.
+pub const F_DATA_VALID: u8 = 2;
+/// `gso_type`: one frame, no segmentation.
+pub const GSO_NONE: u8 = 0;
+/// `gso_type`: TCP over IPv4, cut into `gso_size` payloads.
+pub const GSO_TCPV4: u8 = 1;
+/// `gso_type`: TCP over IPv6.
+pub const GSO_TCPV6: u8 = 4;
+/// `gso_type` bit: the segments carry ECN (CWR on the first only).
+pub const GSO_ECN: u8 = 0x80;
+
+/// A virtio-net header. Its 16-bit fields are in the host's byte order, as the kernel's
+/// packet sockets and TAP devices use them on a little-endian host (and, without
+/// `TUNSETVNETBE`, on a big-endian one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VnetHdr {
+    /// `F_NEEDS_CSUM`, `F_DATA_VALID`.
+    pub flags: u8,
+    /// `GSO_*`.
+    pub gso_type: u8,
+    /// Bytes of Ethernet, IP and TCP headers before the payload.
+    pub hdr_len: u16,
+    /// Payload bytes per segment.
+    pub gso_size: u16,
+    /// Where the checksummed data starts (the transport header).
+    pub csum_start: u16,
+    /// Where in it the checksum field is.
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    /// Reads a header from the first [`HDR_LEN`] bytes of `b`.
+    pub fn parse(b: &[u8]) -> Option<VnetHdr> {
+        let b: &[u8; HDR_LEN] = b.get(..HDR_LEN)?.try_into().ok()?;
+        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Some(VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        })
+    }
+
+    /// The header's bytes.
+    pub fn emit(&self) -> [u8; HDR_LEN] {
+        let mut b = [0; HDR_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        for (i, v) in [(2, self.hdr_len), (4, self.gso_size), (6, self.csum_start), (8, self.csum_offset)] {
+            b[i..i + 2].copy_from_slice(&v.to_ne_bytes());
+        }
+        b
+    }
+}
+
+/// A TCP segment, as far as coalescing needs.
+#[derive(Clone, Copy)]
+struct Seg {
+    v6: bool,
+    /// IP header length (20 for IPv4 without options; 40 for IPv6 without extensions).
+    ihl: usize,
+    /// TCP header length.
+    thl: usize,
+    payload: usize,
+    seq: u32,
+    flags: u8,
+    /// IPv4 identification.
+    id: u16,
+}
+
+impl Seg {
+    fn headers(&self) -> usize {
+        ETH + self.ihl + self.thl
+    }
+}
+
+/// A TCP segment that may be coalesced: IPv4 without options or fragments, or IPv6 without
+/// extension headers; only ACK and PSH set; some payload.
+fn parse(f: &[u8]) -> Option<Seg> {
+    let (v6, ihl, l4len) = match u16::from_be_bytes([*f.get(12)?, *f.get(13)?]) {
+        0x0800 => {
+            let ip = f.get(ETH..ETH + 20)?;
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+            if ip[0] != 0x45 || frag != 0 || ip[9] != TCP || total < 20 || ETH + total != f.len() {
+                return None;
+            }
+            (false, 20, total - 20)
+        }
+        0x86dd => {
+            let ip = f.get(ETH..ETH + 40)?;
+            let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            if ip[0] >> 4 != 6 || ip[6] != TCP || ETH + 40 + payload != f.len() {
+                return None;
+            }
+            (true, 40, payload)
+        }
+        _ => return None,
+    };
+    let t = f.get(ETH + ihl..)?;
+    let thl = usize::from(*t.get(12)? >> 4) * 4;
+    let flags = *t.get(13)?;
+    if thl < 20 || thl >= l4len || flags & !PSH != ACK {
+        return None;
+    }
+    let id = if v6 { 0 } else { u16::from_be_bytes([f[ETH + 4], f[ETH + 5]]) };
+    Some(Seg { v6, ihl, thl, payload: l4len - thl, seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]), flags, id })
+}
+
+/// Whether `b` continues the run whose first segment is `a0` (frame `f0`), whose last is
+/// `last`, after `k` segments: the same headers but for what segmentation changes, the next
+/// sequence number and identification, and a payload no larger than the first's.
+fn continues(f0: &[u8], a0: &Seg, last: &Seg, k: u16, fb: &[u8], b: &Seg) -> bool {
+    if b.v6 != a0.v6 || b.thl != a0.thl || b.payload > a0.payload || last.payload != a0.payload || last.flags & PSH != 0
+    {
+        return false;
+    }
+    if b.seq != last.seq.wrapping_add(last.payload as u32) {
+        return false;
+    }
+    let l4 = ETH + a0.ihl;
+    // Ethernet header; then the IP header without its lengths, identification and checksum.
+    let same_ip = if a0.v6 {
+        f0[..ETH + 4] == fb[..ETH + 4] && f0[ETH + 6..l4] == fb[ETH + 6..l4]
+    } else {
+        f0[..ETH + 2] == fb[..ETH + 2]
+            && f0[ETH + 6..ETH + 10] == fb[ETH + 6..ETH + 10]
+            && f0[ETH + 12..l4] == fb[ETH + 12..l4]
+            && b.id == a0.id.wrapping_add(k)
+    };
+    // TCP: ports, acknowledgement, header length, window, urgent pointer and options.
+    same_ip
+        && f0[l4..l4 + 4] == fb[l4..l4 + 4]
+        && f0[l4 + 8..l4 + 13] == fb[l4 + 8..l4 + 13]
+        && f0[l4 + 14..l4 + 16] == fb[l4 + 14..l4 + 16]
+        && f0[l4 + 18..l4 + a0.thl] == fb[l4 + 18..l4 + a0.thl]
+}
+
+/// Adds big-endian 16-bit words of `data` to `acc` (an odd last byte padded with zero).
+fn sum(mut acc: u64, data: &[u8]) -> u64 {
+    let mut words = data.chunks_exact(2);
+    for w in &mut words {
+        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [b] = words.remainder() {
+        acc += u64::from(*b) << 8;
+    }
+    acc
+}
+
+fn fold(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// Turns `f` (the first segment's headers followed by every segment's payload) into a
+/// super-frame: IP lengths and checksum, PSH from the last segment, and the TCP checksum
+/// field holding the pseudo-header sum for the kernel to complete.
+fn finish(f: &mut [u8], s: &Seg, push: bool) -> VnetHdr {
+    let l4 = ETH + s.ihl;
+    let l4len = f.len() - l4;
+    if s.v6 {
+        f[ETH + 4..ETH + 6].copy_from_slice(&(l4len as u16).to_be_bytes());
+    } else {
+        f[ETH + 2..ETH + 4].copy_from_slice(&((s.ihl + l4len) as u16).to_be_bytes());
+        f[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
+        let c = !fold(sum(0, &f[ETH..l4]));
+        f[ETH + 10..ETH + 12].copy_from_slice(&c.to_be_bytes());
+    }
+    if push {
+        f[l4 + 13] |= PSH;
+    }
+    let addrs = if s.v6 { &f[ETH + 8..ETH + 40] } else { &f[ETH + 12..ETH + 20] };
+    let pseudo = fold(sum(u64::from(TCP) + l4len as u64, addrs));
+    f[l4 + 16..l4 + 18].copy_from_slice(&pseudo.to_be_bytes());
+    VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: if s.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+        hdr_len: s.headers() as u16,
+        gso_size: s.payload as u16,
+        csum_start: l4 as u16,
+        csum_offset: 16,
+    }
+}
+
+/// Coalesces a batch of complete frames (checksums valid), in order: each run of segments
+/// that may be joined is handed to `emit` as one super-frame with its header, every other
+/// frame as it is with an empty header. `scratch` is reused between calls.
+pub fn coalesce(frames: &[&[u8]], scratch: &mut Vec<u8>, mut emit: impl FnMut(VnetHdr, &[u8])) {
+    let mut i = 0;
+    while i < frames.len() {
+        let f0 = frames[i];
+        let Some(a0) = parse(f0) else {
+            emit(VnetHdr::default(), f0);
+            i += 1;
+            continue;
+        };
+        let (mut last, mut k, mut size) = (a0, 1u16, f0.len() - ETH);
+        let mut j = i + 1;
+        while j < frames.len() && k < u16::MAX {
+            let fb = frames[j];
+            match parse(fb) {
+                Some(b) if size + b.payload <= IP_MAX && continues(f0, &a0, &last, k, fb, &b) => {
+                    (last, k, size) = (b, k + 1, size + b.payload);
+                    j += 1;
+                }
+                _ => break,
+            }
+        }
+        if j == i + 1 {
+            emit(VnetHdr::default(), f0);
+        } else {
+            scratch.clear();
+            scratch.extend_from_slice(f0);
+            for f in &frames[i + 1..j] {
+                scratch.extend_from_slice(&f[a0.headers()..]);
+            }
+            let hdr = finish(scratch, &a0, last.flags & PSH != 0);
+            emit(hdr, scratch);
+        }
+        i = j;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::segment::complete;
+
+    const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+    /// A TCP segment of the flow under test, as a sending stack's TSO would cut it.
+    fn seg(v6: bool, k: u16, seq: u32, payload: &[u8], psh: bool) -> Vec<u8> {
+        seg_to(v6, 2, k, seq, payload, psh)
+    }
+
+    /// The same, to the address ending in `dst`.
+    fn seg_to(v6: bool, dst: u8, k: u16, seq: u32, payload: &[u8], psh: bool) -> Vec<u8> {
+        let b = if v6 {
+            let d = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, dst];
+            PacketBuilder::ethernet2(A, B).ipv6([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], d, 64)
+        } else {
+            let mut h =
+                etherparse::Ipv4Header::new(0, 64, etherparse::IpNumber::TCP, [10, 0, 0, 1], [10, 0, 0, dst]).unwrap();
+            h.identification = 1000u16.wrapping_add(k);
+            h.dont_fragment = true;
+            PacketBuilder::ethernet2(A, B).ip(etherparse::IpHeaders::Ipv4(h, Default::default()))
+        };
+        let mut t = b.tcp(40000, 5201, seq, 501).ack(77);
+        if psh {
+            t = t.psh();
+        }
+        let t = t
+            .options(&[
+                etherparse::TcpOptionElement::Noop,
+                etherparse::TcpOptionElement::Noop,
+                etherparse::TcpOptionElement::Timestamp(9, 8),
+            ])
+            .unwrap();
+        let mut out = Vec::new();
+        t.write(&mut out, payload).unwrap();
+        out
+    }
+
+    fn segments(v6: bool, sizes: &[usize], seq0: u32, psh_last: bool) -> Vec<Vec<u8>> {
+        let mut seq = seq0;
+        let mut out = Vec::new();
+        for (k, &n) in sizes.iter().enumerate() {
+            let payload: Vec<u8> = (0..n).map(|i| (i as u32 ^ seq) as u8).collect();
+            out.push(seg(v6, k as u16, seq, &payload, psh_last && k + 1 == sizes.len()));
+            seq = seq.wrapping_add(n as u32);
+        }
+        out
+    }
+
+    fn run(frames: &[Vec<u8>]) -> Vec<(VnetHdr, Vec<u8>)> {
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let mut out = Vec::new();
+        coalesce(&refs, &mut Vec::new(), |h, f| out.push((h, f.to_vec())));
+        out
+    }
+
+    /// What the kernel does with a super-frame: cut it at `gso_size` and complete checksums.
+    fn resegment(h: &VnetHdr, f: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mtu =
+            if h.gso_type == GSO_NONE { usize::MAX } else { usize::from(h.hdr_len) - ETH + usize::from(h.gso_size) };
+        complete(f, mtu, &mut Vec::new(), |s| out.push(s.to_vec()));
+        out
+    }
+
+    #[test]
+    fn the_header_round_trips() {
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4 | GSO_ECN,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        assert_eq!(VnetHdr::parse(&h.emit()), Some(h));
+        assert_eq!(VnetHdr::parse(&[0; HDR_LEN - 1]), None);
+    }
+
+    #[test]
+    fn a_run_of_segments_becomes_one_super_frame_that_cuts_back_into_them() {
+        for v6 in [false, true] {
+            let sizes = [1448, 1448, 1448, 1448, 700];
+            let segs = segments(v6, &sizes, 0xffff_f000, true);
+            let out = run(&segs);
+            assert_eq!(out.len(), 1, "v6 {v6}");
+            let (h, f) = &out[0];
+            assert_eq!(h.gso_type, if v6 { GSO_TCPV6 } else { GSO_TCPV4 });
+            assert_eq!((h.gso_size, h.flags, h.csum_offset), (1448, F_NEEDS_CSUM, 16));
+            let hdr = ETH + if v6 { 40 } else { 20 } + 32;
+            assert_eq!((usize::from(h.hdr_len), usize::from(h.csum_start)), (hdr, hdr - 32));
+            assert_eq!(f.len(), hdr + sizes.iter().sum::<usize>());
+            // The super-frame parses, with the total length and PSH of the last segment.
+            let p = SlicedPacket::from_ethernet(f).unwrap();
+            let Some(TransportSlice::Tcp(t)) = p.transport else { panic!("tcp") };
+            assert!(t.psh() && t.ack());
+            assert_eq!(t.sequence_number(), 0xffff_f000);
+            if let Some(NetSlice::Ipv4(ip)) = p.net {
+                assert_eq!(ip.header().to_header().calc_header_checksum(), ip.header().header_checksum());
+            }
+            assert_eq!(resegment(h, f), segs, "v6 {v6}: cut again, the same segments");
+        }
+    }
+
+    #[test]
+    fn runs_break_where_the_rules_say_and_order_is_kept() {
+        let mut segs = segments(false, &[1000, 1000, 500, 1000, 1000], 1, false);
+        // A gap in the sequence after the fourth: segments 4 and 5 start a new run, then
+        // a segment of another flow and a pure ACK pass alone.
+        let seq5 = 1 + 3500 + 1000 + 10;
+        segs[4] = seg(false, 4, seq5, &vec![7u8; 1000], false);
+        segs.push(seg_to(false, 3, 5, 1 + 3500 + 1000 + 10 + 1000, &[1; 100], false));
+        segs.push(seg(false, 9, 5, &[], false));
+        let out = run(&segs);
+        let sizes: Vec<(u8, usize)> = out.iter().map(|(h, f)| (h.gso_type, f.len())).collect();
+        let hdr = ETH + 20 + 32;
+        assert_eq!(
+            sizes,
+            vec![
+                (GSO_TCPV4, hdr + 2500),
+                (GSO_NONE, hdr + 1000),
+                (GSO_NONE, hdr + 1000),
+                (GSO_NONE, hdr + 100),
+                (GSO_NONE, hdr)
+            ]
+        );
+        let back: Vec<Vec<u8>> = out.iter().flat_map(|(h, f)| resegment(h, f)).collect();
+        assert_eq!(back, segs);
+    }
+
+    #[test]
+    fn a_super_frame_never_exceeds_the_ip_limit() {
+        let segs = segments(false, &[1448; 60], 7, false);
+        let out = run(&segs);
+        assert!(out.len() >= 2);
+        for (_, f) in &out {
+            assert!(f.len() - ETH <= IP_MAX);
+        }
+        let back: Vec<Vec<u8>> = out.iter().flat_map(|(h, f)| resegment(h, f)).collect();
+        assert_eq!(back, segs);
+    }
+
+    proptest! {
+        /// Whatever the batch (flows cut anywhere, PSH anywhere, sizes anywhere), cutting
+        /// what comes out gives back exactly the frames that went in, in order.
+        #[test]
+        fn coalescing_then_cutting_gives_back_the_batch(
+            v6 in any::<bool>(),
+            sizes in proptest::collection::vec(0usize..2000, 1..40),
+            psh in proptest::collection::vec(any::<bool>(), 40),
+            gap in proptest::collection::vec(0u8..8, 40),
+            seq0 in any::<u32>(),
+        ) {
+            let mut seq = seq0;
+            let mut frames = Vec::new();
+            for (k, &n) in sizes.iter().enumerate() {
+                let payload: Vec<u8> = (0..n).map(|i| (i * 7 + k) as u8).collect();
+                frames.push(seg(v6, k as u16, seq, &payload, psh[k]));
+                // Now and then a hole: the next segment does not continue this one.
+                seq = seq.wrapping_add(n as u32 + u32::from(gap[k] == 0));
+            }
+            let out = run(&frames);
+            for (h, f) in &out {
+                if h.gso_type != GSO_NONE {
+                    prop_assert!(resegment(h, f).len() >= 2, "a super-frame joins segments");
+                }
+            }
+            let back: Vec<Vec<u8>> = out.iter().flat_map(|(h, f)| resegment(h, f)).collect();
+            prop_assert_eq!(back, frames);
+        }
+
+        #[test]
+        fn arbitrary_bytes_pass_through_untouched(frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..8)) {
+            let out = run(&frames);
+            let got: Vec<Vec<u8>> = out.into_iter().map(|(_, f)| f).collect();
+            prop_assert_eq!(got, frames);
+        }
+    }
+}

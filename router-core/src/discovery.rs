@@ -54,6 +54,16 @@ impl Discovery {
         }
     }
 
+    /// `addr` is no longer a target we were told to keep: the peers known there are candidates
+    /// again. (A scan of the known addresses: this follows an operator's `forget`.)
+    pub(crate) fn addr_free(&mut self, addr: SocketAddr) {
+        let at: Vec<PeerName> = self.addrs.iter().filter(|(_, a)| **a == addr).map(|(p, _)| *p).collect();
+        for p in at {
+            self.queue.insert((p, addr));
+            self.pending = true;
+        }
+    }
+
     /// `addr` did not answer: it rests until `until`.
     pub(crate) fn rest(&mut self, addr: SocketAddr, until: Instant, peer: Option<PeerName>) {
         if let Some((old, _)) = self.rest.insert(addr, (until, peer)) {

@@ -43,8 +43,9 @@ impl Router {
     pub fn forget(&mut self, now: Instant, addr: SocketAddr) -> Result<(), CommandError> {
         let t = self.targets.remove(&addr).ok_or(CommandError::UnknownTarget(addr))?;
         self.timers.cancel(Timer::Redial(addr));
-        if let Some(p) = t.peer {
-            self.discovery.peer_free(p);
+        match t.peer {
+            Some(p) => self.discovery.peer_free(p),
+            None => self.discovery.addr_free(addr),
         }
         if let Some(id) = t.conn {
             if let Some(c) = self.conns.get_mut(&id) {

@@ -39,3 +39,26 @@ fn an_unanswering_peer_rests_after_one_dial_and_returns_when_a_partition_heals()
     assert!(net.established(0, 2) && net.established(2, 0), "the healed link is used at once");
     assert!(dials_to(&net, 0, 2) + dials_to(&net, 2, 0) >= 3);
 }
+
+/// A peer whose address was a given target is left to that target; once the operator forgets
+/// the target, discovery takes the peer up again.
+#[test]
+fn a_forgotten_target_leaves_its_peer_to_discovery() {
+    let mut net = Net::with_config(3, |i| Config { discovery: i == 0, ..config(i, 6) });
+    net.cut(0, 2);
+    net.connect(0, 1);
+    net.connect(1, 2);
+    net.connect(0, 2);
+    net.run_for(Duration::from_secs(5));
+    assert!(!net.established(0, 2));
+    // The target waits out its backoff (up to 2 s here) when the path heals: forgotten
+    // first, it never dials again.
+    net.heal(0, 2);
+    let before = dials_to(&net, 0, 2);
+    let now = net.now;
+    net.hosts[0].router.forget(now, addr(2)).unwrap();
+    net.drain(0);
+    net.run_for(Duration::from_secs(3));
+    assert!(dials_to(&net, 0, 2) > before, "discovery dials the peer the target was for");
+    assert!(net.established(0, 2));
+}

@@ -156,7 +156,7 @@ impl Config {
             recover_rounds: 3,
             flap_window: Duration::from_secs(30),
             gossip_coalesce: Duration::from_millis(10),
-            gossip_delay_max: Duration::from_millis(200),
+            gossip_delay_max: Duration::from_millis(50),
             route_delay_min: Duration::from_millis(2),
             route_delay_max: Duration::from_millis(200),
             anti_entropy: Duration::from_secs(30),

@@ -50,7 +50,7 @@ fn parse_ip(f: &[u8]) -> Option<Ip> {
 }
 
 /// Adds big-endian 16-bit words of `data` (a trailing odd byte padded with zero) to `acc`.
-fn sum(mut acc: u64, data: &[u8]) -> u64 {
+pub(crate) fn sum(mut acc: u64, data: &[u8]) -> u64 {
     let mut words = data.chunks_exact(4);
     for w in &mut words {
         acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
@@ -67,7 +67,8 @@ fn sum(mut acc: u64, data: &[u8]) -> u64 {
     acc
 }
 
-fn fold(mut acc: u64) -> u16 {
+/// The Internet checksum of a sum: folded to 16 bits and complemented.
+pub(crate) fn fold(mut acc: u64) -> u16 {
     while acc >> 16 != 0 {
         acc = (acc & 0xffff) + (acc >> 16);
     }

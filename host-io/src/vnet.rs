@@ -10,6 +10,8 @@
 //! only ACK set (PSH allowed on the last segment), equal payload sizes but for a shorter last
 //! one. A batch is coalesced as it is: nothing waits for frames that are not there yet.
 
+use crate::segment::{fold, sum};
+
 const ETH: usize = 14;
 const TCP: u8 = 6;
 const ACK: u8 = 0x10;
@@ -163,25 +165,6 @@ fn continues(f0: &[u8], a0: &Seg, last: &Seg, k: u16, fb: &[u8], b: &Seg) -> boo
         && f0[l4 + 18..l4 + a0.thl] == fb[l4 + 18..l4 + a0.thl]
 }
 
-/// Adds big-endian 16-bit words of `data` to `acc` (an odd last byte padded with zero).
-fn sum(mut acc: u64, data: &[u8]) -> u64 {
-    let mut words = data.chunks_exact(2);
-    for w in &mut words {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [b] = words.remainder() {
-        acc += u64::from(*b) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
 /// Turns `f` (the first segment's headers followed by every segment's payload) into a
 /// super-frame: IP lengths and checksum, PSH from the last segment, and the TCP checksum
 /// field holding the pseudo-header sum for the kernel to complete.
@@ -193,14 +176,15 @@ fn finish(f: &mut [u8], s: &Seg, push: bool) -> VnetHdr {
     } else {
         f[ETH + 2..ETH + 4].copy_from_slice(&((s.ihl + l4len) as u16).to_be_bytes());
         f[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
-        let c = !fold(sum(0, &f[ETH..l4]));
+        let c = fold(sum(0, &f[ETH..l4]));
         f[ETH + 10..ETH + 12].copy_from_slice(&c.to_be_bytes());
     }
     if push {
         f[l4 + 13] |= PSH;
     }
     let addrs = if s.v6 { &f[ETH + 8..ETH + 40] } else { &f[ETH + 12..ETH + 20] };
-    let pseudo = fold(sum(u64::from(TCP) + l4len as u64, addrs));
+    // The folded sum, not its complement: the kernel adds the data and complements.
+    let pseudo = !fold(sum(u64::from(TCP) + l4len as u64, addrs));
     f[l4 + 16..l4 + 18].copy_from_slice(&pseudo.to_be_bytes());
     VnetHdr {
         flags: F_NEEDS_CSUM,
@@ -358,6 +342,24 @@ mod tests {
                 assert_eq!(ip.header().to_header().calc_header_checksum(), ip.header().header_checksum());
             }
             assert_eq!(resegment(h, f), segs, "v6 {v6}: cut again, the same segments");
+            // Completed as the kernel completes a partial checksum (sum from `csum_start`,
+            // field included, complemented), the super-frame's TCP checksum is right.
+            let mut done = f.clone();
+            let (start, at) = (usize::from(h.csum_start), usize::from(h.csum_start + h.csum_offset));
+            let c = fold(sum(0, &done[start..]));
+            done[at..at + 2].copy_from_slice(&c.to_be_bytes());
+            let p = SlicedPacket::from_ethernet(&done).unwrap();
+            let Some(TransportSlice::Tcp(t)) = &p.transport else { panic!("tcp") };
+            let want = match &p.net {
+                Some(NetSlice::Ipv4(ip)) => {
+                    t.calc_checksum_ipv4(ip.header().source(), ip.header().destination()).unwrap()
+                }
+                Some(NetSlice::Ipv6(ip)) => {
+                    t.calc_checksum_ipv6(ip.header().source(), ip.header().destination()).unwrap()
+                }
+                _ => panic!("ip"),
+            };
+            assert_eq!(t.checksum(), want, "v6 {v6}");
         }
     }
 

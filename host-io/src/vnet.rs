@@ -196,42 +196,97 @@ fn finish(f: &mut [u8], s: &Seg, push: bool) -> VnetHdr {
     }
 }
 
-/// Coalesces a batch of complete frames (checksums valid), in order: each run of segments
-/// that may be joined is handed to `emit` as one super-frame with its header, every other
-/// frame as it is with an empty header. `scratch` is reused between calls.
-pub fn coalesce(frames: &[&[u8]], scratch: &mut Vec<u8>, mut emit: impl FnMut(VnetHdr, &[u8])) {
-    let mut i = 0;
-    while i < frames.len() {
-        let f0 = frames[i];
-        let Some(a0) = parse(f0) else {
-            emit(VnetHdr::default(), f0);
-            i += 1;
+/// What [`coalesce`] makes of a batch, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// The batch's frame at this index, as it is (no header needed: [`VnetHdr::default`]).
+    Frame(usize),
+    /// A super-frame, in the output buffer at this range, with its header.
+    Joined(VnetHdr, std::ops::Range<usize>),
+}
+
+/// A run of segments of one flow being joined.
+struct Run {
+    /// The first segment's index in the batch, and its parse.
+    first: usize,
+    a0: Seg,
+    /// The last segment so far, its index, and how many segments and IP bytes the run has.
+    last: Seg,
+    tail: usize,
+    k: u16,
+    size: usize,
+}
+
+/// The addresses and ports of a TCP frame over IPv4 or IPv6 (any header shape): frames with
+/// equal keys belong to one flow.
+fn flow(f: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (addrs, l4) = match u16::from_be_bytes([*f.get(12)?, *f.get(13)?]) {
+        0x0800 if f.get(ETH + 9) == Some(&TCP) => (ETH + 12..ETH + 20, ETH + usize::from(f[ETH] & 0x0f) * 4),
+        0x86dd if f.get(ETH + 6) == Some(&TCP) => (ETH + 8..ETH + 40, ETH + 40),
+        _ => return None,
+    };
+    Some((f.get(addrs)?, f.get(l4..l4 + 4)?))
+}
+
+/// Coalesces a batch of complete frames (checksums valid) into `pieces`: each run of one
+/// flow's segments that may be joined becomes one super-frame, written to `out`; every other
+/// frame stays as it is. The segments of one flow keep their order, and so do all frames that
+/// are not joined; a flow's run takes the place of its first segment, so flows interleaved in
+/// the batch still coalesce. `out` and `pieces` are cleared first.
+pub fn coalesce(frames: &[&[u8]], out: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
+    out.clear();
+    pieces.clear();
+    // Every frame's place: the run it starts, joins or none (`usize::MAX`), linked through
+    // `next` to the run's next segment.
+    let mut runs: Vec<Run> = Vec::new();
+    let mut open: Vec<usize> = Vec::new();
+    let mut next = vec![usize::MAX; frames.len()];
+    let mut order: Vec<(usize, bool)> = Vec::with_capacity(frames.len());
+    for (i, &f) in frames.iter().enumerate() {
+        let key = flow(f);
+        // This flow's open run, if any: a segment either continues it or ends it.
+        let mine = key.and_then(|key| open.iter().position(|&r| flow(frames[runs[r].first]) == Some(key)));
+        let seg = parse(f);
+        if let (Some(at), Some(b)) = (mine, seg) {
+            let r = &mut runs[open[at]];
+            if r.size + b.payload <= IP_MAX && r.k < u16::MAX && continues(frames[r.first], &r.a0, &r.last, r.k, f, &b)
+            {
+                next[r.tail] = i;
+                (r.last, r.tail, r.k, r.size) = (b, i, r.k + 1, r.size + b.payload);
+                continue;
+            }
+        }
+        if let Some(at) = mine {
+            open.swap_remove(at);
+        }
+        match seg {
+            Some(a0) => {
+                open.push(runs.len());
+                order.push((runs.len(), true));
+                runs.push(Run { first: i, a0, last: a0, tail: i, k: 1, size: f.len() - ETH });
+            }
+            None => order.push((i, false)),
+        }
+    }
+    for (at, is_run) in order {
+        if !is_run {
+            pieces.push(Piece::Frame(at));
             continue;
-        };
-        let (mut last, mut k, mut size) = (a0, 1u16, f0.len() - ETH);
-        let mut j = i + 1;
-        while j < frames.len() && k < u16::MAX {
-            let fb = frames[j];
-            match parse(fb) {
-                Some(b) if size + b.payload <= IP_MAX && continues(f0, &a0, &last, k, fb, &b) => {
-                    (last, k, size) = (b, k + 1, size + b.payload);
-                    j += 1;
-                }
-                _ => break,
-            }
         }
-        if j == i + 1 {
-            emit(VnetHdr::default(), f0);
-        } else {
-            scratch.clear();
-            scratch.extend_from_slice(f0);
-            for f in &frames[i + 1..j] {
-                scratch.extend_from_slice(&f[a0.headers()..]);
-            }
-            let hdr = finish(scratch, &a0, last.flags & PSH != 0);
-            emit(hdr, scratch);
+        let r = &runs[at];
+        if r.k == 1 {
+            pieces.push(Piece::Frame(r.first));
+            continue;
         }
-        i = j;
+        let start = out.len();
+        out.extend_from_slice(frames[r.first]);
+        let mut j = next[r.first];
+        while j != usize::MAX {
+            out.extend_from_slice(&frames[j][r.a0.headers()..]);
+            j = next[j];
+        }
+        let hdr = finish(&mut out[start..], &r.a0, r.last.flags & PSH != 0);
+        pieces.push(Piece::Joined(hdr, start..out.len()));
     }
 }
 
@@ -292,9 +347,15 @@ mod tests {
 
     fn run(frames: &[Vec<u8>]) -> Vec<(VnetHdr, Vec<u8>)> {
         let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-        let mut out = Vec::new();
-        coalesce(&refs, &mut Vec::new(), |h, f| out.push((h, f.to_vec())));
-        out
+        let (mut out, mut pieces) = (Vec::new(), Vec::new());
+        coalesce(&refs, &mut out, &mut pieces);
+        pieces
+            .into_iter()
+            .map(|p| match p {
+                Piece::Frame(i) => (VnetHdr::default(), frames[i].clone()),
+                Piece::Joined(h, r) => (h, out[r].to_vec()),
+            })
+            .collect()
     }
 
     /// What the kernel does with a super-frame: cut it at `gso_size` and complete checksums.
@@ -389,6 +450,43 @@ mod tests {
         assert_eq!(back, segs);
     }
 
+    /// The frames of the flow to the address ending in `dst`, in order.
+    fn of_flow(frames: &[Vec<u8>], dst: u8) -> Vec<Vec<u8>> {
+        let ip = |f: &Vec<u8>| if f[12] == 0x08 { f[ETH + 19] } else { f[ETH + 39] };
+        frames.iter().filter(|f| ip(f) == dst).cloned().collect()
+    }
+
+    #[test]
+    fn interleaved_flows_each_become_one_super_frame() {
+        for v6 in [false, true] {
+            let mut batch = Vec::new();
+            for k in 0..6u16 {
+                for dst in [2, 3] {
+                    let seq = 100 + u32::from(k) * 1000;
+                    batch.push(seg_to(v6, dst, k, seq, &[dst; 1000], k == 5));
+                }
+            }
+            let out = run(&batch);
+            assert_eq!(out.len(), 2, "v6 {v6}: one super-frame per flow");
+            for (i, dst) in [2, 3].into_iter().enumerate() {
+                let (h, f) = &out[i];
+                assert_eq!(h.gso_size, 1000);
+                assert_eq!(resegment(h, f), of_flow(&batch, dst), "v6 {v6}: flow to {dst}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_segment_that_cannot_join_ends_its_flows_run() {
+        // A, then A's pure ACK, then A again: the data after the ACK must not move before it.
+        let a = segments(false, &[1000, 1000, 1000], 1, false);
+        let batch = vec![a[0].clone(), a[1].clone(), seg(false, 2, 2001, &[], false), a[2].clone()];
+        let out = run(&batch);
+        let back: Vec<Vec<u8>> = out.iter().flat_map(|(h, f)| resegment(h, f)).collect();
+        assert_eq!(back, batch);
+        assert_eq!(out.len(), 3);
+    }
+
     #[test]
     fn a_super_frame_never_exceeds_the_ip_limit() {
         let segs = segments(false, &[1448; 60], 7, false);
@@ -428,6 +526,29 @@ mod tests {
             }
             let back: Vec<Vec<u8>> = out.iter().flat_map(|(h, f)| resegment(h, f)).collect();
             prop_assert_eq!(back, frames);
+        }
+
+        /// Two flows interleaved at random: each flow's segments come back in order.
+        #[test]
+        fn interleaved_flows_keep_their_own_order(
+            v6 in any::<bool>(),
+            picks in proptest::collection::vec((any::<bool>(), 1usize..1500, 0u8..6), 1..50),
+        ) {
+            let mut seq = [5u32, 9_000_000];
+            let mut k = [0u16; 2];
+            let mut frames = Vec::new();
+            for &(second, n, gap) in &picks {
+                let i = usize::from(second);
+                frames.push(seg_to(v6, 2 + second as u8, k[i], seq[i], &vec![n as u8; n], gap == 1));
+                seq[i] = seq[i].wrapping_add(n as u32 + u32::from(gap == 0));
+                k[i] += 1;
+            }
+            let out = run(&frames);
+            let back: Vec<Vec<u8>> = out.iter().flat_map(|(h, f)| resegment(h, f)).collect();
+            for dst in [2, 3] {
+                prop_assert_eq!(of_flow(&back, dst), of_flow(&frames, dst));
+            }
+            prop_assert_eq!(back.len(), frames.len());
         }
 
         #[test]

@@ -1,6 +1,7 @@
-//! Capture and injection on the router's bridge port, with pcap.
+//! Capture and injection on the router's bridge port: with packet sockets that carry
+//! offload metadata (`packet`, preferred), or with pcap.
 //!
-//! The event loop reads frames arriving at the port (promiscuous, immediate mode, inbound
+//! With pcap, the event loop reads frames arriving at the port (promiscuous, immediate mode, inbound
 //! only, so frames we inject are not read back) from a non-blocking handle; injection writes
 //! on a second handle.
 
@@ -8,14 +9,90 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use pcap::{Active, Capture, Direction};
 use tokio::io::unix::AsyncFd;
+use weave_host_io::eventloop::Frames;
 
-/// Writes frames into the bridge.
-pub(crate) struct Injector {
+use crate::packet::{PacketCapture, PacketInjector};
+
+/// How frames leave and enter the bridge port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CaptureMode {
+    /// Packet sockets where the kernel has what they need, pcap otherwise.
+    Auto,
+    /// `AF_PACKET` sockets with virtio-net headers: 64 KiB super-frames both ways.
+    Packet,
+    /// pcap: frames of up to the MTU are injected.
+    Pcap,
+}
+
+/// Frames captured on the bridge port, by either backend.
+pub(crate) enum Captured {
+    Packet(PacketCapture),
+    Pcap(PcapCapture),
+}
+
+impl Frames for Captured {
+    async fn ready(&mut self) {
+        match self {
+            Captured::Packet(c) => c.ready().await,
+            Captured::Pcap(c) => c.ready().await,
+        }
+    }
+    fn next(&mut self) -> Option<&[u8]> {
+        match self {
+            Captured::Packet(c) => c.next(),
+            Captured::Pcap(c) => c.next(),
+        }
+    }
+    fn offloaded_mtu(&self) -> Option<usize> {
+        match self {
+            Captured::Packet(c) => c.offloaded_mtu(),
+            Captured::Pcap(c) => c.offloaded_mtu(),
+        }
+    }
+}
+
+/// Writes frames into the bridge, by either backend.
+pub(crate) enum Injector {
+    Packet(PacketInjector),
+    Pcap(PcapInjector),
+}
+
+impl Injector {
+    /// Injects a batch of frames; failures are logged and counted.
+    pub(crate) fn inject(&mut self, frames: &[&[u8]]) {
+        match self {
+            Injector::Packet(i) => i.inject(frames),
+            Injector::Pcap(i) => i.inject(frames),
+        }
+    }
+}
+
+/// Opens capture and injection on `dev` as `mode` asks (`auto`: packet sockets, or pcap
+/// when they cannot be opened, saying why); must run inside the tokio runtime that will read
+/// the frames. Returns them and a description of the data path for `weave status`.
+pub(crate) fn open_port(dev: &str, mtu: u32, mode: CaptureMode) -> Result<(Captured, Injector, String), String> {
+    let packet = "packet sockets with virtio-net headers (64 KiB super-frames both ways)";
+    let pcap = "pcap (frames up to the MTU injected)";
+    if mode != CaptureMode::Pcap {
+        match crate::packet::open_port(dev, mtu) {
+            Ok((c, i)) => return Ok((Captured::Packet(c), Injector::Packet(i), packet.to_string())),
+            Err(e) if mode == CaptureMode::Packet => {
+                return Err(format!("packet sockets on {dev}: {e} (try --capture pcap)"));
+            }
+            Err(e) => tracing::warn!(error = %e, port = dev, "packet sockets unavailable; capturing with pcap"),
+        }
+    }
+    let (c, i) = open_pcap(dev, mtu).map_err(|e| format!("pcap on {dev}: {e}"))?;
+    Ok((Captured::Pcap(c), Injector::Pcap(i), pcap.to_string()))
+}
+
+/// Writes frames into the bridge with pcap.
+pub(crate) struct PcapInjector {
     cap: Capture<Active>,
     errors: u64,
 }
 
-impl Injector {
+impl PcapInjector {
     /// Injects frames, several with one system call; failures are logged and counted.
     pub(crate) fn inject(&mut self, frames: &[&[u8]]) {
         use std::io::IoSlice;
@@ -62,7 +139,7 @@ fn open(dev: &str) -> Result<Capture<Active>, pcap::Error> {
 /// non-blocking and its descriptor sits in tokio's reactor, so a frame costs no thread
 /// hand-off, no wakeup of another thread, no allocation and no copy (the loop reads it in the
 /// capture buffer). Frames come as the containers' stacks left them (see `segment`).
-pub(crate) struct Captured {
+pub(crate) struct PcapCapture {
     fd: AsyncFd<Handle>,
     /// The bridge's MTU: the loop cuts larger TCP segments to it.
     mtu: usize,
@@ -70,7 +147,7 @@ pub(crate) struct Captured {
     drained: bool,
 }
 
-impl weave_host_io::eventloop::Frames for Captured {
+impl Frames for PcapCapture {
     async fn ready(&mut self) {
         let drained = self.drained;
         let mut g = match self.fd.readable_mut().await {
@@ -109,7 +186,7 @@ impl weave_host_io::eventloop::Frames for Captured {
 
 /// Opens capture (inbound frames only) and injection on `dev`; must run inside the tokio
 /// runtime that will read the frames.
-pub(crate) fn open_port(dev: &str, mtu: u32) -> Result<(Captured, Injector), pcap::Error> {
+fn open_pcap(dev: &str, mtu: u32) -> Result<(PcapCapture, PcapInjector), pcap::Error> {
     let mut cap = open(dev)?.setnonblock()?;
     cap.direction(Direction::In)?;
     // The same, in the kernel: without it every frame we inject is copied into the capture
@@ -120,8 +197,8 @@ pub(crate) fn open_port(dev: &str, mtu: u32) -> Result<(Captured, Injector), pca
     #[allow(deprecated)]
     let fd = AsyncFd::new(Handle(cap)).map_err(|e| pcap::Error::IoError(e.kind()))?;
     let inject = open(dev)?;
-    let captured = Captured { fd, mtu: mtu as usize, drained: false };
-    Ok((captured, Injector { cap: inject, errors: 0 }))
+    let captured = PcapCapture { fd, mtu: mtu as usize, drained: false };
+    Ok((captured, PcapInjector { cap: inject, errors: 0 }))
 }
 
 /// The capture handle, registered with tokio by its descriptor.

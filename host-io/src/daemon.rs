@@ -236,8 +236,8 @@ async fn serve(
     state: &State,
 ) -> Result<(), String> {
     let ports = plumb::Ports::of(&args.bridge);
-    let (frames, mut injector) =
-        capture::open_port(&ports.pcap, mtu).map_err(|e| format!("capture on {}: {e}", ports.pcap))?;
+    let (frames, mut injector, backend) = capture::open_port(&ports.pcap, mtu, args.capture)?;
+    tracing::info!(port = %ports.pcap, backend, "capturing");
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCmd>(64);
     let info = api::DaemonInfo {
         state_dir: args.state_dir.clone(),
@@ -246,7 +246,7 @@ async fn serve(
         pid: std::process::id(),
         mtu,
         data_path: format!(
-            "pcap on {} (port {} of bridge {}), TCP segments and checksums completed in userspace",
+            "{backend} on {} (port {} of bridge {}), TCP segments and checksums completed in userspace",
             ports.pcap, ports.bridge_side, args.bridge
         ),
     };

@@ -7,6 +7,7 @@ mod daemon;
 mod docker;
 mod expose;
 mod firewall;
+mod packet;
 mod plumb;
 mod secret;
 mod state;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use router_core::PeerName;
 use weave_host_io::control::{ControlAnswer, ControlRequest};
 
@@ -76,6 +77,11 @@ pub(crate) struct RouterArgs {
     /// always gets through.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) flood_rate_total: u32,
+    /// How frames leave and enter the bridge: `packet` sockets carrying offload metadata
+    /// (64 KiB super-frames both ways), `pcap`, or `auto` (packet sockets where the kernel
+    /// supports them). `weave status` shows which is in use.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub(crate) capture: capture::CaptureMode,
     /// Do not dial peers learned from gossip.
     #[arg(long)]
     pub(crate) no_discovery: bool,
@@ -362,7 +368,8 @@ fn launch(args: RouterArgs) -> Result<(), String> {
         .args(["--http-addr", &args.http_addr.to_string(), "--conn-limit", &args.conn_limit.to_string()])
         .args(["--flood-rate", &args.flood_rate.to_string()])
         .args(["--flood-rate-total", &args.flood_rate_total.to_string()])
-        .args(["--log-level", &args.log_level]);
+        .args(["--log-level", &args.log_level])
+        .args(["--capture", args.capture.to_possible_value().expect("no variant is skipped").get_name()]);
     if let Some(n) = args.name {
         cmd.args(["--name", &n.to_string()]);
     }

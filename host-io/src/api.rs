@@ -137,6 +137,9 @@ pub(crate) struct DaemonInfo {
     /// How frames enter and leave the bridge.
     #[serde(default)]
     pub(crate) data_path: String,
+    /// What the data path counts at the bridge port (only in the daemon itself).
+    #[serde(skip)]
+    pub(crate) bridge_counters: std::sync::Arc<crate::capture::BridgeCounters>,
 }
 
 fn default_port() -> u16 {
@@ -226,7 +229,7 @@ async fn metrics(AxState(tx): AxState<App>, headers: axum::http::HeaderMap) -> R
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let body = text::metrics(&s);
+    let body = text::metrics(&s, &tx.info.bridge_counters);
     if open {
         ([(axum::http::header::CONTENT_TYPE, text::METRICS_CONTENT_TYPE)], body).into_response()
     } else {

@@ -6,6 +6,8 @@
 //! on a second handle.
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use pcap::{Active, Capture, Direction};
 use tokio::io::unix::AsyncFd;
@@ -22,6 +24,32 @@ pub(crate) enum CaptureMode {
     Packet,
     /// pcap: frames of up to the MTU are injected.
     Pcap,
+}
+
+/// What the data path counts at the bridge port; the metrics show it.
+#[derive(Debug, Default)]
+pub(crate) struct BridgeCounters {
+    /// Super-frames injected, each joining several of a flow's TCP segments.
+    pub(crate) superframes: AtomicU64,
+    /// Segments that went into them.
+    pub(crate) segments_joined: AtomicU64,
+    /// Frames the port refused to take.
+    pub(crate) inject_failed: AtomicU64,
+    /// Frames that could not be read (too large, too short, a read error).
+    pub(crate) capture_failed: AtomicU64,
+}
+
+impl BridgeCounters {
+    /// Each counter by the name the metrics give it.
+    pub(crate) fn snapshot(&self) -> [(&'static str, u64); 4] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("superframe_injected", get(&self.superframes)),
+            ("segment_joined", get(&self.segments_joined)),
+            ("inject_failed", get(&self.inject_failed)),
+            ("capture_failed", get(&self.capture_failed)),
+        ]
+    }
 }
 
 /// Frames captured on the bridge port, by either backend.
@@ -70,11 +98,16 @@ impl Injector {
 /// Opens capture and injection on `dev` as `mode` asks (`auto`: packet sockets, or pcap
 /// when they cannot be opened, saying why); must run inside the tokio runtime that will read
 /// the frames. Returns them and a description of the data path for `weave status`.
-pub(crate) fn open_port(dev: &str, mtu: u32, mode: CaptureMode) -> Result<(Captured, Injector, String), String> {
+pub(crate) fn open_port(
+    dev: &str,
+    mtu: u32,
+    mode: CaptureMode,
+    counters: &Arc<BridgeCounters>,
+) -> Result<(Captured, Injector, String), String> {
     let packet = "packet sockets with virtio-net headers (64 KiB super-frames both ways)";
     let pcap = "pcap (frames up to the MTU injected)";
     if mode != CaptureMode::Pcap {
-        match crate::packet::open_port(dev, mtu) {
+        match crate::packet::open_port(dev, mtu, counters.clone()) {
             Ok((c, i)) => return Ok((Captured::Packet(c), Injector::Packet(i), packet.to_string())),
             Err(e) if mode == CaptureMode::Packet => {
                 return Err(format!("packet sockets on {dev}: {e} (try --capture pcap)"));
@@ -82,14 +115,14 @@ pub(crate) fn open_port(dev: &str, mtu: u32, mode: CaptureMode) -> Result<(Captu
             Err(e) => tracing::warn!(error = %e, port = dev, "packet sockets unavailable; capturing with pcap"),
         }
     }
-    let (c, i) = open_pcap(dev, mtu).map_err(|e| format!("pcap on {dev}: {e}"))?;
+    let (c, i) = open_pcap(dev, mtu, counters.clone()).map_err(|e| format!("pcap on {dev}: {e}"))?;
     Ok((Captured::Pcap(c), Injector::Pcap(i), pcap.to_string()))
 }
 
 /// Writes frames into the bridge with pcap.
 pub(crate) struct PcapInjector {
     cap: Capture<Active>,
-    errors: u64,
+    counters: Arc<BridgeCounters>,
 }
 
 impl PcapInjector {
@@ -122,10 +155,9 @@ impl PcapInjector {
     }
 
     fn failed(&mut self, n: u64, why: &str) {
-        let before = self.errors;
-        self.errors += n;
-        if before.leading_zeros() != self.errors.leading_zeros() {
-            tracing::warn!(error = why, errors = self.errors, "injecting into the bridge failed");
+        let before = self.counters.inject_failed.fetch_add(n, Ordering::Relaxed);
+        if before.leading_zeros() != (before + n).leading_zeros() {
+            tracing::warn!(error = why, errors = before + n, "injecting into the bridge failed");
         }
     }
 }
@@ -186,7 +218,7 @@ impl Frames for PcapCapture {
 
 /// Opens capture (inbound frames only) and injection on `dev`; must run inside the tokio
 /// runtime that will read the frames.
-fn open_pcap(dev: &str, mtu: u32) -> Result<(PcapCapture, PcapInjector), pcap::Error> {
+fn open_pcap(dev: &str, mtu: u32, counters: Arc<BridgeCounters>) -> Result<(PcapCapture, PcapInjector), pcap::Error> {
     let mut cap = open(dev)?.setnonblock()?;
     cap.direction(Direction::In)?;
     // The same, in the kernel: without it every frame we inject is copied into the capture
@@ -198,7 +230,7 @@ fn open_pcap(dev: &str, mtu: u32) -> Result<(PcapCapture, PcapInjector), pcap::E
     let fd = AsyncFd::new(Handle(cap)).map_err(|e| pcap::Error::IoError(e.kind()))?;
     let inject = open(dev)?;
     let captured = PcapCapture { fd, mtu: mtu as usize, drained: false };
-    Ok((captured, PcapInjector { cap: inject, errors: 0 }))
+    Ok((captured, PcapInjector { cap: inject, counters }))
 }
 
 /// The capture handle, registered with tokio by its descriptor.

@@ -236,7 +236,8 @@ async fn serve(
     state: &State,
 ) -> Result<(), String> {
     let ports = plumb::Ports::of(&args.bridge);
-    let (frames, mut injector, backend) = capture::open_port(&ports.pcap, mtu, args.capture)?;
+    let bridge_counters = std::sync::Arc::new(capture::BridgeCounters::default());
+    let (frames, mut injector, backend) = capture::open_port(&ports.pcap, mtu, args.capture, &bridge_counters)?;
     tracing::info!(port = %ports.pcap, backend, "capturing");
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCmd>(64);
     let info = api::DaemonInfo {
@@ -249,6 +250,7 @@ async fn serve(
             "{backend} on {} (port {} of bridge {}), TCP segments and checksums completed in userspace",
             ports.pcap, ports.bridge_side, args.bridge
         ),
+        bridge_counters,
     };
     let unresolved = api::Unresolved::default();
     let started = api::Started::default();

@@ -244,33 +244,100 @@ fn handle_received(router: &mut Router, now: Instant, from: SocketAddr, bytes: &
     }
 }
 
-/// Injects the batched frames and empties the batch.
-fn flush_bridge(inject: &mut impl FnMut(&[&[u8]]), bytes: &mut Vec<u8>, list: &mut Vec<(usize, usize)>) {
-    if list.is_empty() {
-        return;
-    }
-    let frames: Vec<&[u8]> = list.iter().map(|&(o, n)| &bytes[o..o + n]).collect();
-    inject(&frames);
-    bytes.clear();
-    list.clear();
+/// Outputs waiting to go out together: the router writes each straight into one buffer, and
+/// the frames for the bridge and the datagrams refer to their place in it.
+struct Staged {
+    buf: Vec<u8>,
+    used: usize,
+    /// Frames for the bridge: (offset, length).
+    bridge: Vec<(usize, usize)>,
+    /// Datagrams: (offset, length, address).
+    udp: Vec<(usize, usize, SocketAddr)>,
 }
 
-/// Sends the batched datagrams and empties the batch. Returns false when some did not go
-/// out (a full buffer, or an error the socket reports: see [`Stack::path_mtu_reports`]).
-fn flush<S: Stack>(udp: &S::Udp, out: &mut Vec<u8>, batch: &mut Vec<(usize, usize, SocketAddr)>) -> bool {
-    if batch.is_empty() {
-        return true;
+impl Staged {
+    fn new() -> Staged {
+        Staged {
+            buf: vec![0; 2 * BATCH * 2048 + TRANSMIT_BUF_MIN],
+            used: 0,
+            bridge: Vec::with_capacity(BATCH),
+            udp: Vec::with_capacity(BATCH),
+        }
     }
-    let list: Vec<(&[u8], SocketAddr)> = batch.iter().map(|&(o, n, to)| (&out[o..o + n], to)).collect();
-    let sent = S::send_batch(udp, &list);
-    if sent < list.len() {
-        tracing::debug!(dropped = list.len() - sent, "UDP send buffer full or an error reported; datagrams dropped");
+
+    /// Room for the router's next output.
+    fn room(&mut self) -> &mut [u8] {
+        &mut self.buf[self.used..]
     }
-    let all = sent == list.len();
-    drop(list);
-    out.clear();
-    batch.clear();
-    all
+
+    fn full(&self) -> bool {
+        self.buf.len() - self.used < TRANSMIT_BUF_MIN || self.bridge.len() == BATCH || self.udp.len() == BATCH
+    }
+
+    /// Injects the frames, then sends the datagrams, and empties the stage. Frames go first:
+    /// a datagram staged with them is most often the answer a watch asked for, which can wait
+    /// the few microseconds a container's frame should not. Returns false when some datagrams
+    /// did not go out (a full buffer, or an error the socket reports: see
+    /// [`Stack::path_mtu_reports`]).
+    fn flush<S: Stack>(&mut self, udp: &S::Udp, inject: &mut impl FnMut(&[&[u8]])) -> bool {
+        let buf = &self.buf;
+        if !self.bridge.is_empty() {
+            let frames: Vec<&[u8]> = self.bridge.iter().map(|&(o, n)| &buf[o..o + n]).collect();
+            inject(&frames);
+            self.bridge.clear();
+        }
+        let mut all = true;
+        if !self.udp.is_empty() {
+            let list: Vec<(&[u8], SocketAddr)> = self.udp.iter().map(|&(o, n, to)| (&buf[o..o + n], to)).collect();
+            let sent = S::send_batch(udp, &list);
+            if sent < list.len() {
+                tracing::debug!(
+                    dropped = list.len() - sent,
+                    "UDP send buffer full or an error reported; datagrams dropped"
+                );
+            }
+            all = sent == list.len();
+            self.udp.clear();
+        }
+        self.used = 0;
+        all
+    }
+}
+
+/// Hands the router the frames waiting on `frames`, up to a batch; returns how many.
+fn take_frames(router: &mut Router, frames: &mut impl Frames, scratch: &mut Vec<u8>, t: Instant) -> usize {
+    let offloaded = frames.offloaded_mtu();
+    for n in 0..BATCH {
+        let Some(f) = frames.next() else { return n };
+        // The largest IP packet the frame may go on as: what the path carries.
+        let path = router.frame_limit(t, f).saturating_sub(ETHERNET_HEADER);
+        match offloaded {
+            // TCP segments are cut to what the path carries, as a NIC cuts them to its link;
+            // anything else reaches the router whole, which answers it "too big" (or
+            // fragments it).
+            Some(link) => segment::complete(f, link.min(path), scratch, |s| router.handle_frame(t, s)),
+            None if f.len() <= path.saturating_add(ETHERNET_HEADER) => router.handle_frame(t, f),
+            None => segment::complete(f, path, scratch, |s| router.handle_frame(t, s)),
+        }
+    }
+    BATCH
+}
+
+/// Hands the router a datagram just read and the rest of its burst, up to a batch: one
+/// pass of the loop per burst, not per datagram.
+fn take_datagrams<S: Stack>(
+    router: &mut Router,
+    udp: &S::Udp,
+    buf: &mut [u8],
+    first: (usize, SocketAddr, usize),
+    t: Instant,
+) {
+    let (n, from, seg) = first;
+    handle_received(router, t, from, &buf[..n], seg);
+    for _ in 1..BATCH {
+        let Ok((n, from, seg)) = S::try_recv(udp, buf) else { break };
+        handle_received(router, t, from, &buf[..n], seg);
+    }
 }
 
 /// Hands the router the path MTU reports waiting on the UDP socket.
@@ -317,14 +384,8 @@ pub async fn run<S: Stack>(
         }
     });
     let mut conns: HashMap<ConnId, ConnIo> = HashMap::new();
-    let mut buf = vec![0u8; TRANSMIT_BUF_MIN];
     let mut udp_buf = vec![0u8; 65_536];
-    // Datagrams waiting to go out together: their bytes, and (offset, length, address).
-    let mut out: Vec<u8> = Vec::with_capacity(BATCH * 2048);
-    let mut batch: Vec<(usize, usize, SocketAddr)> = Vec::with_capacity(BATCH);
-    // Frames waiting to go into the bridge together: their bytes, and (offset, length).
-    let mut into_bridge: Vec<u8> = Vec::with_capacity(BATCH * 2048);
-    let mut bridge: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
+    let mut staged = Staged::new();
     tokio::pin!(shutdown);
     let mut udp_first = true;
     let mut send_errors = false;
@@ -353,39 +414,14 @@ pub async fn run<S: Stack>(
         udp_first = !udp_first;
         match woke {
             Woke::Udp(r) => match r {
-                Ok((n, from, seg)) => {
-                    let t = now();
-                    handle_received(&mut router, t, from, &udp_buf[..n], seg);
-                    // A burst is handled whole before the outputs go out: one pass of the
-                    // loop per burst, not per datagram.
-                    for _ in 1..BATCH {
-                        let Ok((n, from, seg)) = S::try_recv(&udp, &mut udp_buf) else { break };
-                        handle_received(&mut router, t, from, &udp_buf[..n], seg);
-                    }
-                }
+                Ok(first) => take_datagrams::<S>(&mut router, &udp, &mut udp_buf, first, now()),
                 Err(e) => {
                     tracing::debug!(error = %e, "UDP receive error");
                     take_path_mtu_reports::<S>(&udp, &mut router, now());
                 }
             },
             Woke::Frames => {
-                let t = now();
-                let offloaded = frames.offloaded_mtu();
-                for _ in 0..BATCH {
-                    let Some(f) = frames.next() else { break };
-                    // The largest IP packet the frame may go on as: what the path carries.
-                    let path = router.frame_limit(t, f).saturating_sub(ETHERNET_HEADER);
-                    match offloaded {
-                        // TCP segments are cut to what the path carries, as a NIC cuts them
-                        // to its link; anything else reaches the router whole, which
-                        // answers it "too big" (or fragments it).
-                        Some(link) => segment::complete(f, link.min(path), &mut seg_scratch, |s| {
-                            router.handle_frame(t, s);
-                        }),
-                        None if f.len() <= path.saturating_add(ETHERNET_HEADER) => router.handle_frame(t, f),
-                        None => segment::complete(f, path, &mut seg_scratch, |s| router.handle_frame(t, s)),
-                    }
-                }
+                take_frames(&mut router, &mut frames, &mut seg_scratch, now());
             }
             Woke::Input(input) => match input {
                 Input::Accepted(s, a) => {
@@ -417,34 +453,31 @@ pub async fn run<S: Stack>(
             }
             Woke::Shutdown => break,
         }
-        while let Some(t) = router.poll_transmit(&mut buf) {
-            let bytes = &buf[..t.len];
+        loop {
+            if staged.full() && !staged.flush::<S>(&udp, &mut inject) {
+                send_errors = true;
+            }
+            let at = staged.used;
+            let Some(t) = router.poll_transmit(staged.room()) else { break };
             match t.dest {
                 Destination::Bridge => {
-                    bridge.push((into_bridge.len(), t.len));
-                    into_bridge.extend_from_slice(bytes);
-                    if bridge.len() == BATCH {
-                        flush_bridge(&mut inject, &mut into_bridge, &mut bridge);
-                    }
+                    staged.bridge.push((at, t.len));
+                    staged.used += t.len;
                 }
                 Destination::Udp(to) => {
-                    batch.push((out.len(), t.len, to));
-                    out.extend_from_slice(bytes);
-                    if batch.len() == BATCH && !flush::<S>(&udp, &mut out, &mut batch) {
-                        send_errors = true;
-                    }
+                    staged.udp.push((at, t.len, to));
+                    staged.used += t.len;
                 }
                 Destination::Conn(id) => {
                     if let Some(c) = conns.get(&id) {
-                        let _ = c.writer.send(bytes.to_vec());
+                        let _ = c.writer.send(staged.buf[at..at + t.len].to_vec());
                     }
                 }
             }
         }
-        if !flush::<S>(&udp, &mut out, &mut batch) || std::mem::take(&mut send_errors) {
+        if !staged.flush::<S>(&udp, &mut inject) || std::mem::take(&mut send_errors) {
             take_path_mtu_reports::<S>(&udp, &mut router, now());
         }
-        flush_bridge(&mut inject, &mut into_bridge, &mut bridge);
         while let Some(e) = router.poll_event() {
             match e {
                 Event::Dial { conn, addr } => {

@@ -9,27 +9,25 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use nix::sys::socket::{recv, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 use tokio::io::unix::AsyncFd;
 use weave_host_io::sys::{packet_socket, PacketRole};
 use weave_host_io::vnet::{self, Piece, VnetHdr, HDR_LEN};
 
+use crate::capture::BridgeCounters;
+
 /// Room for the header and the largest frame: a 64 KiB IP packet and an Ethernet header with
 /// two VLAN tags.
 const FRAME_MAX: usize = HDR_LEN + 65_535 + 22;
 
-/// Counts events of one kind and logs the 1st, 2nd, 4th, 8th… with `what`.
-#[derive(Default)]
-struct Count(u64);
-
-impl Count {
-    fn add(&mut self, n: u64, what: &str, why: &dyn std::fmt::Display) {
-        let before = self.0;
-        self.0 += n;
-        if before.leading_zeros() != self.0.leading_zeros() {
-            tracing::warn!(error = %why, count = self.0, "{what}");
-        }
+/// Adds `n` to a failure counter and logs the 1st, 2nd, 4th, 8th… failure with `what`.
+fn failed(c: &AtomicU64, n: u64, what: &str, why: &dyn std::fmt::Display) {
+    let before = c.fetch_add(n, Ordering::Relaxed);
+    if before.leading_zeros() != (before + n).leading_zeros() {
+        tracing::warn!(error = %why, count = before + n, "{what}");
     }
 }
 
@@ -41,7 +39,7 @@ pub(crate) struct PacketCapture {
     mtu: usize,
     /// The last read found nothing: readiness must be cleared before waiting again.
     drained: bool,
-    failed: Count,
+    counters: Arc<BridgeCounters>,
 }
 
 impl weave_host_io::eventloop::Frames for PacketCapture {
@@ -68,9 +66,11 @@ impl weave_host_io::eventloop::Frames for PacketCapture {
             // MSG_TRUNC: the frame's real length, even when it did not fit.
             match recv(self.fd.get_ref().as_raw_fd(), &mut self.buf, MsgFlags::MSG_TRUNC) {
                 Ok(n) if n > self.buf.len() => {
-                    self.failed.add(1, "captured frame larger than 64 KiB dropped", &n);
+                    failed(&self.counters.capture_failed, 1, "captured frame larger than 64 KiB dropped", &n);
                 }
-                Ok(n) if n < HDR_LEN + 14 => self.failed.add(1, "captured frame too short dropped", &n),
+                Ok(n) if n < HDR_LEN + 14 => {
+                    failed(&self.counters.capture_failed, 1, "captured frame too short dropped", &n);
+                }
                 // The header's offload metadata is not needed: the frame's own headers say
                 // how to cut and complete it.
                 Ok(n) => return Some(&self.buf[HDR_LEN..n]),
@@ -80,7 +80,7 @@ impl weave_host_io::eventloop::Frames for PacketCapture {
                 }
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
-                    self.failed.add(1, "capture read failed", &e);
+                    failed(&self.counters.capture_failed, 1, "capture read failed", &e);
                     self.drained = true;
                     return None;
                 }
@@ -98,7 +98,7 @@ pub(crate) struct PacketInjector {
     fd: OwnedFd,
     joined: Vec<u8>,
     pieces: Vec<Piece>,
-    failed: Count,
+    counters: Arc<BridgeCounters>,
 }
 
 impl PacketInjector {
@@ -106,6 +106,12 @@ impl PacketInjector {
     /// logged and counted.
     pub(crate) fn inject(&mut self, frames: &[&[u8]]) {
         vnet::coalesce(frames, &mut self.joined, &mut self.pieces);
+        let supers = self.pieces.iter().filter(|p| matches!(p, Piece::Joined(..))).count();
+        if supers > 0 {
+            let joined = frames.len() - (self.pieces.len() - supers);
+            self.counters.superframes.fetch_add(supers as u64, Ordering::Relaxed);
+            self.counters.segments_joined.fetch_add(joined as u64, Ordering::Relaxed);
+        }
         let plain = VnetHdr::default().emit();
         let hdrs: Vec<[u8; HDR_LEN]> = self
             .pieces
@@ -137,7 +143,8 @@ impl PacketInjector {
             match sendmmsg(self.fd.as_raw_fd(), &mut headers, rest, addrs, none, MsgFlags::empty()) {
                 Ok(r) => match r.count() {
                     0 => {
-                        self.failed.add(rest.len() as u64, "injecting into the bridge failed", &"nothing sent");
+                        let n = rest.len() as u64;
+                        failed(&self.counters.inject_failed, n, "injecting into the bridge failed", &"nothing sent");
                         return;
                     }
                     n => at += n,
@@ -145,7 +152,7 @@ impl PacketInjector {
                 Err(nix::errno::Errno::EINTR) => {}
                 // The first frame was refused: count it and go on with the rest.
                 Err(e) => {
-                    self.failed.add(1, "injecting into the bridge failed", &e);
+                    failed(&self.counters.inject_failed, 1, "injecting into the bridge failed", &e);
                     at += 1;
                 }
             }
@@ -155,7 +162,11 @@ impl PacketInjector {
 
 /// Opens capture and injection on `dev` with packet sockets; must run inside the tokio
 /// runtime that will read the frames. Fails where the kernel lacks what they need.
-pub(crate) fn open_port(dev: &str, mtu: u32) -> io::Result<(PacketCapture, PacketInjector)> {
+pub(crate) fn open_port(
+    dev: &str,
+    mtu: u32,
+    counters: Arc<BridgeCounters>,
+) -> io::Result<(PacketCapture, PacketInjector)> {
     let ifindex = nix::net::if_::if_nametoindex(dev).map_err(io::Error::from)?;
     let cap = packet_socket(ifindex, PacketRole::Capture)?;
     let inj = packet_socket(ifindex, PacketRole::Inject)?;
@@ -163,12 +174,7 @@ pub(crate) fn open_port(dev: &str, mtu: u32) -> io::Result<(PacketCapture, Packe
     // is registered (the I/O-safety concern behind `new`'s deprecation).
     #[allow(deprecated)]
     let fd = AsyncFd::new(cap)?;
-    let capture = PacketCapture {
-        fd,
-        buf: vec![0; FRAME_MAX],
-        mtu: mtu as usize,
-        drained: false,
-        failed: Count::default(),
-    };
-    Ok((capture, PacketInjector { fd: inj, joined: Vec::new(), pieces: Vec::new(), failed: Count::default() }))
+    let capture =
+        PacketCapture { fd, buf: vec![0; FRAME_MAX], mtu: mtu as usize, drained: false, counters: counters.clone() };
+    Ok((capture, PacketInjector { fd: inj, joined: Vec::new(), pieces: Vec::new(), counters }))
 }

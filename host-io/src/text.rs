@@ -196,7 +196,7 @@ fn counters(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Counte
 
 /// The snapshot's counters and gauges in the OpenMetrics text format (which Prometheus reads);
 /// serve it as [`METRICS_CONTENT_TYPE`].
-pub(crate) fn metrics(s: &Status) -> String {
+pub(crate) fn metrics(s: &Status, bridge: &crate::capture::BridgeCounters) -> String {
     let st = &s.stats;
     let mut reg = Registry::default();
     let conns = Family::<Labels, Gauge>::default();
@@ -263,6 +263,11 @@ pub(crate) fn metrics(s: &Status) -> String {
     let too_big = counters(&mut reg, "weave_frames_too_big", "Frames too big for their path, by what was done");
     too_big.get_or_create(&vec![("action", "icmp_sent")]).inc_by(st.icmp_too_big_sent);
     too_big.get_or_create(&vec![("action", "fragmented")]).inc_by(st.frames_fragmented);
+    let port =
+        counters(&mut reg, "weave_bridge_port", "Frames at the bridge port, by what the data path did with them");
+    for (k, v) in bridge.snapshot() {
+        port.get_or_create(&vec![("event", k)]).inc_by(v);
+    }
     let mismatches = Counter::<u64>::default();
     mismatches.inc_by(st.password_mismatches);
     reg.register(
@@ -333,7 +338,7 @@ mod tests {
             .status(router_core::Instant::ZERO);
         s.stats.frames_relayed = 7;
         s.stats.password_mismatches = 2;
-        let m = metrics(&s);
+        let m = metrics(&s, &Default::default());
         assert!(m.contains("# TYPE weave_connections gauge"), "{m}");
         for state in ConnState::ALL {
             assert!(m.contains(&format!("weave_connections{{state=\"{state}\"}} 0")), "{m}");

@@ -80,7 +80,7 @@ pub(crate) struct RouterArgs {
     /// How frames leave and enter the bridge: `packet` sockets carrying offload metadata
     /// (64 KiB super-frames both ways), `pcap`, or `auto` (packet sockets where the kernel
     /// supports them). `weave status` shows which is in use.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", env = "WEAVE_CAPTURE")]
     pub(crate) capture: capture::CaptureMode,
     /// Do not dial peers learned from gossip.
     #[arg(long)]

@@ -92,11 +92,22 @@ impl Lab {
     }
 
     pub fn try_launch(&self, host: usize, peers: &[&str], secret: Secret) -> Output {
+        self.try_launch_args(host, &[], peers, secret)
+    }
+
+    /// `weave launch` with further flags `args`.
+    pub fn launch_args(&self, host: usize, args: &[&str], peers: &[&str], secret: Secret) -> String {
+        let o = self.try_launch_args(host, args, peers, secret);
+        assert!(o.status.success(), "launch on h{host}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    pub fn try_launch_args(&self, host: usize, args: &[&str], peers: &[&str], secret: Secret) -> Output {
         let dir = self.dir.join(format!("h{host}"));
         let dir = dir.to_str().unwrap().to_string();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.hosts[host], WEAVE, "launch", "--state-dir", &dir]);
-        cmd.args(["--nickname", &format!("h{host}")]).env_remove("WEAVE_PASSWORD");
+        cmd.args(["--nickname", &format!("h{host}")]).args(args).env_remove("WEAVE_PASSWORD");
         match secret {
             Secret::None => {}
             Secret::File(pw) => {
@@ -142,6 +153,11 @@ impl Lab {
     /// Sends `len` pseudo-random bytes over TCP from container `from` to `ip` (container
     /// `to`) and checks they arrive whole, in order and unchanged.
     pub fn transfer(&self, from: &str, to: &str, ip: &str, len: usize) {
+        self.transfers(&[(from, to, ip)], len);
+    }
+
+    /// Several such transfers at once, each (from, to, ip) on its own port.
+    pub fn transfers(&self, flows: &[(&str, &str, &str)], len: usize) {
         let mut data = Vec::with_capacity(len);
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ len as u64;
         while data.len() < len {
@@ -153,21 +169,41 @@ impl Lab {
         data.truncate(len);
         std::fs::create_dir_all(&self.dir).unwrap();
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
-        let (src, dst) = (self.dir.join(format!("sent-{k}")), self.dir.join(format!("received-{k}")));
+        let src = self.dir.join(format!("sent-{k}"));
         std::fs::write(&src, &data).unwrap();
-        let mut server = Command::new("ip")
-            .args(["netns", "exec", to, "sh", "-c"])
-            .arg(format!("nc -l -p 5001 > {}", dst.display()))
-            .spawn()
-            .unwrap();
+        let dst = |i: usize| self.dir.join(format!("received-{k}-{i}"));
+        let servers: Vec<_> = flows
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, to, _))| {
+                Command::new("ip")
+                    .args(["netns", "exec", to, "sh", "-c"])
+                    .arg(format!("nc -l -p {} > {}", 5001 + i, dst(i).display()))
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
         std::thread::sleep(Duration::from_millis(300));
-        let sent =
-            sh(&["ip", "netns", "exec", from, "sh", "-c", &format!("nc -N -w 10 {ip} 5001 < {}", src.display())]);
-        let _ = server.wait();
-        assert!(sent.status.success(), "{sent:?}");
-        let got = std::fs::read(&dst).unwrap();
-        assert_eq!(got.len(), data.len(), "every byte arrived");
-        assert!(got == data, "and in order, unchanged");
+        let clients: Vec<_> = flows
+            .iter()
+            .enumerate()
+            .map(|(i, &(from, _, ip))| {
+                Command::new("ip")
+                    .args(["netns", "exec", from, "sh", "-c"])
+                    .arg(format!("nc -N -w 10 {ip} {} < {}", 5001 + i, src.display()))
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for (i, mut c) in clients.into_iter().enumerate() {
+            assert!(c.wait().unwrap().success(), "the sender of flow {i} finished");
+        }
+        for (i, mut s) in servers.into_iter().enumerate() {
+            let _ = s.wait();
+            let got = std::fs::read(dst(i)).unwrap();
+            assert_eq!(got.len(), data.len(), "flow {i}: every byte arrived");
+            assert!(got == data, "flow {i}: in order, unchanged");
+        }
     }
 
     /// `/metrics` of host `host`'s router, fetched from inside its namespace without an
@@ -185,6 +221,14 @@ impl Lab {
             .output()
             .unwrap();
         String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// A counter or gauge from host `host`'s metrics, by its full sample name with labels.
+    pub fn metric(&self, host: usize, sample: &str) -> u64 {
+        let m = self.metrics(host);
+        m.lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {sample} in:\n{m}")) as u64
     }
 
     pub fn pid(&self, host: usize) -> Option<i32> {

@@ -97,6 +97,7 @@ impl weave_host_io::eventloop::Frames for PacketCapture {
 pub(crate) struct PacketInjector {
     fd: OwnedFd,
     joined: Vec<u8>,
+    members: Vec<usize>,
     pieces: Vec<Piece>,
     counters: Arc<BridgeCounters>,
 }
@@ -105,32 +106,29 @@ impl PacketInjector {
     /// Injects a batch, as few frames and system calls as coalescing allows; failures are
     /// logged and counted.
     pub(crate) fn inject(&mut self, frames: &[&[u8]]) {
-        vnet::coalesce(frames, &mut self.joined, &mut self.pieces);
-        let supers = self.pieces.iter().filter(|p| matches!(p, Piece::Joined(..))).count();
+        vnet::coalesce(frames, &mut self.joined, &mut self.members, &mut self.pieces);
+        let supers = self.pieces.iter().filter(|p| matches!(p, Piece::Joined { .. })).count();
         if supers > 0 {
             let joined = frames.len() - (self.pieces.len() - supers);
             self.counters.superframes.fetch_add(supers as u64, Ordering::Relaxed);
             self.counters.segments_joined.fetch_add(joined as u64, Ordering::Relaxed);
         }
-        let plain = VnetHdr::default().emit();
         let hdrs: Vec<[u8; HDR_LEN]> = self
             .pieces
             .iter()
             .map(|p| match p {
-                Piece::Frame(_) => plain,
-                Piece::Joined(h, _) => h.emit(),
+                Piece::Frame(_) => VnetHdr::default().emit(),
+                Piece::Joined { hdr, .. } => hdr.emit(),
             })
             .collect();
-        let iovs: Vec<[IoSlice<'_>; 2]> = self
+        // Each piece as one message: its header, then its parts, gathered by the kernel.
+        let iovs: Vec<Vec<IoSlice<'_>>> = self
             .pieces
             .iter()
             .zip(&hdrs)
             .map(|(p, h)| {
-                let f = match p {
-                    Piece::Frame(i) => frames[*i],
-                    Piece::Joined(_, r) => &self.joined[r.clone()],
-                };
-                [IoSlice::new(h), IoSlice::new(f)]
+                let parts = p.parts(frames, &self.joined, &self.members);
+                std::iter::once(IoSlice::new(h)).chain(parts.into_iter().map(IoSlice::new)).collect()
             })
             .collect();
         let mut at = 0;
@@ -176,5 +174,5 @@ pub(crate) fn open_port(
     let fd = AsyncFd::new(cap)?;
     let capture =
         PacketCapture { fd, buf: vec![0; FRAME_MAX], mtu: mtu as usize, drained: false, counters: counters.clone() };
-    Ok((capture, PacketInjector { fd: inj, joined: Vec::new(), pieces: Vec::new(), counters }))
+    Ok((capture, PacketInjector { fd: inj, joined: Vec::new(), members: Vec::new(), pieces: Vec::new(), counters }))
 }

@@ -165,12 +165,11 @@ fn continues(f0: &[u8], a0: &Seg, last: &Seg, k: u16, fb: &[u8], b: &Seg) -> boo
         && f0[l4 + 18..l4 + a0.thl] == fb[l4 + 18..l4 + a0.thl]
 }
 
-/// Turns `f` (the first segment's headers followed by every segment's payload) into a
-/// super-frame: IP lengths and checksum, PSH from the last segment, and the TCP checksum
-/// field holding the pseudo-header sum for the kernel to complete.
-fn finish(f: &mut [u8], s: &Seg, push: bool) -> VnetHdr {
+/// Turns `f` (the first segment's headers) into a super-frame's headers, for a TCP header
+/// and payload of `l4len` bytes in all: IP lengths and checksum, PSH from the last segment,
+/// and the TCP checksum field holding the pseudo-header sum for the kernel to complete.
+fn finish(f: &mut [u8], s: &Seg, l4len: usize, push: bool) -> VnetHdr {
     let l4 = ETH + s.ihl;
-    let l4len = f.len() - l4;
     if s.v6 {
         f[ETH + 4..ETH + 6].copy_from_slice(&(l4len as u16).to_be_bytes());
     } else {
@@ -201,8 +200,30 @@ fn finish(f: &mut [u8], s: &Seg, push: bool) -> VnetHdr {
 pub enum Piece {
     /// The batch's frame at this index, as it is (no header needed: [`VnetHdr::default`]).
     Frame(usize),
-    /// A super-frame, in the output buffer at this range, with its header.
-    Joined(VnetHdr, std::ops::Range<usize>),
+    /// A super-frame: its headers, then the payloads of its segments (each member frame's
+    /// bytes after `hdr.hdr_len`), in order.
+    Joined {
+        /// Its virtio-net header.
+        hdr: VnetHdr,
+        /// Where its headers are in the output buffer.
+        head: std::ops::Range<usize>,
+        /// Where its segments are in the member list.
+        members: std::ops::Range<usize>,
+    },
+}
+
+impl Piece {
+    /// The parts of the frame this piece stands for, in order: the frame itself, or a
+    /// super-frame's headers and its members' payloads (to be written gathered, without
+    /// joining them in memory).
+    pub fn parts<'a>(&self, frames: &[&'a [u8]], out: &'a [u8], members: &[usize]) -> Vec<&'a [u8]> {
+        match self {
+            Piece::Frame(i) => vec![frames[*i]],
+            Piece::Joined { hdr, head, members: m } => std::iter::once(&out[head.clone()])
+                .chain(members[m.clone()].iter().map(|&i| &frames[i][usize::from(hdr.hdr_len)..]))
+                .collect(),
+        }
+    }
 }
 
 /// A run of segments of one flow being joined.
@@ -229,12 +250,14 @@ fn flow(f: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// Coalesces a batch of complete frames (checksums valid) into `pieces`: each run of one
-/// flow's segments that may be joined becomes one super-frame, written to `out`; every other
-/// frame stays as it is. The segments of one flow keep their order, and so do all frames that
-/// are not joined; a flow's run takes the place of its first segment, so flows interleaved in
-/// the batch still coalesce. `out` and `pieces` are cleared first.
-pub fn coalesce(frames: &[&[u8]], out: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
+/// flow's segments that may be joined becomes one super-frame, its headers written to `out`
+/// and its segments listed in `members`; every other frame stays as it is. The segments of
+/// one flow keep their order, and so do all frames that are not joined; a flow's run takes
+/// the place of its first segment, so flows interleaved in the batch still coalesce. `out`,
+/// `members` and `pieces` are cleared first. [`Piece::parts`] gives each piece's bytes.
+pub fn coalesce(frames: &[&[u8]], out: &mut Vec<u8>, members: &mut Vec<usize>, pieces: &mut Vec<Piece>) {
     out.clear();
+    members.clear();
     pieces.clear();
     // Every frame's place: the run it starts, joins or none (`usize::MAX`), linked through
     // `next` to the run's next segment.
@@ -278,15 +301,16 @@ pub fn coalesce(frames: &[&[u8]], out: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
             pieces.push(Piece::Frame(r.first));
             continue;
         }
-        let start = out.len();
-        out.extend_from_slice(frames[r.first]);
-        let mut j = next[r.first];
+        let (start, m0) = (out.len(), members.len());
+        out.extend_from_slice(&frames[r.first][..r.a0.headers()]);
+        let mut j = r.first;
         while j != usize::MAX {
-            out.extend_from_slice(&frames[j][r.a0.headers()..]);
+            members.push(j);
             j = next[j];
         }
-        let hdr = finish(&mut out[start..], &r.a0, r.last.flags & PSH != 0);
-        pieces.push(Piece::Joined(hdr, start..out.len()));
+        let l4len = r.size - r.a0.ihl;
+        let hdr = finish(&mut out[start..], &r.a0, l4len, r.last.flags & PSH != 0);
+        pieces.push(Piece::Joined { hdr, head: start..out.len(), members: m0..members.len() });
     }
 }
 
@@ -347,13 +371,16 @@ mod tests {
 
     fn run(frames: &[Vec<u8>]) -> Vec<(VnetHdr, Vec<u8>)> {
         let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-        let (mut out, mut pieces) = (Vec::new(), Vec::new());
-        coalesce(&refs, &mut out, &mut pieces);
+        let (mut out, mut members, mut pieces) = (Vec::new(), Vec::new(), Vec::new());
+        coalesce(&refs, &mut out, &mut members, &mut pieces);
         pieces
-            .into_iter()
-            .map(|p| match p {
-                Piece::Frame(i) => (VnetHdr::default(), frames[i].clone()),
-                Piece::Joined(h, r) => (h, out[r].to_vec()),
+            .iter()
+            .map(|p| {
+                let hdr = match p {
+                    Piece::Frame(_) => VnetHdr::default(),
+                    Piece::Joined { hdr, .. } => *hdr,
+                };
+                (hdr, p.parts(&refs, &out, &members).concat())
             })
             .collect()
     }

@@ -65,7 +65,7 @@ impl Frames for Captured {
             Captured::Pcap(c) => c.ready().await,
         }
     }
-    fn next(&mut self) -> Option<&[u8]> {
+    fn next(&mut self) -> Option<&mut [u8]> {
         match self {
             Captured::Packet(c) => c.next(),
             Captured::Pcap(c) => c.next(),
@@ -169,14 +169,16 @@ fn open(dev: &str) -> Result<Capture<Active>, pcap::Error> {
 
 /// Frames captured on the bridge port, read by the event loop itself: the capture handle is
 /// non-blocking and its descriptor sits in tokio's reactor, so a frame costs no thread
-/// hand-off, no wakeup of another thread, no allocation and no copy (the loop reads it in the
-/// capture buffer). Frames come as the containers' stacks left them (see `segment`).
+/// hand-off, no wakeup of another thread and no allocation; one copy, out of pcap's read-only
+/// ring. Frames come as the containers' stacks left them (see `segment`).
 pub(crate) struct PcapCapture {
     fd: AsyncFd<Handle>,
     /// The bridge's MTU: the loop cuts larger TCP segments to it.
     mtu: usize,
     /// The last read found the ring empty: readiness must be cleared before waiting again.
     drained: bool,
+    /// The frame last read.
+    frame: Vec<u8>,
 }
 
 impl Frames for PcapCapture {
@@ -198,9 +200,14 @@ impl Frames for PcapCapture {
         }
     }
 
-    fn next(&mut self) -> Option<&[u8]> {
+    fn next(&mut self) -> Option<&mut [u8]> {
         match self.fd.get_mut().0.next_packet() {
-            Ok(p) => Some(p.data),
+            // Copied out of pcap's ring, which is read-only, for the loop to complete in place.
+            Ok(p) => {
+                self.frame.clear();
+                self.frame.extend_from_slice(p.data);
+                Some(&mut self.frame)
+            }
             Err(e) => {
                 if !matches!(e, pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) {
                     tracing::warn!(error = %e, "capture read failed");
@@ -229,7 +236,7 @@ fn open_pcap(dev: &str, mtu: u32, counters: Arc<BridgeCounters>) -> Result<(Pcap
     #[allow(deprecated)]
     let fd = AsyncFd::new(Handle(cap)).map_err(|e| pcap::Error::IoError(e.kind()))?;
     let inject = open(dev)?;
-    let captured = PcapCapture { fd, mtu: mtu as usize, drained: false };
+    let captured = PcapCapture { fd, mtu: mtu as usize, drained: false, frame: Vec::with_capacity(70_000) };
     Ok((captured, PcapInjector { cap: inject, counters }))
 }
 

@@ -64,8 +64,9 @@ pub type Command = Box<dyn FnOnce(&mut Router, Instant) -> bool + Send>;
 pub trait Frames {
     /// Waits until a frame may be waiting.
     fn ready(&mut self) -> impl Future<Output = ()> + Send;
-    /// The next captured frame, if one is waiting now.
-    fn next(&mut self) -> Option<&[u8]>;
+    /// The next captured frame, if one is waiting now; the loop may change its bytes (it
+    /// completes and cuts frames in place).
+    fn next(&mut self) -> Option<&mut [u8]>;
     /// Where frames come as a container's stack handed them to its interface, with the
     /// kernel's offloads on (TCP segments of up to 64 KiB, checksums left partial): the
     /// MTU of the link they were captured on. The loop completes such frames (`segment`),
@@ -100,12 +101,12 @@ impl Frames for ChannelFrames {
             }
         }
     }
-    fn next(&mut self) -> Option<&[u8]> {
+    fn next(&mut self) -> Option<&mut [u8]> {
         self.cur = match self.held.take() {
             Some(f) => f,
             None => self.rx.try_recv().ok()?,
         };
-        Some(&self.cur)
+        Some(&mut self.cur)
     }
 }
 
@@ -305,7 +306,7 @@ impl Staged {
 }
 
 /// Hands the router the frames waiting on `frames`, up to a batch; returns how many.
-fn take_frames(router: &mut Router, frames: &mut impl Frames, scratch: &mut Vec<u8>, t: Instant) -> usize {
+fn take_frames(router: &mut Router, frames: &mut impl Frames, t: Instant) -> usize {
     let offloaded = frames.offloaded_mtu();
     for n in 0..BATCH {
         let Some(f) = frames.next() else { return n };
@@ -315,9 +316,9 @@ fn take_frames(router: &mut Router, frames: &mut impl Frames, scratch: &mut Vec<
             // TCP segments are cut to what the path carries, as a NIC cuts them to its link;
             // anything else reaches the router whole, which answers it "too big" (or
             // fragments it).
-            Some(link) => segment::complete(f, link.min(path), scratch, |s| router.handle_frame(t, s)),
+            Some(link) => segment::complete_in_place(f, link.min(path), |s| router.handle_frame(t, s)),
             None if f.len() <= path.saturating_add(ETHERNET_HEADER) => router.handle_frame(t, f),
-            None => segment::complete(f, path, scratch, |s| router.handle_frame(t, s)),
+            None => segment::complete_in_place(f, path, |s| router.handle_frame(t, s)),
         }
     }
     BATCH
@@ -389,7 +390,6 @@ pub async fn run<S: Stack>(
     tokio::pin!(shutdown);
     let mut udp_first = true;
     let mut send_errors = false;
-    let mut seg_scratch = Vec::new();
     let mut quiet = Quiet::default();
     loop {
         let deadline = router.poll_timeout().map(|t| epoch + std::time::Duration::from_micros(t.as_micros()));
@@ -421,7 +421,7 @@ pub async fn run<S: Stack>(
                 }
             },
             Woke::Frames => {
-                take_frames(&mut router, &mut frames, &mut seg_scratch, now());
+                take_frames(&mut router, &mut frames, now());
             }
             Woke::Input(input) => match input {
                 Input::Accepted(s, a) => {

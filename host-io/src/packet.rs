@@ -61,7 +61,7 @@ impl weave_host_io::eventloop::Frames for PacketCapture {
         }
     }
 
-    fn next(&mut self) -> Option<&[u8]> {
+    fn next(&mut self) -> Option<&mut [u8]> {
         loop {
             // MSG_TRUNC: the frame's real length, even when it did not fit.
             match recv(self.fd.get_ref().as_raw_fd(), &mut self.buf, MsgFlags::MSG_TRUNC) {
@@ -73,7 +73,7 @@ impl weave_host_io::eventloop::Frames for PacketCapture {
                 }
                 // The header's offload metadata is not needed: the frame's own headers say
                 // how to cut and complete it.
-                Ok(n) => return Some(&self.buf[HDR_LEN..n]),
+                Ok(n) => return Some(&mut self.buf[HDR_LEN..n]),
                 Err(nix::errno::Errno::EAGAIN) => {
                     self.drained = true;
                     return None;

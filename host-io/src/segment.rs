@@ -108,8 +108,22 @@ fn ipv4_header_checksum(f: &mut [u8], hlen: usize) {
 }
 
 /// Completes a captured frame: hands `emit` the frame itself, or its TCP segments cut to
-/// `mtu`, with computed checksums. `scratch` is reused between calls.
-pub fn complete(frame: &[u8], mtu: usize, scratch: &mut Vec<u8>, mut emit: impl FnMut(&[u8])) {
+/// `mtu`, with computed checksums. `scratch` is reused between calls. (The frame is copied
+/// once, into `scratch`; [`complete_in_place`] does the same work without copying.)
+pub fn complete(frame: &[u8], mtu: usize, scratch: &mut Vec<u8>, emit: impl FnMut(&[u8])) {
+    if parse_ip(frame).is_none() {
+        let mut emit = emit;
+        return emit(frame);
+    }
+    scratch.clear();
+    scratch.extend_from_slice(frame);
+    complete_in_place(scratch, mtu, emit);
+}
+
+/// As [`complete`], in `frame` itself: checksums are written into it, and each TCP segment
+/// after the first is made by writing the headers over the end of the segment before it, which
+/// `emit` has already had. So `frame`'s bytes are changed, and nothing is copied but headers.
+pub fn complete_in_place(frame: &mut [u8], mtu: usize, mut emit: impl FnMut(&[u8])) {
     let Some(ip) = parse_ip(frame) else { return emit(frame) };
     let l4 = ETH + ip.hlen;
     let end = l4 + ip.l4len;
@@ -122,12 +136,15 @@ pub fn complete(frame: &[u8], mtu: usize, scratch: &mut Vec<u8>, mut emit: impl 
             let payload = ip.l4len - thlen;
             let mss = mtu.saturating_sub(ip.hlen + thlen);
             if ip.hlen + ip.l4len <= mtu || mss == 0 {
-                scratch.clear();
-                scratch.extend_from_slice(&frame[..end]);
-                scratch[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
-                l4_checksum(scratch, &ip, 16);
-                return emit(scratch);
+                frame[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
+                l4_checksum(&mut frame[..end], &ip, 16);
+                return emit(&frame[..end]);
             }
+            // The headers as they came: every segment's start from them.
+            let hl = l4 + thlen;
+            let mut headers = [0u8; ETH + 60 + 60];
+            headers[..hl].copy_from_slice(&frame[..hl]);
+            let headers = &headers[..hl];
             let seq = u32::from_be_bytes(frame[l4 + 4..l4 + 8].try_into().expect("4 bytes"));
             let flags = frame[l4 + 13];
             let id = if ip.v6 { 0 } else { u16::from_be_bytes([frame[ETH + 4], frame[ETH + 5]]) };
@@ -136,19 +153,19 @@ pub fn complete(frame: &[u8], mtu: usize, scratch: &mut Vec<u8>, mut emit: impl 
             while off < payload {
                 let n = mss.min(payload - off);
                 let last = off + n == payload;
-                scratch.clear();
-                scratch.extend_from_slice(&frame[..l4 + thlen]);
-                scratch.extend_from_slice(&frame[l4 + thlen + off..l4 + thlen + off + n]);
-                let seg = Ip { l4len: thlen + n, ..ip };
-                if seg.v6 {
-                    scratch[ETH + 4..ETH + 6].copy_from_slice(&(seg.l4len as u16).to_be_bytes());
+                // This segment: its headers, then its payload, which is where it was.
+                let seg = &mut frame[off..off + hl + n];
+                seg[..hl].copy_from_slice(headers);
+                let sip = Ip { l4len: thlen + n, ..ip };
+                if sip.v6 {
+                    seg[ETH + 4..ETH + 6].copy_from_slice(&(sip.l4len as u16).to_be_bytes());
                 } else {
-                    let total = (seg.hlen + seg.l4len) as u16;
-                    scratch[ETH + 2..ETH + 4].copy_from_slice(&total.to_be_bytes());
-                    scratch[ETH + 4..ETH + 6].copy_from_slice(&id.wrapping_add(k).to_be_bytes());
-                    ipv4_header_checksum(scratch, seg.hlen);
+                    let total = (sip.hlen + sip.l4len) as u16;
+                    seg[ETH + 2..ETH + 4].copy_from_slice(&total.to_be_bytes());
+                    seg[ETH + 4..ETH + 6].copy_from_slice(&id.wrapping_add(k).to_be_bytes());
+                    ipv4_header_checksum(seg, sip.hlen);
                 }
-                scratch[l4 + 4..l4 + 8].copy_from_slice(&seq.wrapping_add(off as u32).to_be_bytes());
+                seg[l4 + 4..l4 + 8].copy_from_slice(&seq.wrapping_add(off as u32).to_be_bytes());
                 let mut f = flags;
                 if !last {
                     f &= !(FIN | PSH);
@@ -156,21 +173,19 @@ pub fn complete(frame: &[u8], mtu: usize, scratch: &mut Vec<u8>, mut emit: impl 
                 if off != 0 {
                     f &= !CWR;
                 }
-                scratch[l4 + 13] = f;
-                scratch[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
-                l4_checksum(scratch, &seg, 16);
-                emit(scratch);
+                seg[l4 + 13] = f;
+                seg[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
+                l4_checksum(seg, &sip, 16);
+                emit(seg);
                 off += n;
                 k = k.wrapping_add(1);
             }
         }
         // An IPv4 UDP checksum of zero means "none"; anything else may be partial.
         UDP if ip.l4len >= 8 && (ip.v6 || frame[l4 + 6..l4 + 8] != [0, 0]) => {
-            scratch.clear();
-            scratch.extend_from_slice(&frame[..end]);
-            scratch[l4 + 6..l4 + 8].copy_from_slice(&[0, 0]);
-            l4_checksum(scratch, &ip, 6);
-            emit(scratch)
+            frame[l4 + 6..l4 + 8].copy_from_slice(&[0, 0]);
+            l4_checksum(&mut frame[..end], &ip, 6);
+            emit(&frame[..end])
         }
         _ => emit(frame),
     }
@@ -298,6 +313,28 @@ mod tests {
                 }
             }
             complete(&f, mtu, &mut Vec::new(), |s| assert!(s.len() <= f.len().max(ETH + 60)));
+        }
+    }
+
+    proptest::proptest! {
+        /// Cut in place, a segment of any size gives segments that fit the MTU, carry valid
+        /// checksums and contiguous sequence numbers, and hold the payload in order.
+        #[test]
+        fn cutting_in_place_gives_valid_segments_in_order(len in 1usize..20_000, mtu in 100usize..9000, v6 in proptest::prelude::any::<bool>()) {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 253) as u8).collect();
+            let mut f = if v6 { tcp6(&data, 0xffff_ff00) } else { tcp4(&data, 0xffff_ff00, true) };
+            let mut joined = Vec::new();
+            let mut next = 0xffff_ff00u32;
+            complete_in_place(&mut f, mtu, |s| {
+                assert!(s.len() - ETH <= mtu);
+                assert!(valid(s));
+                let p = SlicedPacket::from_ethernet(s).unwrap();
+                let Some(TransportSlice::Tcp(t)) = p.transport else { panic!("tcp") };
+                assert_eq!(t.sequence_number(), next);
+                next = next.wrapping_add(t.payload().len() as u32);
+                joined.extend_from_slice(t.payload());
+            });
+            proptest::prop_assert_eq!(joined, data);
         }
     }
 

@@ -167,6 +167,22 @@ fn open(dev: &str) -> Result<Capture<Active>, pcap::Error> {
     Capture::from_device(dev)?.promisc(true).immediate_mode(true).snaplen(70_000).buffer_size(8 << 20).timeout(0).open()
 }
 
+/// Waits until the capture descriptor may have a frame. After a read found none
+/// (`drained`), readiness is cleared first, then the loop looks once more: a frame that
+/// arrived between the empty read and the clear would otherwise wait for the next one.
+pub(crate) async fn readable<T: AsRawFd>(fd: &mut AsyncFd<T>, drained: &mut bool) {
+    let mut g = match fd.readable_mut().await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "capture port unusable; no more frames will be captured");
+            return std::future::pending().await;
+        }
+    };
+    if std::mem::take(drained) {
+        g.clear_ready();
+    }
+}
+
 /// Frames captured on the bridge port, read by the event loop itself: the capture handle is
 /// non-blocking and its descriptor sits in tokio's reactor, so a frame costs no thread
 /// hand-off, no wakeup of another thread and no allocation; one copy, out of pcap's read-only
@@ -183,21 +199,7 @@ pub(crate) struct PcapCapture {
 
 impl Frames for PcapCapture {
     async fn ready(&mut self) {
-        let drained = self.drained;
-        let mut g = match self.fd.readable_mut().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!(error = %e, "capture port unusable; no more frames will be captured");
-                return std::future::pending().await;
-            }
-        };
-        if drained {
-            // Clear, then let the loop look once more: a frame that arrived between the empty
-            // read and this clear would otherwise wait for the next one.
-            g.clear_ready();
-            drop(g);
-            self.drained = false;
-        }
+        readable(&mut self.fd, &mut self.drained).await;
     }
 
     fn next(&mut self) -> Option<&mut [u8]> {

@@ -44,21 +44,7 @@ pub(crate) struct PacketCapture {
 
 impl weave_host_io::eventloop::Frames for PacketCapture {
     async fn ready(&mut self) {
-        let drained = self.drained;
-        let mut g = match self.fd.readable_mut().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!(error = %e, "capture port unusable; no more frames will be captured");
-                return std::future::pending().await;
-            }
-        };
-        if drained {
-            // Clear, then let the loop look once more: a frame that arrived between the empty
-            // read and this clear would otherwise wait for the next one.
-            g.clear_ready();
-            drop(g);
-            self.drained = false;
-        }
+        crate::capture::readable(&mut self.fd, &mut self.drained).await;
     }
 
     fn next(&mut self) -> Option<&mut [u8]> {

@@ -52,6 +52,14 @@ impl BridgeCounters {
     }
 }
 
+/// Adds `n` to a failure counter and logs the 1st, 2nd, 4th, 8th… failure with `what`.
+pub(crate) fn failed(c: &AtomicU64, n: u64, what: &str, why: &dyn std::fmt::Display) {
+    let before = c.fetch_add(n, Ordering::Relaxed);
+    if before.leading_zeros() != (before + n).leading_zeros() {
+        tracing::warn!(error = %why, count = before + n, "{what}");
+    }
+}
+
 /// Frames captured on the bridge port, by either backend.
 pub(crate) enum Captured {
     Packet(PacketCapture),
@@ -155,10 +163,7 @@ impl PcapInjector {
     }
 
     fn failed(&mut self, n: u64, why: &str) {
-        let before = self.counters.inject_failed.fetch_add(n, Ordering::Relaxed);
-        if before.leading_zeros() != (before + n).leading_zeros() {
-            tracing::warn!(error = why, errors = before + n, "injecting into the bridge failed");
-        }
+        failed(&self.counters.inject_failed, n, "injecting into the bridge failed", &why);
     }
 }
 

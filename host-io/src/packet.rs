@@ -9,7 +9,7 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use nix::sys::socket::{recv, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
@@ -17,19 +17,11 @@ use tokio::io::unix::AsyncFd;
 use weave_host_io::sys::{packet_socket, PacketRole};
 use weave_host_io::vnet::{self, Piece, VnetHdr, HDR_LEN};
 
-use crate::capture::BridgeCounters;
+use crate::capture::{failed, BridgeCounters};
 
 /// Room for the header and the largest frame: a 64 KiB IP packet and an Ethernet header with
 /// two VLAN tags.
 const FRAME_MAX: usize = HDR_LEN + 65_535 + 22;
-
-/// Adds `n` to a failure counter and logs the 1st, 2nd, 4th, 8th… failure with `what`.
-fn failed(c: &AtomicU64, n: u64, what: &str, why: &dyn std::fmt::Display) {
-    let before = c.fetch_add(n, Ordering::Relaxed);
-    if before.leading_zeros() != (before + n).leading_zeros() {
-        tracing::warn!(error = %why, count = before + n, "{what}");
-    }
-}
 
 /// Frames arriving at the bridge port.
 pub(crate) struct PacketCapture {

@@ -6,11 +6,14 @@
 //! Letting containers hand 64 KiB segments to the bridge, rather than cutting them in their
 //! own stack, saves the kernel a bridge traversal and a capture copy per MTU-sized frame.
 
-const ETH: usize = 14;
-const TCP: u8 = 6;
+/// Bytes of an Ethernet header (no VLAN tag).
+pub(crate) const ETH: usize = 14;
+/// IP protocol numbers.
+pub(crate) const TCP: u8 = 6;
 const UDP: u8 = 17;
+/// TCP flags.
 const FIN: u8 = 0x01;
-const PSH: u8 = 0x08;
+pub(crate) const PSH: u8 = 0x08;
 const CWR: u8 = 0x80;
 
 /// The IP layer of a frame, as far as completing it needs.

@@ -10,12 +10,9 @@
 //! only ACK set (PSH allowed on the last segment), equal payload sizes but for a shorter last
 //! one. A batch is coalesced as it is: nothing waits for frames that are not there yet.
 
-use crate::segment::{fold, sum};
+use crate::segment::{fold, sum, ETH, PSH, TCP};
 
-const ETH: usize = 14;
-const TCP: u8 = 6;
 const ACK: u8 = 0x10;
-const PSH: u8 = 0x08;
 /// The largest IP packet: the IPv4 total length and the IPv6 payload length are 16 bits.
 const IP_MAX: usize = 65_535;
 

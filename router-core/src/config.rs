@@ -108,6 +108,8 @@ pub struct Config {
     /// address are refused for this long: each try is one online guess, so tries are rate
     /// limited.
     pub password_retry: Duration,
+    /// The address allocator, if this router runs one.
+    pub ipam: Option<crate::ipam::IpamConfig>,
     /// Compute routes only when something needs them (a frame to forward or relay, a status
     /// report, anti-entropy) once the hold after a change has ended, rather than as soon as it
     /// ends. A process of thousands of routers, most of them idle, skips routes nobody uses; a
@@ -165,6 +167,7 @@ impl Config {
             stable_after: Duration::from_secs(10),
             password: None,
             password_retry: Duration::from_secs(1),
+            ipam: None,
             #[cfg(feature = "many-routers")]
             lazy_routes: false,
             #[cfg(feature = "many-routers")]
@@ -207,6 +210,9 @@ pub enum ConfigError {
     /// is for simulation and tests, never for a password.
     #[error("a password needs key material from the operating system: use Router::with_random")]
     PasswordWithoutRandom,
+    /// The allocator's settings.
+    #[error("address allocator: {0}")]
+    Ipam(#[from] crate::ipam::IpamError),
 }
 
 impl Config {
@@ -277,6 +283,9 @@ impl Config {
         range("peers_max", self.peers_max, 2, 1 << 24)?;
         range("outbox_limit", self.outbox_limit, 65_536, 1 << 30)?;
         range("recover_rounds", self.recover_rounds as usize, 1, 64)?;
+        if let Some(ipam) = &self.ipam {
+            ipam.validate()?;
+        }
         Ok(())
     }
 }

@@ -122,6 +122,7 @@ impl Router {
             (Phase::Up, Message::GossipSummary(s)) => self.handle_summary(id, s),
             (Phase::Up, Message::GossipDigest(d)) => self.handle_digest(id, &d),
             (Phase::Up, Message::GossipUpdate(u)) => self.handle_update(id, u),
+            (Phase::Up, Message::Ipam(u)) => self.handle_ipam(now, &u),
             (_, m) => {
                 self.stats.control_errors += 1;
                 let why = ConnError::Malformed(format!("unexpected {} in phase {phase:?}", message_name(&m)));
@@ -275,6 +276,7 @@ impl Router {
         self.timers.set(Timer::Conn(id, ConnTimer::UdpHeartbeat), now);
         let summary = self.topology.summary();
         self.send_gossip(id, &Message::GossipSummary(summary));
+        self.send_ipam_full(id);
         tracing::info!(conn = %id, peer = %h.name, "connection up");
         self.push_event(Event::ConnectionUp { conn: id, peer: h.name });
         // Probed before the link is established: on most paths the ceiling is acknowledged
@@ -312,5 +314,6 @@ fn message_name(m: &Message) -> &'static str {
         Message::GossipUpdate(_) => "gossip update",
         Message::Confirm(_) => "key confirmation",
         Message::PmtuAck { .. } => "path MTU ack",
+        Message::Ipam(_) => "ipam",
     }
 }

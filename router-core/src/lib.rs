@@ -30,6 +30,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod addresses;
 mod config;
 mod conn;
 pub mod crypto;
@@ -39,6 +40,7 @@ mod flood;
 pub mod forward;
 mod gossip;
 mod handshake;
+pub mod ipam;
 mod lifecycle;
 mod liveness;
 mod mac_cache;
@@ -67,6 +69,7 @@ pub use config::{Config, ConfigError};
 pub use conn::{ConnError, LinkChange, LinkReason, Phase};
 pub use crypto::{Password, PasswordError, Random, SeededRandom};
 pub use forward::Decision;
+pub use ipam::{Allocated, IpamConfig, IpamError, IpamState};
 pub use mac_cache::MacOwner;
 pub use outbox::{Destination, Transmit, TRANSMIT_BUF_MIN};
 pub use peer::{ConnId, Mac, ParseNameError, PeerName, PeerUid};

@@ -79,12 +79,17 @@ pub enum Event {
     PeerUnreachable(PeerName),
     /// The topology view changed (routes were recomputed).
     TopologyChanged,
+    /// An allocation that had to wait has finished.
+    Allocated(crate::ipam::Allocated),
+    /// The allocator's persistent state changed: save [`Router::ipam_state`] before acting on
+    /// addresses it handed out.
+    IpamChanged,
 }
 
 impl Event {
     /// Events the driver must act on are never dropped when the queue is full.
     fn essential(&self) -> bool {
-        matches!(self, Event::Dial { .. } | Event::Close { .. })
+        matches!(self, Event::Dial { .. } | Event::Close { .. } | Event::Allocated(_) | Event::IpamChanged)
     }
 }
 
@@ -214,6 +219,10 @@ pub struct Router {
     pub(crate) scratch_open: Vec<u8>,
     /// A sealed control record being opened.
     pub(crate) scratch_record: Vec<u8>,
+    /// The address allocator, when configured.
+    pub(crate) ipam: Option<crate::ipam::Ipam>,
+    /// The allocator has something to do at the next commit.
+    pub(crate) ipam_due: bool,
 }
 
 impl core::fmt::Debug for Router {
@@ -305,6 +314,8 @@ impl Router {
             scratch_open: Vec::new(),
             opened_len: 0,
             scratch_record: Vec::new(),
+            ipam: None,
+            ipam_due: false,
         };
         r.route_hold = r.config.route_delay_min;
         let ceiling = r.pmtu_ceiling();
@@ -313,6 +324,11 @@ impl Router {
         r.next_seq = r.rng.next_u64() >> 1;
         let first = now + r.jittered(r.config.anti_entropy);
         r.timers.set(Timer::AntiEntropy, first);
+        if let Some(cfg) = r.config.ipam.clone() {
+            let me = crate::ipam::Owner { name: r.config.name, life: r.rng.next_u32() };
+            r.ipam = Some(crate::ipam::Ipam::new(cfg, me, None)?);
+            r.ipam_due = true;
+        }
         r.commit(now);
         Ok(r)
     }
@@ -448,6 +464,7 @@ impl Router {
                 Timer::Routes if self.lazy_routes() => self.routes_due = true,
                 Timer::Routes => self.recompute_throttled(now),
                 Timer::Redial(addr) => self.redial(now, addr),
+                Timer::Ipam => self.ipam_due = true,
                 Timer::Conn(id, ct) => self.conn_timer(now, id, ct),
             }
         }
@@ -512,6 +529,9 @@ impl Router {
         }
         if self.config.discovery && self.discovery.pending {
             self.discover(now);
+        }
+        if self.ipam.is_some() {
+            self.ipam_commit(now);
         }
     }
 
@@ -586,6 +606,7 @@ impl Router {
         self.stats.route_recomputes += 1;
         let (lost, found) = before.changes(&self.routes, self.config.name);
         drop(before);
+        self.ipam_due |= !lost.is_empty() || !found.is_empty();
         for p in lost {
             self.macs.forget_peer(p);
             self.push_event(Event::PeerUnreachable(p));

@@ -163,6 +163,8 @@ pub struct Stats {
     pub gossip_updates_sent: u64,
     /// Topology entries merged from gossip.
     pub gossip_entries_merged: u64,
+    /// Allocator gossip received by a router that runs no allocator.
+    pub ipam_ignored: u64,
     /// Entries for new peers refused because the topology holds `peers_max` peers.
     pub gossip_entries_refused: u64,
     /// MACs learned.
@@ -247,6 +249,7 @@ impl Stats {
             gossip_updates_sent,
             gossip_entries_merged,
             gossip_entries_refused,
+            ipam_ignored,
             macs_learned,
             macs_moved,
             macs_expired,
@@ -296,6 +299,7 @@ impl Stats {
         self.gossip_updates_sent += gossip_updates_sent;
         self.gossip_entries_merged += gossip_entries_merged;
         self.gossip_entries_refused += gossip_entries_refused;
+        self.ipam_ignored += ipam_ignored;
         self.macs_learned += macs_learned;
         self.macs_moved += macs_moved;
         self.macs_expired += macs_expired;

@@ -22,6 +22,8 @@ pub(crate) enum Timer {
     Routes,
     /// Dial a target again.
     Redial(SocketAddr),
+    /// The address allocator's next step.
+    Ipam,
     /// A per-connection job.
     Conn(ConnId, ConnTimer),
 }
@@ -62,6 +64,7 @@ fn code(t: Timer) -> u64 {
         Timer::Routes => 3 << 56,
         Timer::Redial(_) => REDIAL,
         Timer::Conn(id, k) => 5 << 56 | u64::from(id.0) << 8 | k as u64,
+        Timer::Ipam => 6 << 56,
     }
 }
 
@@ -74,6 +77,7 @@ fn decode(c: u64) -> Timer {
         1 => Timer::AntiEntropy,
         2 => Timer::MacSweep,
         3 => Timer::Routes,
+        6 => Timer::Ipam,
         v => {
             debug_assert_eq!(v, 5, "redials never enter the heap");
             Timer::Conn(ConnId((c >> 8) as u32), CONN_TIMERS[(c & 0xff) as usize])

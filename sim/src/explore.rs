@@ -65,9 +65,10 @@ pub fn random_schedule(s: &Scenario, rf: &RandomFaults, r: &mut ChaCha8Rng) -> V
                     (FaultAction::UdpBlock { a: a.clone(), b: b.clone() }, Some(FaultAction::UdpUnblock { a, b }))
                 }
             }
-            FaultKind::Crash => {
+            kind @ (FaultKind::Crash | FaultKind::CrashWipe) => {
                 let h = pick(r, &names).clone();
-                (FaultAction::Crash { host: h.clone() }, Some(FaultAction::Restart { host: h }))
+                let wipe = kind == FaultKind::CrashWipe;
+                (FaultAction::Crash { host: h.clone() }, Some(FaultAction::Restart { host: h, wipe }))
             }
             FaultKind::Pause => {
                 let h = pick(r, &names).clone();

@@ -54,6 +54,50 @@ pub struct Outcome {
     pub link_changes: Vec<crate::check::LinkChangeTally>,
     /// What the routers running at the end sent, per router.
     pub volume: Volume,
+    /// The address allocator, when the scenario runs it.
+    pub ipam: Option<IpamSummary>,
+}
+
+/// The allocators of the routers running at the end.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IpamSummary {
+    /// Distinct rings held (by creator).
+    pub rings: usize,
+    /// Routers without a ring.
+    pub without_ring: usize,
+    /// Addresses leased.
+    pub leases: usize,
+    /// Counters summed over the routers.
+    pub stats: router_core::ipam::IpamStats,
+    /// Allocations refused or failed (no space in time).
+    pub refused: u64,
+}
+
+impl IpamSummary {
+    fn of(w: &World) -> Option<IpamSummary> {
+        w.scenario.ipam.as_ref()?;
+        let mut sum = IpamSummary { refused: w.stats.ipam_refused, ..IpamSummary::default() };
+        let mut rings = std::collections::BTreeSet::new();
+        for ipam in w.hosts.iter().filter_map(|h| h.router.as_ref()).filter_map(|r| r.ipam()) {
+            match ipam.ring() {
+                Some(r) => {
+                    rings.insert(r.id);
+                }
+                None => sum.without_ring += 1,
+            }
+            sum.leases += ipam.leases().len();
+            let (s, t) = (&mut sum.stats, ipam.stats);
+            s.allocated += t.allocated;
+            s.freed += t.freed;
+            s.blocks_given += t.blocks_given;
+            s.blocks_received += t.blocks_received;
+            s.foreign_updates += t.foreign_updates;
+            s.infos_dropped += t.infos_dropped;
+            s.conflicts += t.conflicts;
+        }
+        sum.rings = rings.len();
+        Some(sum)
+    }
 }
 
 /// Gossip and dials per router (over the routers running at the end of the run).
@@ -177,6 +221,7 @@ fn run_inner(s: &Scenario, seed: u64, trace: Trace, timeline: bool) -> (Outcome,
         link_changes: w.checker.link_changes.clone(),
         volume,
         spoofed_deliveries: w.checker.spoofed_deliveries,
+        ipam: IpamSummary::of(&w),
     };
     (o, w)
 }

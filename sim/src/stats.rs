@@ -19,6 +19,8 @@ pub struct SimStats {
     pub duplicated: u64,
     /// Frames hostile containers sent.
     pub hostile_frames: u64,
+    /// Allocations refused or failed (no space in time, a bad request).
+    pub ipam_refused: u64,
     /// Datagrams the network dropped, by reason.
     pub net_drops: BTreeMap<NetDrop, u64>,
 }

@@ -9,6 +9,7 @@
 //! A length outside the bounds is a protocol error and closes the connection.
 
 use super::gossip::{Digest, Summary, Update};
+use super::ipam::IpamUpdate;
 use super::{DecodeError, Put, Reader};
 use crate::peer::{PeerName, PeerUid};
 
@@ -30,6 +31,7 @@ const T_GOSSIP_DIGEST: u8 = 6;
 const T_GOSSIP_UPDATE: u8 = 7;
 const T_CONFIRM: u8 = 8;
 const T_PMTU_ACK: u8 = 9;
+const T_IPAM: u8 = 10;
 
 /// Handshake flag: the sender requires a password (encrypted sessions); the handshake then
 /// ends with the sender's PAKE message.
@@ -179,6 +181,8 @@ pub enum Message {
         /// The id of the probe being acknowledged.
         id: u32,
     },
+    /// Address allocator state (see [`super::ipam`]).
+    Ipam(IpamUpdate),
 }
 
 impl Message {
@@ -208,6 +212,7 @@ impl Message {
             T_GOSSIP_UPDATE => Message::GossipUpdate(Update::parse(&mut r)?),
             T_CONFIRM => Message::Confirm(r.array("confirmation")?),
             T_PMTU_ACK => Message::PmtuAck { id: r.u32("probe id")? },
+            T_IPAM => Message::Ipam(IpamUpdate::parse(&mut r)?),
             _ => return Err(DecodeError::Invalid("message type")),
         };
         r.finish()?;
@@ -263,6 +268,10 @@ impl Message {
             Message::Confirm(c) => {
                 out.put_u8(T_CONFIRM);
                 out.extend_from_slice(c);
+            }
+            Message::Ipam(u) => {
+                out.put_u8(T_IPAM);
+                u.emit(out);
             }
         }
         let body = out.len() - start - FRAME_HEADER_LEN;

@@ -7,11 +7,13 @@
 //! - [`control`]: length-prefixed control messages (handshake, refusal, heartbeat, UDP ack,
 //!   gossip).
 //! - [`gossip`]: bodies of the gossip messages (summary, digest, update).
+//! - [`ipam`]: the body of the address allocator's gossip.
 //! - [`datagram`]: UDP datagrams: heartbeats and batches of Ethernet frames.
 
 pub mod control;
 pub mod datagram;
 pub mod gossip;
+pub mod ipam;
 pub mod preamble;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -182,6 +182,12 @@ fn print_outcome(o: &Outcome, label: &str, replay: &str) {
         "volume    per router: gossip {} B mean, {} B most; dials {} mean, {} most",
         v.gossip_bytes_mean, v.gossip_bytes_max, v.dials_mean, v.dials_max
     );
+    if let Some(i) = &o.ipam {
+        println!(
+            "ipam      {} ring(s), {} router(s) without; {} leased; {} handed out, {} freed, {} refused; {} blocks given; {} conflicts",
+            i.rings, i.without_ring, i.leases, i.stats.allocated, i.stats.freed, i.refused, i.stats.blocks_given, i.stats.conflicts
+        );
+    }
     if r.password_mismatches > 0 {
         println!("handshakes refused for a password mismatch: {}", r.password_mismatches);
     }

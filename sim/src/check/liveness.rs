@@ -150,6 +150,7 @@ pub fn converged(w: &mut World) -> Result<(), String> {
                 ));
             }
         }
+        crate::world::ipam::agreed(w, &members)?;
         // Routes are shortest over the links that really work; nothing else is reachable.
         for &m in &members {
             let truth = bfs(&adj, m);

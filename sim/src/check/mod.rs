@@ -260,6 +260,13 @@ impl Checker {
         !self.violations.is_empty()
     }
 
+    /// Two live targets hold one address, or a router leases in a block it does not own.
+    pub(crate) fn on_ipam_conflict(&mut self, now: Instant, detail: String) {
+        if self.safety {
+            self.violate(now, "ipam-unique", detail);
+        }
+    }
+
     fn violate(&mut self, at: Instant, check: &'static str, detail: String) {
         if self.violations.is_empty() {
             self.violations.push(Violation { at, check, detail });

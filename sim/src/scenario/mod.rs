@@ -9,11 +9,15 @@ use serde::{Deserialize, Serialize};
 
 mod checks;
 mod hostile;
+mod ipam;
 mod validate;
 mod values;
 
+use validate::invalid;
+
 pub use checks::{Checks, LinkChanges, Window};
 pub use hostile::{Hostile, HostileKind};
+pub use ipam::Ipam;
 pub use values::{Dur, Subnet};
 
 fn default_seed() -> u64 {
@@ -21,6 +25,9 @@ fn default_seed() -> u64 {
 }
 fn yes() -> bool {
     true
+}
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A whole scenario.
@@ -66,6 +73,9 @@ pub struct Scenario {
     /// What must hold.
     #[serde(default)]
     pub checks: Checks,
+    /// The address allocator and targets that ask it for addresses.
+    #[serde(default)]
+    pub ipam: Option<Ipam>,
 }
 
 /// The hosts: a count (named h0, h1, …) or a list of names.
@@ -363,10 +373,14 @@ pub enum FaultAction {
         /// The host.
         host: String,
     },
-    /// A crashed (or running) host starts again: same name, new UID, state lost.
+    /// A crashed (or running) host starts again: same name, new UID; its allocator state
+    /// survives (as in a state directory) unless `wipe`.
     Restart {
         /// The host.
         host: String,
+        /// The allocator state is lost too.
+        #[serde(default, skip_serializing_if = "is_false")]
+        wipe: bool,
     },
     /// The host freezes; what arrives waits.
     Pause {
@@ -405,6 +419,8 @@ pub enum FaultKind {
     Pause,
     /// A container move.
     Move,
+    /// A crash, then a restart with the allocator state lost.
+    CrashWipe,
 }
 
 /// A random fault schedule: `count` faults between `start` and `end`, each undone within

@@ -168,7 +168,7 @@ impl Scenario {
                     host(place("b"), b)?;
                 }
                 FaultAction::Crash { host: h }
-                | FaultAction::Restart { host: h }
+                | FaultAction::Restart { host: h, .. }
                 | FaultAction::Pause { host: h }
                 | FaultAction::Resume { host: h } => host(place("host"), h)?,
                 FaultAction::Move { container, to } => {
@@ -279,10 +279,13 @@ impl Scenario {
         let mut c = Config::new(router_core::PeerName::from_u64(0x0200_0000_0001));
         self.router.apply(&mut c);
         c.validate().map_err(|e| invalid("router", e.to_string()))?;
+        if let Some(ipam) = &self.ipam {
+            ipam.validate(names.len())?;
+        }
         Ok(())
     }
 }
 
-fn invalid(place: impl Into<String>, msg: impl Into<String>) -> ScenarioError {
+pub(super) fn invalid(place: impl Into<String>, msg: impl Into<String>) -> ScenarioError {
     ScenarioError::Invalid { place: place.into(), msg: msg.into() }
 }

@@ -50,8 +50,11 @@ impl World {
                 let h = self.idx(host);
                 self.crash_host(h);
             }
-            FaultAction::Restart { host } => {
+            FaultAction::Restart { host, wipe } => {
                 let h = self.idx(host);
+                if *wipe {
+                    self.hosts[h as usize].ipam_saved = None;
+                }
                 self.restart_host(h);
                 self.unstall();
             }

@@ -21,6 +21,7 @@ impl World {
         c.seed = derive(self.seed, "router", (u64::from(h) << 32) | u64::from(self.hosts[h as usize].incarnation));
         s.apply(&mut c);
         c.password = self.password_of(h).map(|p| Password::new(p.as_bytes()).expect("non-empty"));
+        c.ipam = self.scenario.ipam.as_ref().map(|i| i.config(self.hosts.len()));
         c
     }
 
@@ -38,6 +39,7 @@ impl World {
             r.connect(now, router_addr(t)).expect("valid address");
         }
         self.hosts[h as usize].router = Some(r);
+        self.ipam_start(h);
         let inc = self.hosts[h as usize].incarnation;
         self.trace.record(now.as_micros(), 1, h, u64::from(inc), || {
             format!("{{\"t\":{},\"ev\":\"start\",\"host\":{h},\"incarnation\":{inc}}}", now.as_micros())
@@ -51,6 +53,7 @@ impl World {
     }
 
     pub(super) fn crash_host(&mut self, h: u32) {
+        self.ipam_crash(h);
         let host = &mut self.hosts[h as usize];
         host.router = None;
         host.paused = false;

@@ -31,6 +31,7 @@ use crate::trace::{hash_bytes, Trace};
 mod faults;
 mod hostile;
 mod hosts;
+pub(crate) mod ipam;
 mod tcp;
 mod traffic;
 
@@ -129,6 +130,8 @@ pub(crate) enum Ev {
     Hostile(u32),
     Liveness,
     Prune,
+    /// A target frees its address and another asks.
+    IpamChurn,
 }
 
 /// One simulated host.
@@ -149,6 +152,12 @@ pub struct Host {
     held: Vec<Ev>,
     /// Hosts its router is told to connect to.
     pub targets: Vec<u32>,
+    /// The allocator state as last saved (survives a restart unless wiped).
+    pub ipam_saved: Option<router_core::IpamState>,
+    /// The addresses its router leases, as last seen.
+    ipam_leases: std::collections::BTreeMap<Ipv4Addr, String>,
+    /// How many times each target slot churned.
+    ipam_gens: std::collections::BTreeMap<u32, u32>,
 }
 
 impl Host {
@@ -204,6 +213,10 @@ pub struct World {
     plain: Vec<u8>,
     /// One copy of each peer entry, view leaf and route graph for every router of this world.
     entries: std::sync::Arc<SharedState>,
+    /// Every address leased by a running router: its host and target.
+    ipam_holders: std::collections::BTreeMap<Ipv4Addr, (u32, String)>,
+    /// Churn's choices: a stream of their own.
+    ipam_rng: ChaCha8Rng,
 }
 
 impl World {
@@ -245,6 +258,8 @@ impl World {
             inject_lists: Vec::new(),
             plain: Vec::new(),
             entries: std::sync::Arc::default(),
+            ipam_holders: std::collections::BTreeMap::new(),
+            ipam_rng: stream(seed, "ipam", 0),
             scenario,
         };
         let targets = w.connect_plan();
@@ -260,6 +275,9 @@ impl World {
                 timer_gen: 0,
                 timer_at: None,
                 targets: targets[i].clone(),
+                ipam_saved: None,
+                ipam_leases: std::collections::BTreeMap::new(),
+                ipam_gens: std::collections::BTreeMap::new(),
             });
         }
         w.make_containers();
@@ -279,6 +297,9 @@ impl World {
         }
         w.push(Instant::ZERO + w.scenario.faults_end(), Ev::Liveness);
         w.push(Instant::from_millis(5000), Ev::Prune);
+        if let Some(p) = w.scenario.ipam.as_ref().and_then(|i| i.churn()) {
+            w.push(Instant::ZERO + p, Ev::IpamChurn);
+        }
         w
     }
 
@@ -345,7 +366,7 @@ impl World {
             Ev::Udp { .. } => &mut k.udp,
             Ev::Syn { .. } | Ev::SynAck { .. } | Ev::DialFail { .. } | Ev::Seg { .. } => &mut k.tcp,
             Ev::Work { .. } | Ev::Hostile(_) => &mut k.work,
-            Ev::Start(_) | Ev::Fault(_) | Ev::Liveness | Ev::Prune | Ev::PathMtu { .. } => &mut k.other,
+            Ev::Start(_) | Ev::Fault(_) | Ev::Liveness | Ev::Prune | Ev::PathMtu { .. } | Ev::IpamChurn => &mut k.other,
         } += 1;
         self.dispatch(ev);
         true
@@ -407,6 +428,7 @@ impl World {
                 }
             }
             Ev::Liveness => self.on_liveness(),
+            Ev::IpamChurn => self.on_ipam_churn(),
             Ev::Prune => {
                 self.checker.prune(self.now);
                 let next = self.now + Duration::from_secs(5);
@@ -459,6 +481,8 @@ impl World {
                         self.checker.on_link_change(self.now, h, other, false);
                     }
                 }
+                Event::IpamChanged => self.ipam_sync(h),
+                Event::Allocated(a) if a.result.is_err() => self.stats.ipam_refused += 1,
                 _ => {}
             }
         }

@@ -1,0 +1,122 @@
+//! The router's side of the address allocator: commands, gossip, timer, events.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::ipam::{Ipam, IpamError, IpamState};
+use crate::peer::{ConnId, PeerName};
+use crate::router::{Event, Router};
+use crate::time::Instant;
+use crate::timer::Timer;
+use crate::wire::control::Message;
+use crate::wire::ipam::IpamUpdate;
+
+impl Router {
+    /// The address allocator, when configured.
+    pub fn ipam(&self) -> Option<&Ipam> {
+        self.ipam.as_ref()
+    }
+
+    /// The allocator's state to persist (see [`Event::IpamChanged`]).
+    pub fn ipam_state(&self) -> Option<IpamState> {
+        self.ipam.as_ref().map(Ipam::state)
+    }
+
+    /// Restores the allocator from a saved state. Call it right after construction, before
+    /// any connection: a restored router keeps its life, its promises, its ring and leases.
+    pub fn restore_ipam(&mut self, now: Instant, state: IpamState) -> Result<(), IpamError> {
+        let cur = self.ipam.as_ref().ok_or(IpamError::Disabled)?;
+        self.ipam = Some(Ipam::new(cur.config().clone(), cur.owner(), Some(state))?);
+        self.ipam_due = true;
+        self.commit(now);
+        Ok(())
+    }
+
+    fn ipam_mut(&mut self) -> Result<&mut Ipam, IpamError> {
+        self.ipam.as_mut().ok_or(IpamError::Disabled)
+    }
+
+    /// An address for `target` in `subnet` (the default subnet when `None`). `Ok(None)`:
+    /// it comes later as [`Event::Allocated`].
+    pub fn allocate(
+        &mut self,
+        now: Instant,
+        target: &str,
+        subnet: Option<Ipv4Net>,
+    ) -> Result<Option<Ipv4Net>, IpamError> {
+        let r = self.ipam_mut()?.allocate(now, target, subnet);
+        self.ipam_due = true;
+        self.commit(now);
+        r
+    }
+
+    /// Records an address `target` uses (see [`Ipam::claim`]).
+    pub fn claim(&mut self, now: Instant, target: &str, addr: Ipv4Net) -> Result<bool, IpamError> {
+        let r = self.ipam_mut()?.claim(target, addr);
+        self.ipam_due = true;
+        self.commit(now);
+        r
+    }
+
+    /// Frees every address `target` holds; returns them.
+    pub fn release(&mut self, now: Instant, target: &str) -> Vec<Ipv4Addr> {
+        let Ok(ipam) = self.ipam_mut() else { return Vec::new() };
+        let gone = ipam.release(target);
+        self.ipam_due = true;
+        self.commit(now);
+        gone
+    }
+
+    pub(crate) fn send_ipam_full(&mut self, id: ConnId) {
+        let Some(ipam) = &self.ipam else { return };
+        let full = ipam.full_update();
+        self.send_ipam(id, full);
+    }
+
+    fn send_ipam(&mut self, id: ConnId, u: IpamUpdate) {
+        for part in u.split() {
+            self.send_gossip(id, &Message::Ipam(part));
+        }
+    }
+
+    pub(crate) fn handle_ipam(&mut self, now: Instant, u: &IpamUpdate) {
+        let Some(ipam) = self.ipam.as_mut() else {
+            self.stats.ipam_ignored += 1;
+            return;
+        };
+        ipam.merge(now, u);
+        self.ipam_due = true;
+    }
+
+    /// Runs the allocator if due, floods what changed, reports results.
+    pub(crate) fn ipam_commit(&mut self, now: Instant) {
+        let Some(ipam) = self.ipam.as_mut() else { return };
+        if core::mem::take(&mut self.ipam_due) {
+            let reachable: BTreeSet<PeerName> = self.routes.reachable().chain([self.config.name]).collect();
+            match ipam.think(now, &reachable) {
+                Some(at) => self.timers.set(Timer::Ipam, at.max(now)),
+                None => self.timers.cancel(Timer::Ipam),
+            }
+        }
+        let Some(ipam) = self.ipam.as_mut() else { return };
+        let delta = ipam.take_delta();
+        let mut events = Vec::new();
+        while let Some(a) = ipam.poll_allocated() {
+            events.push(Event::Allocated(a));
+        }
+        if ipam.take_changed() {
+            events.push(Event::IpamChanged);
+        }
+        if let Some(delta) = delta {
+            let conns: Vec<ConnId> = self.by_peer.values().copied().collect();
+            for id in conns {
+                self.send_ipam(id, delta.clone());
+            }
+        }
+        for e in events {
+            self.push_event(e);
+        }
+    }
+}

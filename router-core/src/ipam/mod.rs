@@ -1,0 +1,637 @@
+//! Automatic IP address management: a ring of blocks agreed once, handed between peers.
+//!
+//! - At first start the peers agree, by Paxos over gossip ([`paxos`]), on one *creator*; the
+//!   ring ([`ring`]) starts as all the creator's, and the creator at once hands its blocks
+//!   out evenly among the peers that voted. No operator step is needed: the quorum is a
+//!   majority of the peers named at launch.
+//! - A peer allocates only from blocks it owns; the addresses it hands out (its *leases*)
+//!   are its own business and are persisted with the ring.
+//! - A peer that runs short publishes a *want*; the peer with the most wholly free blocks
+//!   (or, after a while, any peer with some) hands it half of them. Only an owner writes a
+//!   block, so no block ever has two owners that both believe it theirs.
+//! - A peer that meets a different ring (another agreement, another range) reports it and
+//!   never merges it.
+
+pub mod paxos;
+pub mod ring;
+mod space;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::Ipv4Addr;
+
+use core::time::Duration;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+pub use paxos::{Ballot, Paxos, Step, Vote};
+pub use ring::{Block, Owner, Ring, RingId};
+
+use crate::peer::PeerName;
+use crate::time::Instant;
+use crate::wire::ipam::IpamUpdate;
+
+/// Longest target name (a Docker container id is 64).
+pub const TARGET_MAX: usize = 128;
+/// Most peer infos kept (one per life of every peer ever seen with this ring).
+pub const INFOS_MAX: usize = 16_384;
+/// Most allocations waiting for space at once.
+pub const PENDING_MAX: usize = 1024;
+
+/// How the allocator is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpamConfig {
+    /// The whole range the ring divides.
+    pub range: Ipv4Net,
+    /// Where an allocation without a subnet takes its address (inside `range`).
+    pub default_subnet: Ipv4Net,
+    /// How many peers start the network (the peers named at launch and this one): a
+    /// majority of them must agree before the ring is created.
+    pub init_peers: usize,
+    /// How long an allocation waits for space before it fails.
+    pub alloc_timeout: Duration,
+    /// How long an agreement round waits before a new ballot.
+    pub paxos_retry: Duration,
+    /// How long a want waits for the richest peer before any peer with space answers it.
+    pub donate_delay: Duration,
+}
+
+impl IpamConfig {
+    /// The defaults around `range`: the default subnet is the whole range, one peer starts.
+    pub fn new(range: Ipv4Net) -> IpamConfig {
+        IpamConfig {
+            range: range.trunc(),
+            default_subnet: range.trunc(),
+            init_peers: 1,
+            alloc_timeout: Duration::from_secs(30),
+            paxos_retry: Duration::from_secs(3),
+            donate_delay: Duration::from_secs(2),
+        }
+    }
+
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), IpamError> {
+        if self.range.prefix_len() > 30 {
+            return Err(IpamError::RangeTooSmall(self.range));
+        }
+        if !self.range.contains(&self.default_subnet) || self.default_subnet.prefix_len() > 30 {
+            return Err(IpamError::OutsideRange { subnet: self.default_subnet, range: self.range });
+        }
+        if self.init_peers == 0 {
+            return Err(IpamError::NoInitPeers);
+        }
+        Ok(())
+    }
+}
+
+/// What one peer publishes about its space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The peer (and life).
+    pub owner: Owner,
+    /// Bumped by the peer at every change.
+    pub version: u32,
+    /// Free addresses in its blocks.
+    pub free: u32,
+    /// Its blocks with no address in use.
+    pub free_blocks: u32,
+    /// The subnet it needs space in, if any.
+    pub want: Option<Ipv4Net>,
+}
+
+/// One address handed out by this peer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Lease {
+    /// Who holds it: a container id, a namespace path, a name the user chose.
+    pub target: String,
+    /// The subnet it was given in (its prefix is the container's).
+    pub subnet: Ipv4Net,
+}
+
+/// What a peer persists so that a restart neither loses nor re-issues addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamState {
+    /// The allocator's range (a state for another range is refused).
+    pub range: Ipv4Net,
+    /// Our life.
+    pub life: u32,
+    /// Our Paxos vote (before the ring exists, a promise must survive a restart).
+    pub vote: Option<Vote>,
+    /// The ring as we know it.
+    pub ring: Option<Ring>,
+    /// Our info's version.
+    pub info_version: u32,
+    /// The addresses we handed out.
+    pub leases: BTreeMap<Ipv4Addr, Lease>,
+}
+
+/// Why the allocator refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IpamError {
+    /// The router runs without an allocator.
+    #[error("this router has no address allocator: launch it with --ipalloc-range")]
+    Disabled,
+    /// The range is too small to allocate from.
+    #[error("allocation range {0} is too small: give a prefix of /30 or shorter")]
+    RangeTooSmall(Ipv4Net),
+    /// Zero peers at start.
+    #[error("the number of peers that start the network must be at least 1")]
+    NoInitPeers,
+    /// A subnet or address outside the range.
+    #[error("{subnet} is not inside the allocation range {range}")]
+    OutsideRange {
+        /// What was asked for.
+        subnet: Ipv4Net,
+        /// The range.
+        range: Ipv4Net,
+    },
+    /// A subnet with no usable host address.
+    #[error("subnet {0} has no host addresses: give a prefix of /30 or shorter")]
+    SubnetTooSmall(Ipv4Net),
+    /// No free address could be found in time.
+    #[error("no free address in {0}: every reachable peer's space there is in use (free some, or widen the range)")]
+    Exhausted(Ipv4Net),
+    /// The address is in a block another peer owns.
+    #[error("{addr} belongs to peer {owner}'s space: claim it on that host, or pick an address this peer owns")]
+    OwnedElsewhere {
+        /// The address.
+        addr: Ipv4Addr,
+        /// Its block's owner.
+        owner: Owner,
+    },
+    /// The address is already leased to someone else.
+    #[error("{addr} is already in use by {target}")]
+    InUse {
+        /// The address.
+        addr: Ipv4Addr,
+        /// Who holds it.
+        target: String,
+    },
+    /// The peers have not agreed on a ring yet.
+    #[error("the allocator is still waiting for a majority of the {0} peers named at launch to agree; retry when `weave status ipam` shows a ring")]
+    NotReady(usize),
+    /// An empty or overlong target name.
+    #[error("a target name must be 1 to {TARGET_MAX} bytes")]
+    BadTarget,
+    /// Too many allocations are waiting.
+    #[error("too many allocations are waiting for space; retry later")]
+    Busy,
+    /// A persisted state that does not fit this configuration.
+    #[error("the saved allocator state is for range {saved}, not {range}: remove it with `weave reset` or launch with --ipalloc-range {saved}")]
+    StateMismatch {
+        /// The saved range.
+        saved: Ipv4Net,
+        /// The configured range.
+        range: Ipv4Net,
+    },
+}
+
+/// The result of an allocation that waited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocated {
+    /// Who asked.
+    pub target: String,
+    /// In which subnet.
+    pub subnet: Ipv4Net,
+    /// The address (with the subnet's prefix), or why there is none.
+    pub result: Result<Ipv4Net, IpamError>,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    target: String,
+    subnet: Ipv4Net,
+    deadline: Instant,
+}
+
+/// Another ring met through gossip.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ForeignRing {
+    /// Its range.
+    pub range: Ipv4Net,
+    /// Its creator, when it has a ring (else the peer is still agreeing).
+    pub creator: Option<Owner>,
+}
+
+/// The allocator of one peer.
+#[derive(Debug)]
+pub struct Ipam {
+    cfg: IpamConfig,
+    me: Owner,
+    paxos: Paxos,
+    ring: Option<Ring>,
+    infos: BTreeMap<Owner, PeerInfo>,
+    leases: BTreeMap<Ipv4Addr, Lease>,
+    /// Addresses in use per owned block.
+    used: BTreeMap<usize, u32>,
+    pending: Vec<Pending>,
+    /// Each wanting peer's wanted subnet and when we first saw it want it.
+    wants: BTreeMap<Owner, (Ipv4Net, Instant)>,
+    /// When we last gave blocks to each peer that still wants.
+    gave: BTreeMap<Owner, Instant>,
+    /// When our current ballot (or our wait for one) started.
+    round_start: Option<Instant>,
+    /// Before this we publish no want: the creator's share-out is on its way to a voter.
+    quiet_until: Option<Instant>,
+    foreign: BTreeSet<ForeignRing>,
+    done: VecDeque<Allocated>,
+    dirty_votes: BTreeSet<PeerName>,
+    dirty_blocks: BTreeSet<u16>,
+    dirty_infos: BTreeSet<Owner>,
+    /// The persistent state changed since [`Ipam::take_changed`].
+    changed: bool,
+    /// Counters.
+    pub stats: IpamStats,
+}
+
+/// Allocator counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IpamStats {
+    /// Addresses handed out.
+    pub allocated: u64,
+    /// Addresses freed.
+    pub freed: u64,
+    /// Blocks given to other peers.
+    pub blocks_given: u64,
+    /// Blocks received from other peers.
+    pub blocks_received: u64,
+    /// Gossip from another ring or range, ignored.
+    pub foreign_updates: u64,
+    /// Infos dropped because the table was full.
+    pub infos_dropped: u64,
+    /// Leases in a block another peer came to own (a broken safety assumption: a restored
+    /// old state, or two routers with one name and state).
+    pub conflicts: u64,
+}
+
+impl Ipam {
+    /// A fresh allocator for `me` (its life new), or one restored from `state`.
+    pub fn new(cfg: IpamConfig, me: Owner, state: Option<IpamState>) -> Result<Ipam, IpamError> {
+        cfg.validate()?;
+        let mut ipam = Ipam {
+            me,
+            paxos: Paxos::default(),
+            ring: None,
+            infos: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            used: BTreeMap::new(),
+            pending: Vec::new(),
+            wants: BTreeMap::new(),
+            gave: BTreeMap::new(),
+            round_start: None,
+            quiet_until: None,
+            foreign: BTreeSet::new(),
+            done: VecDeque::new(),
+            dirty_votes: BTreeSet::new(),
+            dirty_blocks: BTreeSet::new(),
+            dirty_infos: BTreeSet::new(),
+            changed: true,
+            stats: IpamStats::default(),
+            cfg,
+        };
+        let mut version = 1;
+        if let Some(s) = state {
+            if s.range != ipam.cfg.range {
+                return Err(IpamError::StateMismatch { saved: s.range, range: ipam.cfg.range });
+            }
+            ipam.me.life = s.life;
+            if let Some(v) = s.vote {
+                ipam.paxos.votes.insert(me.name, Vote { name: me.name, ..v });
+            }
+            ipam.ring = s.ring.filter(|r| r.id.range == ipam.cfg.range && r.blocks.len() == r.id.blocks());
+            ipam.leases = s.leases;
+            version = s.info_version + 1;
+        }
+        let info = PeerInfo { owner: ipam.me, version, free: 0, free_blocks: 0, want: None };
+        ipam.infos.insert(ipam.me, info);
+        ipam.dirty_infos.insert(ipam.me);
+        ipam.recount();
+        Ok(ipam)
+    }
+
+    /// Who we are.
+    pub fn owner(&self) -> Owner {
+        self.me
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &IpamConfig {
+        &self.cfg
+    }
+
+    /// The ring, once agreed.
+    pub fn ring(&self) -> Option<&Ring> {
+        self.ring.as_ref()
+    }
+
+    /// Our leases.
+    pub fn leases(&self) -> &BTreeMap<Ipv4Addr, Lease> {
+        &self.leases
+    }
+
+    /// Every peer's published info.
+    pub fn infos(&self) -> &BTreeMap<Owner, PeerInfo> {
+        &self.infos
+    }
+
+    /// Paxos votes (empty once the ring exists).
+    pub fn votes(&self) -> &BTreeMap<PeerName, Vote> {
+        &self.paxos.votes
+    }
+
+    /// Other rings or ranges met.
+    pub fn foreign(&self) -> &BTreeSet<ForeignRing> {
+        &self.foreign
+    }
+
+    /// Allocations waiting for space: target and subnet.
+    pub fn pending(&self) -> impl Iterator<Item = (&str, Ipv4Net)> {
+        self.pending.iter().map(|p| (p.target.as_str(), p.subnet))
+    }
+
+    /// The state to persist.
+    pub fn state(&self) -> IpamState {
+        IpamState {
+            range: self.cfg.range,
+            life: self.me.life,
+            vote: self.paxos.votes.get(&self.me.name).copied(),
+            ring: self.ring.clone(),
+            info_version: self.infos[&self.me].version,
+            leases: self.leases.clone(),
+        }
+    }
+
+    /// True once since the persistent state last changed.
+    pub fn take_changed(&mut self) -> bool {
+        core::mem::take(&mut self.changed)
+    }
+
+    /// The next finished allocation that had to wait.
+    pub fn poll_allocated(&mut self) -> Option<Allocated> {
+        self.done.pop_front()
+    }
+
+    /// Majority of the starting peers.
+    fn quorum(&self) -> usize {
+        self.cfg.init_peers / 2 + 1
+    }
+
+    /// The whole state, for a new connection.
+    pub fn full_update(&self) -> IpamUpdate {
+        let ring = self.ring.as_ref();
+        IpamUpdate {
+            range: self.cfg.range,
+            votes: if ring.is_some() { Vec::new() } else { self.paxos.votes.values().copied().collect() },
+            ring: ring.map(|r| r.id),
+            blocks: ring.map_or_else(Vec::new, |r| r.blocks.iter().enumerate().map(|(i, b)| (i as u16, *b)).collect()),
+            infos: self.infos.values().copied().collect(),
+        }
+    }
+
+    /// What changed since the last call, if anything.
+    pub fn take_delta(&mut self) -> Option<IpamUpdate> {
+        if self.dirty_votes.is_empty() && self.dirty_blocks.is_empty() && self.dirty_infos.is_empty() {
+            return None;
+        }
+        let votes = core::mem::take(&mut self.dirty_votes);
+        let blocks = core::mem::take(&mut self.dirty_blocks);
+        let infos = core::mem::take(&mut self.dirty_infos);
+        let ring = self.ring.as_ref();
+        Some(IpamUpdate {
+            range: self.cfg.range,
+            votes: if ring.is_some() {
+                Vec::new()
+            } else {
+                votes.iter().filter_map(|n| self.paxos.votes.get(n).copied()).collect()
+            },
+            ring: ring.map(|r| r.id),
+            blocks: ring.map_or_else(Vec::new, |r| blocks.iter().map(|&i| (i, r.blocks[usize::from(i)])).collect()),
+            infos: infos.iter().filter_map(|o| self.infos.get(o).copied()).collect(),
+        })
+    }
+
+    /// Merges what a peer sent. Returns false when the update is from another ring or range
+    /// (it is reported in [`Ipam::foreign`] and otherwise ignored).
+    pub fn merge(&mut self, now: Instant, u: &IpamUpdate) -> bool {
+        if u.range != self.cfg.range || matches!((&self.ring, u.ring), (Some(r), Some(g)) if r.id != g) {
+            self.stats.foreign_updates += 1;
+            let f = ForeignRing { range: u.range, creator: u.ring.map(|g| g.creator) };
+            if self.foreign.insert(f.clone()) {
+                tracing::warn!(range = %f.range, creator = ?f.creator, "met peers of another address ring; the two are never merged");
+            }
+            return false;
+        }
+        if self.ring.is_none() {
+            if let Some(g) = u.ring {
+                self.adopt(now, Ring::new(g));
+            }
+        }
+        if self.ring.is_none() {
+            for &v in &u.votes {
+                if self.paxos.merge(self.me.name, v) {
+                    self.dirty_votes.insert(v.name);
+                }
+            }
+        }
+        if let Some(ring) = self.ring.as_mut() {
+            let mut lost = false;
+            for &(i, b) in &u.blocks {
+                let was_mine = ring.blocks[usize::from(i)].owner == self.me;
+                if ring.merge_block(usize::from(i), b) {
+                    self.dirty_blocks.insert(i);
+                    self.changed = true;
+                    let mine = b.owner == self.me;
+                    if mine && !was_mine {
+                        self.stats.blocks_received += 1;
+                    }
+                    lost |= was_mine && !mine;
+                }
+            }
+            if lost {
+                self.count_conflicts();
+            }
+        }
+        for &p in &u.infos {
+            if p.owner == self.me {
+                // A copy of ours newer than ours: an older state of ours was restored.
+                // Move past it, so our next change wins.
+                let mine = self.infos.get_mut(&self.me).expect("our own info");
+                if p.version > mine.version {
+                    mine.version = p.version + 1;
+                    self.dirty_infos.insert(self.me);
+                }
+                continue;
+            }
+            match self.infos.get(&p.owner) {
+                Some(cur) if cur.version >= p.version => {}
+                None if self.infos.len() >= INFOS_MAX => self.stats.infos_dropped += 1,
+                _ => {
+                    self.infos.insert(p.owner, p);
+                    self.dirty_infos.insert(p.owner);
+                }
+            }
+        }
+        true
+    }
+
+    /// Takes the agreed ring; Paxos is over. The creator, when it first learns that it is
+    /// (from its own count of the votes, or from a peer that counted first), shares the ring
+    /// out among the peers that voted.
+    fn adopt(&mut self, now: Instant, ring: Ring) {
+        tracing::info!(range = %ring.id.range, creator = %ring.id.creator, "address ring agreed");
+        let fresh = ring.id.creator == self.me && ring.blocks.iter().all(|b| b.version == 1);
+        if self.paxos.votes.contains_key(&self.me.name) && ring.id.creator != self.me {
+            self.quiet_until = Some(now + self.cfg.donate_delay);
+        }
+        self.ring = Some(ring);
+        if fresh {
+            let voters: BTreeSet<PeerName> = self.paxos.votes.keys().copied().collect();
+            self.hand_out(&voters);
+        }
+        self.paxos.votes.clear();
+        self.dirty_votes.clear();
+        // Our next update carries the ring: peers still counting votes learn the outcome.
+        self.dirty_infos.insert(self.me);
+        self.changed = true;
+        self.recount();
+    }
+
+    /// Leases in blocks that are no longer ours are counted as conflicts.
+    fn count_conflicts(&mut self) {
+        let Some(ring) = &self.ring else { return };
+        let n = self.leases.keys().filter(|a| ring.owner_of(**a).is_some_and(|o| o != self.me)).count();
+        if n > 0 {
+            tracing::error!(
+                leases = n,
+                "blocks holding our leases now belong to another peer (an old state restored?)"
+            );
+            self.stats.conflicts += n as u64;
+        }
+    }
+
+    /// Recomputes per-block use and our info.
+    fn recount(&mut self) {
+        self.used.clear();
+        if let Some(ring) = &self.ring {
+            for a in self.leases.keys() {
+                if let Some(i) = ring.id.block_of(*a) {
+                    *self.used.entry(i).or_insert(0) += 1;
+                }
+            }
+        }
+        self.publish(None);
+    }
+
+    /// Brings our info up to date (with `want`, or keeping the current one when `None`).
+    fn publish(&mut self, want: Option<Option<Ipv4Net>>) {
+        let (mut free, mut free_blocks) = (0u32, 0u32);
+        if let Some(ring) = &self.ring {
+            for (i, b) in ring.blocks.iter().enumerate() {
+                if b.owner == self.me {
+                    let used = self.used.get(&i).copied().unwrap_or(0);
+                    free += ring.id.block_len() - used;
+                    free_blocks += u32::from(used == 0);
+                }
+            }
+        }
+        let me = self.me;
+        let info = self.infos.get_mut(&me).expect("our own info");
+        let want = want.unwrap_or(info.want);
+        if (info.free, info.free_blocks, info.want) != (free, free_blocks, want) {
+            *info = PeerInfo { owner: me, version: info.version + 1, free, free_blocks, want };
+            self.dirty_infos.insert(me);
+            self.changed = true;
+        }
+    }
+
+    /// Runs the allocator's steps at `now`, `reachable` being the peers we can reach (us
+    /// included). Returns when to run again, if anything waits.
+    pub fn think(&mut self, now: Instant, reachable: &BTreeSet<PeerName>) -> Option<Instant> {
+        if self.ring.is_none() {
+            let cfg_peers = self.cfg.init_peers;
+            let (gone, keep): (Vec<Pending>, _) =
+                core::mem::take(&mut self.pending).into_iter().partition(|p| now >= p.deadline);
+            self.pending = keep;
+            for p in gone {
+                self.done.push_back(Allocated {
+                    target: p.target,
+                    subnet: p.subnet,
+                    result: Err(IpamError::NotReady(cfg_peers)),
+                });
+            }
+            let next = self.agree(now, reachable);
+            return next.into_iter().chain(self.pending.iter().map(|p| p.deadline)).min();
+        }
+        self.serve_pending(now);
+        let next_donation = self.donate(now, reachable);
+        self.publish(None);
+        let next_pending = self.pending.iter().map(|p| p.deadline).min();
+        let quiet = self.quiet_until.filter(|&t| t > now && !self.pending.is_empty());
+        next_pending.into_iter().chain(next_donation).chain(quiet).min()
+    }
+
+    /// A Paxos step; creates the ring when agreed.
+    fn agree(&mut self, now: Instant, reachable: &BTreeSet<PeerName>) -> Option<Instant> {
+        let quorum = self.quorum();
+        let mine = self.paxos.votes.get(&self.me.name).copied();
+        let start = *self.round_start.get_or_insert(now);
+        let voters: BTreeSet<PeerName> = self
+            .paxos
+            .votes
+            .keys()
+            .copied()
+            .chain([self.me.name])
+            .filter(|n| reachable.contains(n) || *n == self.me.name)
+            .collect();
+        let first = voters.first() == Some(&self.me.name) && voters.len() >= quorum;
+        // A round that stalls is retried by the lowest name first: the k-th waits k+1 retries.
+        let rank = voters.iter().position(|n| *n == self.me.name).unwrap_or(0) as u32;
+        let patience = self.cfg.paxos_retry * (rank + 1);
+        let stalled = now >= start + patience;
+        if (mine.is_none_or(|v| v.promised.round == 0) && first) || stalled {
+            self.paxos.propose(self.me.name);
+            self.round_start = Some(now);
+            self.dirty_votes.insert(self.me.name);
+            self.changed = true;
+        }
+        match self.paxos.think(self.me, quorum) {
+            Step::Decided(_, creator) => {
+                self.adopt(now, Ring::new(RingId::new(creator, self.cfg.range)));
+                self.serve_pending(now);
+                self.publish(None);
+                return self.pending.iter().map(|p| p.deadline).min();
+            }
+            Step::Voted => {
+                self.dirty_votes.insert(self.me.name);
+                self.changed = true;
+            }
+            Step::Idle => {}
+        }
+        Some(self.round_start.unwrap_or(now) + patience)
+    }
+
+    /// As the ring's creator: hands the blocks out evenly among `voters` (their current lives).
+    fn hand_out(&mut self, voters: &BTreeSet<PeerName>) {
+        let owners: Vec<Owner> = voters
+            .iter()
+            .filter_map(|n| {
+                if *n == self.me.name {
+                    Some(self.me)
+                } else {
+                    self.infos.keys().rev().find(|o| o.name == *n).copied()
+                }
+            })
+            .collect();
+        let ring = self.ring.as_mut().expect("just created");
+        let n = ring.blocks.len();
+        for i in 0..n {
+            let to = owners[i * owners.len() / n];
+            if to != self.me && ring.give(i, self.me, to) {
+                self.dirty_blocks.insert(i as u16);
+                self.stats.blocks_given += 1;
+            }
+        }
+        self.changed = true;
+        tracing::info!(peers = owners.len(), blocks = n, "created the address ring and shared it out");
+    }
+}

@@ -44,6 +44,40 @@ pub(crate) enum ApiCmd {
     },
     /// Stop the router.
     Stop(oneshot::Sender<()>),
+    /// An address from the allocator.
+    Allocate {
+        /// Who will hold it.
+        target: String,
+        /// Where from (the default subnet when `None`).
+        subnet: Option<ipnet::Ipv4Net>,
+        /// The address, now or once the allocator has space.
+        reply: oneshot::Sender<crate::ipam::Answer>,
+    },
+    /// Record an address the user chose.
+    Claim {
+        /// Who holds it.
+        target: String,
+        /// The address.
+        cidr: ipnet::Ipv4Net,
+        /// What became of it.
+        reply: oneshot::Sender<crate::ipam::Answer>,
+    },
+    /// Take over a gone peer's address space.
+    Rmpeer {
+        /// The peer.
+        peer: router_core::PeerName,
+        /// What was taken.
+        reply: oneshot::Sender<crate::ipam::Answer>,
+    },
+    /// Free a target's addresses (all when `addrs` is empty).
+    Release {
+        /// Who held them.
+        target: String,
+        /// Which.
+        addrs: Vec<std::net::Ipv4Addr>,
+        /// What was freed.
+        reply: oneshot::Sender<crate::ipam::Answer>,
+    },
 }
 
 /// The router's peers after a change, numbered in the order the changes were made, so that
@@ -77,7 +111,7 @@ async fn save_targets(app: &App, t: Targets) -> Result<(), String> {
 }
 
 /// Carries out one command; returns true when the router must stop.
-pub(crate) fn handle(cmd: ApiCmd, router: &mut Router, now: Instant) -> bool {
+pub(crate) fn handle(cmd: ApiCmd, router: &mut Router, now: Instant, waiters: &crate::ipam::Waiters) -> bool {
     match cmd {
         ApiCmd::Status(reply) => {
             let _ = reply.send(router.status(now));
@@ -109,6 +143,32 @@ pub(crate) fn handle(cmd: ApiCmd, router: &mut Router, now: Instant) -> bool {
         ApiCmd::Stop(reply) => {
             let _ = reply.send(());
             return true;
+        }
+        ApiCmd::Allocate { target, subnet, reply } => waiters.allocate(router, now, &target, subnet, reply),
+        ApiCmd::Claim { target, cidr, reply } => {
+            let r = match router.claim(now, &target, cidr) {
+                Ok(true) => Ok(format!("{cidr} recorded for {target}")),
+                Ok(false) => Ok(format!("{cidr} is outside the allocation range")),
+                // An address the user chose still works, as it always did; the allocator
+                // just cannot promise it is unique.
+                Err(router_core::IpamError::Disabled) => Ok(String::new()),
+                Err(e) => Ok(format!("warning: {e}")),
+            };
+            let _ = reply.send(r);
+        }
+        ApiCmd::Rmpeer { peer, reply } => {
+            let r =
+                router.rmpeer(now, peer).map(|n| format!("took over {n} blocks of {peer}")).map_err(|e| e.to_string());
+            if let Ok(m) = &r {
+                tracing::warn!(%peer, "rmpeer: {m}");
+            }
+            let _ = reply.send(r);
+        }
+        ApiCmd::Release { target, addrs, reply } => {
+            let only = (!addrs.is_empty()).then_some(&addrs[..]);
+            let gone = router.release(now, &target, only);
+            let list: Vec<String> = gone.iter().map(ToString::to_string).collect();
+            let _ = reply.send(Ok(list.join(" ")));
         }
     }
     false
@@ -209,8 +269,11 @@ async fn status_section(AxState(tx): AxState<App>, Path(section): Path<String>) 
             }
             t.into_response()
         }
-        other => (StatusCode::NOT_FOUND, format!("no status section `{other}`: use peers, connections or targets\n"))
-            .into_response(),
+        "ipam" => text::ipam(&s, &tx.clock()).into_response(),
+        other => {
+            (StatusCode::NOT_FOUND, format!("no status section `{other}`: use peers, connections, targets or ipam\n"))
+                .into_response()
+        }
     }
 }
 
@@ -265,6 +328,33 @@ async fn control(app: &App, req: ControlRequest) -> Result<String, String> {
             app.tx.send(ApiCmd::Stop(reply)).await.map_err(|_| shutting())?;
             let _ = rx.await;
             Ok("stopping".into())
+        }
+        ControlRequest::Allocate { target, subnet } => {
+            let subnet = subnet.map(|s| weave_host_io::control::parse_cidr(&s)).transpose()?;
+            let (reply, rx) = oneshot::channel();
+            app.tx.send(ApiCmd::Allocate { target, subnet, reply }).await.map_err(|_| shutting())?;
+            rx.await.map_err(|_| shutting())?
+        }
+        ControlRequest::Claim { target, cidr } => {
+            let cidr = weave_host_io::control::parse_cidr(&cidr)?;
+            let (reply, rx) = oneshot::channel();
+            app.tx.send(ApiCmd::Claim { target, cidr, reply }).await.map_err(|_| shutting())?;
+            rx.await.map_err(|_| shutting())?
+        }
+        ControlRequest::Rmpeer { peer } => {
+            let peer = peer.parse().map_err(|_| format!("`{peer}` is not a peer name"))?;
+            let (reply, rx) = oneshot::channel();
+            app.tx.send(ApiCmd::Rmpeer { peer, reply }).await.map_err(|_| shutting())?;
+            rx.await.map_err(|_| shutting())?
+        }
+        ControlRequest::Release { target, cidrs } => {
+            let addrs = cidrs
+                .iter()
+                .map(|c| weave_host_io::control::parse_cidr(c).map(|n| n.addr()))
+                .collect::<Result<_, _>>()?;
+            let (reply, rx) = oneshot::channel();
+            app.tx.send(ApiCmd::Release { target, addrs, reply }).await.map_err(|_| shutting())?;
+            rx.await.map_err(|_| shutting())?
         }
     }
 }

@@ -37,6 +37,34 @@ pub enum ControlRequest {
     },
     /// Stop the router. (A struct variant, so that unknown fields are refused here too.)
     Stop {},
+    /// An address for a target from the allocator; the answer is the CIDR.
+    Allocate {
+        /// Who will hold it (a container id, a namespace).
+        target: String,
+        /// The subnet (CIDR) to take it from; the default subnet when absent.
+        #[serde(default)]
+        subnet: Option<String>,
+    },
+    /// Records an address the user chose, so the allocator never hands it out.
+    Claim {
+        /// Who holds it.
+        target: String,
+        /// The address with its prefix.
+        cidr: String,
+    },
+    /// Takes over the address space of a peer that is gone for good.
+    Rmpeer {
+        /// Its peer name.
+        peer: String,
+    },
+    /// Frees a target's addresses (all of them when `cidrs` is empty).
+    Release {
+        /// Who held them.
+        target: String,
+        /// The addresses, with their prefixes.
+        #[serde(default)]
+        cidrs: Vec<String>,
+    },
 }
 
 /// The answer on the control socket.
@@ -65,8 +93,37 @@ pub fn parse_request(line: &str) -> Result<ControlRequest, String> {
             parse_cidr(cidr)?;
         }
         ControlRequest::Stop {} => {}
+        ControlRequest::Allocate { target, subnet } => {
+            check_target(target)?;
+            if let Some(s) = subnet {
+                parse_cidr(s)?;
+            }
+        }
+        ControlRequest::Claim { target, cidr } => {
+            check_target(target)?;
+            parse_cidr(cidr)?;
+        }
+        ControlRequest::Rmpeer { peer } => {
+            peer.parse::<router_core::PeerName>().map_err(|_| {
+                format!("`{}` is not a peer name like 02:00:00:00:00:01 (see `weave status ipam`)", peer.escape_debug())
+            })?;
+        }
+        ControlRequest::Release { target, cidrs } => {
+            check_target(target)?;
+            for c in cidrs {
+                parse_cidr(c)?;
+            }
+        }
     }
     Ok(req)
+}
+
+/// A target name the allocator can key addresses by.
+fn check_target(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > router_core::ipam::TARGET_MAX || t.chars().any(char::is_control) {
+        return Err(format!("target `{}`: 1 to {} printable bytes", t.escape_debug(), router_core::ipam::TARGET_MAX));
+    }
+    Ok(())
 }
 
 /// Checks the form of a peer given as `host`, `host:port`, `a.b.c.d[:port]` or

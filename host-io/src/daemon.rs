@@ -71,6 +71,7 @@ pub(crate) fn check_args(args: &RouterArgs) -> Result<(), String> {
     if args.mtu.is_some_and(|m| m < 576) {
         return Err(format!("--mtu {}: the smallest is 576", args.mtu.unwrap_or(0)));
     }
+    crate::ipam::config(args, args.peers.len())?;
     Ok(())
 }
 
@@ -259,7 +260,22 @@ async fn serve(
         tracing::warn!("firewall rules not installed: {e}");
     }
     crate::expose::restore(&info).await;
-    crate::docker::watch(args.state_dir.clone(), args.bridge.clone());
+    // API requests, peers whose names resolve later and Docker's removals become commands
+    // for the loop.
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
+    let removals = cmd_tx.clone();
+    let release: crate::docker::Release = Box::new(move |id: &str| {
+        let id = id.to_owned();
+        let cmd: Command = Box::new(move |r, now| {
+            let gone = r.release(now, &id, None);
+            if !gone.is_empty() {
+                tracing::info!(container = %id, addresses = ?gone, "container removed: addresses freed");
+            }
+            false
+        });
+        let _ = removals.blocking_send(cmd);
+    });
+    crate::docker::watch(args.state_dir.clone(), args.bridge.clone(), release);
 
     let mut cfg = Config::new(name);
     cfg.nickname = args
@@ -273,7 +289,15 @@ async fn serve(
     cfg.datagram_max = datagram_max;
     let encrypted = password.is_some();
     cfg.password = password;
+    cfg.ipam = crate::ipam::config(&args, args.peers.len())?;
     let mut router = Router::with_random(Instant::ZERO, cfg, Box::new(OsRandom)).map_err(|e| e.to_string())?;
+    if router.ipam().is_some() {
+        if let Some(saved) = crate::ipam::load(&args.state_dir)? {
+            router.restore_ipam(Instant::ZERO, saved).map_err(|e| e.to_string())?;
+        }
+    }
+    let saver = crate::ipam::Saver::start(args.state_dir.clone());
+    let waiters = crate::ipam::Waiters::default();
     let mut peers = state.peers()?;
     for p in &args.peers {
         if !peers.contains(p) {
@@ -281,8 +305,6 @@ async fn serve(
         }
     }
     state.save_peers(&peers)?;
-    // API requests, and peers whose names resolve later, become commands for the loop.
-    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(64);
     for p in &peers {
         if let Err(e) = weave_host_io::control::check_peer(p) {
             tracing::warn!("{e}: not connecting");
@@ -301,9 +323,11 @@ async fn serve(
     }
     tracing::info!(%name, port = args.port, bridge = %args.bridge, encrypted, "router started");
 
+    let w = waiters.clone();
     let forwarder = tokio::spawn(async move {
         while let Some(c) = api_rx.recv().await {
-            let cmd: Command = Box::new(move |r, now| api::handle(c, r, now));
+            let w = w.clone();
+            let cmd: Command = Box::new(move |r, now| api::handle(c, r, now, &w));
             if cmd_tx.send(cmd).await.is_err() {
                 break;
             }
@@ -322,7 +346,8 @@ async fn serve(
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         tracing::warn!("telling the service manager we are ready failed: {e}");
     }
-    eventloop::run::<Tokio>(router, args.port, frames, |f| injector.inject(f), cmd_rx, shutdown)
+    let on_event = |r: &Router, e: &router_core::Event| crate::ipam::on_event(r, e, &waiters, &saver);
+    eventloop::run::<Tokio>(router, args.port, frames, |f| injector.inject(f), on_event, cmd_rx, shutdown)
         .await
         .map_err(|e| format!("cannot open port {}: {e}", args.port))?;
     tracing::info!("router stopping");

@@ -2,7 +2,8 @@
 //! default one): a container's process (to find its network namespace), removal, and the
 //! event stream. Containers Docker restarts come back in a new network namespace, without
 //! `ethwe`: the daemon follows the events and attaches a restarted container again with the
-//! addresses it had; a removed container's record is dropped. Without Docker nothing happens
+//! addresses it had; a removed container's record is dropped and its allocated addresses
+//! freed. Without Docker nothing happens
 //! (the watcher retries quietly). `weave run` alone uses the `docker` command, as `docker run`
 //! takes the Docker CLI's own arguments, which the Engine API does not parse.
 
@@ -36,6 +37,14 @@ pub(crate) fn container_pid(target: &str) -> Result<u32, String> {
     }
 }
 
+/// A container's full id (by id, short id or name).
+pub(crate) fn container_id(target: &str) -> Result<String, String> {
+    let info = with_docker(async |d| {
+        d.inspect_container(target, None).await.map_err(|e| format!("no container `{target}`: {e}"))
+    })?;
+    info.id.ok_or_else(|| format!("container {target} has no id"))
+}
+
 /// Removes a container, running or not.
 pub(crate) fn remove(id: &str) -> Result<(), String> {
     with_docker(async |d| {
@@ -44,14 +53,17 @@ pub(crate) fn remove(id: &str) -> Result<(), String> {
     })
 }
 
+/// Frees the addresses the allocator gave a removed container (by its full id).
+pub(crate) type Release = Box<dyn Fn(&str) + Send>;
+
 /// Starts the watcher thread for the attachments recorded under `state_dir`.
-pub(crate) fn watch(state_dir: PathBuf, bridge: String) {
+pub(crate) fn watch(state_dir: PathBuf, bridge: String, release: Release) {
     let spawned = std::thread::Builder::new().name("docker-events".into()).spawn(move || {
         let mut told = false;
         loop {
             // Containers restarted while nobody watched (weave itself was down) come back too.
             reattach_all(&state_dir, &bridge);
-            if let Err(e) = follow(|action, id, name| on_event(&state_dir, &bridge, action, id, name)) {
+            if let Err(e) = follow(|action, id, name| on_event(&state_dir, &bridge, action, id, name, &release)) {
                 if !told {
                     tracing::info!(error = %e, "not following Docker's events (is dockerd running?); retrying every 10s");
                     told = true;
@@ -83,7 +95,10 @@ fn recorded(dir: &Path) -> Vec<attach::Attachment> {
     })
 }
 
-fn on_event(dir: &Path, bridge: &str, action: &str, id: &str, name: &str) {
+fn on_event(dir: &Path, bridge: &str, action: &str, id: &str, name: &str, release: &Release) {
+    if action == "destroy" {
+        release(id);
+    }
     for a in recorded(dir).into_iter().filter(|a| is_container(&a.target) && names_container(&a.target, id, name)) {
         match action {
             "start" => reattach(dir, bridge, &a),

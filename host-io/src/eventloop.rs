@@ -351,12 +351,14 @@ fn take_path_mtu_reports<S: Stack>(udp: &S::Udp, router: &mut Router, now: Insta
 
 /// Runs `router` on `port` until `shutdown` completes or a command asks to stop. Frames
 /// captured from the bridge come in on `frames`; frames for the bridge go to `inject`, a
-/// batch at a time.
+/// batch at a time; every event the router reports is shown to `on_event` (after the loop's
+/// own handling of dials and closes is decided, before it is carried out).
 pub async fn run<S: Stack>(
     mut router: Router,
     port: u16,
     mut frames: impl Frames,
     mut inject: impl FnMut(&[&[u8]]),
+    mut on_event: impl FnMut(&Router, &Event),
     mut commands: mpsc::Receiver<Command>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<Router> {
@@ -479,6 +481,7 @@ pub async fn run<S: Stack>(
             take_path_mtu_reports::<S>(&udp, &mut router, now());
         }
         while let Some(e) = router.poll_event() {
+            on_event(&router, &e);
             match e {
                 Event::Dial { conn, addr } => {
                     let tx = tx.clone();

@@ -1,5 +1,6 @@
 //! `weave`: the router daemon and the command line its users know.
 
+mod addrs;
 mod api;
 mod attach;
 mod capture;
@@ -7,6 +8,7 @@ mod daemon;
 mod docker;
 mod expose;
 mod firewall;
+mod ipam;
 mod packet;
 mod plumb;
 mod secret;
@@ -85,6 +87,16 @@ pub(crate) struct RouterArgs {
     /// Do not dial peers learned from gossip.
     #[arg(long)]
     pub(crate) no_discovery: bool,
+    /// The range the address allocator hands addresses out of ("" turns it off).
+    #[arg(long, default_value = "10.32.0.0/12")]
+    pub(crate) ipalloc_range: String,
+    /// Where `weave attach` and `weave run` without an address take one (default: the range).
+    #[arg(long)]
+    pub(crate) ipalloc_default_subnet: Option<String>,
+    /// How many peers start the network together (a majority of them must meet before the
+    /// first addresses are handed out). Default: the peers named here, and this one.
+    #[arg(long)]
+    pub(crate) ipalloc_init_peers: Option<usize>,
     /// Log level.
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub(crate) log_level: String,
@@ -124,7 +136,8 @@ enum Cmd {
         #[arg(required = true)]
         peers: Vec<String>,
     },
-    /// Attaches a container: `weave attach CIDR... TARGET` (TARGET: container, pid:N, netns:NAME or a path).
+    /// Attaches a container: `weave attach [ADDRESS...] TARGET` (ADDRESS: CIDR, ip:CIDR, net:CIDR or
+    /// net:default; none: one from the allocator. TARGET: container, pid:N, netns:NAME or a path).
     Attach {
         /// Bridge name.
         #[arg(long, default_value = "weave")]
@@ -132,11 +145,11 @@ enum Cmd {
         /// Attach even an address another target holds (or the bridge, exposed).
         #[arg(long)]
         force: bool,
-        /// CIDRs, then the target.
-        #[arg(required = true, num_args = 2..)]
+        /// Addresses, then the target.
+        #[arg(required = true, num_args = 1..)]
         args: Vec<String>,
     },
-    /// `docker run -d` then attach: `weave run CIDR... <docker run args>`; prints the container id.
+    /// `docker run -d` then attach: `weave run [ADDRESS...] <docker run args>`; prints the container id.
     Run {
         /// Bridge name.
         #[arg(long, default_value = "weave")]
@@ -144,15 +157,23 @@ enum Cmd {
         /// Attach even an address another target holds (or the bridge, exposed).
         #[arg(long)]
         force: bool,
-        /// CIDRs, then the arguments of `docker run`.
-        #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true)]
+        /// Addresses, then the arguments of `docker run`.
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Detaches addresses (all, when none are given) from a container: `weave detach [CIDR...] TARGET`.
+    /// Detaches addresses (all, when none are given) from a container and frees those the
+    /// allocator gave: `weave detach [CIDR...] TARGET`.
     Detach {
         /// CIDRs, then the target.
         #[arg(required = true, num_args = 1..)]
         args: Vec<String>,
+    },
+    /// Takes over the address space of a peer that is gone for good (run it on one peer only).
+    Rmpeer {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The gone peer's name (see `weave status ipam`).
+        peer: String,
     },
     /// Gives the bridge an address in CIDR (the host reaches containers) and NATs the subnet.
     Expose {
@@ -175,11 +196,11 @@ enum Cmd {
         /// Only these targets.
         targets: Vec<String>,
     },
-    /// Shows the router's state: overview, or peers, connections or targets.
+    /// Shows the router's state: overview, or peers, connections, targets or ipam.
     Status {
         #[command(flatten)]
         api: ApiArgs,
-        /// peers, connections or targets.
+        /// peers, connections, targets or ipam.
         section: Option<String>,
     },
     /// Prints the router's full state as JSON.
@@ -230,8 +251,9 @@ fn control(a: &SocketAddr, req: &ControlRequest) -> Result<String, String> {
     let name = api::control_name(a);
     let sa = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).map_err(|e| e.to_string())?;
     let mut s = std::os::unix::net::UnixStream::connect_addr(&sa).map_err(|_| not_running(a))?;
-    // Name resolution may take the router up to 10 s; expose runs iptables.
-    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    // Name resolution may take the router up to 10 s; expose runs iptables; an allocation
+    // waits up to 30 s for space.
+    s.set_read_timeout(Some(Duration::from_secs(45))).map_err(|e| e.to_string())?;
     let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     line.push(b'\n');
     s.write_all(&line).map_err(|e| format!("sending to the router: {e}"))?;
@@ -385,6 +407,13 @@ fn launch(args: RouterArgs) -> Result<(), String> {
     if args.no_discovery {
         cmd.arg("--no-discovery");
     }
+    cmd.args(["--ipalloc-range", &args.ipalloc_range]);
+    if let Some(s) = &args.ipalloc_default_subnet {
+        cmd.args(["--ipalloc-default-subnet", s]);
+    }
+    if let Some(n) = args.ipalloc_init_peers {
+        cmd.args(["--ipalloc-init-peers", &n.to_string()]);
+    }
     if password.is_some() {
         cmd.arg("--password-stdin");
     }
@@ -432,27 +461,53 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Forget { api, peers } => control(&api.http_addr, &ControlRequest::Forget { peers }).map(|_| ()),
         Cmd::Attach { bridge, force, args } => {
             need_root("weave attach")?;
-            let (cidrs, target) = args.split_at(args.len() - 1);
-            let dir = state_dir();
-            if !force {
-                attach::check_free(&dir, &bridge, cidrs, Some(&target[0]))?;
+            let (addrs, target) = args.split_at(args.len() - 1);
+            let (specs, used) = addrs::leading(addrs)?;
+            if used != addrs.len() {
+                return Err(format!(
+                    "`{}` is not an address: give CIDR, ip:CIDR, net:CIDR or net:default",
+                    addrs[used]
+                ));
             }
-            let mac = attach::attach(&bridge, cidrs, &target[0])?;
-            attach::record(&dir, &target[0], &mac, cidrs)
+            let target = &target[0];
+            let key = ipam_key(target)?;
+            let api = default_api();
+            let ask = |r: &ControlRequest| control(&api, r);
+            let cidrs = addrs::resolve(&specs, &key, &ask)?;
+            let dir = state_dir();
+            let attached = (|| {
+                if !force {
+                    attach::check_free(&dir, &bridge, &cidrs, Some(target))?;
+                }
+                let mac = attach::attach(&bridge, &cidrs, target)?;
+                attach::record(&dir, target, &mac, &cidrs)
+            })();
+            if attached.is_err() {
+                addrs::release(&key, &allocated_only(&specs, &cidrs), &ask);
+            }
+            attached?;
+            if specs.iter().any(|s| matches!(s, addrs::Spec::Net(_))) {
+                print_out(&format!("{}\n", cidrs.join(" ")));
+            }
+            Ok(())
         }
         Cmd::Run { bridge, force, args } => {
             need_root("weave run")?;
-            let n = args.iter().take_while(|a| attach::parse_cidr(a).is_ok()).count();
-            if n == 0 {
-                return Err(format!("`{}` is not a CIDR: usage is weave run CIDR... <docker run args>", args[0]));
-            }
-            let (cidrs, docker) = args.split_at(n);
+            let (specs, n) = addrs::leading(&args)?;
+            let docker = &args[n..];
             if docker.is_empty() {
-                return Err("no image given: usage is weave run CIDR... <docker run args>".into());
+                return Err("no image given: usage is weave run [ADDRESS...] <docker run args>".into());
             }
             let dir = state_dir();
+            let chosen: Vec<String> = specs
+                .iter()
+                .filter_map(|s| match s {
+                    addrs::Spec::Ip(c) => Some(c.to_string()),
+                    addrs::Spec::Net(_) => None,
+                })
+                .collect();
             if !force {
-                attach::check_free(&dir, &bridge, cidrs, None)?;
+                attach::check_free(&dir, &bridge, &chosen, None)?;
             }
             let out = std::process::Command::new("docker")
                 .args(["run", "-d"])
@@ -463,14 +518,20 @@ fn run(cli: Cli) -> Result<(), String> {
                 return Err(format!("docker run failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
             }
             let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            match attach::attach(&bridge, cidrs, &id) {
-                Ok(mac) => {
-                    attach::record(&dir, &id, &mac, cidrs)?;
+            let api = default_api();
+            let ask = |r: &ControlRequest| control(&api, r);
+            let attached = addrs::resolve(&specs, &id, &ask).and_then(|cidrs| {
+                let mac = attach::attach(&bridge, &cidrs, &id)?;
+                attach::record(&dir, &id, &mac, &cidrs)
+            });
+            match attached {
+                Ok(()) => {
                     print_out(&format!("{id}\n"));
                     Ok(())
                 }
                 Err(e) => {
                     // Nothing half-created is left behind.
+                    addrs::release(&id, &[], &ask);
                     if let Err(rm) = docker::remove(&id) {
                         return Err(format!("{e}; and the container was not removed: {rm}"));
                     }
@@ -484,15 +545,20 @@ fn run(cli: Cli) -> Result<(), String> {
             attach::detach(cidrs, &target[0])?;
             if let Ok(info) = daemon_info(&ApiArgs { http_addr: default_api() }) {
                 attach::unrecord(&info.state_dir, &target[0], cidrs)?;
+                // A container already gone is freed by the daemon when Docker reports it.
+                if let Ok(key) = ipam_key(&target[0]) {
+                    let api = default_api();
+                    addrs::release(&key, cidrs, &|r| control(&api, r));
+                }
             }
             Ok(())
         }
         Cmd::Status { api, section } => {
             let path = match section.as_deref() {
                 None => "/status".to_string(),
-                Some(s @ ("peers" | "connections" | "targets")) => format!("/status/{s}"),
+                Some(s @ ("peers" | "connections" | "targets" | "ipam")) => format!("/status/{s}"),
                 Some(other) => {
-                    return Err(format!("unknown status section `{other}`: use peers, connections or targets"))
+                    return Err(format!("unknown status section `{other}`: use peers, connections, targets or ipam"))
                 }
             };
             print_out(&get(&api.http_addr, &path)?);
@@ -505,6 +571,10 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Stop { api } => stop(&api),
+        Cmd::Rmpeer { api, peer } => {
+            print_out(&format!("{}\n", control(&api.http_addr, &ControlRequest::Rmpeer { peer })?));
+            Ok(())
+        }
         Cmd::Expose { api, cidr } => {
             attach::parse_cidr(&cidr)?;
             control(&api.http_addr, &ControlRequest::Expose { cidr }).map(|_| ())
@@ -538,6 +608,21 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The allocator's key for a target: a Docker container's full id (so its name, short id
+/// and id ask for the same addresses), else the target as given.
+fn ipam_key(target: &str) -> Result<String, String> {
+    if target.starts_with("netns:") || target.starts_with("pid:") || target.starts_with('/') {
+        Ok(target.to_owned())
+    } else {
+        docker::container_id(target)
+    }
+}
+
+/// Of `cidrs` (resolved from `specs`, in order), those the allocator handed out.
+fn allocated_only(specs: &[addrs::Spec], cidrs: &[String]) -> Vec<String> {
+    specs.iter().zip(cidrs).filter(|(s, _)| matches!(s, addrs::Spec::Net(_))).map(|(_, c)| c.clone()).collect()
 }
 
 /// Writes to standard output; a reader that went away (`weave status | head -3`) ends the

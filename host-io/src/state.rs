@@ -1,5 +1,5 @@
-//! State kept across restarts: the peer name, the peers to connect to, attachments and
-//! exposed subnets, each a file in the state directory.
+//! State kept across restarts: the peer name, the peers to connect to, attachments, exposed
+//! subnets and the address allocator's state, each a file in the state directory.
 //!
 //! Every file is replaced whole (a temporary file beside it, flushed to disk, renamed over it,
 //! the directory flushed), so a crash leaves the old file or the new one, never a part; and a
@@ -13,8 +13,8 @@ use nix::fcntl::{Flock, FlockArg};
 use router_core::PeerName;
 
 /// The files weave keeps in a state directory; `weave reset` removes these and nothing else.
-pub(crate) const FILES: [&str; 7] =
-    ["peer-name", "peers", "attachments.json", "exposed", "router.pid", "router.log", ".lock"];
+pub(crate) const FILES: [&str; 8] =
+    ["peer-name", "peers", "attachments.json", "exposed", "ipam.json", "router.pid", "router.log", ".lock"];
 
 /// Writes `bytes` to `path` atomically (see the module documentation).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {

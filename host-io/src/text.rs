@@ -33,6 +33,77 @@ pub(crate) fn status(s: &Status, d: &crate::api::DaemonInfo, clock: &Clock) -> S
     let _ = writeln!(o, "    Connections: {} ({} established)", s.connections.len(), established);
     let _ = writeln!(o, "          Peers: {} ({} reachable)", s.peers.len(), reachable);
     let _ = writeln!(o, "      MAC table: {} entries", s.macs.len());
+    if let Some(i) = &s.ipam {
+        let _ = writeln!(o, "      Addresses: {}", ipam_summary(i));
+    }
+    o
+}
+
+fn ipam_summary(i: &router_core::ipam::IpamStatus) -> String {
+    let ring = match i.creator {
+        Some(_) => format!("{} leased here", i.leases.len()),
+        None => format!("waiting for {} of the starting peers to agree ({} heard)", i.quorum, i.votes),
+    };
+    format!("range {} (default subnet {}), {ring}", i.range, i.default_subnet)
+}
+
+/// `weave status ipam`: the ring, every owner's space, our leases and what waits.
+pub(crate) fn ipam(s: &Status, clock: &Clock) -> String {
+    let Some(i) = &s.ipam else {
+        return "The address allocator is off (launched with --ipalloc-range \"\").\n".into();
+    };
+    let _ = clock;
+    let nick_of = |o: &router_core::ipam::Owner| {
+        s.peers.iter().find(|p| p.name == o.name).map(|p| nick(&Some(p.nickname.clone()))).unwrap_or_default()
+    };
+    let mut o = String::new();
+    let _ = writeln!(o, "Range: {}   default subnet: {}", i.range, i.default_subnet);
+    match i.creator {
+        Some(c) => {
+            let _ = writeln!(o, "Ring: agreed, created by {c}{}", nick_of(&c));
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "Ring: not yet agreed: {} vote(s) heard, {} needed (a majority of the peers named at launch)",
+                i.votes, i.quorum
+            );
+        }
+    }
+    let _ = writeln!(o, "Owners:");
+    for w in &i.owners {
+        let me = if w.owner == i.me { " (this peer)" } else { "" };
+        let reach = if w.reachable {
+            "reachable"
+        } else {
+            "unreachable: its space stays its own until it is back or `weave rmpeer`"
+        };
+        let free = w.free.map_or("?".to_string(), |f| f.to_string());
+        let want = w.want.map(|n| format!(", wants space in {n}")).unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "  {}{}{me}: {} blocks, {} addresses, {free} free, {reach}{want}",
+            w.owner,
+            nick_of(&w.owner),
+            w.blocks,
+            w.addresses
+        );
+    }
+    let _ = writeln!(o, "Leased here: {}", i.leases.len());
+    for (a, l) in &i.leases {
+        let _ = writeln!(o, "  {a}/{} {}", l.subnet.prefix_len(), l.target);
+    }
+    for (t, n) in &i.pending {
+        let _ = writeln!(o, "Waiting for space: {t} in {n}");
+    }
+    for f in &i.foreign {
+        let who = f.creator.map_or("a group still agreeing".to_string(), |c| format!("a ring created by {c}"));
+        let _ = writeln!(
+            o,
+            "Another ring met: {who} over {}; the two are never merged. Reset one side (`weave reset`) and launch it again with a peer of the other.",
+            f.range
+        );
+    }
     o
 }
 
@@ -267,6 +338,35 @@ pub(crate) fn metrics(s: &Status, bridge: &crate::capture::BridgeCounters) -> St
         counters(&mut reg, "weave_bridge_port", "Frames at the bridge port, by what the data path did with them");
     for (k, v) in bridge.snapshot() {
         port.get_or_create(&vec![("event", k)]).inc_by(v);
+    }
+    if let Some(i) = &s.ipam {
+        let addrs = Family::<Vec<(&'static str, String)>, Gauge>::default();
+        reg.register(
+            "weave_ipam_addresses",
+            "Addresses of the allocation range per owner: owned, and free as the owner last published",
+            addrs.clone(),
+        );
+        for w in &i.owners {
+            let peer = w.owner.name.to_string();
+            addrs.get_or_create(&vec![("peer", peer.clone()), ("state", "owned".into())]).set(w.addresses as i64);
+            if let Some(f) = w.free {
+                addrs.get_or_create(&vec![("peer", peer), ("state", "free".into())]).set(i64::from(f));
+            }
+        }
+        let leased = Gauge::<i64>::default();
+        leased.set(i.leases.len() as i64);
+        reg.register("weave_ipam_leased", "Addresses this peer has handed out", leased);
+        let ev = counters(&mut reg, "weave_ipam", "Allocator events");
+        for (k, v) in [
+            ("allocated", i.stats.allocated),
+            ("freed", i.stats.freed),
+            ("blocks_given", i.stats.blocks_given),
+            ("blocks_received", i.stats.blocks_received),
+            ("foreign_update", i.stats.foreign_updates),
+            ("conflict", i.stats.conflicts),
+        ] {
+            ev.get_or_create(&vec![("event", k)]).inc_by(v);
+        }
     }
     let mismatches = Counter::<u64>::default();
     mismatches.inc_by(st.password_mismatches);

@@ -100,6 +100,7 @@ fn scenario(seed: u64, password: Option<&str>) -> Deliveries {
                     6783,
                     eventloop::ChannelFrames::new(rx),
                     inject,
+                    |_, _| {},
                     cmd_rx,
                     std::future::pending(),
                 )

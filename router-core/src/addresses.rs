@@ -60,13 +60,25 @@ impl Router {
         r
     }
 
-    /// Frees every address `target` holds; returns them.
-    pub fn release(&mut self, now: Instant, target: &str) -> Vec<Ipv4Addr> {
+    /// Frees the addresses `target` holds (all, and its waiting allocations, when `only` is
+    /// `None`); returns those freed.
+    pub fn release(&mut self, now: Instant, target: &str, only: Option<&[Ipv4Addr]>) -> Vec<Ipv4Addr> {
         let Ok(ipam) = self.ipam_mut() else { return Vec::new() };
-        let gone = ipam.release(target);
+        let gone = ipam.release(target, only);
         self.ipam_due = true;
         self.commit(now);
         gone
+    }
+
+    /// Takes over the address space of `peer`, which the operator says is gone for good
+    /// (`weave rmpeer`). Run it on one peer only: two peers taking the same space at once
+    /// would both hand it out. Returns the blocks taken.
+    pub fn rmpeer(&mut self, now: Instant, peer: PeerName) -> Result<usize, IpamError> {
+        let reachable: BTreeSet<PeerName> = self.routes().reachable().collect();
+        let r = self.ipam_mut()?.take_over(peer, &reachable);
+        self.ipam_due = true;
+        self.commit(now);
+        r
     }
 
     pub(crate) fn send_ipam_full(&mut self, id: ConnId) {

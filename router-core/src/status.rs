@@ -43,6 +43,8 @@ pub struct Status {
     pub encryption: bool,
     /// Counters.
     pub stats: Stats,
+    /// The address allocator, when the router runs one.
+    pub ipam: Option<crate::ipam::IpamStatus>,
 }
 
 /// One peer in the view.
@@ -327,6 +329,7 @@ impl Router {
             recent_failures,
             encryption: self.config.password.is_some(),
             stats: self.stats,
+            ipam: self.ipam.as_ref().map(|i| i.status(&reachable.iter().copied().chain([me]).collect())),
         }
     }
 }

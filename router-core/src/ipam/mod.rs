@@ -79,6 +79,10 @@ impl IpamConfig {
         if self.init_peers == 0 {
             return Err(IpamError::NoInitPeers);
         }
+        let block_prefix = 32 - RingId::new(Owner { name: PeerName::default(), life: 0 }, self.range).block_bits;
+        if self.default_subnet.prefix_len() > block_prefix {
+            return Err(IpamError::SubnetSmallerThanBlock { subnet: self.default_subnet, block_prefix });
+        }
         Ok(())
     }
 }
@@ -149,8 +153,16 @@ pub enum IpamError {
     #[error("subnet {0} has no host addresses: give a prefix of /30 or shorter")]
     SubnetTooSmall(Ipv4Net),
     /// No free address could be found in time.
-    #[error("no free address in {0}: every reachable peer's space there is in use (free some, or widen the range)")]
+    #[error("no free address in {0} in time: every reachable peer's space there is in use, or held in a block its owner uses (peers share space by whole blocks): free some, or ask in a wider subnet")]
     Exhausted(Ipv4Net),
+    /// A default subnet smaller than the ring's blocks: only one peer could use it.
+    #[error("default subnet {subnet} is smaller than the allocator's blocks (/{block_prefix}); peers share space by whole blocks: give a default subnet of /{block_prefix} or wider")]
+    SubnetSmallerThanBlock {
+        /// The subnet.
+        subnet: Ipv4Net,
+        /// The blocks' prefix length.
+        block_prefix: u8,
+    },
     /// The address is in a block another peer owns.
     #[error("{addr} belongs to peer {owner}'s space: claim it on that host, or pick an address this peer owns")]
     OwnedElsewhere {
@@ -176,6 +188,12 @@ pub enum IpamError {
     /// Too many allocations are waiting.
     #[error("too many allocations are waiting for space; retry later")]
     Busy,
+    /// `rmpeer` of ourselves.
+    #[error("a peer cannot remove itself: run `weave rmpeer` on another peer")]
+    TakeOverSelf,
+    /// `rmpeer` of a peer that is still reachable.
+    #[error("peer {0} is reachable: stop it (`weave reset` there) before taking its space")]
+    TakeOverLive(PeerName),
     /// A persisted state that does not fit this configuration.
     #[error("the saved allocator state is for range {saved}, not {range}: remove it with `weave reset` or launch with --ipalloc-range {saved}")]
     StateMismatch {
@@ -633,5 +651,91 @@ impl Ipam {
         }
         self.changed = true;
         tracing::info!(peers = owners.len(), blocks = n, "created the address ring and shared it out");
+    }
+}
+
+/// The allocator as `weave status ipam` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IpamStatus {
+    /// The range.
+    pub range: Ipv4Net,
+    /// Where allocations without a subnet go.
+    pub default_subnet: Ipv4Net,
+    /// Us.
+    pub me: Owner,
+    /// The ring's creator, once agreed.
+    pub creator: Option<Owner>,
+    /// Before the ring: votes heard, and how many make a majority.
+    pub votes: usize,
+    /// A majority of the starting peers.
+    pub quorum: usize,
+    /// Every owner of space, or peer that published an info.
+    pub owners: Vec<OwnerStatus>,
+    /// Our leases.
+    pub leases: Vec<(Ipv4Addr, Lease)>,
+    /// Allocations waiting for space: target and subnet.
+    pub pending: Vec<(String, Ipv4Net)>,
+    /// Other rings met.
+    pub foreign: Vec<ForeignRing>,
+    /// Counters.
+    pub stats: IpamStats,
+}
+
+/// One owner's space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OwnerStatus {
+    /// The owner.
+    pub owner: Owner,
+    /// Blocks it owns, in our copy of the ring.
+    pub blocks: usize,
+    /// Addresses in them.
+    pub addresses: u64,
+    /// Free addresses, as it last published (none: never heard).
+    pub free: Option<u32>,
+    /// Whether its peer is reachable now.
+    pub reachable: bool,
+    /// The subnet it asks for space in.
+    pub want: Option<Ipv4Net>,
+}
+
+impl Ipam {
+    /// A snapshot for status, `reachable` being the peers we reach (us included).
+    pub fn status(&self, reachable: &BTreeSet<PeerName>) -> IpamStatus {
+        let mut owners: BTreeMap<Owner, OwnerStatus> = BTreeMap::new();
+        let blank = |o: Owner| OwnerStatus {
+            owner: o,
+            blocks: 0,
+            addresses: 0,
+            free: None,
+            reachable: reachable.contains(&o.name),
+            want: None,
+        };
+        if let Some(ring) = &self.ring {
+            for (o, n) in ring.owners() {
+                let s = owners.entry(o).or_insert_with(|| blank(o));
+                s.blocks = n;
+                s.addresses = n as u64 * u64::from(ring.id.block_len());
+            }
+        }
+        for p in self.infos.values() {
+            let s = owners.entry(p.owner).or_insert_with(|| blank(p.owner));
+            s.free = Some(p.free);
+            s.want = p.want;
+        }
+        // Infos of lives that own nothing are history, not owners.
+        let owners = owners.into_values().filter(|o| o.blocks > 0 || o.owner == self.me || o.want.is_some()).collect();
+        IpamStatus {
+            range: self.cfg.range,
+            default_subnet: self.cfg.default_subnet,
+            me: self.me,
+            creator: self.ring.as_ref().map(|r| r.id.creator),
+            votes: self.paxos.votes.len(),
+            quorum: self.quorum(),
+            owners,
+            leases: self.leases.iter().map(|(a, l)| (*a, l.clone())).collect(),
+            pending: self.pending.iter().map(|p| (p.target.clone(), p.subnet)).collect(),
+            foreign: self.foreign.iter().cloned().collect(),
+            stats: self.stats,
+        }
     }
 }

@@ -87,10 +87,18 @@ impl Ipam {
         }
     }
 
-    /// Frees every address `target` holds (and its waiting allocations); returns them.
-    pub fn release(&mut self, target: &str) -> Vec<Ipv4Addr> {
-        self.pending.retain(|p| p.target != target);
-        let gone: Vec<Ipv4Addr> = self.leases.iter().filter(|(_, l)| l.target == target).map(|(a, _)| *a).collect();
+    /// Frees the addresses `target` holds (all of them, and its waiting allocations, when
+    /// `only` is `None`); returns those freed.
+    pub fn release(&mut self, target: &str, only: Option<&[Ipv4Addr]>) -> Vec<Ipv4Addr> {
+        if only.is_none() {
+            self.pending.retain(|p| p.target != target);
+        }
+        let gone: Vec<Ipv4Addr> = self
+            .leases
+            .iter()
+            .filter(|(a, l)| l.target == target && only.is_none_or(|o| o.contains(a)))
+            .map(|(a, _)| *a)
+            .collect();
         for a in &gone {
             self.leases.remove(a);
             if let Some(i) = self.ring.as_ref().and_then(|r| r.id.block_of(*a)) {
@@ -108,6 +116,33 @@ impl Ipam {
             self.publish(None);
         }
         gone
+    }
+
+    /// Takes over every block any life of `peer` owns (the operator's word that it is gone
+    /// for good); returns how many. Refused for ourselves and for a peer we reach.
+    pub fn take_over(&mut self, peer: PeerName, reachable: &BTreeSet<PeerName>) -> Result<usize, IpamError> {
+        if peer == self.me.name {
+            return Err(IpamError::TakeOverSelf);
+        }
+        if reachable.contains(&peer) {
+            return Err(IpamError::TakeOverLive(peer));
+        }
+        let me = self.me;
+        let ring = self.ring.as_mut().ok_or(IpamError::NotReady(self.cfg.init_peers))?;
+        let mut n = 0;
+        for i in 0..ring.blocks.len() {
+            let from = ring.blocks[i].owner;
+            if from.name == peer && ring.give(i, from, me) {
+                self.dirty_blocks.insert(i as u16);
+                n += 1;
+            }
+        }
+        self.infos.retain(|o, _| o.name != peer);
+        self.wants.retain(|o, _| o.name != peer);
+        self.stats.blocks_received += n as u64;
+        self.changed = true;
+        self.publish(None);
+        Ok(n)
     }
 
     fn lease(&mut self, a: Ipv4Addr, target: &str, subnet: Ipv4Net) {
@@ -228,4 +263,141 @@ impl Ipam {
 
 fn with_prefix(a: Ipv4Addr, subnet: Ipv4Net) -> Ipv4Net {
     Ipv4Net::new(a, subnet.prefix_len()).expect("prefix of a valid subnet")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::{Ipam, IpamConfig, Owner};
+    use core::time::Duration;
+
+    fn owner(n: u8) -> Owner {
+        Owner { name: PeerName([2, 0, 0, 0, 0, n]), life: u32::from(n) }
+    }
+
+    /// Three allocators that pass every update to each other until nothing changes.
+    struct Net {
+        peers: Vec<Ipam>,
+        now: Instant,
+    }
+
+    impl Net {
+        fn new(range: &str) -> Net {
+            Net::starting(range, 3)
+        }
+
+        /// Three peers of which the first `n` start the network; the others join after.
+        fn starting(range: &str, n: usize) -> Net {
+            let mut cfg = IpamConfig::new(range.parse().unwrap());
+            cfg.init_peers = 3;
+            let peers = (1..=3).map(|n| Ipam::new(cfg.clone(), owner(n), None).unwrap()).collect();
+            let mut net = Net { peers, now: Instant::ZERO };
+            net.exchange(n);
+            net.settle_among(n);
+            net.exchange(3);
+            net.settle();
+            net
+        }
+
+        fn exchange(&mut self, n: usize) {
+            for p in 0..n {
+                let full = self.peers[p].full_update();
+                for q in 0..n {
+                    self.peers[q].merge(self.now, &full);
+                }
+            }
+        }
+
+        fn settle(&mut self) {
+            self.settle_among(3);
+        }
+
+        /// Passes updates among the first `n` peers only.
+        fn settle_among(&mut self, n: usize) {
+            let all: BTreeSet<PeerName> = (1..=n as u8).map(|k| owner(k).name).collect();
+            for _ in 0..100 {
+                let mut quiet = true;
+                for p in 0..n {
+                    self.peers[p].think(self.now, &all);
+                    if let Some(d) = self.peers[p].take_delta() {
+                        quiet = false;
+                        for q in (0..n).filter(|&q| q != p) {
+                            self.peers[q].merge(self.now, &d);
+                        }
+                    }
+                }
+                if quiet {
+                    return;
+                }
+            }
+            panic!("updates never settle");
+        }
+    }
+
+    #[test]
+    fn peers_agree_share_out_and_answer_a_want_in_another_owners_subnet() {
+        let mut net = Net::new("10.32.0.0/12");
+        let rings: Vec<_> = net.peers.iter().map(|p| p.ring().cloned()).collect();
+        assert!(rings[0].is_some() && rings.iter().all(|r| *r == rings[0]), "one ring everywhere");
+        let owners = rings[0].as_ref().unwrap().owners();
+        assert_eq!(owners.len(), 3, "shared out among the three: {owners:?}");
+        // Peer 3 asks in a subnet whose block another peer owns.
+        let subnet: Ipv4Net = "10.32.0.0/24".parse().unwrap();
+        assert_ne!(rings[0].as_ref().unwrap().owner_of(subnet.network()), Some(owner(3)));
+        let now = net.now;
+        assert_eq!(net.peers[2].allocate(now, "c", Some(subnet)), Ok(None), "waits for space");
+        net.settle();
+        net.now += Duration::from_secs(3);
+        net.settle();
+        let done = net.peers[2].poll_allocated().expect("answered once space came");
+        assert_eq!(done.result, Ok("10.32.0.1/24".parse().unwrap()));
+        // No address is held twice, and every block still has exactly one owner.
+        let leased: Vec<Ipv4Addr> = net.peers.iter().flat_map(|p| p.leases().keys().copied()).collect();
+        let unique: BTreeSet<_> = leased.iter().collect();
+        assert_eq!(unique.len(), leased.len());
+    }
+
+    #[test]
+    fn a_peer_that_joins_after_the_agreement_borrows_space_in_any_subnet() {
+        let mut net = Net::starting("10.32.0.0/12", 2);
+        let owners = net.peers[0].ring().unwrap().owners();
+        assert_eq!(owners.len(), 2, "shared out among the two that agreed: {owners:?}");
+        assert_eq!(net.peers[2].ring(), net.peers[0].ring(), "the late peer adopts the ring");
+        for subnet in ["10.40.0.0/24", "10.33.0.0/24"] {
+            let now = net.now;
+            assert_eq!(net.peers[2].allocate(now, subnet, Some(subnet.parse().unwrap())), Ok(None));
+            for _ in 0..4 {
+                net.settle();
+                net.now += Duration::from_secs(1);
+            }
+            let done = net.peers[2].poll_allocated().expect("answered");
+            assert!(done.result.is_ok(), "{subnet}: {done:?}");
+        }
+    }
+
+    #[test]
+    fn the_network_and_broadcast_addresses_are_never_handed_out_and_exhaustion_is_reported() {
+        let mut net = Net::new("10.9.0.0/28");
+        let now = net.now;
+        let mut got = Vec::new();
+        for i in 0..16 {
+            if let Ok(Some(a)) = net
+                .peers
+                .iter_mut()
+                .find(|p| p.ring().is_some_and(|r| r.owners().contains_key(&p.owner())))
+                .unwrap()
+                .allocate(now, &format!("t{i}"), None)
+            {
+                got.push(a.addr());
+            }
+        }
+        assert_eq!(got.len(), 14, "a /28 has 14 host addresses: {got:?}");
+        assert!(!got.contains(&"10.9.0.0".parse().unwrap()) && !got.contains(&"10.9.0.15".parse().unwrap()));
+        let p = &mut net.peers[0];
+        let _ = p.allocate(now, "late", None);
+        net.now += Duration::from_secs(31);
+        net.settle();
+        let failed = net.peers.iter_mut().find_map(|p| p.poll_allocated()).expect("the wait ends");
+        assert_eq!(failed.result, Err(IpamError::Exhausted("10.9.0.0/28".parse().unwrap())));
+    }
 }

@@ -96,7 +96,7 @@ impl World {
         *gen += 1;
         let new = target(&host.name, k, *gen);
         let r = host.router.as_mut().expect("running");
-        r.release(now, &old);
+        r.release(now, &old, None);
         if r.allocate(now, &new, None).is_err() {
             self.stats.ipam_refused += 1;
         }

@@ -26,7 +26,11 @@ pub(crate) fn parse(s: &str) -> Option<Result<Spec, String>> {
     if let Some(ip) = s.strip_prefix("ip:") {
         return Some(parse_cidr(ip).map(Spec::Ip));
     }
-    parse_cidr(s).ok().map(|n| Ok(Spec::Ip(n)))
+    // Something shaped like an address (a digit first, a prefix) is one, or a mistake.
+    if s.starts_with(|c: char| c.is_ascii_digit()) && s.contains('/') {
+        return Some(parse_cidr(s).map(Spec::Ip));
+    }
+    None
 }
 
 /// The leading address arguments of `args` (none given: one from the default subnet), and
@@ -103,6 +107,7 @@ mod tests {
         assert_eq!(parse("net:default"), Some(Ok(Spec::Net(None))));
         assert!(matches!(parse("net:nonsense"), Some(Err(_))));
         assert!(matches!(parse("ip:10.1.2.3"), Some(Err(_))));
+        assert!(matches!(parse("10.32.0.1/33"), Some(Err(e)) if e.contains("is not a CIDR")));
         assert_eq!(parse("my-container"), None);
         assert_eq!(parse("-ti"), None);
         let args: Vec<String> = ["net:10.2.0.0/16", "10.3.0.1/8", "busybox"].iter().map(|s| s.to_string()).collect();

@@ -62,6 +62,8 @@ pub(crate) enum ApiCmd {
         /// What became of it.
         reply: oneshot::Sender<crate::ipam::Answer>,
     },
+    /// Hand this peer's address space to the others (before `weave reset`).
+    Leave(oneshot::Sender<crate::ipam::Answer>),
     /// Take over a gone peer's address space.
     Rmpeer {
         /// The peer.
@@ -155,6 +157,11 @@ pub(crate) fn handle(cmd: ApiCmd, router: &mut Router, now: Instant, waiters: &c
                 Err(e) => Ok(format!("warning: {e}")),
             };
             let _ = reply.send(r);
+        }
+        ApiCmd::Leave(reply) => {
+            let n = router.ipam_leave(now);
+            tracing::info!(blocks = n, "leaving: address space handed to the other peers");
+            let _ = reply.send(Ok(format!("handed {n} blocks to the other peers")));
         }
         ApiCmd::Rmpeer { peer, reply } => {
             let r =
@@ -339,6 +346,11 @@ async fn control(app: &App, req: ControlRequest) -> Result<String, String> {
             let cidr = weave_host_io::control::parse_cidr(&cidr)?;
             let (reply, rx) = oneshot::channel();
             app.tx.send(ApiCmd::Claim { target, cidr, reply }).await.map_err(|_| shutting())?;
+            rx.await.map_err(|_| shutting())?
+        }
+        ControlRequest::Leave {} => {
+            let (reply, rx) = oneshot::channel();
+            app.tx.send(ApiCmd::Leave(reply)).await.map_err(|_| shutting())?;
             rx.await.map_err(|_| shutting())?
         }
         ControlRequest::Rmpeer { peer } => {

@@ -52,6 +52,8 @@ pub enum ControlRequest {
         /// The address with its prefix.
         cidr: String,
     },
+    /// Leaves the network for good: the allocator hands this peer's space to the others.
+    Leave {},
     /// Takes over the address space of a peer that is gone for good.
     Rmpeer {
         /// Its peer name.
@@ -92,7 +94,7 @@ pub fn parse_request(line: &str) -> Result<ControlRequest, String> {
         ControlRequest::Expose { cidr } | ControlRequest::Hide { cidr } => {
             parse_cidr(cidr)?;
         }
-        ControlRequest::Stop {} => {}
+        ControlRequest::Stop {} | ControlRequest::Leave {} => {}
         ControlRequest::Allocate { target, subnet } => {
             check_target(target)?;
             if let Some(s) = subnet {

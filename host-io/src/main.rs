@@ -591,6 +591,11 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Reset { api, bridge, state_dir } => {
             need_root("weave reset")?;
             if get(&api.http_addr, "/report").is_ok() {
+                // The allocator's space goes to the peers that stay; a moment lets the
+                // hand-over leave before the connections close.
+                if control(&api.http_addr, &ControlRequest::Leave {}).is_ok() {
+                    std::thread::sleep(Duration::from_millis(300));
+                }
                 stop(&api)?;
             }
             let rt = plumb::runtime().map_err(|e| format!("cannot start a runtime: {e}"))?;

@@ -81,6 +81,17 @@ impl Router {
         r
     }
 
+    /// Leaves the network for good (`weave reset`): forgets every lease and hands this
+    /// peer's space to the reachable peers. Returns the blocks handed over.
+    pub fn ipam_leave(&mut self, now: Instant) -> usize {
+        let reachable: BTreeSet<PeerName> = self.routes().reachable().collect();
+        let Ok(ipam) = self.ipam_mut() else { return 0 };
+        let n = ipam.leave(&reachable);
+        self.ipam_due = true;
+        self.commit(now);
+        n
+    }
+
     pub(crate) fn send_ipam_full(&mut self, id: ConnId) {
         let Some(ipam) = &self.ipam else { return };
         let full = ipam.full_update();

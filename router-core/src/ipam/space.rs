@@ -145,6 +145,39 @@ impl Ipam {
         Ok(n)
     }
 
+    /// Leaves the network for good (`weave reset`): forgets every lease and waiting
+    /// allocation, and hands every block we own to the reachable peers, evenly. Returns the
+    /// blocks handed over (none when no other peer is reachable: then the space stays with
+    /// this life until `weave rmpeer`).
+    pub fn leave(&mut self, reachable: &BTreeSet<PeerName>) -> usize {
+        self.leases.clear();
+        self.used.clear();
+        self.pending.clear();
+        let me = self.me;
+        let mut heirs: Vec<Owner> = Vec::new();
+        for o in self.infos.keys().rev() {
+            if o.name != me.name && reachable.contains(&o.name) && !heirs.iter().any(|h| h.name == o.name) {
+                heirs.push(*o);
+            }
+        }
+        heirs.sort();
+        let Some(ring) = self.ring.as_mut() else { return 0 };
+        if heirs.is_empty() {
+            return 0;
+        }
+        let mut n = 0;
+        for i in 0..ring.blocks.len() {
+            if ring.blocks[i].owner == me && ring.give(i, me, heirs[n % heirs.len()]) {
+                self.dirty_blocks.insert(i as u16);
+                n += 1;
+            }
+        }
+        self.stats.blocks_given += n as u64;
+        self.changed = true;
+        self.publish(None);
+        n
+    }
+
     fn lease(&mut self, a: Ipv4Addr, target: &str, subnet: Ipv4Net) {
         self.leases.insert(a, Lease { target: target.to_owned(), subnet });
         if let Some(i) = self.ring.as_ref().and_then(|r| r.id.block_of(a)) {
@@ -373,6 +406,20 @@ mod tests {
             let done = net.peers[2].poll_allocated().expect("answered");
             assert!(done.result.is_ok(), "{subnet}: {done:?}");
         }
+    }
+
+    #[test]
+    fn a_leaving_peer_hands_its_space_to_the_others() {
+        let mut net = Net::new("10.32.0.0/16");
+        let now = net.now;
+        assert!(matches!(net.peers[0].allocate(now, "a", None), Ok(Some(_))));
+        let reach: BTreeSet<PeerName> = (1..=3).map(|n| owner(n).name).collect();
+        let mine = net.peers[0].ring().unwrap().owners()[&owner(1)];
+        assert_eq!(net.peers[0].leave(&reach), mine);
+        assert!(net.peers[0].leases().is_empty());
+        net.settle();
+        let owners = net.peers[1].ring().unwrap().owners();
+        assert!(!owners.contains_key(&owner(1)) && owners.len() == 2, "{owners:?}");
     }
 
     #[test]

@@ -98,3 +98,44 @@ fn a_container_docker_restarts_is_attached_again() {
     }
     assert!(gone, "the removed container's attachment is forgotten");
 }
+
+#[test]
+fn weave_run_without_an_address_takes_one_from_the_allocator_and_removal_frees_it() {
+    let image = busybox_image();
+    let mut lab = two_hosts();
+    let peer = lab.container(1, &["net:default"]);
+    let name = format!("weave-ipam-{}", lab.id);
+    let _cleanup = Container(name.clone());
+    let o = lab.weave(0, &["run", "--pull=never", "--name", &name, image]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let ps = String::from_utf8_lossy(&lab.weave(0, &["ps"]).stdout).into_owned();
+    let line = ps.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{ps}"));
+    let addr = line.split_whitespace().last().unwrap().to_string();
+    let ip: std::net::Ipv4Addr = addr.split('/').next().unwrap().parse().unwrap_or_else(|_| panic!("{line}"));
+    assert!(addr.ends_with("/12") && ip.octets()[0] == 10 && (32..48).contains(&ip.octets()[1]), "{line}");
+    // The other host's container (given its address by the allocator too) answers it.
+    let peer_ip = {
+        let o = sh(&["ip", "-n", &peer, "-4", "-o", "addr", "show", "dev", "ethwe"]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        out.split_whitespace().skip_while(|w| *w != "inet").nth(1).unwrap().split('/').next().unwrap().to_string()
+    };
+    assert_ne!(peer_ip, ip.to_string(), "distinct addresses");
+    let end = Instant::now() + SETTLE;
+    let mut pinged = false;
+    while Instant::now() < end && !pinged {
+        pinged = sh(&["docker", "exec", &name, "ping", "-c", "1", "-W", "1", &peer_ip]).status.success();
+    }
+    assert!(pinged, "the container reaches the other host's container");
+    let leased = || {
+        let o = lab.weave(0, &["status", "ipam"]);
+        String::from_utf8_lossy(&o.stdout).contains(&id)
+    };
+    assert!(leased(), "the lease is the container's");
+    ok(&["docker", "rm", "-f", &name]);
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end && leased() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!leased(), "Docker's removal frees the address");
+}

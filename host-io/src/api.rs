@@ -147,17 +147,7 @@ pub(crate) fn handle(cmd: ApiCmd, router: &mut Router, now: Instant, waiters: &c
             return true;
         }
         ApiCmd::Allocate { target, subnet, reply } => waiters.allocate(router, now, &target, subnet, reply),
-        ApiCmd::Claim { target, cidr, reply } => {
-            let r = match router.claim(now, &target, cidr) {
-                Ok(true) => Ok(format!("{cidr} recorded for {target}")),
-                Ok(false) => Ok(format!("{cidr} is outside the allocation range")),
-                // An address the user chose still works, as it always did; the allocator
-                // just cannot promise it is unique.
-                Err(router_core::IpamError::Disabled) => Ok(String::new()),
-                Err(e) => Ok(format!("warning: {e}")),
-            };
-            let _ = reply.send(r);
-        }
+        ApiCmd::Claim { target, cidr, reply } => waiters.claim(router, now, &target, cidr, reply),
         ApiCmd::Leave(reply) => {
             let n = router.ipam_leave(now);
             tracing::info!(blocks = n, "leaving: address space handed to the other peers");

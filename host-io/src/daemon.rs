@@ -296,8 +296,7 @@ async fn serve(
             router.restore_ipam(Instant::ZERO, saved).map_err(|e| e.to_string())?;
         }
     }
-    let saver = crate::ipam::Saver::start(args.state_dir.clone());
-    let waiters = crate::ipam::Waiters::default();
+    let waiters = crate::ipam::Waiters::new(crate::ipam::Saver::start(args.state_dir.clone(), cmd_tx.clone()));
     let mut peers = state.peers()?;
     for p in &args.peers {
         if !peers.contains(p) {
@@ -346,7 +345,7 @@ async fn serve(
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         tracing::warn!("telling the service manager we are ready failed: {e}");
     }
-    let on_event = |r: &Router, e: &router_core::Event| crate::ipam::on_event(r, e, &waiters, &saver);
+    let on_event = |r: &Router, e: &router_core::Event| crate::ipam::on_event(r, e, &waiters);
     eventloop::run::<Tokio>(router, args.port, frames, |f| injector.inject(f), on_event, cmd_rx, shutdown)
         .await
         .map_err(|e| format!("cannot open port {}: {e}", args.port))?;

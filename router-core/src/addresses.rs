@@ -70,6 +70,20 @@ impl Router {
         gone
     }
 
+    /// The generation of the allocator's state: pass it to [`Router::ipam_saved`] once the
+    /// state of [`Router::ipam_state`] taken with it is saved.
+    pub fn ipam_generation(&self) -> u64 {
+        self.ipam.as_ref().map_or(0, Ipam::generation)
+    }
+
+    /// The driver saved the allocator's state of generation `gen` (with
+    /// [`crate::IpamConfig::write_ahead`]): hand-overs it records are sent now.
+    pub fn ipam_saved(&mut self, now: Instant, gen: u64) {
+        let Some(ipam) = self.ipam.as_mut() else { return };
+        ipam.saved(gen);
+        self.ipam_commit(now);
+    }
+
     /// Takes over the address space of `peer`, which the operator says is gone for good
     /// (`weave rmpeer`). Run it on one peer only: two peers taking the same space at once
     /// would both hand it out. Returns the blocks taken.

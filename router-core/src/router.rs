@@ -81,8 +81,9 @@ pub enum Event {
     TopologyChanged,
     /// An allocation that had to wait has finished.
     Allocated(crate::ipam::Allocated),
-    /// The allocator's persistent state changed: save [`Router::ipam_state`] before acting on
-    /// addresses it handed out.
+    /// The allocator's persistent state changed: save [`Router::ipam_state`] (with
+    /// [`Router::ipam_generation`]) before acting on addresses it handed out, and report
+    /// the save with [`Router::ipam_saved`].
     IpamChanged,
 }
 

@@ -53,6 +53,10 @@ pub struct IpamConfig {
     pub paxos_retry: Duration,
     /// How long a want waits for the richest peer before any peer with space answers it.
     pub donate_delay: Duration,
+    /// Hold back our own hand-overs until the driver has saved the state that records them
+    /// ([`crate::Router::ipam_saved`]): a router that crashes after giving blocks away then
+    /// never restarts believing it still owns them. A driver that persists state sets it.
+    pub write_ahead: bool,
 }
 
 impl IpamConfig {
@@ -65,6 +69,7 @@ impl IpamConfig {
             alloc_timeout: Duration::from_secs(30),
             paxos_retry: Duration::from_secs(3),
             donate_delay: Duration::from_secs(2),
+            write_ahead: false,
         }
     }
 
@@ -256,8 +261,13 @@ pub struct Ipam {
     dirty_votes: BTreeSet<PeerName>,
     dirty_blocks: BTreeSet<u16>,
     dirty_infos: BTreeSet<Owner>,
+    /// Our own block writes waiting to be saved (`write_ahead`): the generation that holds
+    /// each, and the block as it was before.
+    unsaved: BTreeMap<u16, (u64, Block)>,
     /// The persistent state changed since [`Ipam::take_changed`].
     changed: bool,
+    /// Bumped by every [`Ipam::take_changed`] that reports a change.
+    gen: u64,
     /// Counters.
     pub stats: IpamStats,
 }
@@ -303,7 +313,9 @@ impl Ipam {
             dirty_votes: BTreeSet::new(),
             dirty_blocks: BTreeSet::new(),
             dirty_infos: BTreeSet::new(),
+            unsaved: BTreeMap::new(),
             changed: true,
+            gen: 0,
             stats: IpamStats::default(),
             cfg,
         };
@@ -379,9 +391,36 @@ impl Ipam {
         }
     }
 
-    /// True once since the persistent state last changed.
+    /// True once since the persistent state last changed (and a new generation of it begins).
     pub fn take_changed(&mut self) -> bool {
-        core::mem::take(&mut self.changed)
+        let changed = core::mem::take(&mut self.changed);
+        self.gen += u64::from(changed);
+        changed
+    }
+
+    /// The generation of the current state (see [`Ipam::saved`]).
+    pub fn generation(&self) -> u64 {
+        self.gen
+    }
+
+    /// The driver saved the state of generation `gen`: our hand-overs it holds may go out.
+    pub fn saved(&mut self, gen: u64) {
+        let ready: Vec<u16> = self.unsaved.iter().filter(|(_, (g, _))| *g <= gen).map(|(i, _)| *i).collect();
+        for i in ready {
+            self.unsaved.remove(&i);
+            self.dirty_blocks.insert(i);
+        }
+    }
+
+    /// Records our own write of block `i` (whose entry was `before`): sent at once, or with
+    /// `write_ahead` once the state holding it is saved.
+    fn wrote(&mut self, i: usize, before: Block) {
+        let i = i as u16;
+        if self.cfg.write_ahead {
+            self.unsaved.entry(i).or_insert((self.gen + 1, before));
+        } else {
+            self.dirty_blocks.insert(i);
+        }
     }
 
     /// The next finished allocation that had to wait.
@@ -401,7 +440,10 @@ impl Ipam {
             range: self.cfg.range,
             votes: if ring.is_some() { Vec::new() } else { self.paxos.votes.values().copied().collect() },
             ring: ring.map(|r| r.id),
-            blocks: ring.map_or_else(Vec::new, |r| r.blocks.iter().enumerate().map(|(i, b)| (i as u16, *b)).collect()),
+            blocks: ring.map_or_else(Vec::new, |r| {
+                let shown = |i: usize, b: &Block| self.unsaved.get(&(i as u16)).map_or(*b, |(_, before)| *before);
+                r.blocks.iter().enumerate().map(|(i, b)| (i as u16, shown(i, b))).collect()
+            }),
             infos: self.infos.values().copied().collect(),
         }
     }
@@ -640,12 +682,13 @@ impl Ipam {
                 }
             })
             .collect();
-        let ring = self.ring.as_mut().expect("just created");
-        let n = ring.blocks.len();
+        let n = self.ring.as_ref().expect("just created").blocks.len();
         for i in 0..n {
             let to = owners[i * owners.len() / n];
+            let ring = self.ring.as_mut().expect("just created");
+            let before = ring.blocks[i];
             if to != self.me && ring.give(i, self.me, to) {
-                self.dirty_blocks.insert(i as u16);
+                self.wrote(i, before);
                 self.stats.blocks_given += 1;
             }
         }

@@ -128,12 +128,13 @@ impl Ipam {
             return Err(IpamError::TakeOverLive(peer));
         }
         let me = self.me;
-        let ring = self.ring.as_mut().ok_or(IpamError::NotReady(self.cfg.init_peers))?;
+        let blocks = self.ring.as_ref().ok_or(IpamError::NotReady(self.cfg.init_peers))?.blocks.len();
         let mut n = 0;
-        for i in 0..ring.blocks.len() {
-            let from = ring.blocks[i].owner;
-            if from.name == peer && ring.give(i, from, me) {
-                self.dirty_blocks.insert(i as u16);
+        for i in 0..blocks {
+            let ring = self.ring.as_mut().expect("checked above");
+            let before = ring.blocks[i];
+            if before.owner.name == peer && ring.give(i, before.owner, me) {
+                self.wrote(i, before);
                 n += 1;
             }
         }
@@ -161,14 +162,16 @@ impl Ipam {
             }
         }
         heirs.sort();
-        let Some(ring) = self.ring.as_mut() else { return 0 };
+        let Some(blocks) = self.ring.as_ref().map(|r| r.blocks.len()) else { return 0 };
         if heirs.is_empty() {
             return 0;
         }
         let mut n = 0;
-        for i in 0..ring.blocks.len() {
-            if ring.blocks[i].owner == me && ring.give(i, me, heirs[n % heirs.len()]) {
-                self.dirty_blocks.insert(i as u16);
+        for i in 0..blocks {
+            let ring = self.ring.as_mut().expect("checked above");
+            let before = ring.blocks[i];
+            if before.owner == me && ring.give(i, me, heirs[n % heirs.len()]) {
+                self.wrote(i, before);
                 n += 1;
             }
         }
@@ -277,11 +280,12 @@ impl Ipam {
                 continue;
             }
             let count = (free.len() / 2).max(1);
-            let ring = self.ring.as_mut().expect("free blocks imply a ring");
             // The highest blocks go: a giver keeps its low, already used neighbourhood.
             for &i in free.iter().rev().take(count) {
+                let ring = self.ring.as_mut().expect("free blocks imply a ring");
+                let before = ring.blocks[i];
                 if ring.give(i, self.me, to) {
-                    self.dirty_blocks.insert(i as u16);
+                    self.wrote(i, before);
                     self.stats.blocks_given += 1;
                 }
             }
@@ -420,6 +424,32 @@ mod tests {
         net.settle();
         let owners = net.peers[1].ring().unwrap().owners();
         assert!(!owners.contains_key(&owner(1)) && owners.len() == 2, "{owners:?}");
+    }
+
+    #[test]
+    fn with_write_ahead_a_hand_over_leaves_only_once_saved() {
+        let mut net = Net::new("10.32.0.0/16");
+        let p = &mut net.peers[0];
+        p.cfg.write_ahead = true;
+        let me = p.owner();
+        let reach: BTreeSet<PeerName> = (1..=3).map(|n| owner(n).name).collect();
+        let given = p.leave(&reach);
+        assert!(given > 0);
+        let delta = p.take_delta().expect("our info changed");
+        assert!(delta.blocks.is_empty(), "no hand-over leaves before the state is saved");
+        assert!(p
+            .full_update()
+            .blocks
+            .iter()
+            .all(|(i, b)| p.ring().unwrap().blocks[usize::from(*i)].owner != me || b.owner == me));
+        assert!(
+            p.full_update().blocks.iter().filter(|(_, b)| b.owner == me).count() == given,
+            "a new neighbour sees the saved ring"
+        );
+        assert!(p.take_changed());
+        let gen = p.generation();
+        p.saved(gen);
+        assert_eq!(p.take_delta().map(|d| d.blocks.len()), Some(given), "saved: the hand-overs go out");
     }
 
     #[test]

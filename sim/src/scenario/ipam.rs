@@ -49,6 +49,8 @@ impl Ipam {
             c.default_subnet = s.parse().expect("validated");
         }
         c.init_peers = self.init_peers.unwrap_or(hosts);
+        // The simulator saves state as a state directory would, at once (see `world::ipam`).
+        c.write_ahead = true;
         for (v, field) in [
             (self.alloc_timeout, &mut c.alloc_timeout),
             (self.donate_delay, &mut c.donate_delay),

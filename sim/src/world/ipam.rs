@@ -42,6 +42,7 @@ impl World {
         let Some(r) = host.router.as_ref() else { return };
         let Some(ipam) = r.ipam() else { return };
         host.ipam_saved = Some(ipam.state());
+        let gen = ipam.generation();
         let conflicts = ipam.stats.conflicts;
         let now: BTreeMap<Ipv4Addr, String> = ipam.leases().iter().map(|(a, l)| (*a, l.target.clone())).collect();
         let before = core::mem::replace(&mut host.ipam_leases, now.clone());
@@ -64,6 +65,12 @@ impl World {
         if conflicts > 0 {
             let detail = format!("{}: {conflicts} leases in blocks another peer owns", self.hosts[h as usize].name);
             self.checker.on_ipam_conflict(self.now, detail);
+        }
+        // Saved: the hand-overs it holds may leave now.
+        let now = self.now;
+        if let Some(r) = self.hosts[h as usize].router.as_mut() {
+            r.ipam_saved(now, gen);
+            self.drain(h);
         }
     }
 

@@ -105,6 +105,9 @@ pub struct PeerInfo {
     pub free_blocks: u32,
     /// The subnet it needs space in, if any.
     pub want: Option<Ipv4Net>,
+    /// This life has ended: a later life of the same peer says so. Its space stays its own
+    /// (see `docs/ipam.md`), but it wants nothing and gives nothing.
+    pub retired: bool,
 }
 
 /// One address handed out by this peer.
@@ -332,7 +335,7 @@ impl Ipam {
             ipam.leases = s.leases;
             version = s.info_version + 1;
         }
-        let info = PeerInfo { owner: ipam.me, version, free: 0, free_blocks: 0, want: None };
+        let info = PeerInfo { owner: ipam.me, version, free: 0, free_blocks: 0, want: None, retired: false };
         ipam.infos.insert(ipam.me, info);
         ipam.dirty_infos.insert(ipam.me);
         ipam.recount();
@@ -526,6 +529,12 @@ impl Ipam {
                 Some(cur) if cur.version >= p.version => {}
                 None if self.infos.len() >= INFOS_MAX => self.stats.infos_dropped += 1,
                 _ => {
+                    // An earlier life of ours: it has ended, and we say so for it.
+                    let p = if p.owner.name == self.me.name && !p.retired {
+                        PeerInfo { version: p.version + 1, want: None, free_blocks: 0, retired: true, ..p }
+                    } else {
+                        p
+                    };
                     self.infos.insert(p.owner, p);
                     self.dirty_infos.insert(p.owner);
                 }
@@ -598,7 +607,7 @@ impl Ipam {
         let info = self.infos.get_mut(&me).expect("our own info");
         let want = want.unwrap_or(info.want);
         if (info.free, info.free_blocks, info.want) != (free, free_blocks, want) {
-            *info = PeerInfo { owner: me, version: info.version + 1, free, free_blocks, want };
+            *info = PeerInfo { owner: me, version: info.version + 1, free, free_blocks, want, retired: false };
             self.dirty_infos.insert(me);
             self.changed = true;
         }
@@ -750,7 +759,7 @@ impl Ipam {
             blocks: 0,
             addresses: 0,
             free: None,
-            reachable: reachable.contains(&o.name),
+            reachable: reachable.contains(&o.name) && !self.infos.get(&o).is_some_and(|p| p.retired),
             want: None,
         };
         if let Some(ring) = &self.ring {

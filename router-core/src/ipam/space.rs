@@ -240,7 +240,8 @@ impl Ipam {
     /// more only once twice `donate_delay` has passed (its gift had time to arrive). Returns
     /// when a waiting want turns answerable.
     pub(super) fn donate(&mut self, now: Instant, reachable: &BTreeSet<PeerName>) -> Option<Instant> {
-        let live = |o: &Owner| reachable.contains(&o.name);
+        let infos = &self.infos;
+        let live = |o: &Owner| reachable.contains(&o.name) && !infos.get(o).is_some_and(|p| p.retired);
         let richest = self
             .infos
             .values()
@@ -450,6 +451,31 @@ mod tests {
         let gen = p.generation();
         p.saved(gen);
         assert_eq!(p.take_delta().map(|d| d.blocks.len()), Some(given), "saved: the hand-overs go out");
+    }
+
+    #[test]
+    fn a_wiped_restart_retires_its_earlier_life_which_then_wants_nothing() {
+        let mut net = Net::new("10.32.0.0/16");
+        let old = net.peers[0].owner();
+        let now = net.now;
+        let _ = net.peers[0].allocate(now, "a", None);
+        let cfg = net.peers[0].config().clone();
+        net.peers[0] = Ipam::new(cfg, Owner { name: old.name, life: old.life ^ 0xdead }, None).unwrap();
+        net.exchange(3);
+        net.settle();
+        for p in &net.peers {
+            let info = p.infos()[&old];
+            assert!(info.retired && info.want.is_none() && info.free_blocks == 0, "{info:?}");
+        }
+        // The new life borrows from the others, never from its old life's space.
+        let now = net.now;
+        assert_eq!(net.peers[0].allocate(now, "b", None), Ok(None));
+        for _ in 0..4 {
+            net.settle();
+            net.now += Duration::from_secs(1);
+        }
+        let got = net.peers[0].poll_allocated().expect("answered").result.expect("an address");
+        assert_ne!(net.peers[0].ring().unwrap().owner_of(got.addr()), Some(old));
     }
 
     #[test]

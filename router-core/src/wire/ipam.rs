@@ -9,7 +9,8 @@
 //! blocks     u16 count, then per block: index u16 | version u32 | owner name 6, life u32
 //! infos      u16 count, then per peer:
 //!              owner name 6, life u32 | version u32 | free addresses u32 | free blocks u32 |
-//!              want flag u8 (0 or 1) [network 4 bytes, prefix u8]
+//!              flags u8 (bit 0: a wanted subnet follows; bit 1: retired; others 0)
+//!              [network 4 bytes, prefix u8]
 //! ```
 //! Blocks are only meaningful with a ring; an index outside the ring, a prefix over 32, or a
 //! flag other than 0 or 1 is a decoding error.
@@ -27,6 +28,10 @@ pub const IPAM_ROOM: usize = super::control::BODY_MAX - 64;
 pub const VOTE_LEN: usize = 6 + 10 + 1 + 10 + 10;
 /// Encoded size of one block.
 pub const BLOCK_LEN: usize = 2 + 4 + 10;
+/// Info flag: a wanted subnet follows.
+const INFO_WANT: u8 = 0x01;
+/// Info flag: this life has ended (its successor, the same peer with a new life, says so).
+const INFO_RETIRED: u8 = 0x02;
 /// Encoded size of one info with a wanted subnet.
 pub const INFO_LEN: usize = 10 + 4 + 4 + 4 + 1 + 5;
 
@@ -118,8 +123,13 @@ impl IpamUpdate {
             let version = r.u32("ipam info")?;
             let free = r.u32("ipam info")?;
             let free_blocks = r.u32("ipam info")?;
-            let want = if flag(r, "ipam want flag")? { Some(net(r, "ipam want")?) } else { None };
-            u.infos.push(PeerInfo { owner, version, free, free_blocks, want });
+            let flags = r.u8("ipam info flags")?;
+            if flags & !(INFO_WANT | INFO_RETIRED) != 0 {
+                return Err(DecodeError::Invalid("ipam info flags"));
+            }
+            let want = if flags & INFO_WANT != 0 { Some(net(r, "ipam want")?) } else { None };
+            let retired = flags & INFO_RETIRED != 0;
+            u.infos.push(PeerInfo { owner, version, free, free_blocks, want, retired });
         }
         Ok(u)
     }
@@ -160,10 +170,11 @@ impl IpamUpdate {
             out.put_u32(p.version);
             out.put_u32(p.free);
             out.put_u32(p.free_blocks);
+            let retired = if p.retired { INFO_RETIRED } else { 0 };
             match p.want {
-                None => out.put_u8(0),
+                None => out.put_u8(retired),
                 Some(n) => {
-                    out.put_u8(1);
+                    out.put_u8(INFO_WANT | retired);
                     put_net(out, n);
                 }
             }
@@ -243,6 +254,7 @@ mod tests {
                 free: 100,
                 free_blocks: 1,
                 want: Some("10.32.1.0/24".parse().unwrap()),
+                retired: false,
             }],
         }
     }

@@ -392,6 +392,14 @@ pub enum FaultAction {
         /// The host.
         host: String,
     },
+    /// The operator runs `weave rmpeer PEER` on `host`: it takes over the address space of
+    /// `peer` (which must be gone for good).
+    Rmpeer {
+        /// Where it runs.
+        host: String,
+        /// The peer gone for good.
+        peer: String,
+    },
     /// A container moves (same MAC and addresses) to another host.
     Move {
         /// The container, as `host/cN`.

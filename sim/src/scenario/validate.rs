@@ -171,6 +171,13 @@ impl Scenario {
                 | FaultAction::Restart { host: h, .. }
                 | FaultAction::Pause { host: h }
                 | FaultAction::Resume { host: h } => host(place("host"), h)?,
+                FaultAction::Rmpeer { host: h, peer } => {
+                    host(place("host"), h)?;
+                    host(place("peer"), peer)?;
+                    if self.ipam.is_none() {
+                        return Err(invalid(place("action"), "rmpeer needs an [ipam] section"));
+                    }
+                }
                 FaultAction::Move { container, to } => {
                     host(place("to"), to)?;
                     let Some((h, c)) = container.split_once('/') else {

@@ -80,6 +80,16 @@ impl World {
                     self.drain(h);
                 }
             }
+            FaultAction::Rmpeer { host, peer } => {
+                let (h, gone) = (self.idx(host), self.idx(peer));
+                let now = self.now;
+                if let Some(r) = self.hosts[h as usize].router.as_mut() {
+                    if r.rmpeer(now, peer_name(gone)).is_err() {
+                        self.stats.ipam_refused += 1;
+                    }
+                    self.drain(h);
+                }
+            }
             FaultAction::Move { container, to } => {
                 let (hname, k) = container.split_once('/').expect("validated");
                 let k: usize = k[1..].parse().expect("validated");

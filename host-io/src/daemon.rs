@@ -125,6 +125,16 @@ pub(crate) async fn run(args: RouterArgs, password: Option<Zeroizing<Vec<u8>>>) 
         ));
     }
     tracing::info!(underlay, mtu, "MTU: the underlay's, and the bridge's and containers'");
+    if let Some(c) = crate::ipam::config(&args, args.peers.len())? {
+        let clash = plumb::routes_overlapping(&nl, c.range, &args.bridge).await.map_err(|e| e.to_string())?;
+        if !clash.is_empty() {
+            return Err(format!(
+                "--ipalloc-range {} overlaps this host's routes ({}): containers would get addresses the host reaches elsewhere; choose another range with --ipalloc-range (or \"\" for none)",
+                c.range,
+                clash.join(", ")
+            ));
+        }
+    }
     let state = State::open(&args.state_dir)?;
     let name = state.peer_name(args.name)?;
     // Held until the process exits: one router per bridge.

@@ -452,3 +452,46 @@ pub(crate) async fn addrs(h: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>, P
 pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
+
+/// The host's IPv4 routes (other than the default and those through `bridge`) that share
+/// addresses with `range`, as `DEST/LEN dev NAME`: an allocation range there would hand
+/// containers addresses the host already reaches elsewhere.
+pub(crate) async fn routes_overlapping(
+    h: &Handle,
+    range: ipnet::Ipv4Net,
+    bridge: &str,
+) -> Result<Vec<String>, PlumbError> {
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+    let skip = link(h, bridge).await?.map(|l| l.header.index);
+    let mut names = std::collections::BTreeMap::new();
+    let mut links = h.link().get().execute();
+    while let Some(m) = links.try_next().await.map_err(nl("listing links"))? {
+        if let Some(n) =
+            m.attributes.iter().find_map(|a| if let LinkAttribute::IfName(n) = a { Some(n.clone()) } else { None })
+        {
+            names.insert(m.header.index, n);
+        }
+    }
+    let mut s = h.route().get(rtnetlink::IpVersion::V4).execute();
+    let mut out = Vec::new();
+    while let Some(m) = s.try_next().await.map_err(nl("listing routes"))? {
+        let len = m.header.destination_prefix_length;
+        let dest = m.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+            _ => None,
+        });
+        let oif = m.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None });
+        let (Some(dest), true) = (dest, len > 0) else { continue };
+        if oif.is_some() && oif == skip {
+            continue;
+        }
+        let Ok(net) = ipnet::Ipv4Net::new(dest, len) else { continue };
+        if net.contains(&range.network()) || range.contains(&net.network()) {
+            let dev = oif.and_then(|i| names.get(&i).cloned()).unwrap_or_else(|| "?".into());
+            out.push(format!("{} dev {dev}", net.trunc()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}

@@ -124,8 +124,13 @@ fn bad_allocation_requests_are_refused_with_what_to_do() {
     assert!(!o.status.success(), "{o:?}");
     // Nothing was half-allocated.
     assert!(status_ipam(&lab, 0).contains("Leased here: 0"));
-    // A bad range is refused at launch.
+    // A bad range is refused at launch, and so is one over the host's own routes.
     let lab2 = Lab::new(1, &[]);
     let o = lab2.try_launch_args(0, &["--ipalloc-range", "10.0.0.0/31"], &[], Secret::None);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("too small"), "{o:?}");
+    ok(&["ip", "-n", &lab2.hosts[0], "route", "add", "10.60.0.0/16", "dev", "lo"]);
+    let o = lab2.try_launch_args(0, &["--ipalloc-range", "10.60.1.0/24"], &[], Secret::None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("overlaps this host's routes (10.60.0.0/16 dev lo)"), "{err}");
+    assert!(lab2.weave(0, &["status"]).stderr.starts_with(b"weave: no weave router answers"), "nothing left running");
 }

@@ -299,7 +299,16 @@ async fn serve(
     cfg.datagram_max = datagram_max;
     let encrypted = password.is_some();
     cfg.password = password;
-    cfg.ipam = crate::ipam::config(&args, args.peers.len())?;
+    // The peers named at launch, now or at an earlier launch (saved): a restart must count
+    // the same majority as the first start did.
+    let named = {
+        let mut all = state.peers()?;
+        all.extend(args.peers.iter().cloned());
+        all.sort();
+        all.dedup();
+        all.len()
+    };
+    cfg.ipam = crate::ipam::config(&args, named)?;
     let mut router = Router::with_random(Instant::ZERO, cfg, Box::new(OsRandom)).map_err(|e| e.to_string())?;
     if router.ipam().is_some() {
         if let Some(saved) = crate::ipam::load(&args.state_dir)? {

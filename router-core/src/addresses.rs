@@ -34,8 +34,19 @@ impl Router {
         Ok(())
     }
 
-    fn ipam_mut(&mut self) -> Result<&mut Ipam, IpamError> {
-        self.ipam.as_mut().ok_or(IpamError::Disabled)
+    /// Runs a command on the allocator (`reachable`: the peers we reach), then lets it think
+    /// and sends what changed.
+    fn with_ipam<T>(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut Ipam, &BTreeSet<PeerName>) -> T,
+    ) -> Result<T, IpamError> {
+        let reachable: BTreeSet<PeerName> = self.routes().reachable().collect();
+        let ipam = self.ipam.as_mut().ok_or(IpamError::Disabled)?;
+        let r = f(ipam, &reachable);
+        self.ipam_due = true;
+        self.commit(now);
+        Ok(r)
     }
 
     /// An address for `target` in `subnet` (the default subnet when `None`). `Ok(None)`:
@@ -46,28 +57,18 @@ impl Router {
         target: &str,
         subnet: Option<Ipv4Net>,
     ) -> Result<Option<Ipv4Net>, IpamError> {
-        let r = self.ipam_mut()?.allocate(now, target, subnet);
-        self.ipam_due = true;
-        self.commit(now);
-        r
+        self.with_ipam(now, |i, _| i.allocate(now, target, subnet))?
     }
 
     /// Records an address `target` uses (see [`Ipam::claim`]).
     pub fn claim(&mut self, now: Instant, target: &str, addr: Ipv4Net) -> Result<bool, IpamError> {
-        let r = self.ipam_mut()?.claim(target, addr);
-        self.ipam_due = true;
-        self.commit(now);
-        r
+        self.with_ipam(now, |i, _| i.claim(target, addr))?
     }
 
     /// Frees the addresses `target` holds (all, and its waiting allocations, when `only` is
     /// `None`); returns those freed.
     pub fn release(&mut self, now: Instant, target: &str, only: Option<&[Ipv4Addr]>) -> Vec<Ipv4Addr> {
-        let Ok(ipam) = self.ipam_mut() else { return Vec::new() };
-        let gone = ipam.release(target, only);
-        self.ipam_due = true;
-        self.commit(now);
-        gone
+        self.with_ipam(now, |i, _| i.release(target, only)).unwrap_or_default()
     }
 
     /// The generation of the allocator's state: pass it to [`Router::ipam_saved`] once the
@@ -88,22 +89,13 @@ impl Router {
     /// (`weave rmpeer`). Run it on one peer only: two peers taking the same space at once
     /// would both hand it out. Returns the blocks taken.
     pub fn rmpeer(&mut self, now: Instant, peer: PeerName) -> Result<usize, IpamError> {
-        let reachable: BTreeSet<PeerName> = self.routes().reachable().collect();
-        let r = self.ipam_mut()?.take_over(peer, &reachable);
-        self.ipam_due = true;
-        self.commit(now);
-        r
+        self.with_ipam(now, |i, reachable| i.take_over(peer, reachable))?
     }
 
     /// Leaves the network for good (`weave reset`): forgets every lease and hands this
     /// peer's space to the reachable peers. Returns the blocks handed over.
     pub fn ipam_leave(&mut self, now: Instant) -> usize {
-        let reachable: BTreeSet<PeerName> = self.routes().reachable().collect();
-        let Ok(ipam) = self.ipam_mut() else { return 0 };
-        let n = ipam.leave(&reachable);
-        self.ipam_due = true;
-        self.commit(now);
-        n
+        self.with_ipam(now, |i, reachable| i.leave(reachable)).unwrap_or(0)
     }
 
     pub(crate) fn send_ipam_full(&mut self, id: ConnId) {

@@ -12,7 +12,9 @@
 //! - A peer that meets a different ring (another agreement, another range) reports it and
 //!   never merges it.
 
+mod error;
 pub mod paxos;
+mod report;
 pub mod ring;
 mod space;
 
@@ -23,7 +25,9 @@ use core::time::Duration;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub use error::IpamError;
 pub use paxos::{Ballot, Paxos, Step, Vote};
+pub use report::{IpamStatus, OwnerStatus};
 pub use ring::{Block, Owner, Ring, RingId};
 
 use crate::peer::PeerName;
@@ -32,7 +36,7 @@ use crate::wire::ipam::IpamUpdate;
 
 /// Longest target name (a Docker container id is 64).
 pub const TARGET_MAX: usize = 128;
-/// Most peer infos kept (one per life of every peer ever seen with this ring).
+/// Most peer infos (one per life of every peer ever seen with this ring) and votes kept.
 pub const INFOS_MAX: usize = 16_384;
 /// Most allocations waiting for space at once.
 pub const PENDING_MAX: usize = 1024;
@@ -136,82 +140,6 @@ pub struct IpamState {
     pub leases: BTreeMap<Ipv4Addr, Lease>,
 }
 
-/// Why the allocator refused or failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum IpamError {
-    /// The router runs without an allocator.
-    #[error("this router has no address allocator: launch it with --ipalloc-range")]
-    Disabled,
-    /// The range is too small to allocate from.
-    #[error("allocation range {0} is too small: give a prefix of /30 or shorter")]
-    RangeTooSmall(Ipv4Net),
-    /// Zero peers at start.
-    #[error("the number of peers that start the network must be at least 1")]
-    NoInitPeers,
-    /// A subnet or address outside the range.
-    #[error("{subnet} is not inside the allocation range {range}")]
-    OutsideRange {
-        /// What was asked for.
-        subnet: Ipv4Net,
-        /// The range.
-        range: Ipv4Net,
-    },
-    /// A subnet with no usable host address.
-    #[error("subnet {0} has no host addresses: give a prefix of /30 or shorter")]
-    SubnetTooSmall(Ipv4Net),
-    /// No free address could be found in time.
-    #[error("no free address in {0} in time: every reachable peer's space there is in use, or held in a block its owner uses (peers share space by whole blocks): free some, or ask in a wider subnet")]
-    Exhausted(Ipv4Net),
-    /// A default subnet smaller than the ring's blocks: only one peer could use it.
-    #[error("default subnet {subnet} is smaller than the allocator's blocks (/{block_prefix}); peers share space by whole blocks: give a default subnet of /{block_prefix} or wider")]
-    SubnetSmallerThanBlock {
-        /// The subnet.
-        subnet: Ipv4Net,
-        /// The blocks' prefix length.
-        block_prefix: u8,
-    },
-    /// The address is in a block another peer owns.
-    #[error("{addr} belongs to peer {owner}'s space: claim it on that host, or pick an address this peer owns")]
-    OwnedElsewhere {
-        /// The address.
-        addr: Ipv4Addr,
-        /// Its block's owner.
-        owner: Owner,
-    },
-    /// The address is already leased to someone else.
-    #[error("{addr} is already in use by {target}")]
-    InUse {
-        /// The address.
-        addr: Ipv4Addr,
-        /// Who holds it.
-        target: String,
-    },
-    /// The peers have not agreed on a ring yet.
-    #[error("the allocator is still waiting for a majority of the {0} peers named at launch to agree; retry when `weave status ipam` shows a ring")]
-    NotReady(usize),
-    /// An empty or overlong target name.
-    #[error("a target name must be 1 to {TARGET_MAX} bytes")]
-    BadTarget,
-    /// Too many allocations are waiting.
-    #[error("too many allocations are waiting for space; retry later")]
-    Busy,
-    /// `rmpeer` of ourselves.
-    #[error("a peer cannot remove itself: run `weave rmpeer` on another peer")]
-    TakeOverSelf,
-    /// `rmpeer` of a peer that is still reachable.
-    #[error("peer {0} is reachable: stop it (`weave reset` there) before taking its space")]
-    TakeOverLive(PeerName),
-    /// A persisted state that does not fit this configuration.
-    #[error("the saved allocator state is for range {saved}, not {range}: remove it with `weave reset` or launch with --ipalloc-range {saved}")]
-    StateMismatch {
-        /// The saved range.
-        saved: Ipv4Net,
-        /// The configured range.
-        range: Ipv4Net,
-    },
-}
-
 /// The result of an allocation that waited.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allocated {
@@ -288,7 +216,7 @@ pub struct IpamStats {
     pub blocks_received: u64,
     /// Gossip from another ring or range, ignored.
     pub foreign_updates: u64,
-    /// Infos dropped because the table was full.
+    /// Infos or votes dropped because their table was full.
     pub infos_dropped: u64,
     /// Leases in a block another peer came to own (a broken safety assumption: a restored
     /// old state, or two routers with one name and state).
@@ -491,6 +419,10 @@ impl Ipam {
         }
         if self.ring.is_none() {
             for &v in &u.votes {
+                if self.paxos.votes.len() >= INFOS_MAX && !self.paxos.votes.contains_key(&v.name) {
+                    self.stats.infos_dropped += 1;
+                    continue;
+                }
                 if self.paxos.merge(self.me.name, v) {
                     self.dirty_votes.insert(v.name);
                 }
@@ -703,91 +635,5 @@ impl Ipam {
         }
         self.changed = true;
         tracing::info!(peers = owners.len(), blocks = n, "created the address ring and shared it out");
-    }
-}
-
-/// The allocator as `weave status ipam` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IpamStatus {
-    /// The range.
-    pub range: Ipv4Net,
-    /// Where allocations without a subnet go.
-    pub default_subnet: Ipv4Net,
-    /// Us.
-    pub me: Owner,
-    /// The ring's creator, once agreed.
-    pub creator: Option<Owner>,
-    /// Before the ring: votes heard, and how many make a majority.
-    pub votes: usize,
-    /// A majority of the starting peers.
-    pub quorum: usize,
-    /// Every owner of space, or peer that published an info.
-    pub owners: Vec<OwnerStatus>,
-    /// Our leases.
-    pub leases: Vec<(Ipv4Addr, Lease)>,
-    /// Allocations waiting for space: target and subnet.
-    pub pending: Vec<(String, Ipv4Net)>,
-    /// Other rings met.
-    pub foreign: Vec<ForeignRing>,
-    /// Counters.
-    pub stats: IpamStats,
-}
-
-/// One owner's space.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OwnerStatus {
-    /// The owner.
-    pub owner: Owner,
-    /// Blocks it owns, in our copy of the ring.
-    pub blocks: usize,
-    /// Addresses in them.
-    pub addresses: u64,
-    /// Free addresses, as it last published (none: never heard).
-    pub free: Option<u32>,
-    /// Whether its peer is reachable now.
-    pub reachable: bool,
-    /// The subnet it asks for space in.
-    pub want: Option<Ipv4Net>,
-}
-
-impl Ipam {
-    /// A snapshot for status, `reachable` being the peers we reach (us included).
-    pub fn status(&self, reachable: &BTreeSet<PeerName>) -> IpamStatus {
-        let mut owners: BTreeMap<Owner, OwnerStatus> = BTreeMap::new();
-        let blank = |o: Owner| OwnerStatus {
-            owner: o,
-            blocks: 0,
-            addresses: 0,
-            free: None,
-            reachable: reachable.contains(&o.name) && !self.infos.get(&o).is_some_and(|p| p.retired),
-            want: None,
-        };
-        if let Some(ring) = &self.ring {
-            for (o, n) in ring.owners() {
-                let s = owners.entry(o).or_insert_with(|| blank(o));
-                s.blocks = n;
-                s.addresses = n as u64 * u64::from(ring.id.block_len());
-            }
-        }
-        for p in self.infos.values() {
-            let s = owners.entry(p.owner).or_insert_with(|| blank(p.owner));
-            s.free = Some(p.free);
-            s.want = p.want;
-        }
-        // Infos of lives that own nothing are history, not owners.
-        let owners = owners.into_values().filter(|o| o.blocks > 0 || o.owner == self.me || o.want.is_some()).collect();
-        IpamStatus {
-            range: self.cfg.range,
-            default_subnet: self.cfg.default_subnet,
-            me: self.me,
-            creator: self.ring.as_ref().map(|r| r.id.creator),
-            votes: self.paxos.votes.len(),
-            quorum: self.quorum(),
-            owners,
-            leases: self.leases.iter().map(|(a, l)| (*a, l.clone())).collect(),
-            pending: self.pending.iter().map(|p| (p.target.clone(), p.subnet)).collect(),
-            foreign: self.foreign.iter().cloned().collect(),
-            stats: self.stats,
-        }
     }
 }

@@ -479,6 +479,24 @@ mod tests {
     }
 
     #[test]
+    fn two_rings_that_meet_are_reported_and_never_merged() {
+        let mut a = Net::new("10.32.0.0/16");
+        let mut cfg = IpamConfig::new("10.32.0.0/16".parse().unwrap());
+        cfg.init_peers = 1;
+        let mut b = Ipam::new(cfg.clone(), owner(9), None).unwrap();
+        b.think(Instant::ZERO, &[owner(9).name].into_iter().collect());
+        assert_eq!(b.ring().map(|r| r.id.creator), Some(owner(9)), "a lone peer agrees with itself");
+        let before = a.peers[0].ring().cloned();
+        assert!(!a.peers[0].merge(a.now, &b.full_update()), "another ring is refused");
+        assert_eq!(a.peers[0].ring().cloned(), before, "nothing of it is merged");
+        assert_eq!(a.peers[0].foreign().first().and_then(|f| f.creator), Some(owner(9)));
+        let mut other_range = Ipam::new(IpamConfig::new("10.50.0.0/16".parse().unwrap()), owner(8), None).unwrap();
+        assert!(!a.peers[1].merge(a.now, &other_range.full_update()));
+        assert!(!other_range.merge(a.now, &a.peers[1].full_update()));
+        assert_eq!(a.peers[1].foreign().len(), 1);
+    }
+
+    #[test]
     fn the_network_and_broadcast_addresses_are_never_handed_out_and_exhaustion_is_reported() {
         let mut net = Net::new("10.9.0.0/28");
         let now = net.now;

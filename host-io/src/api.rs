@@ -266,7 +266,7 @@ async fn status_section(AxState(tx): AxState<App>, Path(section): Path<String>) 
             }
             t.into_response()
         }
-        "ipam" => text::ipam(&s, &tx.clock()).into_response(),
+        "ipam" => text::ipam(&s).into_response(),
         other => {
             (StatusCode::NOT_FOUND, format!("no status section `{other}`: use peers, connections, targets or ipam\n"))
                 .into_response()

@@ -48,11 +48,10 @@ fn ipam_summary(i: &router_core::ipam::IpamStatus) -> String {
 }
 
 /// `weave status ipam`: the ring, every owner's space, our leases and what waits.
-pub(crate) fn ipam(s: &Status, clock: &Clock) -> String {
+pub(crate) fn ipam(s: &Status) -> String {
     let Some(i) = &s.ipam else {
         return "The address allocator is off (launched with --ipalloc-range \"\").\n".into();
     };
-    let _ = clock;
     let nick_of = |o: &router_core::ipam::Owner| {
         s.peers.iter().find(|p| p.name == o.name).map(|p| nick(&Some(p.nickname.clone()))).unwrap_or_default()
     };

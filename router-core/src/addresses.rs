@@ -41,7 +41,8 @@ impl Router {
         now: Instant,
         f: impl FnOnce(&mut Ipam, &BTreeSet<PeerName>) -> T,
     ) -> Result<T, IpamError> {
-        let reachable: BTreeSet<PeerName> = self.routes().reachable().collect();
+        // The routes as they stand: a command does not hurry a recomputation along.
+        let reachable: BTreeSet<PeerName> = self.routes.reachable().collect();
         let ipam = self.ipam.as_mut().ok_or(IpamError::Disabled)?;
         let r = f(ipam, &reachable);
         self.ipam_due = true;

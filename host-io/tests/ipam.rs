@@ -12,15 +12,7 @@ use common::*;
 /// A container namespace attached on `host` with `args` (none: an address from the
 /// allocator); returns the namespace and the address `weave attach` printed.
 fn attach(lab: &mut Lab, host: usize, args: &[&str]) -> (String, String) {
-    let c = format!("wc{}-{}", lab.containers.len(), lab.id);
-    ok(&["ip", "netns", "add", &c]);
-    ok(&["ip", "-n", &c, "link", "set", "lo", "up"]);
-    lab.containers.push(c.clone());
-    let target = format!("netns:{c}");
-    let mut a = vec!["attach"];
-    a.extend_from_slice(args);
-    a.push(&target);
-    let o = lab.weave(host, &a);
+    let (c, o) = lab.try_container(host, args);
     if !o.status.success() {
         let log = std::fs::read_to_string(lab.dir.join(format!("h{host}/router.log"))).unwrap_or_default();
         panic!("attach on h{host}: {}\nits router's log:\n{log}", String::from_utf8_lossy(&o.stderr));

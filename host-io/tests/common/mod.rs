@@ -126,17 +126,24 @@ impl Lab {
 
     /// A container namespace attached on `host` with `cidrs`.
     pub fn container(&mut self, host: usize, cidrs: &[&str]) -> String {
+        let (c, o) = self.try_container(host, cidrs);
+        assert!(o.status.success(), "attach: {}", String::from_utf8_lossy(&o.stderr));
+        c
+    }
+
+    /// A container namespace (removed with the lab), and what `weave attach` with `args`
+    /// said about it on `host`.
+    pub fn try_container(&mut self, host: usize, args: &[&str]) -> (String, Output) {
         let c = format!("wc{}-{}", self.containers.len(), self.id);
         ok(&["ip", "netns", "add", &c]);
         ok(&["ip", "-n", &c, "link", "set", "lo", "up"]);
         self.containers.push(c.clone());
         let target = format!("netns:{c}");
-        let mut args = vec!["attach"];
-        args.extend_from_slice(cidrs);
-        args.push(&target);
-        let o = self.weave(host, &args);
-        assert!(o.status.success(), "attach: {}", String::from_utf8_lossy(&o.stderr));
-        c
+        let mut a = vec!["attach"];
+        a.extend_from_slice(args);
+        a.push(&target);
+        let o = self.weave(host, &a);
+        (c, o)
     }
 
     /// Pings until one answer or `within` runs out.

@@ -87,10 +87,13 @@ pub(crate) fn resolve(
 }
 
 /// Frees `cidrs` of `target` (all its addresses when empty); a router that is not running
-/// has nothing to free.
+/// has nothing to free, and any other failure is reported on standard error.
 pub(crate) fn release(target: &str, cidrs: &[String], ask: &dyn Fn(&ControlRequest) -> Result<String, String>) {
-    if let Err(e) = ask(&ControlRequest::Release { target: target.to_owned(), cidrs: cidrs.to_vec() }) {
-        tracing::debug!(%target, "addresses not released: {e}");
+    // No router answers: it has nothing to free (it frees Docker containers' addresses
+    // itself when Docker reports them removed). Any other refusal is the user's to see.
+    match ask(&ControlRequest::Release { target: target.to_owned(), cidrs: cidrs.to_vec() }) {
+        Err(e) if !e.starts_with("no weave router answers") => eprintln!("weave: addresses of {target} not freed: {e}"),
+        _ => {}
     }
 }
 

@@ -116,8 +116,8 @@ impl Router {
             self.stats.ipam_ignored += 1;
             return;
         };
-        ipam.merge(now, u);
-        self.ipam_due = true;
+        // Nothing new (an echo, another ring): nothing to think about.
+        self.ipam_due |= ipam.merge(now, u);
     }
 
     /// Runs the allocator if due, floods what changed, reports results.

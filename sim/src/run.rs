@@ -86,14 +86,7 @@ impl IpamSummary {
                 None => sum.without_ring += 1,
             }
             sum.leases += ipam.leases().len();
-            let (s, t) = (&mut sum.stats, ipam.stats);
-            s.allocated += t.allocated;
-            s.freed += t.freed;
-            s.blocks_given += t.blocks_given;
-            s.blocks_received += t.blocks_received;
-            s.foreign_updates += t.foreign_updates;
-            s.infos_dropped += t.infos_dropped;
-            s.conflicts += t.conflicts;
+            sum.stats.accumulate(&ipam.stats);
         }
         sum.rings = rings.len();
         Some(sum)

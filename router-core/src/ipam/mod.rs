@@ -223,6 +223,21 @@ pub struct IpamStats {
     pub conflicts: u64,
 }
 
+impl IpamStats {
+    /// Adds another allocator's counters to these (for totals over many routers).
+    pub fn accumulate(&mut self, o: &IpamStats) {
+        let IpamStats { allocated, freed, blocks_given, blocks_received, foreign_updates, infos_dropped, conflicts } =
+            o;
+        self.allocated += allocated;
+        self.freed += freed;
+        self.blocks_given += blocks_given;
+        self.blocks_received += blocks_received;
+        self.foreign_updates += foreign_updates;
+        self.infos_dropped += infos_dropped;
+        self.conflicts += conflicts;
+    }
+}
+
 impl Ipam {
     /// A fresh allocator for `me` (its life new), or one restored from `state`.
     pub fn new(cfg: IpamConfig, me: Owner, state: Option<IpamState>) -> Result<Ipam, IpamError> {
@@ -401,8 +416,9 @@ impl Ipam {
         })
     }
 
-    /// Merges what a peer sent. Returns false when the update is from another ring or range
-    /// (it is reported in [`Ipam::foreign`] and otherwise ignored).
+    /// Merges what a peer sent. Returns whether anything we hold changed (so there is work
+    /// for [`Ipam::think`]); an update from another ring or range changes nothing (it is
+    /// reported in [`Ipam::foreign`] and otherwise ignored).
     pub fn merge(&mut self, now: Instant, u: &IpamUpdate) -> bool {
         if u.range != self.cfg.range || matches!((&self.ring, u.ring), (Some(r), Some(g)) if r.id != g) {
             self.stats.foreign_updates += 1;
@@ -412,9 +428,11 @@ impl Ipam {
             }
             return false;
         }
+        let mut changed = false;
         if self.ring.is_none() {
             if let Some(g) = u.ring {
                 self.adopt(now, Ring::new(g));
+                changed = true;
             }
         }
         if self.ring.is_none() {
@@ -425,6 +443,7 @@ impl Ipam {
                 }
                 if self.paxos.merge(self.me.name, v) {
                     self.dirty_votes.insert(v.name);
+                    changed = true;
                 }
             }
         }
@@ -435,6 +454,7 @@ impl Ipam {
                 if ring.merge_block(usize::from(i), b) {
                     self.dirty_blocks.insert(i);
                     self.changed = true;
+                    changed = true;
                     let mine = b.owner == self.me;
                     if mine && !was_mine {
                         self.stats.blocks_received += 1;
@@ -454,6 +474,7 @@ impl Ipam {
                 if p.version > mine.version {
                     mine.version = p.version + 1;
                     self.dirty_infos.insert(self.me);
+                    changed = true;
                 }
                 continue;
             }
@@ -469,10 +490,11 @@ impl Ipam {
                     };
                     self.infos.insert(p.owner, p);
                     self.dirty_infos.insert(p.owner);
+                    changed = true;
                 }
             }
         }
-        true
+        changed
     }
 
     /// Takes the agreed ring; Paxos is over. The creator, when it first learns that it is

@@ -71,12 +71,20 @@ pub struct IpamSummary {
     pub stats: router_core::ipam::IpamStats,
     /// Allocations refused or failed (no space in time).
     pub refused: u64,
+    /// Routers that see a majority of the ring's voters with their state lost.
+    pub quorum_lost: usize,
+    /// `weave rmpeer` runs of the operator the scenario plays.
+    pub operator_rmpeers: u64,
 }
 
 impl IpamSummary {
     fn of(w: &World) -> Option<IpamSummary> {
         w.scenario.ipam.as_ref()?;
-        let mut sum = IpamSummary { refused: w.stats.ipam_refused, ..IpamSummary::default() };
+        let mut sum = IpamSummary {
+            refused: w.stats.ipam_refused,
+            operator_rmpeers: w.stats.ipam_operator_rmpeers,
+            ..IpamSummary::default()
+        };
         let mut rings = std::collections::BTreeSet::new();
         for ipam in w.hosts.iter().filter_map(|h| h.router.as_ref()).filter_map(|r| r.ipam()) {
             match ipam.ring() {
@@ -86,6 +94,7 @@ impl IpamSummary {
                 None => sum.without_ring += 1,
             }
             sum.leases += ipam.leases().len();
+            sum.quorum_lost += usize::from(ipam.quorum_lost());
             sum.stats.accumulate(&ipam.stats);
         }
         sum.rings = rings.len();

@@ -21,6 +21,8 @@ pub struct SimStats {
     pub hostile_frames: u64,
     /// Allocations refused or failed (no space in time, a bad request).
     pub ipam_refused: u64,
+    /// `weave rmpeer` runs of the operator the scenario plays (`ipam.rmpeer_lost_voters`).
+    pub ipam_operator_rmpeers: u64,
     /// Datagrams the network dropped, by reason.
     pub net_drops: BTreeMap<NetDrop, u64>,
 }

@@ -12,11 +12,15 @@
 //! - A peer that meets a different ring (another agreement, another range) reports it and
 //!   never merges it.
 
+pub mod agreed;
+mod decide;
 mod error;
 pub mod paxos;
 mod report;
 pub mod ring;
 mod space;
+#[cfg(test)]
+mod testnet;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
@@ -25,6 +29,7 @@ use core::time::Duration;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub use agreed::{Agreed, Change, Decree, Log, SlotBallot, SlotVote};
 pub use error::IpamError;
 pub use paxos::{Ballot, Paxos, Step, Vote};
 pub use report::{IpamStatus, OwnerStatus};
@@ -61,6 +66,10 @@ pub struct IpamConfig {
     /// ([`crate::Router::ipam_saved`]): a router that crashes after giving blocks away then
     /// never restarts believing it still owns them. A driver that persists state sets it.
     pub write_ahead: bool,
+    /// How long a peer stays unreachable before the voters reclaim the space it does not
+    /// use ([`agreed`]); `None` turns automatic reclaim off (blocks are then used without
+    /// agreement, and only `weave rmpeer` frees a gone peer's space).
+    pub reclaim_after: Option<Duration>,
 }
 
 impl IpamConfig {
@@ -74,6 +83,7 @@ impl IpamConfig {
             paxos_retry: Duration::from_secs(3),
             donate_delay: Duration::from_secs(2),
             write_ahead: false,
+            reclaim_after: Some(Duration::from_secs(600)),
         }
     }
 
@@ -109,9 +119,11 @@ pub struct PeerInfo {
     pub free_blocks: u32,
     /// The subnet it needs space in, if any.
     pub want: Option<Ipv4Net>,
-    /// This life has ended: a later life of the same peer says so. Its space stays its own
-    /// (see `docs/ipam.md`), but it wants nothing and gives nothing.
+    /// This life has ended: a later life of the same peer says so. It wants nothing and
+    /// gives nothing, and the voters reclaim what of its space is not in use.
     pub retired: bool,
+    /// A block it owns and asks the voters to put to use, with its ring entry.
+    pub activate: Option<(u16, Block)>,
 }
 
 /// One address handed out by this peer.
@@ -138,6 +150,12 @@ pub struct IpamState {
     pub info_version: u32,
     /// The addresses we handed out.
     pub leases: BTreeMap<Ipv4Addr, Lease>,
+    /// The agreed state as we applied it.
+    #[serde(default)]
+    pub agreed: Option<Agreed>,
+    /// Our vote in the agreed log's current slot (a promise must survive a restart).
+    #[serde(default)]
+    pub slot_vote: Option<SlotVote>,
 }
 
 /// The result of an allocation that waited.
@@ -199,6 +217,20 @@ pub struct Ipam {
     changed: bool,
     /// Bumped by every [`Ipam::take_changed`] that reports a change.
     gen: u64,
+    /// The agreed state, once the ring's creator wrote its first voters.
+    agreed: Option<Agreed>,
+    /// Votes of the agreed log's current slot.
+    log: Log,
+    /// When the current slot's proposal (or our wait for one) started.
+    slot_start: Option<Instant>,
+    /// Owners holding space or a vote, unreachable since.
+    unreachable: BTreeMap<Owner, Instant>,
+    dirty_agreed: bool,
+    dirty_slot_votes: BTreeSet<Owner>,
+    /// Our vote waits for the state of this generation to be saved (`write_ahead`).
+    vote_unsaved: Option<u64>,
+    /// The agreed state we created waits for the state of this generation to be saved.
+    agreed_unsaved: Option<u64>,
     /// Counters.
     pub stats: IpamStats,
 }
@@ -260,6 +292,14 @@ impl Ipam {
             dirty_blocks: BTreeSet::new(),
             dirty_infos: BTreeSet::new(),
             unsaved: BTreeMap::new(),
+            agreed: None,
+            log: Log::default(),
+            slot_start: None,
+            unreachable: BTreeMap::new(),
+            dirty_agreed: false,
+            dirty_slot_votes: BTreeSet::new(),
+            vote_unsaved: None,
+            agreed_unsaved: None,
             changed: true,
             gen: 0,
             stats: IpamStats::default(),
@@ -277,8 +317,13 @@ impl Ipam {
             ipam.ring = s.ring.filter(|r| r.id.range == ipam.cfg.range && r.blocks.len() == r.id.blocks());
             ipam.leases = s.leases;
             version = s.info_version + 1;
+            ipam.agreed = s.agreed.filter(|_| ipam.ring.is_some());
+            if let Some(v) = s.slot_vote.filter(|v| v.voter == ipam.me) {
+                ipam.log.votes.insert(ipam.me, v);
+            }
         }
-        let info = PeerInfo { owner: ipam.me, version, free: 0, free_blocks: 0, want: None, retired: false };
+        let info =
+            PeerInfo { owner: ipam.me, version, free: 0, free_blocks: 0, want: None, retired: false, activate: None };
         ipam.infos.insert(ipam.me, info);
         ipam.dirty_infos.insert(ipam.me);
         ipam.recount();
@@ -334,6 +379,8 @@ impl Ipam {
             ring: self.ring.clone(),
             info_version: self.infos[&self.me].version,
             leases: self.leases.clone(),
+            agreed: self.agreed.clone(),
+            slot_vote: self.log.votes.get(&self.me).cloned(),
         }
     }
 
@@ -356,6 +403,34 @@ impl Ipam {
             self.unsaved.remove(&i);
             self.dirty_blocks.insert(i);
         }
+        if self.vote_unsaved.is_some_and(|g| g <= gen) {
+            self.vote_unsaved = None;
+            self.dirty_slot_votes.insert(self.me);
+        }
+        if self.agreed_unsaved.is_some_and(|g| g <= gen) {
+            self.agreed_unsaved = None;
+            self.dirty_agreed = true;
+        }
+    }
+
+    /// The agreed state, once the ring's first voters are known.
+    pub fn agreed(&self) -> Option<&Agreed> {
+        self.agreed.as_ref()
+    }
+
+    /// The agreed log's votes we hold.
+    pub fn slot_votes(&self) -> impl Iterator<Item = &SlotVote> {
+        self.log.votes.values()
+    }
+
+    /// The agreed state and slot votes we may send (those waiting to be saved held back).
+    fn sendable(&self, votes: impl Iterator<Item = Owner>) -> (Option<Agreed>, Vec<SlotVote>) {
+        let agreed = self.agreed.clone().filter(|_| self.agreed_unsaved.is_none());
+        let votes = votes
+            .filter(|o| *o != self.me || self.vote_unsaved.is_none())
+            .filter_map(|o| self.log.votes.get(&o).cloned())
+            .collect();
+        (agreed, votes)
     }
 
     /// Records our own write of block `i` (whose entry was `before`): sent at once, or with
@@ -382,7 +457,10 @@ impl Ipam {
     /// The whole state, for a new connection.
     pub fn full_update(&self) -> IpamUpdate {
         let ring = self.ring.as_ref();
+        let (agreed, slot_votes) = self.sendable(self.log.votes.keys().copied());
         IpamUpdate {
+            agreed,
+            slot_votes,
             range: self.cfg.range,
             votes: if ring.is_some() { Vec::new() } else { self.paxos.votes.values().copied().collect() },
             ring: ring.map(|r| r.id),
@@ -396,7 +474,18 @@ impl Ipam {
 
     /// What changed since the last call, if anything.
     pub fn take_delta(&mut self) -> Option<IpamUpdate> {
-        if self.dirty_votes.is_empty() && self.dirty_blocks.is_empty() && self.dirty_infos.is_empty() {
+        let (agreed, slot_votes) = self.sendable(self.dirty_slot_votes.iter().copied());
+        let agreed = agreed.filter(|_| self.dirty_agreed);
+        self.dirty_slot_votes.retain(|o| *o == self.me && self.vote_unsaved.is_some());
+        if agreed.is_some() {
+            self.dirty_agreed = false;
+        }
+        if self.dirty_votes.is_empty()
+            && self.dirty_blocks.is_empty()
+            && self.dirty_infos.is_empty()
+            && agreed.is_none()
+            && slot_votes.is_empty()
+        {
             return None;
         }
         let votes = core::mem::take(&mut self.dirty_votes);
@@ -404,6 +493,8 @@ impl Ipam {
         let infos = core::mem::take(&mut self.dirty_infos);
         let ring = self.ring.as_ref();
         Some(IpamUpdate {
+            agreed,
+            slot_votes,
             range: self.cfg.range,
             votes: if ring.is_some() {
                 Vec::new()
@@ -465,6 +556,20 @@ impl Ipam {
             if lost {
                 self.count_conflicts();
             }
+            if let Some(a) = &u.agreed {
+                changed |= self.merge_agreed(a);
+            }
+            let slot = self.agreed.as_ref().map_or(0, |a| a.slot);
+            for v in &u.slot_votes {
+                if self.log.votes.len() >= INFOS_MAX && !self.log.votes.contains_key(&v.voter) {
+                    self.stats.infos_dropped += 1;
+                    continue;
+                }
+                if self.log.merge(self.me, slot, v.clone()) {
+                    self.dirty_slot_votes.insert(v.voter);
+                    changed = true;
+                }
+            }
         }
         for &p in &u.infos {
             if p.owner == self.me {
@@ -484,7 +589,14 @@ impl Ipam {
                 _ => {
                     // An earlier life of ours: it has ended, and we say so for it.
                     let p = if p.owner.name == self.me.name && !p.retired {
-                        PeerInfo { version: p.version + 1, want: None, free_blocks: 0, retired: true, ..p }
+                        PeerInfo {
+                            version: p.version + 1,
+                            want: None,
+                            free_blocks: 0,
+                            retired: true,
+                            activate: None,
+                            ..p
+                        }
                     } else {
                         p
                     };
@@ -558,10 +670,12 @@ impl Ipam {
             }
         }
         let me = self.me;
+        let activate = self.activation_request();
         let info = self.infos.get_mut(&me).expect("our own info");
         let want = want.unwrap_or(info.want);
-        if (info.free, info.free_blocks, info.want) != (free, free_blocks, want) {
-            *info = PeerInfo { owner: me, version: info.version + 1, free, free_blocks, want, retired: false };
+        if (info.free, info.free_blocks, info.want, info.activate) != (free, free_blocks, want, activate) {
+            *info =
+                PeerInfo { owner: me, version: info.version + 1, free, free_blocks, want, retired: false, activate };
             self.dirty_infos.insert(me);
             self.changed = true;
         }
@@ -585,12 +699,14 @@ impl Ipam {
             let next = self.agree(now, reachable);
             return next.into_iter().chain(self.pending.iter().map(|p| p.deadline)).min();
         }
+        self.publish(None);
+        let next_decision = self.decide(now, reachable);
         self.serve_pending(now);
         let next_donation = self.donate(now, reachable);
         self.publish(None);
         let next_pending = self.pending.iter().map(|p| p.deadline).min();
         let quiet = self.quiet_until.filter(|&t| t > now && !self.pending.is_empty());
-        next_pending.into_iter().chain(next_donation).chain(quiet).min()
+        next_pending.into_iter().chain(next_donation).chain(quiet).chain(next_decision).min()
     }
 
     /// A Paxos step; creates the ring when agreed.
@@ -656,6 +772,14 @@ impl Ipam {
             }
         }
         self.changed = true;
+        if self.gated() {
+            let voters = owners.iter().copied().take(agreed::VOTERS_MAX).collect();
+            self.agreed = Some(Agreed { voters, ..Agreed::default() });
+            self.dirty_agreed = true;
+            if self.cfg.write_ahead {
+                self.agreed_unsaved = Some(self.gen + 1);
+            }
+        }
         tracing::info!(peers = owners.len(), blocks = n, "created the address ring and shared it out");
     }
 }

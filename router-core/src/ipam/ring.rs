@@ -23,7 +23,7 @@ pub const BLOCK_MIN_BITS: u8 = 4;
 /// A router that starts without its state directory draws a new `life`: the space its
 /// earlier life held is not its own (that life may have handed blocks on in messages still
 /// in flight), so it is never used twice by accident.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct Owner {
     /// The peer.
     pub name: PeerName,
@@ -37,9 +37,14 @@ impl core::fmt::Display for Owner {
     }
 }
 
-/// One block's state.
+/// One block's state. Entries order by epoch, then version, then owner: merging keeps the
+/// greatest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Block {
+    /// The agreed decision that last reclaimed the block (0: never reclaimed); see
+    /// [`super::agreed`]. A reclaim outranks every hand-over made before it.
+    #[serde(default)]
+    pub epoch: u32,
     /// Bumped by the owner at every hand-over.
     pub version: u32,
     /// The current owner.
@@ -113,7 +118,7 @@ pub struct Ring {
 impl Ring {
     /// The ring as created: every block its creator's, at version 1.
     pub fn new(id: RingId) -> Ring {
-        Ring { id, blocks: vec![Block { version: 1, owner: id.creator }; id.blocks()] }
+        Ring { id, blocks: vec![Block { epoch: 0, version: 1, owner: id.creator }; id.blocks()] }
     }
 
     /// Merges one block as another peer knows it; true when ours changed. An index out of
@@ -132,7 +137,7 @@ impl Ring {
     pub fn give(&mut self, i: usize, from: Owner, to: Owner) -> bool {
         match self.blocks.get_mut(i) {
             Some(b) if b.owner == from => {
-                *b = Block { version: b.version + 1, owner: to };
+                *b = Block { version: b.version + 1, owner: to, ..*b };
                 true
             }
             _ => false,
@@ -184,7 +189,7 @@ mod tests {
         let mut r = Ring::new(RingId::new(owner(1), "10.0.0.0/24".parse().unwrap()));
         assert!(!r.give(3, owner(2), owner(2)));
         assert!(r.give(3, owner(1), owner(2)));
-        assert_eq!(r.blocks[3], Block { version: 2, owner: owner(2) });
+        assert_eq!(r.blocks[3], Block { epoch: 0, version: 2, owner: owner(2) });
         assert_eq!(r.owner_of("10.0.0.49".parse().unwrap()), Some(owner(2)));
         assert_eq!(r.owners().into_iter().collect::<Vec<_>>(), vec![(owner(1), 15), (owner(2), 1)]);
     }
@@ -196,8 +201,13 @@ mod tests {
         for &(who, block, to, seen_by) in ops {
             let r = &mut rs[usize::from(who % 3)];
             let i = usize::from(block) % id.blocks();
-            let from = r.blocks[i].owner;
-            r.give(i, from, owner(to % 4));
+            let cur = r.blocks[i];
+            if to >= 250 {
+                // An agreed reclaim: every peer applying it writes the same entry.
+                r.merge_block(i, Block { epoch: u32::from(to), version: 1, owner: owner(to % 4) });
+            } else {
+                r.give(i, cur.owner, owner(to % 4));
+            }
             let snapshot = r.clone();
             for (k, other) in rs.iter_mut().enumerate() {
                 if seen_by & (1 << k) != 0 {

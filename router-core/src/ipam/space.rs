@@ -118,13 +118,25 @@ impl Ipam {
         gone
     }
 
-    /// Takes over every block any life of `peer` owns (the operator's word that it is gone
-    /// for good); returns how many. Refused for ourselves and for a peer we reach.
+    /// Takes over every block any life of `peer` owns, and its seats among the voters (the
+    /// operator's word that it is gone for good); returns how many blocks. For a peer we
+    /// reach, only its ended lives (their state lost) are taken; refused for ourselves, and
+    /// for a reachable peer with no ended life.
     pub fn take_over(&mut self, peer: PeerName, reachable: &BTreeSet<PeerName>) -> Result<usize, IpamError> {
         if peer == self.me.name {
             return Err(IpamError::TakeOverSelf);
         }
-        if reachable.contains(&peer) {
+        let live = reachable.contains(&peer);
+        let ended = |o: &Owner| self.infos.get(o).is_some_and(|p| p.retired);
+        let lives: BTreeSet<Owner> = self
+            .ring
+            .iter()
+            .flat_map(|r| r.blocks.iter().map(|b| b.owner))
+            .chain(self.agreed.iter().flat_map(|a| a.voters.iter().copied()))
+            .chain(self.infos.keys().copied())
+            .filter(|o| o.name == peer && (!live || ended(o)))
+            .collect();
+        if live && lives.is_empty() {
             return Err(IpamError::TakeOverLive(peer));
         }
         let me = self.me;
@@ -133,13 +145,14 @@ impl Ipam {
         for i in 0..blocks {
             let ring = self.ring.as_mut().expect("checked above");
             let before = ring.blocks[i];
-            if before.owner.name == peer && ring.give(i, before.owner, me) {
+            if lives.contains(&before.owner) && ring.give(i, before.owner, me) {
                 self.wrote(i, before);
                 n += 1;
             }
         }
-        self.infos.retain(|o, _| o.name != peer);
-        self.wants.retain(|o, _| o.name != peer);
+        self.unseat(&lives);
+        self.infos.retain(|o, _| !lives.contains(o));
+        self.wants.retain(|o, _| !lives.contains(o));
         self.stats.blocks_received += n as u64;
         self.changed = true;
         self.publish(None);
@@ -195,7 +208,7 @@ impl Ipam {
         let ring = self.ring.as_ref()?;
         let (lo, hi) = hosts(subnet)?;
         let len = ring.id.block_len();
-        let found = ring.id.blocks_in(subnet).filter(|&i| ring.blocks[i].owner == self.me).find_map(|i| {
+        let found = ring.id.blocks_in(subnet).filter(|&i| self.usable(i)).find_map(|i| {
             if self.used.get(&i).copied().unwrap_or(0) >= len {
                 return None;
             }
@@ -216,7 +229,8 @@ impl Ipam {
                 Some(a) => Ok(a),
                 None if now >= p.deadline => Err(IpamError::Exhausted(p.subnet)),
                 None => {
-                    if self.quiet_until.is_none_or(|t| now >= t) {
+                    // A block of ours there that a decision can put to use is on its way.
+                    if self.quiet_until.is_none_or(|t| now >= t) && !self.activatable_in(p.subnet) {
                         want = want.or(Some(p.subnet));
                     }
                     self.pending.push(p);
@@ -228,10 +242,14 @@ impl Ipam {
         self.publish(Some(want));
     }
 
-    /// Our blocks in `subnet` with no address in use.
+    /// Our blocks in `subnet` with no address in use (but for one we ask to put to use).
     fn free_blocks_in(&self, subnet: Ipv4Net) -> Vec<usize> {
         let Some(ring) = &self.ring else { return Vec::new() };
-        ring.id.blocks_in(subnet).filter(|&i| ring.blocks[i].owner == self.me && !self.used.contains_key(&i)).collect()
+        let asked = self.infos.get(&self.me).and_then(|p| p.activate).map(|(i, _)| usize::from(i));
+        ring.id
+            .blocks_in(subnet)
+            .filter(|&i| ring.blocks[i].owner == self.me && !self.used.contains_key(&i) && Some(i) != asked)
+            .collect()
     }
 
     /// Answers other peers' wants: the richest reachable peer (most free blocks, then lowest
@@ -306,71 +324,9 @@ fn with_prefix(a: Ipv4Addr, subnet: Ipv4Net) -> Ipv4Net {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipam::testnet::{owner, Net};
     use crate::ipam::{Ipam, IpamConfig, Owner};
     use core::time::Duration;
-
-    fn owner(n: u8) -> Owner {
-        Owner { name: PeerName([2, 0, 0, 0, 0, n]), life: u32::from(n) }
-    }
-
-    /// Three allocators that pass every update to each other until nothing changes.
-    struct Net {
-        peers: Vec<Ipam>,
-        now: Instant,
-    }
-
-    impl Net {
-        fn new(range: &str) -> Net {
-            Net::starting(range, 3)
-        }
-
-        /// Three peers of which the first `n` start the network; the others join after.
-        fn starting(range: &str, n: usize) -> Net {
-            let mut cfg = IpamConfig::new(range.parse().unwrap());
-            cfg.init_peers = 3;
-            let peers = (1..=3).map(|n| Ipam::new(cfg.clone(), owner(n), None).unwrap()).collect();
-            let mut net = Net { peers, now: Instant::ZERO };
-            net.exchange(n);
-            net.settle_among(n);
-            net.exchange(3);
-            net.settle();
-            net
-        }
-
-        fn exchange(&mut self, n: usize) {
-            for p in 0..n {
-                let full = self.peers[p].full_update();
-                for q in 0..n {
-                    self.peers[q].merge(self.now, &full);
-                }
-            }
-        }
-
-        fn settle(&mut self) {
-            self.settle_among(3);
-        }
-
-        /// Passes updates among the first `n` peers only.
-        fn settle_among(&mut self, n: usize) {
-            let all: BTreeSet<PeerName> = (1..=n as u8).map(|k| owner(k).name).collect();
-            for _ in 0..100 {
-                let mut quiet = true;
-                for p in 0..n {
-                    self.peers[p].think(self.now, &all);
-                    if let Some(d) = self.peers[p].take_delta() {
-                        quiet = false;
-                        for q in (0..n).filter(|&q| q != p) {
-                            self.peers[q].merge(self.now, &d);
-                        }
-                    }
-                }
-                if quiet {
-                    return;
-                }
-            }
-            panic!("updates never settle");
-        }
-    }
 
     #[test]
     fn peers_agree_share_out_and_answer_a_want_in_another_owners_subnet() {

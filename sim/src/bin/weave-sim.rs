@@ -187,6 +187,18 @@ fn print_outcome(o: &Outcome, label: &str, replay: &str) {
             "ipam      {} ring(s), {} router(s) without; {} leased; {} handed out, {} freed, {} refused; {} blocks given; {} conflicts",
             i.rings, i.without_ring, i.leases, i.stats.allocated, i.stats.freed, i.refused, i.stats.blocks_given, i.stats.conflicts
         );
+        if i.operator_rmpeers > 0 {
+            println!(
+                "ipam      the operator ran weave rmpeer {} time(s) for voters whose state was lost",
+                i.operator_rmpeers
+            );
+        }
+        if i.quorum_lost > 0 {
+            println!(
+                "ipam      {} router(s) see a majority of the voters with their state lost: no new block can be put to use (weave rmpeer)",
+                i.quorum_lost
+            );
+        }
     }
     if r.password_mismatches > 0 {
         println!("handshakes refused for a password mismatch: {}", r.password_mismatches);

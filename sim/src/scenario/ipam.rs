@@ -34,6 +34,18 @@ pub struct Ipam {
     /// How long an agreement round waits before a new ballot.
     #[serde(default)]
     pub paxos_retry: Option<Dur>,
+    /// How long a peer stays unreachable before the voters reclaim the space it does not use
+    /// (router default when left out; 0: automatic reclaim off).
+    #[serde(default)]
+    pub reclaim_after: Option<Dur>,
+    /// Convergence also needs every target of every running host to hold an address (an
+    /// allocation that failed is never asked again).
+    #[serde(default)]
+    pub all_served: bool,
+    /// Act as the operator when a majority of the voters lost their state (wiped restarts):
+    /// run `weave rmpeer` for each of them on the first running host.
+    #[serde(default)]
+    pub rmpeer_lost_voters: bool,
 }
 
 fn two() -> u32 {
@@ -59,6 +71,9 @@ impl Ipam {
             if let Some(v) = v {
                 *field = v.0;
             }
+        }
+        if let Some(r) = self.reclaim_after {
+            c.reclaim_after = Some(r.0).filter(|d| !d.is_zero());
         }
         c
     }

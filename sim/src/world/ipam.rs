@@ -91,6 +91,11 @@ impl World {
         let next = self.now + period;
         self.push(next, Ev::IpamChurn);
         let running: Vec<u32> = (0..self.hosts.len() as u32).filter(|&h| self.hosts[h as usize].running()).collect();
+        if spec.rmpeer_lost_voters {
+            if let Some(&h) = running.first() {
+                self.rmpeer_lost_voters(h);
+            }
+        }
         if running.is_empty() || spec.targets_per_host == 0 {
             return;
         }
@@ -106,6 +111,24 @@ impl World {
         r.release(now, &old, None);
         if r.allocate(now, &new, None).is_err() {
             self.stats.ipam_refused += 1;
+        }
+        self.drain(h);
+    }
+}
+
+impl World {
+    /// The operator's remedy when host `h`'s allocator reports that a majority of the voters
+    /// lost their state: `weave rmpeer` there for each of them.
+    fn rmpeer_lost_voters(&mut self, h: u32) {
+        let now = self.now;
+        let Some(r) = self.hosts[h as usize].router.as_mut() else { return };
+        let Some(ipam) = r.ipam().filter(|i| i.quorum_lost()) else { return };
+        let lost: Vec<_> =
+            ipam.agreed().into_iter().flat_map(|a| a.voters.iter()).filter(|o| ipam.ended(o)).map(|o| o.name).collect();
+        for name in lost {
+            if r.rmpeer(now, name).is_ok() {
+                self.stats.ipam_operator_rmpeers += 1;
+            }
         }
         self.drain(h);
     }
@@ -130,6 +153,16 @@ pub(crate) fn agreed(w: &World, members: &[u32]) -> Result<(), String> {
         }
         if Some(r) != ring(first) {
             return Err(format!("{} and {} hold different address rings", name(first), name(m)));
+        }
+        let spec = w.scenario.ipam.as_ref().expect("checked above");
+        if spec.all_served {
+            let host = &w.hosts[m as usize];
+            for k in 0..spec.targets_per_host {
+                let t = target(&host.name, k, host.ipam_gens.get(&k).copied().unwrap_or(0));
+                if ipam.lookup(&t, ipam.config().default_subnet).is_none() {
+                    return Err(format!("{t} has no address"));
+                }
+            }
         }
     }
     Ok(())

@@ -31,6 +31,7 @@ pub(crate) fn config(args: &RouterArgs, peers: usize) -> Result<Option<IpamConfi
     }
     c.init_peers = args.ipalloc_init_peers.unwrap_or(peers + 1);
     c.write_ahead = true;
+    c.reclaim_after = Some(args.ipalloc_reclaim_after).filter(|d| !d.is_zero());
     c.validate().map_err(|e| format!("--ipalloc-range {}: {e}", args.ipalloc_range))?;
     Ok(Some(c))
 }

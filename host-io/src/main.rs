@@ -97,6 +97,11 @@ pub(crate) struct RouterArgs {
     /// first addresses are handed out). Default: the peers named here, and this one.
     #[arg(long)]
     pub(crate) ipalloc_init_peers: Option<usize>,
+    /// How long a peer stays unreachable before a majority of the allocator's voters reclaim
+    /// the address space it does not use (blocks with addresses in use stay its own), e.g.
+    /// `10m` or `90s`; `0` turns automatic reclaim off.
+    #[arg(long, default_value = "10m", value_parser = parse_grace)]
+    pub(crate) ipalloc_reclaim_after: Duration,
     /// Log level.
     #[arg(long, default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub(crate) log_level: String,
@@ -414,6 +419,7 @@ fn launch(args: RouterArgs) -> Result<(), String> {
     if let Some(n) = args.ipalloc_init_peers {
         cmd.args(["--ipalloc-init-peers", &n.to_string()]);
     }
+    cmd.args(["--ipalloc-reclaim-after", &format!("{}ms", args.ipalloc_reclaim_after.as_millis())]);
     if password.is_some() {
         cmd.arg("--password-stdin");
     }
@@ -653,4 +659,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A duration such as `10m`, `90s` or `0`.
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s}: {e} (give a duration such as 10m or 90s, or 0 for off)"))
 }

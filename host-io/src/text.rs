@@ -69,24 +69,55 @@ pub(crate) fn ipam(s: &Status) -> String {
             );
         }
     }
+    if i.creator.is_some() {
+        let voters: Vec<String> = i.voters.iter().map(|v| format!("{v}{}", nick_of(v))).collect();
+        let _ = writeln!(o, "Voters: {} (decision {})", voters.join(", "), i.slot);
+        if i.quorum_lost {
+            let _ = writeln!(
+                o,
+                "  A majority of the voters lost their state: no new block can be put to use. Run `weave rmpeer NAME` on one peer for each voter that is gone."
+            );
+        }
+        let _ = match i.reclaim_after {
+            Some(g) => writeln!(
+                o,
+                "Reclaim: the unused space of a peer unreachable for {} returns to the living (blocks in use stay its own)",
+                humantime::format_duration(g)
+            ),
+            None => writeln!(o, "Reclaim: automatic reclaim is off; `weave rmpeer NAME` takes a gone peer's space"),
+        };
+    }
     let _ = writeln!(o, "Owners:");
     for w in &i.owners {
         let me = if w.owner == i.me { " (this peer)" } else { "" };
-        let reach = if w.reachable {
-            "reachable"
-        } else {
-            "unreachable: its space stays its own until it is back or `weave rmpeer`"
+        let reach = match (w.reachable, w.reclaim_in) {
+            (true, _) => "reachable".to_string(),
+            (false, Some(d)) if d.is_zero() && w.blocks == w.active => {
+                "gone: its blocks in use stay its own until `weave rmpeer`".to_string()
+            }
+            (false, Some(d)) if d.is_zero() => "gone: its unused space is being reclaimed".to_string(),
+            (false, Some(d)) => format!(
+                "unreachable: its unused space is reclaimed in {}",
+                humantime::format_duration(core::time::Duration::from_secs(d.as_secs()))
+            ),
+            (false, None) => "unreachable: its space stays its own until it is back or `weave rmpeer`".to_string(),
         };
         let free = w.free.map_or("?".to_string(), |f| f.to_string());
         let want = w.want.map(|n| format!(", wants space in {n}")).unwrap_or_default();
         let _ = writeln!(
             o,
-            "  {}{}{me}: {} blocks, {} addresses, {free} free, {reach}{want}",
+            "  {}{}{me}: {} blocks ({} in use), {} addresses, {free} free, {reach}{want}",
             w.owner,
             nick_of(&w.owner),
             w.blocks,
+            w.active,
             w.addresses
         );
+        if !w.ranges.is_empty() {
+            let shown: Vec<String> = w.ranges.iter().take(4).map(|(a, b)| format!("{a}-{b}")).collect();
+            let more = if w.ranges.len() > 4 { format!(" and {} more", w.ranges.len() - 4) } else { String::new() };
+            let _ = writeln!(o, "    {}{more}", shown.join(", "));
+        }
     }
     let _ = writeln!(o, "Leased here: {}", i.leases.len());
     for (a, l) in &i.leases {
@@ -361,6 +392,7 @@ pub(crate) fn metrics(s: &Status, bridge: &crate::capture::BridgeCounters) -> St
             ("freed", i.stats.freed),
             ("blocks_given", i.stats.blocks_given),
             ("blocks_received", i.stats.blocks_received),
+            ("blocks_reclaimed", i.stats.blocks_reclaimed),
             ("foreign_update", i.stats.foreign_updates),
             ("conflict", i.stats.conflicts),
         ] {

@@ -329,7 +329,7 @@ impl Router {
             recent_failures,
             encryption: self.config.password.is_some(),
             stats: self.stats,
-            ipam: self.ipam.as_ref().map(|i| i.status(&reachable.iter().copied().chain([me]).collect())),
+            ipam: self.ipam.as_ref().map(|i| i.status(now, &reachable.iter().copied().chain([me]).collect())),
         }
     }
 }

@@ -41,8 +41,8 @@ impl Ipam {
     }
 
     /// The block we ask to put to use: the one we asked for while it can still be granted,
-    /// else one in a subnet an allocation waits in, else a spare in the default subnet when
-    /// none of our active blocks there has room.
+    /// else one holding an address the user chose, else one in a subnet an allocation waits
+    /// in, else a spare in the default subnet when none of our active blocks there has room.
     pub(super) fn activation_request(&self) -> Option<(u16, Block)> {
         if !self.gated() {
             return None;
@@ -53,8 +53,14 @@ impl Ipam {
                 return Some((i, e));
             }
         }
-        let pending = self.pending.iter().find_map(|p| self.activation_in(p.subnet));
-        pending.or_else(|| {
+        // A block with a lease but not in use by decision: an address the user chose (`claim`).
+        let claimed = self
+            .used
+            .keys()
+            .map(|&i| (i as u16, ring.blocks[i]))
+            .find(|&(i, e)| e.owner == self.me && !agreed.is_active(i, e) && agreed.may_activate(i, e));
+        let pending = || self.pending.iter().find_map(|p| self.activation_in(p.subnet));
+        claimed.or_else(pending).or_else(|| {
             let d = self.cfg.default_subnet;
             let len = ring.id.block_len();
             let room = ring.id.blocks_in(d).any(|i| self.usable(i) && self.used.get(&i).copied().unwrap_or(0) < len);
@@ -220,6 +226,7 @@ impl Ipam {
         self.dirty_agreed = true;
         self.changed = true;
         self.take_entries(&writes);
+        self.stats.blocks_reclaimed += writes.iter().filter(|(_, b)| b.owner == self.me).count() as u64;
         for c in &d.changes {
             if let Change::Reclaim { gone, to, blocks } = c {
                 tracing::info!(%gone, %to, blocks = blocks.len(), "reclaimed the space of a peer gone for good");
@@ -400,6 +407,20 @@ mod tests {
         net.run_parts(&[vec![0, 1, 2]], 5);
         assert_unique(&net.peers);
         assert!(there.iter().all(|a| net.peers[2].leases().contains_key(a)));
+    }
+
+    #[test]
+    fn an_address_the_user_chose_puts_its_block_to_use() {
+        let mut net = net("10.32.0.0/16");
+        let me = net.peers[1].owner();
+        let ring = net.peers[1].ring().unwrap().clone();
+        let a = net.peers[1].agreed().unwrap().clone();
+        let i = (0..ring.blocks.len()).rev().find(|&i| ring.blocks[i].owner == me).unwrap();
+        assert!(!a.is_active(i as u16, ring.blocks[i]), "the highest block is not the spare");
+        let addr = ipnet::Ipv4Net::new(Ipv4Addr::from(ring.id.block_start(i) + 5), 16).unwrap();
+        assert_eq!(net.peers[1].claim("mine", addr), Ok(true));
+        net.run_parts(&[vec![0, 1, 2]], 1);
+        assert!(net.peers[0].agreed().unwrap().is_active(i as u16, ring.blocks[i]), "decided for everyone");
     }
 
     #[test]

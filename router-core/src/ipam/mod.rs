@@ -246,6 +246,8 @@ pub struct IpamStats {
     pub blocks_given: u64,
     /// Blocks received from other peers.
     pub blocks_received: u64,
+    /// Blocks this peer took by an agreed reclaim (as the proposer whose decree won).
+    pub blocks_reclaimed: u64,
     /// Gossip from another ring or range, ignored.
     pub foreign_updates: u64,
     /// Infos or votes dropped because their table was full.
@@ -258,12 +260,21 @@ pub struct IpamStats {
 impl IpamStats {
     /// Adds another allocator's counters to these (for totals over many routers).
     pub fn accumulate(&mut self, o: &IpamStats) {
-        let IpamStats { allocated, freed, blocks_given, blocks_received, foreign_updates, infos_dropped, conflicts } =
-            o;
+        let IpamStats {
+            allocated,
+            freed,
+            blocks_given,
+            blocks_received,
+            blocks_reclaimed,
+            foreign_updates,
+            infos_dropped,
+            conflicts,
+        } = o;
         self.allocated += allocated;
         self.freed += freed;
         self.blocks_given += blocks_given;
         self.blocks_received += blocks_received;
+        self.blocks_reclaimed += blocks_reclaimed;
         self.foreign_updates += foreign_updates;
         self.infos_dropped += infos_dropped;
         self.conflicts += conflicts;

@@ -184,8 +184,16 @@ fn print_outcome(o: &Outcome, label: &str, replay: &str) {
     );
     if let Some(i) = &o.ipam {
         println!(
-            "ipam      {} ring(s), {} router(s) without; {} leased; {} handed out, {} freed, {} refused; {} blocks given; {} conflicts",
-            i.rings, i.without_ring, i.leases, i.stats.allocated, i.stats.freed, i.refused, i.stats.blocks_given, i.stats.conflicts
+            "ipam      {} ring(s), {} router(s) without; {} leased; {} handed out, {} freed, {} refused; {} blocks given, {} reclaimed; {} conflicts",
+            i.rings,
+            i.without_ring,
+            i.leases,
+            i.stats.allocated,
+            i.stats.freed,
+            i.refused,
+            i.stats.blocks_given,
+            i.stats.blocks_reclaimed,
+            i.stats.conflicts
         );
         if i.operator_rmpeers > 0 {
             println!(

@@ -148,11 +148,11 @@ impl SlotVote {
     }
 }
 
-/// The votes of the current slot (and any later one heard early).
+/// The votes of the current slot (and of later ones heard early).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Log {
-    /// Each voter's latest vote.
-    pub votes: BTreeMap<Owner, SlotVote>,
+    /// Each voter's latest vote in each slot, by slot and voter.
+    pub votes: BTreeMap<(u32, Owner), SlotVote>,
 }
 
 /// What a step of [`Log::think`] did.
@@ -173,10 +173,10 @@ impl Log {
         if v.voter == me || v.slot < slot {
             return false;
         }
-        match self.votes.get(&v.voter) {
+        match self.votes.get(&(v.slot, v.voter)) {
             Some(cur) if cur.rank() >= v.rank() => false,
             _ => {
-                self.votes.insert(v.voter, v);
+                self.votes.insert((v.slot, v.voter), v);
                 true
             }
         }
@@ -184,29 +184,29 @@ impl Log {
 
     /// Forgets votes of slots before `slot` (they are decided).
     pub fn advance(&mut self, slot: u32) {
-        self.votes.retain(|_, v| v.slot >= slot);
+        self.votes.retain(|(s, _), _| *s >= slot);
     }
 
     fn current<'a>(&'a self, a: &'a Agreed) -> impl Iterator<Item = &'a SlotVote> + 'a {
-        self.votes.values().filter(move |v| v.slot == a.slot && a.voters.contains(&v.voter))
+        self.votes
+            .range((a.slot, Owner::default())..)
+            .map(|(_, v)| v)
+            .take_while(move |v| v.slot == a.slot)
+            .filter(move |v| a.voters.contains(&v.voter))
     }
 
     fn mine(&mut self, me: Owner, slot: u32) -> &mut SlotVote {
-        let v = self.votes.entry(me).or_insert(SlotVote {
+        self.votes.entry((slot, me)).or_insert(SlotVote {
             voter: me,
             slot,
             promised: SlotBallot::default(),
             accepted: None,
-        });
-        if v.slot < slot {
-            *v = SlotVote { voter: me, slot, promised: SlotBallot::default(), accepted: None };
-        }
-        v
+        })
     }
 
     /// Our vote in the current slot, if we cast one.
     pub fn my_vote(&self, me: Owner, a: &Agreed) -> Option<&SlotVote> {
-        self.votes.get(&me).filter(|v| v.slot == a.slot)
+        self.votes.get(&(a.slot, me))
     }
 
     /// The decree of the current slot, once a quorum of its voters accepted one ballot.
@@ -249,7 +249,7 @@ impl Log {
         }
         let promised = self.mine(me, a.slot).promised;
         if promised.round > 0 {
-            let accepted_here = self.votes[&me].accepted.as_ref().is_some_and(|(b, _)| *b == promised);
+            let accepted_here = self.votes[&(a.slot, me)].accepted.as_ref().is_some_and(|(b, _)| *b == promised);
             if promised.proposer == me {
                 let promisers: Vec<&SlotVote> = self.current(a).filter(|v| v.promised == promised).collect();
                 if promisers.len() >= a.quorum() && !accepted_here {

@@ -62,8 +62,15 @@ impl Ipam {
         let pending = || self.pending.iter().find_map(|p| self.activation_in(p.subnet));
         claimed.or_else(pending).or_else(|| {
             let d = self.cfg.default_subnet;
-            let len = ring.id.block_len();
-            let room = ring.id.blocks_in(d).any(|i| self.usable(i) && self.used.get(&i).copied().unwrap_or(0) < len);
+            let (len, span) = (ring.id.block_len(), ring.id.blocks_in(d));
+            // Few blocks are in use: look among those rather than the whole ring.
+            let room = agreed.active.iter().any(|(&i, b)| {
+                let i = usize::from(i);
+                span.contains(&i)
+                    && b.owner == self.me
+                    && ring.blocks[i] == *b
+                    && self.used.get(&i).copied().unwrap_or(0) < len
+            });
             if room {
                 None
             } else {
@@ -74,10 +81,11 @@ impl Ipam {
 
     /// Owners whose space may be reclaimed now: earlier lives (of us, or retired by their
     /// successor) at once, others once unreachable for `reclaim_after`.
-    fn gone(&self, now: Instant, reachable: &BTreeSet<PeerName>) -> Vec<Owner> {
+    fn gone(&self, now: Instant, reachable: &BTreeSet<PeerName>, candidates: &BTreeSet<Owner>) -> Vec<Owner> {
         let Some(grace) = self.cfg.reclaim_after else { return Vec::new() };
-        self.candidates()
-            .into_iter()
+        candidates
+            .iter()
+            .copied()
             .filter(|o| {
                 (reachable.contains(&o.name) && !self.alive(o, reachable))
                     || self.unreachable.get(o).is_some_and(|&since| now >= since + grace)
@@ -110,16 +118,19 @@ impl Ipam {
     fn candidates(&self) -> BTreeSet<Owner> {
         let (Some(ring), Some(agreed)) = (&self.ring, &self.agreed) else { return BTreeSet::new() };
         let mut c: BTreeSet<Owner> = agreed.voters.clone();
+        let mut last = None;
         for (i, b) in ring.blocks.iter().enumerate() {
-            if !agreed.active.contains_key(&(i as u16)) {
+            // Owners hold runs of blocks: one insert per run.
+            if last != Some(b.owner) && !agreed.active.contains_key(&(i as u16)) {
                 c.insert(b.owner);
+                last = Some(b.owner);
             }
         }
         c
     }
 
     /// What we would propose for the current slot.
-    fn batch(&self, now: Instant, reachable: &BTreeSet<PeerName>) -> Decree {
+    fn batch(&self, now: Instant, reachable: &BTreeSet<PeerName>, candidates: &BTreeSet<Owner>) -> Decree {
         let (ring, agreed) = (self.ring.as_ref().expect("a ring"), self.agreed.as_ref().expect("agreed"));
         let mut changes = Vec::new();
         for p in self.infos.values().filter(|p| !p.retired) {
@@ -130,7 +141,7 @@ impl Ipam {
                 }
             }
         }
-        let gone = self.gone(now, reachable);
+        let gone = self.gone(now, reachable, candidates);
         // A decree stays small enough for one message: the rest waits for the next slot.
         let mut room = RECLAIM_BLOCKS_MAX;
         for g in &gone {
@@ -179,9 +190,9 @@ impl Ipam {
         for _ in 0..16 {
             let agreed = self.agreed.as_ref().expect("checked above");
             let voter = agreed.voters.contains(&me);
-            let batch = if voter { Some(self.batch(now, reachable)) } else { None };
+            let batch = if voter { Some(self.batch(now, reachable, &candidates)) } else { None };
             let work = batch.as_ref().is_some_and(|d| !d.changes.is_empty() || d.voters != agreed.voters);
-            let undecided = self.log.votes.values().any(|v| v.slot == agreed.slot);
+            let undecided = self.log.votes.keys().any(|(slot, _)| *slot == agreed.slot);
             next = None;
             if voter && (work || undecided) {
                 let live: Vec<&Owner> = agreed.voters.iter().filter(|o| self.alive(o, reachable)).collect();
@@ -201,13 +212,19 @@ impl Ipam {
             }
             let agreed = self.agreed.as_ref().expect("checked above");
             let batch = batch.unwrap_or_else(|| Decree { changes: Vec::new(), voters: agreed.voters.clone() });
-            match self.log.think(me, agreed, || batch) {
+            let key = (agreed.slot, me);
+            let before = self.log.votes.get(&key).cloned();
+            let step = self.log.think(me, agreed, || batch);
+            // Our vote may change on the way to a decision too: it goes out either way.
+            if self.log.votes.get(&key) != before.as_ref() {
+                self.voted();
+            }
+            match step {
                 LogStep::Decided(d) => {
                     self.apply_decree(&d);
                     continue;
                 }
-                LogStep::Voted => self.voted(),
-                LogStep::Idle => {}
+                LogStep::Voted | LogStep::Idle => {}
             }
             break;
         }
@@ -223,7 +240,8 @@ impl Ipam {
         let slot = agreed.slot;
         self.log.advance(slot);
         self.slot_start = None;
-        self.dirty_agreed = true;
+        // Every peer counts the flooded votes itself: the new state is not flooded (a peer that
+        // missed votes gets the state whole when its connection comes up).
         self.changed = true;
         self.take_entries(&writes);
         self.stats.blocks_reclaimed += writes.iter().filter(|(_, b)| b.owner == self.me).count() as u64;
@@ -294,10 +312,12 @@ impl Ipam {
     /// Our vote changed: gossip it (with `write_ahead`, once the state holding it is saved).
     fn voted(&mut self) {
         self.changed = true;
+        let slot = self.agreed.as_ref().map_or(0, |a| a.slot);
+        if let Some(v) = self.log.votes.get(&(slot, self.me)) {
+            self.my_out.insert(slot, v.clone());
+        }
         if self.cfg.write_ahead {
             self.vote_unsaved = Some(self.gen + 1);
-        } else {
-            self.dirty_slot_votes.insert(self.me);
         }
     }
 }

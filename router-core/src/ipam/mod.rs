@@ -15,6 +15,7 @@
 pub mod agreed;
 mod decide;
 mod error;
+mod gossip;
 pub mod paxos;
 mod report;
 pub mod ring;
@@ -37,7 +38,6 @@ pub use ring::{Block, Owner, Ring, RingId};
 
 use crate::peer::PeerName;
 use crate::time::Instant;
-use crate::wire::ipam::IpamUpdate;
 
 /// Longest target name (a Docker container id is 64).
 pub const TARGET_MAX: usize = 128;
@@ -226,7 +226,11 @@ pub struct Ipam {
     /// Owners holding space or a vote, unreachable since.
     unreachable: BTreeMap<Owner, Instant>,
     dirty_agreed: bool,
-    dirty_slot_votes: BTreeSet<Owner>,
+    /// Others' slot votes merged since the last delta, to pass on (kept as merged: a decision
+    /// may drop them from the log before the delta is taken).
+    forward: BTreeMap<(u32, Owner), SlotVote>,
+    /// Our vote in each slot as it last changed, to send (once saved, with `write_ahead`).
+    my_out: BTreeMap<u32, SlotVote>,
     /// Our vote waits for the state of this generation to be saved (`write_ahead`).
     vote_unsaved: Option<u64>,
     /// The agreed state we created waits for the state of this generation to be saved.
@@ -308,7 +312,8 @@ impl Ipam {
             slot_start: None,
             unreachable: BTreeMap::new(),
             dirty_agreed: false,
-            dirty_slot_votes: BTreeSet::new(),
+            forward: BTreeMap::new(),
+            my_out: BTreeMap::new(),
             vote_unsaved: None,
             agreed_unsaved: None,
             changed: true,
@@ -330,7 +335,7 @@ impl Ipam {
             version = s.info_version + 1;
             ipam.agreed = s.agreed.filter(|_| ipam.ring.is_some());
             if let Some(v) = s.slot_vote.filter(|v| v.voter == ipam.me) {
-                ipam.log.votes.insert(ipam.me, v);
+                ipam.log.votes.insert((v.slot, ipam.me), v);
             }
         }
         let info =
@@ -391,7 +396,7 @@ impl Ipam {
             info_version: self.infos[&self.me].version,
             leases: self.leases.clone(),
             agreed: self.agreed.clone(),
-            slot_vote: self.log.votes.get(&self.me).cloned(),
+            slot_vote: self.agreed.as_ref().and_then(|a| self.log.my_vote(self.me, a)).cloned(),
         }
     }
 
@@ -416,7 +421,6 @@ impl Ipam {
         }
         if self.vote_unsaved.is_some_and(|g| g <= gen) {
             self.vote_unsaved = None;
-            self.dirty_slot_votes.insert(self.me);
         }
         if self.agreed_unsaved.is_some_and(|g| g <= gen) {
             self.agreed_unsaved = None;
@@ -432,16 +436,6 @@ impl Ipam {
     /// The agreed log's votes we hold.
     pub fn slot_votes(&self) -> impl Iterator<Item = &SlotVote> {
         self.log.votes.values()
-    }
-
-    /// The agreed state and slot votes we may send (those waiting to be saved held back).
-    fn sendable(&self, votes: impl Iterator<Item = Owner>) -> (Option<Agreed>, Vec<SlotVote>) {
-        let agreed = self.agreed.clone().filter(|_| self.agreed_unsaved.is_none());
-        let votes = votes
-            .filter(|o| *o != self.me || self.vote_unsaved.is_none())
-            .filter_map(|o| self.log.votes.get(&o).cloned())
-            .collect();
-        (agreed, votes)
     }
 
     /// Records our own write of block `i` (whose entry was `before`): sent at once, or with
@@ -463,161 +457,6 @@ impl Ipam {
     /// Majority of the starting peers.
     fn quorum(&self) -> usize {
         self.cfg.init_peers / 2 + 1
-    }
-
-    /// The whole state, for a new connection.
-    pub fn full_update(&self) -> IpamUpdate {
-        let ring = self.ring.as_ref();
-        let (agreed, slot_votes) = self.sendable(self.log.votes.keys().copied());
-        IpamUpdate {
-            agreed,
-            slot_votes,
-            range: self.cfg.range,
-            votes: if ring.is_some() { Vec::new() } else { self.paxos.votes.values().copied().collect() },
-            ring: ring.map(|r| r.id),
-            blocks: ring.map_or_else(Vec::new, |r| {
-                let shown = |i: usize, b: &Block| self.unsaved.get(&(i as u16)).map_or(*b, |(_, before)| *before);
-                r.blocks.iter().enumerate().map(|(i, b)| (i as u16, shown(i, b))).collect()
-            }),
-            infos: self.infos.values().copied().collect(),
-        }
-    }
-
-    /// What changed since the last call, if anything.
-    pub fn take_delta(&mut self) -> Option<IpamUpdate> {
-        let (agreed, slot_votes) = self.sendable(self.dirty_slot_votes.iter().copied());
-        let agreed = agreed.filter(|_| self.dirty_agreed);
-        self.dirty_slot_votes.retain(|o| *o == self.me && self.vote_unsaved.is_some());
-        if agreed.is_some() {
-            self.dirty_agreed = false;
-        }
-        if self.dirty_votes.is_empty()
-            && self.dirty_blocks.is_empty()
-            && self.dirty_infos.is_empty()
-            && agreed.is_none()
-            && slot_votes.is_empty()
-        {
-            return None;
-        }
-        let votes = core::mem::take(&mut self.dirty_votes);
-        let blocks = core::mem::take(&mut self.dirty_blocks);
-        let infos = core::mem::take(&mut self.dirty_infos);
-        let ring = self.ring.as_ref();
-        Some(IpamUpdate {
-            agreed,
-            slot_votes,
-            range: self.cfg.range,
-            votes: if ring.is_some() {
-                Vec::new()
-            } else {
-                votes.iter().filter_map(|n| self.paxos.votes.get(n).copied()).collect()
-            },
-            ring: ring.map(|r| r.id),
-            blocks: ring.map_or_else(Vec::new, |r| blocks.iter().map(|&i| (i, r.blocks[usize::from(i)])).collect()),
-            infos: infos.iter().filter_map(|o| self.infos.get(o).copied()).collect(),
-        })
-    }
-
-    /// Merges what a peer sent. Returns whether anything we hold changed (so there is work
-    /// for [`Ipam::think`]); an update from another ring or range changes nothing (it is
-    /// reported in [`Ipam::foreign`] and otherwise ignored).
-    pub fn merge(&mut self, now: Instant, u: &IpamUpdate) -> bool {
-        if u.range != self.cfg.range || matches!((&self.ring, u.ring), (Some(r), Some(g)) if r.id != g) {
-            self.stats.foreign_updates += 1;
-            let f = ForeignRing { range: u.range, creator: u.ring.map(|g| g.creator) };
-            if self.foreign.insert(f.clone()) {
-                tracing::warn!(range = %f.range, creator = ?f.creator, "met peers of another address ring; the two are never merged");
-            }
-            return false;
-        }
-        let mut changed = false;
-        if self.ring.is_none() {
-            if let Some(g) = u.ring {
-                self.adopt(now, Ring::new(g));
-                changed = true;
-            }
-        }
-        if self.ring.is_none() {
-            for &v in &u.votes {
-                if self.paxos.votes.len() >= INFOS_MAX && !self.paxos.votes.contains_key(&v.name) {
-                    self.stats.infos_dropped += 1;
-                    continue;
-                }
-                if self.paxos.merge(self.me.name, v) {
-                    self.dirty_votes.insert(v.name);
-                    changed = true;
-                }
-            }
-        }
-        if let Some(ring) = self.ring.as_mut() {
-            let mut lost = false;
-            for &(i, b) in &u.blocks {
-                let was_mine = ring.blocks[usize::from(i)].owner == self.me;
-                if ring.merge_block(usize::from(i), b) {
-                    self.dirty_blocks.insert(i);
-                    self.changed = true;
-                    changed = true;
-                    let mine = b.owner == self.me;
-                    if mine && !was_mine {
-                        self.stats.blocks_received += 1;
-                    }
-                    lost |= was_mine && !mine;
-                }
-            }
-            if lost {
-                self.count_conflicts();
-            }
-            if let Some(a) = &u.agreed {
-                changed |= self.merge_agreed(a);
-            }
-            let slot = self.agreed.as_ref().map_or(0, |a| a.slot);
-            for v in &u.slot_votes {
-                if self.log.votes.len() >= INFOS_MAX && !self.log.votes.contains_key(&v.voter) {
-                    self.stats.infos_dropped += 1;
-                    continue;
-                }
-                if self.log.merge(self.me, slot, v.clone()) {
-                    self.dirty_slot_votes.insert(v.voter);
-                    changed = true;
-                }
-            }
-        }
-        for &p in &u.infos {
-            if p.owner == self.me {
-                // A copy of ours newer than ours: an older state of ours was restored.
-                // Move past it, so our next change wins.
-                let mine = self.infos.get_mut(&self.me).expect("our own info");
-                if p.version > mine.version {
-                    mine.version = p.version + 1;
-                    self.dirty_infos.insert(self.me);
-                    changed = true;
-                }
-                continue;
-            }
-            match self.infos.get(&p.owner) {
-                Some(cur) if cur.version >= p.version => {}
-                None if self.infos.len() >= INFOS_MAX => self.stats.infos_dropped += 1,
-                _ => {
-                    // An earlier life of ours: it has ended, and we say so for it.
-                    let p = if p.owner.name == self.me.name && !p.retired {
-                        PeerInfo {
-                            version: p.version + 1,
-                            want: None,
-                            free_blocks: 0,
-                            retired: true,
-                            activate: None,
-                            ..p
-                        }
-                    } else {
-                        p
-                    };
-                    self.infos.insert(p.owner, p);
-                    self.dirty_infos.insert(p.owner);
-                    changed = true;
-                }
-            }
-        }
-        changed
     }
 
     /// Takes the agreed ring; Paxos is over. The creator, when it first learns that it is

@@ -282,12 +282,8 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::PeerName;
+    use crate::ipam::testnet::owner;
     use proptest::prelude::*;
-
-    fn owner(n: u8) -> Owner {
-        Owner { name: PeerName([2, 0, 0, 0, 0, n]), life: u32::from(n) }
-    }
 
     fn entry(v: u32, n: u8) -> Block {
         Block { epoch: 0, version: v, owner: owner(n) }

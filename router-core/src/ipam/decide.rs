@@ -240,8 +240,9 @@ impl Ipam {
         let slot = agreed.slot;
         self.log.advance(slot);
         self.slot_start = None;
-        // Every peer counts the flooded votes itself: the new state is not flooded (a peer that
-        // missed votes gets the state whole when its connection comes up).
+        // Peers count the flooded votes themselves, but one that missed a vote (a relay that
+        // had moved on dropped it) would wait for ever: the new state floods too.
+        self.dirty_agreed = true;
         self.changed = true;
         self.take_entries(&writes);
         self.stats.blocks_reclaimed += writes.iter().filter(|(_, b)| b.owner == self.me).count() as u64;

@@ -135,7 +135,7 @@ impl World {
 }
 
 /// Within one component of running hosts: every router holds the same ring, block for
-/// block, and no allocation is waiting.
+/// block, and the same agreed state, and no allocation is waiting.
 pub(crate) fn agreed(w: &World, members: &[u32]) -> Result<(), String> {
     if w.scenario.ipam.is_none() {
         return Ok(());
@@ -153,6 +153,17 @@ pub(crate) fn agreed(w: &World, members: &[u32]) -> Result<(), String> {
         }
         if Some(r) != ring(first) {
             return Err(format!("{} and {} hold different address rings", name(first), name(m)));
+        }
+        let agreed = |h: u32| w.hosts[h as usize].router.as_ref().and_then(|r| r.ipam()).and_then(|i| i.agreed());
+        if agreed(m) != agreed(first) {
+            let slot = |h: u32| agreed(h).map(|a| a.slot);
+            return Err(format!(
+                "{} and {} hold different agreed states (slots {:?} and {:?})",
+                name(first),
+                name(m),
+                slot(first),
+                slot(m)
+            ));
         }
         let spec = w.scenario.ipam.as_ref().expect("checked above");
         if spec.all_served {

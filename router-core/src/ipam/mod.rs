@@ -4,11 +4,13 @@
 //!   ring ([`ring`]) starts as all the creator's, and the creator at once hands its blocks
 //!   out evenly among the peers that voted. No operator step is needed: the quorum is a
 //!   majority of the peers named at launch.
-//! - A peer allocates only from blocks it owns; the addresses it hands out (its *leases*)
-//!   are its own business and are persisted with the ring.
+//! - A peer allocates only from blocks it owns and (with automatic reclaim on) that a
+//!   decision of the agreed log ([`agreed`]) put to use; the addresses it hands out (its
+//!   *leases*) are its own business and are persisted with the ring.
 //! - A peer that runs short publishes a *want*; the peer with the most wholly free blocks
 //!   (or, after a while, any peer with some) hands it half of them. Only an owner writes a
-//!   block, so no block ever has two owners that both believe it theirs.
+//!   block, or an agreed reclaim (of a peer gone for good, never of a block in use), so no
+//!   block ever has two owners that both believe it theirs.
 //! - A peer that meets a different ring (another agreement, another range) reports it and
 //!   never merges it.
 
@@ -219,7 +221,7 @@ pub struct Ipam {
     gen: u64,
     /// The agreed state, once the ring's creator wrote its first voters.
     agreed: Option<Agreed>,
-    /// Votes of the agreed log's current slot.
+    /// Votes of the agreed log's current slot and of later ones heard early.
     log: Log,
     /// When the current slot's proposal (or our wait for one) started.
     slot_start: Option<Instant>,

@@ -116,6 +116,12 @@ const ETHERNET_HEADER: usize = 14;
 /// Most datagrams, or captured frames, handled in one pass of the loop.
 const BATCH: usize = 64;
 
+/// Most outputs to one destination staged before they go out together. A pass's frames for
+/// the bridge are coalesced within one stage, so it holds several full super-frames' worth of
+/// segments (a 64 KiB super-frame takes some 45): a smaller stage would end each flow's run,
+/// and cut a super-frame short, at every flush.
+const STAGE: usize = 4 * BATCH;
+
 /// Most TCP connections accepted per second.
 const ACCEPTS_PER_SECOND: u32 = 100;
 
@@ -259,10 +265,10 @@ struct Staged {
 impl Staged {
     fn new() -> Staged {
         Staged {
-            buf: vec![0; 2 * BATCH * 2048 + TRANSMIT_BUF_MIN],
+            buf: vec![0; STAGE * 2048 + TRANSMIT_BUF_MIN],
             used: 0,
-            bridge: Vec::with_capacity(BATCH),
-            udp: Vec::with_capacity(BATCH),
+            bridge: Vec::with_capacity(STAGE),
+            udp: Vec::with_capacity(STAGE),
         }
     }
 
@@ -272,7 +278,7 @@ impl Staged {
     }
 
     fn full(&self) -> bool {
-        self.buf.len() - self.used < TRANSMIT_BUF_MIN || self.bridge.len() == BATCH || self.udp.len() == BATCH
+        self.buf.len() - self.used < TRANSMIT_BUF_MIN || self.bridge.len() == STAGE || self.udp.len() == STAGE
     }
 
     /// Injects the frames, then sends the datagrams, and empties the stage. Frames go first:

@@ -8,6 +8,7 @@ use router_core::wire::datagram::{FRAMES_HEADER_LEN, FRAME_PREFIX_LEN};
 use router_core::{Config, Instant, PeerName, Random, Router};
 use tokio::sync::mpsc;
 use weave_host_io::eventloop::{self, Command};
+use weave_host_io::outlet::Writer;
 use weave_host_io::stack::Tokio;
 
 use crate::api::{self, ApiCmd};
@@ -249,7 +250,9 @@ async fn serve(
     let ports = plumb::Ports::of(&args.bridge);
     let bridge_counters = std::sync::Arc::new(capture::BridgeCounters::default());
     let (frames, mut injector, backend) = capture::open_port(&ports.pcap, mtu, args.capture, &bridge_counters)?;
-    tracing::info!(port = %ports.pcap, backend, "capturing");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let data_threads = args.data_threads.unwrap_or(if cores >= 4 { 2 } else { 1 });
+    tracing::info!(port = %ports.pcap, backend, data_threads, "capturing");
     let (api_tx, mut api_rx) = mpsc::channel::<ApiCmd>(64);
     let info = api::DaemonInfo {
         state_dir: args.state_dir.clone(),
@@ -258,8 +261,11 @@ async fn serve(
         pid: std::process::id(),
         mtu,
         data_path: format!(
-            "{backend} on {} (port {} of bridge {}), TCP segments and checksums completed in userspace",
-            ports.pcap, ports.bridge_side, args.bridge
+            "{backend} on {} (port {} of bridge {}), TCP segments and checksums completed in userspace, {}",
+            ports.pcap,
+            ports.bridge_side,
+            args.bridge,
+            if data_threads > 1 { "frames and datagrams written on a thread of their own" } else { "one thread" }
         ),
         bridge_counters,
     };
@@ -365,7 +371,9 @@ async fn serve(
         tracing::warn!("telling the service manager we are ready failed: {e}");
     }
     let on_event = |r: &Router, e: &router_core::Event| crate::ipam::on_event(r, e, &waiters);
-    eventloop::run::<Tokio>(router, args.port, frames, |f| injector.inject(f), on_event, cmd_rx, shutdown)
+    let threaded = data_threads > 1;
+    let outlet = move |udp| Writer::new::<Tokio>(move |f: &[&[u8]]| injector.inject(f), udp, threaded);
+    eventloop::run::<Tokio, _>(router, args.port, frames, outlet, on_event, cmd_rx, shutdown)
         .await
         .map_err(|e| format!("cannot open port {}: {e}", args.port))?;
     tracing::info!("router stopping");

@@ -8,12 +8,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use router_core::{ConnEvent, ConnId, Destination, DialFailure, Event, Instant, Router, TRANSMIT_BUF_MIN};
+use router_core::{ConnEvent, ConnId, Destination, DialFailure, Event, Instant, Router};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::outlet::{Outlet, Stage};
 use crate::segment;
 
 /// The sockets the loop needs.
@@ -115,12 +117,6 @@ const ETHERNET_HEADER: usize = 14;
 
 /// Most datagrams, or captured frames, handled in one pass of the loop.
 const BATCH: usize = 64;
-
-/// Most outputs to one destination staged before they go out together. A pass's frames for
-/// the bridge are coalesced within one stage, so it holds several full super-frames' worth of
-/// segments (a 64 KiB super-frame takes some 45): a smaller stage would end each flow's run,
-/// and cut a super-frame short, at every flush.
-const STAGE: usize = 4 * BATCH;
 
 /// Most TCP connections accepted per second.
 const ACCEPTS_PER_SECOND: u32 = 100;
@@ -251,66 +247,6 @@ fn handle_received(router: &mut Router, now: Instant, from: SocketAddr, bytes: &
     }
 }
 
-/// Outputs waiting to go out together: the router writes each straight into one buffer, and
-/// the frames for the bridge and the datagrams refer to their place in it.
-struct Staged {
-    buf: Vec<u8>,
-    used: usize,
-    /// Frames for the bridge: (offset, length).
-    bridge: Vec<(usize, usize)>,
-    /// Datagrams: (offset, length, address).
-    udp: Vec<(usize, usize, SocketAddr)>,
-}
-
-impl Staged {
-    fn new() -> Staged {
-        Staged {
-            buf: vec![0; STAGE * 2048 + TRANSMIT_BUF_MIN],
-            used: 0,
-            bridge: Vec::with_capacity(STAGE),
-            udp: Vec::with_capacity(STAGE),
-        }
-    }
-
-    /// Room for the router's next output.
-    fn room(&mut self) -> &mut [u8] {
-        &mut self.buf[self.used..]
-    }
-
-    fn full(&self) -> bool {
-        self.buf.len() - self.used < TRANSMIT_BUF_MIN || self.bridge.len() == STAGE || self.udp.len() == STAGE
-    }
-
-    /// Injects the frames, then sends the datagrams, and empties the stage. Frames go first:
-    /// a datagram staged with them is most often the answer a watch asked for, which can wait
-    /// the few microseconds a container's frame should not. Returns false when some datagrams
-    /// did not go out (a full buffer, or an error the socket reports: see
-    /// [`Stack::path_mtu_reports`]).
-    fn flush<S: Stack>(&mut self, udp: &S::Udp, inject: &mut impl FnMut(&[&[u8]])) -> bool {
-        let buf = &self.buf;
-        if !self.bridge.is_empty() {
-            let frames: Vec<&[u8]> = self.bridge.iter().map(|&(o, n)| &buf[o..o + n]).collect();
-            inject(&frames);
-            self.bridge.clear();
-        }
-        let mut all = true;
-        if !self.udp.is_empty() {
-            let list: Vec<(&[u8], SocketAddr)> = self.udp.iter().map(|&(o, n, to)| (&buf[o..o + n], to)).collect();
-            let sent = S::send_batch(udp, &list);
-            if sent < list.len() {
-                tracing::debug!(
-                    dropped = list.len() - sent,
-                    "UDP send buffer full or an error reported; datagrams dropped"
-                );
-            }
-            all = sent == list.len();
-            self.udp.clear();
-        }
-        self.used = 0;
-        all
-    }
-}
-
 /// Hands the router the frames waiting on `frames`, up to a batch; returns how many.
 fn take_frames(router: &mut Router, frames: &mut impl Frames, t: Instant) -> usize {
     let offloaded = frames.offloaded_mtu();
@@ -356,20 +292,23 @@ fn take_path_mtu_reports<S: Stack>(udp: &S::Udp, router: &mut Router, now: Insta
 }
 
 /// Runs `router` on `port` until `shutdown` completes or a command asks to stop. Frames
-/// captured from the bridge come in on `frames`; frames for the bridge go to `inject`, a
-/// batch at a time; every event the router reports is shown to `on_event` (after the loop's
-/// own handling of dials and closes is decided, before it is carried out).
-pub async fn run<S: Stack>(
+/// captured from the bridge come in on `frames`; frames for the bridge and datagrams go out
+/// through the outlet that `outlet` makes from the bound UDP socket (frames are injected a
+/// batch at a time: [`crate::outlet::Inline`] with a function that injects them is the simplest outlet);
+/// every event the router reports is shown to `on_event` (after the loop's own handling of
+/// dials and closes is decided, before it is carried out).
+pub async fn run<S: Stack, O: Outlet<S>>(
     mut router: Router,
     port: u16,
     mut frames: impl Frames,
-    mut inject: impl FnMut(&[&[u8]]),
+    outlet: impl FnOnce(Arc<S::Udp>) -> io::Result<O>,
     mut on_event: impl FnMut(&Router, &Event),
     mut commands: mpsc::Receiver<Command>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<Router> {
     let any = |p| SocketAddr::from(([0, 0, 0, 0], p));
-    let udp = S::bind_udp(any(port)).await?;
+    let udp = Arc::new(S::bind_udp(any(port)).await?);
+    let mut outlet = outlet(udp.clone())?;
     let listener = S::listen(any(port)).await?;
     let epoch = tokio::time::Instant::now();
     let now = move || Instant::from_micros(epoch.elapsed().as_micros() as u64);
@@ -394,7 +333,7 @@ pub async fn run<S: Stack>(
     });
     let mut conns: HashMap<ConnId, ConnIo> = HashMap::new();
     let mut udp_buf = vec![0u8; 65_536];
-    let mut staged = Staged::new();
+    let mut staged = Stage::default();
     tokio::pin!(shutdown);
     let mut udp_first = true;
     let mut send_errors = false;
@@ -462,28 +401,22 @@ pub async fn run<S: Stack>(
             Woke::Shutdown => break,
         }
         loop {
-            if staged.full() && !staged.flush::<S>(&udp, &mut inject) {
+            if staged.full() && !outlet.put(&udp, &mut staged, true) {
                 send_errors = true;
             }
-            let at = staged.used;
             let Some(t) = router.poll_transmit(staged.room()) else { break };
             match t.dest {
-                Destination::Bridge => {
-                    staged.bridge.push((at, t.len));
-                    staged.used += t.len;
-                }
-                Destination::Udp(to) => {
-                    staged.udp.push((at, t.len, to));
-                    staged.used += t.len;
-                }
+                Destination::Bridge => staged.push_frame(t.len),
+                Destination::Udp(to) => staged.push_datagram(t.len, to),
                 Destination::Conn(id) => {
                     if let Some(c) = conns.get(&id) {
-                        let _ = c.writer.send(staged.buf[at..at + t.len].to_vec());
+                        let _ = c.writer.send(staged.room()[..t.len].to_vec());
                     }
                 }
             }
         }
-        if !staged.flush::<S>(&udp, &mut inject) || std::mem::take(&mut send_errors) {
+        let sent = staged.is_empty() || outlet.put(&udp, &mut staged, false);
+        if !sent || std::mem::take(&mut send_errors) {
             take_path_mtu_reports::<S>(&udp, &mut router, now());
         }
         while let Some(e) = router.poll_event() {

@@ -2,6 +2,7 @@
 
 pub mod control;
 pub mod eventloop;
+pub mod outlet;
 pub mod segment;
 pub mod stack;
 pub mod sys;

@@ -84,6 +84,12 @@ pub(crate) struct RouterArgs {
     /// supports them). `weave status` shows which is in use.
     #[arg(long, value_enum, default_value = "auto", env = "WEAVE_CAPTURE")]
     pub(crate) capture: capture::CaptureMode,
+    /// Threads of the data path: 2 writes injected frames and sent datagrams on a thread of
+    /// their own while the router reads and forwards the next ones; 1 does everything on one.
+    /// Default: 2 on hosts with at least 4 cores (on fewer, the second thread takes the core
+    /// the kernel's forwarding and the containers need).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2), env = "WEAVE_DATA_THREADS")]
+    pub(crate) data_threads: Option<u8>,
     /// Do not dial peers learned from gossip.
     #[arg(long)]
     pub(crate) no_discovery: bool,
@@ -397,6 +403,9 @@ fn launch(args: RouterArgs) -> Result<(), String> {
         .args(["--flood-rate-total", &args.flood_rate_total.to_string()])
         .args(["--log-level", &args.log_level])
         .args(["--capture", args.capture.to_possible_value().expect("no variant is skipped").get_name()]);
+    if let Some(n) = args.data_threads {
+        cmd.args(["--data-threads", &n.to_string()]);
+    }
     if let Some(n) = args.name {
         cmd.args(["--name", &n.to_string()]);
     }

@@ -14,6 +14,7 @@ use rand_core::SeedableRng;
 use router_core::{Config, Instant, PeerName, Router};
 use tokio::sync::mpsc;
 use weave_host_io::eventloop::{self, Command, Stack};
+use weave_host_io::outlet::Inline;
 
 struct Turmoil;
 
@@ -95,11 +96,11 @@ fn scenario(seed: u64, password: Option<&str>) -> Deliveries {
                         injected.borrow_mut()[i].push((t0.elapsed().as_millis(), f[14]));
                     }
                 };
-                eventloop::run::<Turmoil>(
+                eventloop::run::<Turmoil, _>(
                     router,
                     6783,
                     eventloop::ChannelFrames::new(rx),
-                    inject,
+                    |_| Ok(Inline(inject)),
                     |_, _| {},
                     cmd_rx,
                     std::future::pending(),

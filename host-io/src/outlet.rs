@@ -117,7 +117,8 @@ impl Stage {
 pub trait Outlet<S: Stack> {
     /// Writes `stage`, or hands it over to be written, and gives back an empty stage to fill
     /// next. `more`: the loop has more outputs to stage in this pass. Returns false when some
-    /// datagrams are known not to have gone out (see [`Stage::write`]).
+    /// datagrams are known not to have gone out (a full buffer, or an error the socket reports:
+    /// see [`Stack::path_mtu_reports`]).
     fn put(&mut self, udp: &Arc<S::Udp>, stage: &mut Stage, more: bool) -> bool;
 }
 

@@ -147,6 +147,8 @@ pub struct Writer<F> {
     back: Receiver<Stage>,
     /// Stages handed over and not yet given back.
     out: usize,
+    /// Stages given back, to be filled again: a stage is allocated once, not per hand-over.
+    spares: Vec<Stage>,
     /// Some datagrams of a stage the thread wrote did not go out.
     send_errors: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -178,7 +180,7 @@ impl<F: FnMut(&[&[u8]]) + Send + 'static> Writer<F> {
             })
             .transpose()?;
         let to_thread = thread.is_some().then_some(to_thread);
-        Ok(Writer { inject, to_thread, back, out: 0, send_errors, thread })
+        Ok(Writer { inject, to_thread, back, out: 0, spares: Vec::new(), send_errors, thread })
     }
 }
 
@@ -196,9 +198,8 @@ impl<F> Writer<F> {
 impl<S: Stack, F: FnMut(&[&[u8]]) + Send + 'static> Outlet<S> for Writer<F> {
     fn put(&mut self, udp: &Arc<S::Udp>, stage: &mut Stage, more: bool) -> bool {
         // Given back: the thread has written them all.
-        let mut spare = None;
         while let Some(s) = self.take_back(false) {
-            spare = Some(s);
+            self.spares.push(s);
         }
         let all = !self.send_errors.swap(false, Ordering::Relaxed);
         let hand_over = self.out > 0 || more || stage.len() > INLINE_MAX;
@@ -206,7 +207,7 @@ impl<S: Stack, F: FnMut(&[&[u8]]) + Send + 'static> Outlet<S> for Writer<F> {
             let mut inject = self.inject.lock().unwrap_or_else(|e| e.into_inner());
             return stage.write::<S>(udp, &mut *inject) && all;
         };
-        let next = match spare {
+        let next = match self.spares.pop() {
             Some(s) => s,
             None if self.out < STAGES_OUT => Stage::default(),
             None => self.take_back(true).unwrap_or_default(),
@@ -308,7 +309,9 @@ mod tests {
             let mut w = Writer::new::<Tokio>(recorder(&injected), udp.clone(), true).expect("a thread");
             let mut stage = Stage::default();
             let (mut frames, mut datagrams) = (0u32, Vec::new());
+            let mut buffers = std::collections::HashSet::new();
             for pass in 0u32..3000 {
+                buffers.insert(stage.room().as_ptr());
                 // Stages of 1 to 40 frames, some ending a pass and some not; every 7th pass
                 // also sends a datagram.
                 for _ in 0..(pass * 7919 % 40 + 1) {
@@ -325,6 +328,7 @@ mod tests {
                 assert!(stage.is_empty(), "the loop always gets an empty stage back");
             }
             drop(w);
+            assert!(buffers.len() <= STAGES_OUT + 1, "stages are reused: {} buffers", buffers.len());
             let d = tagged(u32::MAX);
             Tokio::try_send_to(&udp, &d, to).expect("the end mark goes out");
             let injected = injected.lock().unwrap();

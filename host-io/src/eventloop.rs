@@ -2,7 +2,8 @@
 //!
 //! One task owns the core: it takes one input (a captured frame, a datagram, bytes or an event
 //! on a control connection, a command, or the deadline), hands it to the core, drains every
-//! output, and re-arms one timer from `poll_timeout`. Nothing runs while nothing happens.
+//! output into a stage that its outlet writes (`outlet`: here, or on a thread of its own), and
+//! re-arms one timer from `poll_timeout`. Nothing runs while nothing happens.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -293,10 +294,10 @@ fn take_path_mtu_reports<S: Stack>(udp: &S::Udp, router: &mut Router, now: Insta
 
 /// Runs `router` on `port` until `shutdown` completes or a command asks to stop. Frames
 /// captured from the bridge come in on `frames`; frames for the bridge and datagrams go out
-/// through the outlet that `outlet` makes from the bound UDP socket (frames are injected a
-/// batch at a time: [`crate::outlet::Inline`] with a function that injects them is the simplest outlet);
-/// every event the router reports is shown to `on_event` (after the loop's own handling of
-/// dials and closes is decided, before it is carried out).
+/// through the outlet that `outlet` makes from the bound UDP socket, a stage at a time (the
+/// simplest outlet is [`crate::outlet::Inline`] with a function that injects frames); every
+/// event the router reports is shown to `on_event` (after the loop's own handling of dials
+/// and closes is decided, before it is carried out).
 pub async fn run<S: Stack, O: Outlet<S>>(
     mut router: Router,
     port: u16,

@@ -115,10 +115,10 @@ impl Stage {
 
 /// Where stages go out.
 pub trait Outlet<S: Stack> {
-    /// Writes `stage`, or hands it over to be written, and gives back an empty stage to fill
-    /// next. `more`: the loop has more outputs to stage in this pass. Returns false when some
-    /// datagrams are known not to have gone out (a full buffer, or an error the socket reports:
-    /// see [`Stack::path_mtu_reports`]).
+    /// Writes `stage`, or hands it over to be written, and leaves `stage` empty to fill next.
+    /// `more`: the loop has more outputs to stage in this pass. Returns false when some
+    /// datagrams are known not to have gone out, of this stage or of one written earlier (a
+    /// full buffer, or an error the socket reports: see [`Stack::path_mtu_reports`]).
     fn put(&mut self, udp: &Arc<S::Udp>, stage: &mut Stage, more: bool) -> bool;
 }
 
@@ -206,7 +206,7 @@ impl<S: Stack, F: FnMut(&[&[u8]]) + Send + 'static> Outlet<S> for Writer<F> {
         if self.to_thread.is_none() || !hand_over {
             let mut inject = self.inject.lock().unwrap_or_else(|e| e.into_inner());
             return stage.write::<S>(udp, &mut *inject) && all;
-        };
+        }
         let next = match self.spares.pop() {
             Some(s) => s,
             None if self.out < STAGES_OUT => Stage::default(),
